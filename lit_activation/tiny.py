@@ -1,0 +1,87 @@
+"""Tiny randomly initialised models and a character tokenizer: offline, milliseconds, for tests and smoke runs.
+
+`load_causal_lm("tiny-llama")` (also tiny-mistral, tiny-qwen2, tiny-gemma3, tiny-gpt2, tiny-opt) builds
+one from a config object; no file or network is touched. The seed fixes the weights.
+"""
+
+from __future__ import annotations
+
+import string
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    OPTConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+_CHARS = string.printable  # 100 characters; ids 0..3 are special tokens
+VOCAB = 4 + len(_CHARS)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer over printable ASCII with <pad>, <eos>, <bos>, <unk>."""
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    vocab.update({c: 4 + i for i, c in enumerate(_CHARS)})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+
+
+def _configs(layers: int, hidden: int) -> dict[str, PretrainedConfig]:
+    common = dict(vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    llama_like = dict(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        **common,
+    )
+    return {
+        "llama": LlamaConfig(**llama_like),
+        "mistral": MistralConfig(**llama_like),
+        "qwen2": Qwen2Config(**llama_like),
+        "gemma3": Gemma3TextConfig(**llama_like, head_dim=hidden // 4, sliding_window=8),
+        "gpt2": GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=512, **common),
+        "opt": OPTConfig(
+            hidden_size=hidden,
+            ffn_dim=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            word_embed_proj_dim=hidden,
+            **common,
+        ),
+    }
+
+
+ARCHITECTURES = tuple(_configs(2, 32))
+
+
+def tiny_model(arch: str = "llama", layers: int = 2, hidden: int = 32, seed: int = 0) -> PreTrainedModel:
+    """A frozen, eval-mode, randomly initialised causal LM of the given architecture (fp32)."""
+    configs = _configs(layers, hidden)
+    if arch not in configs:
+        raise ValueError(f"Unknown tiny architecture {arch!r}; accepted: {list(configs)}")
+    config = configs[arch]
+    config._attn_implementation = "eager"  # deterministic and supported by every architecture
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # Random init gives tiny weights and near-uniform logits; scale up so scores are not all ~0.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.2)
+    return model.eval().requires_grad_(False)
