@@ -1,0 +1,50 @@
+"""What the analysis callbacks share: the score-stream protocol, the run dir, TensorBoard, reduction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+
+class ScoreCallback(Callback):
+    """A callback fed by ActivationModule.predict_step: batch start, each module's scores, batch end."""
+
+    def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
+        """A batch is about to be scored."""
+
+    def on_module_scores(self, name: str, scores: torch.Tensor) -> None:
+        """One module's per-sample scores (batch, *weight.shape), fp32; valid only during this call."""
+
+    def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
+        """Every module of the batch has been scored; `values` holds D(s) per row."""
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """This run's versioned output directory (the logger's version dir, e.g. runs/counts/version_3)."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def tensorboard(trainer: Trainer) -> Any | None:
+    """The SummaryWriter of the first TensorBoard logger, or None."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def all_reduce_sum(trainer: Trainer, tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks once, in place where possible (no world_size-fold gather)."""
+    if trainer.world_size == 1:
+        return tensor
+    # Moved to the strategy's device because NCCL cannot reduce CPU tensors.
+    reduced = trainer.strategy.reduce(tensor.to(trainer.strategy.root_device), reduce_op="sum")
+    return reduced.to(tensor.device)
+
+
+def model_name(pl_module: LightningModule) -> str:
+    """The model's configured name, for titles and reports."""
+    return str(pl_module.hparams.get("model", type(pl_module.model).__name__))

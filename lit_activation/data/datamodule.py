@@ -1,0 +1,158 @@
+"""LightningDataModule that samples, tokenizes and pads the inputs whose activations are scored.
+
+Every item is a *group* of rows that must stay in one batch on one rank:
+- mode `single`: one row, one sample of one dataset (Finding 1 counts).
+- mode `pairs`: for each dataset two independent samples, rows [X_a, X_b, Y_a, Y_b, ...]; pair i of
+  (X, Y) is X_a[i] with Y_a[i], and of (X, X) is X_a[i] with X_b[i] (SPEC.md §3). Every sample is
+  scored once however many dataset pairs it takes part in.
+- mode `sts`: the two sentences of one STS pair, with the gold score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from lit_activation.data.registry import get_spec
+from lit_activation.data.samples import sample_inputs, sample_sts_pairs
+from lit_activation.models import EMBEDDED_DEFAULT, load_tokenizer
+
+Mode = Literal["single", "pairs", "sts"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Rows scored together: token ids per row, dataset index per row, optional gold score."""
+
+    index: int
+    rows: list[list[int]]
+    datasets: list[int]
+    gold: float = float("nan")
+
+
+def pad_groups(groups: Sequence[Group], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Collate groups into one padded batch; rows keep their group order."""
+    rows = [row for g in groups for row in g.rows]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        mask[i, span] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "group_index": torch.tensor([g.index for g in groups]),
+        "dataset_index": torch.tensor([d for g in groups for d in g.datasets]),
+        "gold": torch.tensor([g.gold for g in groups], dtype=torch.float64),
+    }
+
+
+class ActivationDataModule(LightningDataModule):
+    """Seeded samples of registered datasets, as padded batches of groups.
+
+    Args:
+        datasets: registered dataset names (see `lit_activation.data.registry.REGISTRY`).
+        tokenizer: model name or path whose tokenizer is used; None takes the LightningModule's `model`.
+        mode: `single`, `pairs` or `sts` (see the module docstring).
+        num_samples: samples per dataset (pairs per dataset pair in `pairs`/`sts`); paper: 64.
+        max_length: prompts longer than this keep their last tokens (warned); bounds memory.
+        window: token length of the random windows taken from corpora (paper: 256).
+        batch_size: groups per batch; one batch costs one forward/backward of batch_size × rows.
+        seed: fixes which samples are drawn.
+        data_files: dataset name -> local file(s) in the benchmark's field layout (offline use).
+        padding_side: `right` or `left`; scores do not depend on it.
+    """
+
+    def __init__(
+        self,
+        datasets: list[str] = ["humaneval"],  # noqa: B006 - jsonargparse needs a literal default
+        tokenizer: str | None = None,
+        mode: Mode = "single",
+        num_samples: int = 64,
+        max_length: int = 256,
+        window: int = 256,
+        batch_size: int = 8,
+        seed: int = 0,
+        data_files: dict[str, str | list[str]] | None = None,
+        padding_side: Literal["left", "right"] = "right",
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        if not datasets:
+            raise ValueError("datasets is empty; give at least one registered dataset name")
+        for name in datasets:
+            get_spec(name)  # fail early on unknown names
+        if len(set(datasets)) != len(datasets):
+            raise ValueError(f"datasets lists a name twice: {datasets}")
+        if mode == "sts" and len(datasets) != 1:
+            raise ValueError(f"mode 'sts' takes exactly one STS dataset, got {datasets}")
+        unknown = set(data_files or {}) - set(datasets)
+        if unknown:
+            raise ValueError(f"data_files names {sorted(unknown)}, which are not in datasets {datasets}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.dataset_names = list(datasets)
+        self.groups: list[Group] = []
+
+    @property
+    def group_size(self) -> int:
+        """Rows per group: 1 (single), 2 per dataset (pairs), 2 (sts)."""
+        return {"single": 1, "pairs": 2 * len(self.dataset_names), "sts": 2}[self.hparams.mode]
+
+    def _inputs(self, name: str, n: int, tokenizer) -> list[list[int]]:
+        hp = self.hparams
+        files = (hp.data_files or {}).get(name)
+        return sample_inputs(name, n, tokenizer, hp.seed, hp.max_length, hp.window, files)
+
+    def build_groups(self) -> list[Group]:
+        """Sample and tokenize every group (deterministic for a given seed)."""
+        hp = self.hparams
+        tokenizer = self.tokenizer
+        n = hp.num_samples
+        if hp.mode == "single":
+            groups = []
+            for d, name in enumerate(self.dataset_names):
+                for row in self._inputs(name, n, tokenizer):
+                    groups.append(Group(len(groups), [row], [d]))
+            return groups
+        if hp.mode == "sts":
+            name = self.dataset_names[0]
+            first, second, gold = sample_sts_pairs(name, n, tokenizer, hp.seed, hp.max_length, (hp.data_files or {}).get(name))
+            return [Group(i, [a, b], [0, 0], g) for i, (a, b, g) in enumerate(zip(first, second, gold, strict=True))]
+        # pairs: 2n distinct samples per dataset; first half "a", second half "b"
+        drawn = [self._inputs(name, 2 * n, tokenizer) for name in self.dataset_names]
+        groups = []
+        for i in range(n):
+            rows, datasets = [], []
+            for d, samples in enumerate(drawn):
+                rows += [samples[i], samples[n + i]]
+                datasets += [d, d]
+            groups.append(Group(i, rows, datasets))
+        return groups
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.groups:
+            model = self.hparams.tokenizer
+            if model is None:
+                module = self.trainer.lightning_module if self.trainer is not None else None
+                model = module.hparams.model if module is not None else EMBEDDED_DEFAULT
+            self.tokenizer = load_tokenizer(model, self.hparams.trust_remote_code)
+            self.groups = self.build_groups()
+
+    def predict_dataloader(self) -> DataLoader:
+        pad_id = self.tokenizer.pad_token_id
+        return DataLoader(
+            self.groups,
+            batch_size=self.hparams.batch_size,
+            shuffle=False,
+            collate_fn=partial(pad_groups, pad_id=pad_id, side=self.hparams.padding_side),
+        )

@@ -1,0 +1,159 @@
+"""Turn a registered dataset into token sequences: seeded samples, corpus windows, calibration, eval text.
+
+Pure functions of (records, tokenizer, sizes, seed); no Lightning here.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from lit_activation.data.registry import get_spec, load_records
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_SEPARATOR = "\n###\n"
+
+
+def choose(n_available: int, n: int, seed: int, name: str) -> list[int]:
+    """`n` distinct indices out of `n_available`, fixed by `seed`."""
+    if n < 1:
+        raise ValueError(f"num_samples must be >= 1, got {n}")
+    if n > n_available:
+        raise ValueError(f"Dataset {name!r} has {n_available} usable samples; {n} were asked for")
+    return random.Random(seed).sample(range(n_available), n)
+
+
+def prompt_texts(name: str, records: Sequence[dict], with_answer: bool = False) -> list[str]:
+    """Format every record as the paper's prompt; an empty one is an error naming its index."""
+    spec = get_spec(name)
+    texts = [spec.format(r, with_answer=with_answer) for r in records]
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"Dataset {name!r} record {i} formats to empty text")
+    return texts
+
+
+def tokenize(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_length: int, name: str) -> list[list[int]]:
+    """Token ids per text, keeping the LAST `max_length` tokens (D is read at the last position).
+
+    Warns with the number of texts that were cut.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    for i, row in enumerate(ids):
+        if not row:
+            raise ValueError(f"Dataset {name!r} sample {i} tokenizes to nothing: {texts[i]!r}")
+    cut = sum(len(row) > max_length for row in ids)
+    if cut:
+        log.warning("%s: %d of %d inputs were longer than max_length=%d and lost their start", name, cut, len(ids), max_length)
+    return [row[-max_length:] for row in ids]
+
+
+def token_stream(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, separator: str = "\n\n") -> torch.Tensor:
+    """The texts joined by `separator` and tokenized once (1-D LongTensor)."""
+    ids = tokenizer(separator.join(texts), return_tensors="pt", verbose=False)["input_ids"][0]
+    return ids.long()
+
+
+def windows(stream: torch.Tensor, n: int, length: int, seed: int, name: str) -> list[list[int]]:
+    """`n` non-overlapping windows of `length` tokens at seeded random places in the stream."""
+    slots = stream.numel() // length
+    if slots < n:
+        raise ValueError(f"{name!r} has {stream.numel()} tokens: too few for {n} windows of {length}")
+    return [stream[s * length : (s + 1) * length].tolist() for s in choose(slots, n, seed, name)]
+
+
+def _corpus_texts(name: str, records: Sequence[dict]) -> list[str]:
+    texts = [r["text"] for r in records if str(r.get("text", "")).strip()]
+    if not texts:
+        raise ValueError(f"Corpus {name!r} has no non-empty `text` field")
+    return texts
+
+
+def sample_inputs(
+    name: str,
+    n: int,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = 0,
+    max_length: int = 256,
+    window: int = 256,
+    data_files: str | Sequence[str] | None = None,
+) -> list[list[int]]:
+    """`n` seeded inputs of a dataset as token ids: prompts (cut to max_length) or corpus windows."""
+    spec = get_spec(name)
+    records = load_records(name, data_files)
+    if spec.kind == "corpus":
+        return windows(token_stream(_corpus_texts(name, records), tokenizer), n, window, seed, name)
+    if spec.kind == "sts":
+        raise ValueError(f"{name!r} is a sentence-pair (STS) dataset; use mode 'sts'")
+    chosen = [records[i] for i in choose(len(records), n, seed, name)]
+    return tokenize(prompt_texts(name, chosen), tokenizer, max_length, name)
+
+
+def sample_sts_pairs(
+    name: str,
+    n: int,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = 0,
+    max_length: int = 256,
+    data_files: str | Sequence[str] | None = None,
+) -> tuple[list[list[int]], list[list[int]], list[float]]:
+    """`n` seeded sentence pairs: (first sentences' ids, second sentences' ids, gold scores)."""
+    spec = get_spec(name)
+    if spec.kind != "sts":
+        raise ValueError(f"{name!r} is not a sentence-pair dataset; STS sets: stsb, sick")
+    records = load_records(name, data_files)
+    f1, f2, fs = spec.sts_fields
+    missing = {f1, f2, fs} - set(records[0])
+    if missing:
+        raise ValueError(f"{name!r} records lack fields {sorted(missing)}; expected {[f1, f2, fs]}")
+    chosen = [records[i] for i in choose(len(records), n, seed, name)]
+    first = tokenize([str(r[f1]) for r in chosen], tokenizer, max_length, name)
+    second = tokenize([str(r[f2]) for r in chosen], tokenizer, max_length, name)
+    return first, second, [float(r[fs]) for r in chosen]
+
+
+def calibration_ids(
+    name: str,
+    tokenizer: PreTrainedTokenizerBase,
+    n_samples: int = 128,
+    seqlen: int = 2048,
+    seed: int = 0,
+    data_files: str | Sequence[str] | None = None,
+) -> torch.Tensor:
+    """Calibration batch (n_samples, seqlen) for pruning (SPEC.md §5).
+
+    Corpora: random windows. Task sets: formatted examples with answers, shuffled with the seed,
+    joined by "\\n###\\n" and cut into seqlen pieces (the paper's MMLU/SIQA calibration).
+    """
+    spec = get_spec(name)
+    records = load_records(name, data_files)
+    if spec.kind == "corpus":
+        texts = _corpus_texts(name, records)
+        return torch.tensor(windows(token_stream(texts, tokenizer), n_samples, seqlen, seed, name))
+    if spec.kind == "sts":
+        texts = [str(r[spec.sts_fields[0]]) for r in records]
+    else:
+        texts = prompt_texts(name, records, with_answer=True)
+    random.Random(seed).shuffle(texts)
+    stream = token_stream(texts, tokenizer, CALIBRATION_SEPARATOR)
+    if stream.numel() < n_samples * seqlen:
+        raise ValueError(f"{name!r} gives {stream.numel()} tokens; calibration needs {n_samples}×{seqlen}")
+    return stream[: n_samples * seqlen].view(n_samples, seqlen)
+
+
+def evaluation_stream(name: str, tokenizer: PreTrainedTokenizerBase, data_files: str | Sequence[str] | None = None) -> torch.Tensor:
+    """The perplexity text (SPEC.md §6): every document joined with "\\n\\n", tokenized once."""
+    spec = get_spec(name)
+    if spec.kind != "corpus":
+        raise ValueError(f"Perplexity needs running text; {name!r} is a {spec.kind} set. Corpora: wikitext2, c4, wiki, news")
+    records = load_records(name, data_files)
+    _corpus_texts(name, records)  # validates that there is text at all
+    # Keep empty lines: the standard protocol joins WikiText-2's raw lines, blanks included.
+    return token_stream([str(r.get("text") or "") for r in records], tokenizer)

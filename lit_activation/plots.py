@@ -1,0 +1,67 @@
+"""Figures of the paper, as matplotlib Figures (the caller saves or logs them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files and TensorBoard only; no display here or on clusters
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def counts_figure(counts: Mapping[str, Sequence[int]], gamma: float, model: str) -> Figure:
+    """Fig. 1/2: x = layer, y = activated parameters (mean A > γ), one line per dataset."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in counts.items():
+        ax.plot(range(len(values)), values, marker="o", markersize=3, label=name)
+    ax.set(xlabel="layer", ylabel=f"parameters with mean A > {gamma:g}", title=model)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def box_figure(values: Mapping[str, Sequence[Sequence[float]]], model: str) -> Figure:
+    """Fig. 3: per dataset pair, a box plot per layer of LLMDcos over the pairs (whis=1.5)."""
+    n = len(values)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n), squeeze=False)
+    for ax, (label, per_pair) in zip(axes[:, 0], values.items(), strict=True):
+        by_layer = list(zip(*per_pair, strict=True))  # per_pair: pairs × layers
+        ax.boxplot(by_layer, whis=1.5, positions=range(len(by_layer)), widths=0.6, showfliers=True)
+        ax.set(ylabel="LLMDcos", title=f"{label} ({len(per_pair)} pairs)", ylim=(-0.02, 1.02))
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel(f"layer ({model})")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(names: Sequence[str], matrix: Sequence[Sequence[float]], title: str) -> Figure:
+    """Fig. 6: dataset × dataset mean deep-layer LLMDcos, values printed in the cells."""
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(names), 0.8 + 0.7 * len(names)))
+    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    fig.colorbar(image, ax=ax)
+    ax.set_title(title)
+    return fig
+
+
+def line_figure(x: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str, title: str) -> Figure:
+    """A simple line plot of several series over a shared x."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, y in series.items():
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    """Release a figure's memory."""
+    plt.close(fig)
