@@ -24,7 +24,10 @@ class ScoreCallback(Callback):
 
 
 def run_dir(trainer: Trainer) -> Path:
-    """This run's versioned output directory (the logger's version dir, e.g. runs/counts/version_3)."""
+    """This run's versioned output directory (the logger's version dir, e.g. runs/counts/version_3).
+
+    A collective under DDP (rank 0 broadcasts it): call it on every rank, never inside a rank-0 branch.
+    """
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 

@@ -42,8 +42,9 @@ class ActivationCounts(ScoreCallback):
         self.results: dict | None = None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.out = run_dir(trainer)  # a collective under DDP: resolve it on every rank, once
         if trainer.is_global_zero:
-            io.check_new(run_dir(trainer) / f for f in OUTPUTS)
+            io.check_new(self.out / f for f in OUTPUTS)
         names = trainer.datamodule.dataset_names
         device = "cpu" if self.state_device == "cpu" else None
         self.sums = ScoreSum(pl_module.model, len(names), device=device)
@@ -61,8 +62,8 @@ class ActivationCounts(ScoreCallback):
         sums.samples = all_reduce_sum(trainer, sums.samples)
         for name, state in sums.sums.items():
             sums.sums[name] = all_reduce_sum(trainer, state)
-        self.results = self.compute(pl_module, trainer.datamodule.dataset_names)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero:  # every rank holds the reduced sums; one is enough to report
+            self.results = self.compute(pl_module, trainer.datamodule.dataset_names)
             self.write(trainer, pl_module)
 
     def compute(self, pl_module: LightningModule, dataset_names: list[str]) -> dict:
@@ -107,7 +108,7 @@ class ActivationCounts(ScoreCallback):
         }
 
     def write(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        out, res = run_dir(trainer), self.results
+        out, res = self.out, self.results
         io.write_json(out / "counts.json", res)
         rows = [
             (name, layer, kind, d["module_counts"][kind][layer], d["layer_counts"][layer])

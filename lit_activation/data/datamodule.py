@@ -94,9 +94,8 @@ class ActivationDataModule(LightningDataModule):
             raise ValueError(f"datasets lists a name twice: {datasets}")
         if mode == "sts" and len(datasets) != 1:
             raise ValueError(f"mode 'sts' takes exactly one STS dataset, got {datasets}")
-        unknown = set(data_files or {}) - set(datasets)
-        if unknown:
-            raise ValueError(f"data_files names {sorted(unknown)}, which are not in datasets {datasets}")
+        for name in data_files or {}:
+            get_spec(name)  # a typo in a data_files key would otherwise silently fall back to the hub
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()

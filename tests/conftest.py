@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py and tests/naive.py
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network in tests, ever
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+logging.getLogger("gensim").setLevel(logging.WARNING)
+
+from fixtures import write_benchmarks  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bench_files(tmp_path_factory) -> dict[str, str]:
+    """data_files for every hub benchmark, in their real field layouts."""
+    return write_benchmarks(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tok():
+    from lit_activation.tiny import tiny_tokenizer
+
+    return tiny_tokenizer()

@@ -1,0 +1,111 @@
+"""Finding 1: counts on hand-made means, and the Lightning callback against naive per-sample scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from naive import naive_scores
+
+from lit_activation import counts as C
+from lit_activation.callbacks.counts import ActivationCounts
+from lit_activation.data.datamodule import ActivationDataModule
+from lit_activation.models import decoder_layers, layer_index
+from lit_activation.module import ActivationModule
+from lit_activation.tiny import tiny_model
+
+MEANS = {"l0.a": torch.tensor([[1e-6, 3e-5], [2e-5, 0.0]]), "l0.b": torch.tensor([5e-5, 1e-4]), "l1.a": torch.tensor([[1e-3, 1e-7], [0.0, 0.0]])}
+LAYER = {"l0.a": 0, "l0.b": 0, "l1.a": 1}
+KIND = {"l0.a": "a", "l0.b": "b", "l1.a": "a"}
+
+
+def test_counts_by_hand():
+    assert C.layer_counts(MEANS, LAYER, 2, 2e-5) == [3, 1]  # 3e-5, 5e-5, 1e-4 | 1e-3 (2e-5 is not > 2e-5)
+    assert C.module_counts(MEANS, LAYER, KIND, 2, 2e-5) == {"a": [1, 1], "b": [2, 0]}
+    assert C.zero_counts(MEANS, LAYER, 2) == [1, 2]
+    assert C.log10_range(MEANS) == (-7, -3)
+
+
+def test_histogram_and_quantile_thresholds():
+    means = {"m": torch.logspace(-6, -2, 1001)}
+    hist = C.layer_histograms(means, {"m": 0}, 1, -6, -2, bins=400)
+    assert int(hist.sum()) == 1001
+    (t50, t90) = C.histogram_quantiles(hist, 0, -6, -2, [0.5, 0.9])
+    assert abs(torch.log10(torch.tensor(t50)) - (-4.0)) <= 0.011  # within one bin (0.01 decades)
+    assert abs(torch.log10(torch.tensor(t90)) - (-2.4)) <= 0.011
+    with pytest.raises(ValueError, match="outside"):
+        C.histogram_quantiles(hist, 0, -6, -2, [1.0])
+    with pytest.raises(ValueError, match="zero"):
+        C.log10_range({"m": torch.zeros(3)})
+
+
+def gap_threshold(values: torch.Tensor, q: float) -> float:
+    """A threshold near quantile q that sits in a clear gap, so ulp noise cannot move a count."""
+    v = values.sort().values
+    k = int(q * v.numel())
+    while v[k + 1] <= v[k] * 1.001:
+        k += 1
+    return float((v[k] * v[k + 1]).sqrt())
+
+
+def run_counts(tmp_path, files, gamma, **dm_kwargs):
+    module = ActivationModule(model="tiny-llama")
+    dm = ActivationDataModule(["boolq", "mmlu"], data_files=files, **dm_kwargs)
+    trainer = Trainer(
+        accelerator="cpu", devices=1, inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t"),
+        callbacks=[ActivationCounts(gamma=gamma)], enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    return json.loads((tmp_path / "t" / "version_0" / "counts.json").read_text()), dm
+
+
+def test_callback_counts_equal_naive_mean_then_threshold(tmp_path, bench_files):
+    kwargs = dict(num_samples=5, batch_size=3, max_length=48, padding_side="left")
+    model = tiny_model("llama")
+    prefix, layers = decoder_layers(model)
+    # Naive: the same samples, one at a time, plain autograd; mean over samples, then threshold.
+    dm = ActivationDataModule(["boolq", "mmlu"], tokenizer="tiny-llama", data_files=bench_files, **kwargs)
+    dm.setup()
+    means = {}
+    for d, name in enumerate(dm.dataset_names):
+        rows = [g.rows[0] for g in dm.groups if g.datasets[0] == d]
+        per = [naive_scores(model, torch.tensor(r)) for r in rows]
+        means[name] = {n: torch.stack([p[n] for p in per]).mean(0) for n in per[0]}
+    gamma = gap_threshold(torch.cat([m.flatten() for m in means["boolq"].values()]), 0.6)
+    result, _ = run_counts(tmp_path, bench_files, gamma, **kwargs)
+    layer_of = {n: layer_index(n, prefix) for n in means["boolq"]}
+    for name in ("boolq", "mmlu"):
+        expected = [0] * len(layers)
+        for n, m in means[name].items():
+            expected[layer_of[n]] += int((m > gamma).sum())
+        assert result["datasets"][name]["layer_counts"] == expected
+        assert result["datasets"][name]["n_samples"] == 5
+        assert sum(sum(v) for v in result["datasets"][name]["module_counts"].values()) == sum(expected)
+    out = tmp_path / "t" / "version_0"
+    assert {"counts.csv", "counts.png"} <= {p.name for p in out.iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())
+
+
+def test_existing_results_are_never_overwritten(tmp_path, bench_files):
+    run_counts(tmp_path, bench_files, 1e-3, num_samples=2, batch_size=2, max_length=32)
+    before = (tmp_path / "t" / "version_0" / "counts.json").read_bytes()
+    module = ActivationModule(model="tiny-llama")
+    dm = ActivationDataModule(["boolq", "mmlu"], data_files=bench_files, num_samples=2, max_length=32)
+    trainer = Trainer(
+        accelerator="cpu", inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t", version=0),
+        callbacks=[ActivationCounts()], enable_progress_bar=False,
+    )
+    with pytest.raises(FileExistsError, match="counts.json"):
+        trainer.predict(module, datamodule=dm, return_predictions=False)
+    assert (tmp_path / "t" / "version_0" / "counts.json").read_bytes() == before
+
+
+def test_predict_under_inference_mode_is_a_clear_error(tmp_path, bench_files):
+    module = ActivationModule(model="tiny-llama")
+    dm = ActivationDataModule(["boolq"], data_files=bench_files, num_samples=2, max_length=32)
+    trainer = Trainer(accelerator="cpu", logger=False, callbacks=[ActivationCounts()], enable_progress_bar=False)
+    with pytest.raises(RuntimeError, match="inference_mode"):
+        trainer.predict(module, datamodule=dm, return_predictions=False)

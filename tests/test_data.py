@@ -1,0 +1,122 @@
+"""Dataset registry, prompt formats, sampling and the datamodule, offline on fixture files."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from lit_activation.data import prompts
+from lit_activation.data.datamodule import ActivationDataModule, pad_groups, Group
+from lit_activation.data.registry import REGISTRY, get_spec, load_records
+from lit_activation.data.samples import calibration_ids, evaluation_stream, sample_inputs, sample_sts_pairs
+
+HUB_SETS = ["boolq", "mmlu", "siqa", "piqa", "hellaswag", "gsm8k", "c4", "wikitext2", "stsb", "sick"]
+
+
+def test_registry_lists_the_papers_and_embedded_sets():
+    assert set(HUB_SETS) | {"humaneval", "wiki", "news", "reviews"} <= set(REGISTRY)
+    with pytest.raises(ValueError, match="Unknown dataset 'nope'.*boolq"):
+        get_spec("nope")
+
+
+@pytest.mark.parametrize("name", HUB_SETS)
+def test_every_benchmark_loads_from_local_files(name, bench_files):
+    records = load_records(name, bench_files[name])
+    assert len(records) >= 24
+
+
+def test_prompt_formats_are_the_papers():
+    assert prompts.boolq({"passage": "P", "question": "is it", "answer": True}) == "P\nQuestion: is it?\nAnswer:"
+    assert prompts.mmlu({"subject": "high_school_math", "question": "Q?", "choices": ["1", "2", "3", "4"], "answer": 2}) == (
+        "The following are multiple choice questions (with answers) about high school math.\n\nQ?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:"
+    )
+    assert prompts.mmlu({"subject": "x", "question": "Q", "choices": ["a", "b"], "answer": 1}, with_answer=True).endswith("Answer: B")
+    assert prompts.siqa({"context": "C", "question": "Why?", "answerA": "a", "answerB": "b", "answerC": "c", "label": "2"}, True) == (
+        "C\nQuestion: Why?\nA. a\nB. b\nC. c\nAnswer: B"
+    )
+    assert prompts.piqa({"goal": "G", "sol1": "x", "sol2": "y", "label": 1}) == "G\nA. x\nB. y\nAnswer:"
+    assert prompts.hellaswag({"ctx": "C", "endings": ["1", "2", "3", "4"], "label": "0"}) == "C\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:"
+    assert prompts.humaneval({"prompt": "def f():\n"}) == "def f():\n"
+    assert prompts.gsm8k({"question": "2+2?", "answer": "4"}) == "2+2?"
+
+
+def test_embedded_sets_are_complete():
+    assert len(load_records("humaneval")) == 164
+    assert len(load_records("news")) == 300
+    assert len(load_records("reviews")) == 200
+    wiki = load_records("wiki")
+    assert len(wiki) == 106 and not any("'''" in r["text"] for r in wiki)
+
+
+def test_sampling_is_seeded_and_bounded(bench_files, tiny_tok):
+    a = sample_inputs("boolq", 5, tiny_tok, seed=3, data_files=bench_files["boolq"])
+    assert a == sample_inputs("boolq", 5, tiny_tok, seed=3, data_files=bench_files["boolq"])
+    assert a != sample_inputs("boolq", 5, tiny_tok, seed=4, data_files=bench_files["boolq"])
+    with pytest.raises(ValueError, match="has 24 usable samples; 25 were asked"):
+        sample_inputs("boolq", 25, tiny_tok, data_files=bench_files["boolq"])
+
+
+def test_too_long_prompts_keep_their_end_with_a_warning(bench_files, tiny_tok, caplog):
+    with caplog.at_level(logging.WARNING):
+        rows = sample_inputs("boolq", 4, tiny_tok, max_length=10, data_files=bench_files["boolq"])
+    assert all(len(r) == 10 for r in rows)
+    assert tiny_tok.decode(rows[0]).endswith("Answer:")
+    assert "4 of 4 inputs were longer than max_length=10" in caplog.text
+
+
+def test_corpus_windows_and_errors(bench_files, tiny_tok, tmp_path):
+    rows = sample_inputs("c4", 3, tiny_tok, window=32, data_files=bench_files["c4"])
+    assert [len(r) for r in rows] == [32, 32, 32]
+    with pytest.raises(ValueError, match="too few"):
+        sample_inputs("c4", 3, tiny_tok, window=10**6, data_files=bench_files["c4"])
+    with pytest.raises(FileNotFoundError, match="nothere.jsonl"):
+        load_records("boolq", str(tmp_path / "nothere.jsonl"))
+    with pytest.raises(ValueError, match="Unsupported data files"):
+        load_records("boolq", str(tmp_path / "boolq.txt") if (tmp_path / "boolq.txt").write_text("x") else "")
+
+
+def test_empty_text_is_an_error(tmp_path, tiny_tok):
+    f = tmp_path / "gsm8k.jsonl"
+    f.write_text('{"question": "   ", "answer": "1"}\n')
+    with pytest.raises(ValueError, match="record 0 formats to empty text"):
+        sample_inputs("gsm8k", 1, tiny_tok, data_files=str(f))
+
+
+def test_sts_pairs_and_calibration(bench_files, tiny_tok):
+    first, second, gold = sample_sts_pairs("sick", 6, tiny_tok, data_files=bench_files["sick"])
+    assert len(first) == len(second) == len(gold) == 6 and all(1.0 <= g <= 5.0 for g in gold)
+    calib = calibration_ids("mmlu", tiny_tok, n_samples=4, seqlen=64, data_files=bench_files["mmlu"])
+    assert calib.shape == (4, 64)
+    assert "\n###\n" in tiny_tok.decode(calib[0]) + tiny_tok.decode(calib[1])
+    stream = evaluation_stream("wikitext2", tiny_tok, bench_files["wikitext2"])
+    assert stream.ndim == 1 and stream.numel() > 1000
+
+
+def test_pad_groups_marks_real_tokens():
+    batch = pad_groups([Group(0, [[5, 6, 7], [8]], [0, 1])], pad_id=0, side="left")
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch["dataset_index"].tolist() == [0, 1]
+
+
+def test_datamodule_pairs_layout(bench_files):
+    dm = ActivationDataModule(["boolq", "mmlu"], tokenizer="tiny-llama", mode="pairs", num_samples=3, batch_size=2, data_files=bench_files)
+    dm.setup("predict")
+    assert dm.group_size == 4 and len(dm.groups) == 3
+    group = dm.groups[0]
+    assert group.datasets == [0, 0, 1, 1] and group.rows[0] != group.rows[1]  # X_a vs X_b differ
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["input_ids"].shape[0] == 8 and batch["group_index"].tolist() == [0, 1]
+
+
+def test_datamodule_rejects_bad_arguments(bench_files):
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        ActivationDataModule(["boolq", "nope"])
+    with pytest.raises(ValueError, match="twice"):
+        ActivationDataModule(["boolq", "boolq"])
+    with pytest.raises(ValueError, match="Unknown dataset 'boolQ'"):
+        ActivationDataModule(["boolq"], data_files={"boolQ": bench_files["boolq"]})
+    with pytest.raises(ValueError, match="exactly one STS"):
+        ActivationDataModule(["stsb", "sick"], mode="sts")

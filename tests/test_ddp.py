@@ -1,0 +1,50 @@
+"""Two CPU processes (DDP, gloo) give the same numbers as one: counts, LLMDcos, STS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ddp
+
+
+def cli(tmp_path: Path, name: str, devices: int, args: list[str]) -> Path:
+    """Run `python -m lit_activation predict` with `devices` CPU processes; return its run dir."""
+    strategy = ["--trainer.strategy", "ddp"] if devices > 1 else []
+    cmd = [
+        sys.executable, "-m", "lit_activation", "predict", "--model.model", "tiny-llama",
+        "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), *strategy,
+        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.logger.init_args.name", name, *args,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return tmp_path / name / "version_0"
+
+
+def counts_args(files: dict[str, str]) -> list[str]:
+    return [
+        "--data", "lit_activation.data.datamodule.ActivationDataModule",
+        "--data.datasets", "[boolq, mmlu]", "--data.num_samples", "7", "--data.batch_size", "2",
+        "--data.max_length", "40", "--data.data_files", json.dumps({k: files[k] for k in ("boolq", "mmlu")}),
+        "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts",
+        "--trainer.callbacks.gamma", "0.02",
+    ]
+
+
+def test_counts_two_processes_equal_one(tmp_path, bench_files):
+    one = json.loads((cli(tmp_path, "one", 1, counts_args(bench_files)) / "counts.json").read_text())
+    two = json.loads((cli(tmp_path, "two", 2, counts_args(bench_files)) / "counts.json").read_text())
+    for name in ("boolq", "mmlu"):
+        a, b = one["datasets"][name], two["datasets"][name]
+        assert a["n_samples"] == b["n_samples"] == 7  # 7 samples, batch 2: ranks get uneven batches
+        assert a["layer_counts"] == b["layer_counts"]
+        assert a["module_counts"] == b["module_counts"]
+        assert a["log10_histogram"] == b["log10_histogram"]
+        assert a["quantile_counts"] == b["quantile_counts"]

@@ -1,0 +1,98 @@
+"""Model loading and generic discovery of the scored modules."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from lit_activation.models import (
+    EMBEDDED_DEFAULT,
+    decoder_layers,
+    layer_index,
+    linear_modules,
+    load_causal_lm,
+    module_kind,
+)
+from lit_activation.tiny import ARCHITECTURES, tiny_model
+
+EXPECTED = {
+    "llama": ("model.layers", 7),
+    "mistral": ("model.layers", 7),
+    "qwen2": ("model.layers", 7),
+    "gemma3": ("model.layers", 7),
+    "gpt2": ("transformer.h", 4),
+    "opt": ("model.decoder.layers", 6),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_linear_modules_are_the_decoder_linears_only(arch):
+    model = tiny_model(arch, layers=3)
+    prefix, layers = decoder_layers(model)
+    assert (prefix, len(layers)) == (EXPECTED[arch][0], 3)
+    modules = linear_modules(model)
+    assert len(modules) == 3 * EXPECTED[arch][1]
+    assert all(isinstance(m, (nn.Linear, Conv1D)) for m in modules.values())
+    assert [layer_index(n, prefix) for n in modules] == sorted(layer_index(n, prefix) for n in modules)
+    head = model.get_output_embeddings()
+    assert all(m is not head and m is not model.get_input_embeddings() for m in modules.values())
+    # every Linear/Conv1D outside the decoder blocks is excluded; none inside is missed
+    inside = {id(m) for block in layers for m in block.modules() if isinstance(m, (nn.Linear, Conv1D))}
+    assert {id(m) for m in modules.values()} == inside
+
+
+def test_layer_index_and_kind_come_from_the_name():
+    assert layer_index("model.layers.12.mlp.up_proj", "model.layers") == 12
+    assert module_kind("model.layers.12.mlp.up_proj", "model.layers") == "mlp.up_proj"
+    with pytest.raises(ValueError, match="not under"):
+        layer_index("lm_head", "model.layers")
+
+
+def test_unmappable_model_names_its_class():
+    class Weird(nn.Module):
+        config = type("C", (), {"num_hidden_layers": 2})()
+
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.ReLU(), nn.ReLU()])
+
+    with pytest.raises(TypeError, match="Weird"):
+        linear_modules(Weird())
+
+
+def test_unknown_model_and_missing_files_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+        load_causal_lm(str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_causal_lm(str(tmp_path))
+    with pytest.raises(ValueError, match="tiny architecture"):
+        load_causal_lm("tiny-nonsense")
+
+
+def test_local_directory_round_trip(tmp_path):
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path)
+    from lit_activation.tiny import tiny_tokenizer
+
+    tiny_tokenizer().save_pretrained(tmp_path)
+    loaded, tok = load_causal_lm(str(tmp_path), dtype="bfloat16")
+    assert loaded.dtype == torch.bfloat16 and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert tok.pad_token is not None
+
+
+@pytest.mark.embedded
+def test_embedded_default_loads_and_is_cached():
+    model, tok = load_causal_lm(EMBEDDED_DEFAULT)
+    modules = linear_modules(model)
+    assert len(decoder_layers(model)[1]) == 30 and len(modules) == 30 * 7
+    assert abs(sum(m.weight.numel() for m in modules.values()) / 1e6 - 106.2) < 0.1
+    start = time.perf_counter()
+    again, _ = load_causal_lm(EMBEDDED_DEFAULT)
+    assert time.perf_counter() - start < 5.0  # the fp32 safetensors cache, not the GGUF
+    ids = tok("The capital of France is", return_tensors="pt")
+    assert tok.decode(again(**ids).logits[0, -1].argmax()).strip() == "Paris"
