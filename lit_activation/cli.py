@@ -30,14 +30,16 @@ class ActivationCLI(LightningCLI):
         )
 
 
-def main(args: list[str] | None = None) -> ActivationCLI:
-    """Entry point of the console script and of `python -m lit_activation`."""
+def main(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
+    """Entry point of the console script and of `python -m lit_activation` (run=False: parse only)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines are noise here
     return ActivationCLI(
         ActivationModule,
         LightningDataModule,
         subclass_mode_data=True,
         args=args,
+        run=run,
         save_config_kwargs={"overwrite": False},
     )
 

@@ -77,19 +77,22 @@ def _score_hooks(modules: dict[str, nn.Module], mask: Tensor, consumer: ScoreCon
     """Hooks that turn each module's (input, output gradient) into per-sample scores for `consumer`."""
 
     batch = mask.shape[0]
+    pads = ~mask.bool()[..., None]
+
+    def backward_hook(name: str, module: nn.Module, x: Tensor) -> Callable:
+        def hook(delta: Tensor) -> None:
+            # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs
+            # are zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
+            x_s = x.reshape(batch, -1, x.shape[-1]).masked_fill(pads, 0)
+            consumer(name, per_sample_scores(module, x_s, delta.reshape(batch, -1, delta.shape[-1])))
+
+        return hook
 
     def forward_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it.
-            x = args[0].detach().reshape(batch, -1, args[0].shape[-1])
-            # Zero the pads' inputs: δ is already zero there, this only guards against 0·inf.
-            x = x * mask[..., None].to(x.dtype)
+            # Keep a reference, not a copy: q/k/v (and gate/up) share one input tensor.
             if output.requires_grad:
-                output.register_hook(
-                    lambda delta: consumer(
-                        name, per_sample_scores(module, x, delta.reshape(batch, -1, delta.shape[-1]))
-                    )
-                )
+                output.register_hook(backward_hook(name, module, args[0].detach()))
 
         return hook
 
