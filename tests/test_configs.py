@@ -26,3 +26,17 @@ def test_config_parses_and_instantiates(config):
     cli = main(["--config", str(config)], run=False)
     assert cli.model is not None and cli.datamodule is not None
     assert cli.trainer.predicting is False  # nothing ran
+
+
+EMBEDDED = [c for c in CLI_CONFIGS if c.stem.endswith("_embedded") and "lit-activation predict" in c.read_text()]
+
+
+@pytest.mark.parametrize("config", EMBEDDED, ids=lambda c: c.stem)
+def test_embedded_predict_config_runs_on_a_tiny_model(config, tmp_path):
+    main([
+        "predict", "--config", str(config), "--model.model", "tiny-llama",
+        "--data.init_args.num_samples", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ])
+    produced = {p.name for p in tmp_path.rglob("*.png")}
+    assert produced, f"{config.name} wrote no figure"

@@ -48,3 +48,33 @@ def test_counts_two_processes_equal_one(tmp_path, bench_files):
         assert a["module_counts"] == b["module_counts"]
         assert a["log10_histogram"] == b["log10_histogram"]
         assert a["quantile_counts"] == b["quantile_counts"]
+
+
+def test_llmdcos_two_processes_equal_one(tmp_path, bench_files):
+    args = [
+        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "pairs",
+        "--data.datasets", "[boolq, gsm8k]", "--data.num_samples", "5", "--data.batch_size", "1",
+        "--data.max_length", "40", "--data.data_files", json.dumps({k: bench_files[k] for k in ("boolq", "gsm8k")}),
+        "--trainer.callbacks+", "lit_activation.callbacks.llmdcos.LLMDcos",
+    ]
+    one = json.loads((cli(tmp_path, "one", 1, args) / "llmdcos.json").read_text())
+    two = json.loads((cli(tmp_path, "two", 2, args) / "llmdcos.json").read_text())
+    # one group per batch: identical batches on either layout, so the cosines are bit-identical
+    assert one["llmdcos"] == two["llmdcos"]
+    assert one["matrix"] == two["matrix"]
+
+
+def test_sts_two_processes_equal_one(tmp_path, bench_files):
+    args = [
+        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "sts",
+        "--data.datasets", "[sick]", "--data.num_samples", "9", "--data.batch_size", "2",
+        "--data.data_files", json.dumps({"sick": bench_files["sick"]}),
+        "--trainer.callbacks+", "lit_activation.callbacks.sts.STSCorrelation",
+    ]
+    one = json.loads((cli(tmp_path, "one", 1, args) / "sts.json").read_text())
+    two = json.loads((cli(tmp_path, "two", 2, args) / "sts.json").read_text())
+    # batches differ (ranks split them), so padding widths differ: equal to float precision
+    assert one["n_pairs"] == two["n_pairs"] == 9
+    assert abs(one["spearman"] - two["spearman"]) < 1e-6
+    for a, b in zip(one["per_layer_spearman"], two["per_layer_spearman"], strict=True):
+        assert abs(a - b) < 1e-6

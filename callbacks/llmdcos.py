@@ -1,0 +1,81 @@
+"""Findings 2-3 as a Lightning callback: LLMDcos box plots per layer and the dataset × dataset matrix."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+
+from lit_activation import io, plots
+from lit_activation.callbacks.base import model_name, tensorboard
+from lit_activation.callbacks.groups import GroupGramCallback
+from lit_activation.similarity import matrix_layers, pair_cosines, similarity_matrix
+
+
+class LLMDcos(GroupGramCallback):
+    """Per dataset pair and layer, LLMDcos of every sample pair (data mode `pairs`).
+
+    Pair i of (X, Y) is X's i-th sample with Y's i-th; of (X, X), two different samples. Every pair
+    of the configured datasets, each with itself included, comes from one scoring of each sample.
+
+    Args:
+        box_pairs: dataset pairs drawn as box plots (paper Fig. 3), e.g. [[boolq, humaneval]];
+            None draws every pair when there are at most 6, else only same-dataset pairs.
+        matrix_layers: 0-indexed inclusive [first, last] layers averaged for the matrix (Fig. 6);
+            None: the paper's code, L//2 … L−3.
+    """
+
+    outputs = ("llmdcos.json", "llmdcos.csv", "llmdcos_box.png", "similarity_matrix.csv", "similarity_matrix.png")
+
+    def __init__(self, box_pairs: list[list[str]] | None = None, matrix_layers: list[int] | None = None) -> None:
+        self.box_pairs, self.matrix_layers = box_pairs, matrix_layers
+
+    def check_layers(self, n_layers: int) -> None:
+        matrix_layers(n_layers, self.matrix_layers)
+
+    def _box_pairs(self, names: list[str]) -> list[tuple[str, str]]:
+        if self.box_pairs is not None:
+            for pair in self.box_pairs:
+                if len(pair) != 2 or not set(pair) <= set(names):
+                    raise ValueError(f"box_pairs entry {pair} must be two of the run's datasets {names}")
+            return [tuple(p) for p in self.box_pairs]
+        every = list(itertools.combinations_with_replacement(names, 2))
+        return every if len(every) <= 6 else [(n, n) for n in names]
+
+    def report(self, trainer: Trainer, pl_module: LightningModule, cos: torch.Tensor) -> None:
+        names = trainer.datamodule.dataset_names
+        n_layers = cos.shape[1]
+        layers = matrix_layers(n_layers, self.matrix_layers)
+        index = {n: i for i, n in enumerate(names)}
+        per_pair = {
+            f"{x}-{y}": pair_cosines(cos, index[x], index[y]).tolist()
+            for x, y in itertools.combinations_with_replacement(names, 2)
+        }
+        matrix = similarity_matrix(cos, len(names), layers)
+        model = model_name(pl_module)
+        io.write_json(self.out / "llmdcos.json", {
+            "model": model, "datasets": names, "n_pairs": cos.shape[0], "n_layers": n_layers,
+            "matrix_layers": [layers[0], layers[-1]], "matrix": matrix.tolist(),
+            "llmdcos": per_pair,  # "X-Y": pairs × layers, every value kept for re-plotting
+        })
+        io.write_csv(
+            self.out / "llmdcos.csv", ["pair", "sample", "layer", "llmdcos"],
+            ((p, i, layer, v) for p, rows in per_pair.items() for i, row in enumerate(rows) for layer, v in enumerate(row)),
+        )
+        io.write_csv(self.out / "similarity_matrix.csv", ["dataset", *names], ([n, *row] for n, row in zip(names, matrix.tolist(), strict=True)))
+        box = plots.box_figure({f"{x} vs {y}": per_pair[f"{x}-{y}"] if f"{x}-{y}" in per_pair else per_pair[f"{y}-{x}"] for x, y in self._box_pairs(names)}, model)
+        heat = plots.heatmap_figure(names, matrix.tolist(), f"{model}: mean LLMDcos, layers {layers[0]}-{layers[-1]}")
+        io.save_figure(self.out / "llmdcos_box.png", box)
+        io.save_figure(self.out / "similarity_matrix.png", heat)
+        writer = tensorboard(trainer)
+        if writer is not None:
+            for pair, rows in per_pair.items():
+                for layer, mean in enumerate(torch.tensor(rows).mean(0).tolist()):
+                    writer.add_scalar(f"llmdcos_mean/{pair}", mean, global_step=layer)
+            writer.add_figure("llmdcos_box", box, close=False)
+            writer.add_figure("similarity_matrix", heat, close=False)
+            writer.flush()
+        plots.close(box)
+        plots.close(heat)
+        print(f"LLMDcos: {self.out / 'llmdcos_box.png'}, {self.out / 'similarity_matrix.png'}, llmdcos.json/csv")

@@ -1,0 +1,47 @@
+"""Validation 3 (paper Table 3): does deep-layer LLMDcos rank sentence pairs like human similarity?"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from scipy import stats
+from torch import Tensor
+from torchmetrics.functional import spearman_corrcoef
+
+
+def spearman(pred: Tensor, gold: Tensor) -> tuple[float, float]:
+    """Spearman ρ (torchmetrics, average ranks for ties) and its two-sided p-value (t approximation, as scipy)."""
+    if pred.numel() != gold.numel():
+        raise ValueError(f"Mismatched pair counts: {pred.numel()} predictions vs {gold.numel()} gold scores")
+    n = pred.numel()
+    if n < 3:
+        raise ValueError(f"Spearman needs at least 3 pairs, got {n}")
+    if not (torch.isfinite(pred).all() and torch.isfinite(gold).all()):
+        raise FloatingPointError("NaN/inf in LLMDcos or gold scores; cannot correlate")
+    rho = float(spearman_corrcoef(pred.double(), gold.double()))
+    if abs(rho) >= 1.0:
+        return rho, 0.0
+    t = rho * math.sqrt((n - 2) / (1 - rho * rho))
+    return rho, float(2 * stats.t.sf(abs(t), n - 2))
+
+
+def layer_sum(cos: Tensor, layers: Sequence[int]) -> Tensor:
+    """Per pair, the sum of LLMDcos over `layers` (the paper's STS score). cos: (n_pairs, n_layers)."""
+    return cos[:, list(layers)].sum(-1)
+
+
+def per_layer_rho(cos: Tensor, gold: Tensor) -> list[float]:
+    """ρ of every single layer's LLMDcos with the gold scores."""
+    return [spearman(cos[:, layer], gold)[0] for layer in range(cos.shape[1])]
+
+
+def window_sweep(cos: Tensor, gold: Tensor, width: int) -> list[tuple[int, int, float]]:
+    """(first, last, ρ) of the layer-summed LLMDcos for every window of `width` consecutive layers."""
+    n_layers = cos.shape[1]
+    width = max(1, min(width, n_layers))
+    return [
+        (s, s + width - 1, spearman(layer_sum(cos, range(s, s + width)), gold)[0])
+        for s in range(n_layers - width + 1)
+    ]

@@ -1,0 +1,156 @@
+"""LLMDcos, the similarity matrix and STS correlation against naive computations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from naive import naive_scores
+from scipy import stats
+
+from lit_activation.callbacks.llmdcos import LLMDcos
+from lit_activation.callbacks.sts import STSCorrelation
+from lit_activation.data.datamodule import ActivationDataModule
+from lit_activation.models import decoder_layers, layer_index
+from lit_activation.module import ActivationModule
+from lit_activation.similarity import (
+    cosine_from_gram,
+    deep_layers,
+    layer_span,
+    llmdcos,
+    pair_rows,
+    similarity_matrix,
+)
+from lit_activation.sts import layer_sum, spearman
+from lit_activation.tiny import tiny_model
+
+
+def naive_layer_cos(model, ids_a: torch.Tensor, ids_b: torch.Tensor) -> np.ndarray:
+    """Per layer, numpy cosine of the two samples' concatenated naive score vectors."""
+    prefix, layers = decoder_layers(model)
+    sa, sb = naive_scores(model, ids_a), naive_scores(model, ids_b)
+    out = []
+    for layer in range(len(layers)):
+        names = [n for n in sa if layer_index(n, prefix) == layer]
+        a = np.concatenate([sa[n].numpy().ravel() for n in names]).astype(np.float64)
+        b = np.concatenate([sb[n].numpy().ravel() for n in names]).astype(np.float64)
+        out.append(a @ b / np.sqrt((a @ a) * (b @ b)))
+    return np.array(out)
+
+
+def as_batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_cosine_of_hand_made_vectors():
+    a, b, c = torch.tensor([1.0, 0, 1]), torch.tensor([1.0, 1, 0]), torch.tensor([0.0, 2, 0])
+    rows = torch.stack([a, b, c])
+    cos = cosine_from_gram(rows @ rows.T)
+    assert torch.allclose(cos, torch.tensor([[1, 0.5, 0], [0.5, 1, 2**-0.5], [0, 2**-0.5, 1]]))
+    assert torch.isnan(cosine_from_gram(torch.zeros(2, 2))).all()  # 0/0 is reported, never hidden
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_llmdcos_equals_naive(arch):
+    model = tiny_model(arch, layers=3)
+    g = torch.Generator().manual_seed(0)
+    a_rows = [torch.randint(4, 100, (n,), generator=g).tolist() for n in (7, 5)]
+    b_rows = [torch.randint(4, 100, (n,), generator=g).tolist() for n in (4, 9)]
+    got = llmdcos(model, as_batch(a_rows), as_batch(b_rows))
+    assert got.shape == (2, 3)
+    for i in range(2):
+        expected = naive_layer_cos(model, torch.tensor(a_rows[i]), torch.tensor(b_rows[i]))
+        np.testing.assert_allclose(got[i].numpy(), expected, rtol=1e-5)
+
+
+def test_identical_inputs_give_one_in_every_layer():
+    model = tiny_model("qwen2", layers=3)
+    batch = as_batch([[5, 9, 11, 40], [7, 8]])
+    torch.testing.assert_close(llmdcos(model, batch, batch), torch.ones(2, 3))
+
+
+def test_mismatched_pair_counts_are_an_error():
+    batch = as_batch([[5, 9], [7, 8]])
+    with pytest.raises(ValueError, match="Pair counts differ: batch_a has 2 rows, batch_b 1"):
+        llmdcos(tiny_model("llama"), batch, as_batch([[5, 9]]))
+
+
+def test_matrix_and_layer_ranges_by_hand():
+    # 2 groups, 3 layers, 2 datasets (rows X_a, X_b, Y_a, Y_b)
+    cos = torch.zeros(2, 3, 4, 4)
+    cos[..., 0, 1] = torch.tensor([[0.1, 0.2, 0.3], [0.3, 0.4, 0.5]])  # X-X
+    cos[..., 0, 2] = torch.tensor([[0.5, 0.5, 0.5], [0.7, 0.7, 0.9]])  # X-Y
+    cos[..., 2, 0] = cos[..., 0, 2]
+    cos[..., 2, 3] = 1.0  # Y-Y
+    m = similarity_matrix(cos, 2, [1, 2])
+    assert m.flatten().tolist() == pytest.approx([0.35, 0.65, 0.65, 1.0])
+    assert pair_rows(0, 0) == (0, 1) and pair_rows(0, 1) == (0, 2) and pair_rows(1, 1) == (2, 3)
+    assert deep_layers(32) == list(range(16, 30))
+    assert deep_layers(2) == [1]  # tiny models: never an empty range
+    assert layer_span(32, None, (20, 30)) == list(range(20, 31))
+    assert layer_span(40, None, (20, 30)) == list(range(25, 39))
+    with pytest.raises(ValueError, match="not within 0..29"):
+        layer_span(30, [10, 30], (20, 30))
+
+
+def test_spearman_equals_scipy_with_ties():
+    pred = torch.tensor([0.1, 0.4, 0.4, 0.9, 0.3, 0.7, 0.2, 0.8])
+    gold = torch.tensor([1.0, 2.0, 3.0, 5.0, 2.0, 4.0, 1.0, 4.0])
+    rho, p = spearman(pred, gold)
+    ref = stats.spearmanr(pred.numpy(), gold.numpy())
+    # torchmetrics adds eps=1e-6-scale to the denominator: agreement to ~1e-7, far below reporting precision
+    assert rho == pytest.approx(ref.statistic, abs=1e-6) and p == pytest.approx(ref.pvalue, rel=1e-4)
+    with pytest.raises(ValueError, match="Mismatched pair counts: 8 predictions vs 7"):
+        spearman(pred, gold[:7])
+    with pytest.raises(FloatingPointError, match="NaN"):
+        spearman(torch.tensor([0.1, float("nan"), 0.3]), gold[:3])
+
+
+def trainer_for(tmp_path, callback) -> Trainer:
+    return Trainer(
+        accelerator="cpu", devices=1, inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t"),
+        callbacks=[callback], enable_progress_bar=False, enable_model_summary=False,
+    )
+
+
+def test_llmdcos_callback_equals_naive_pairs(tmp_path, bench_files):
+    dm = ActivationDataModule(["boolq", "gsm8k"], mode="pairs", num_samples=3, max_length=40, batch_size=2, data_files=bench_files)
+    trainer_for(tmp_path, LLMDcos()).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+    out = json.loads((tmp_path / "t" / "version_0" / "llmdcos.json").read_text())
+    model = tiny_model("llama")
+    naive = {}
+    for key, (x, y) in {"boolq-boolq": (0, 0), "boolq-gsm8k": (0, 1), "gsm8k-gsm8k": (1, 1)}.items():
+        i, j = pair_rows(x, y)
+        naive[key] = np.stack([naive_layer_cos(model, torch.tensor(g.rows[i]), torch.tensor(g.rows[j])) for g in dm.groups])
+        np.testing.assert_allclose(np.array(out["llmdcos"][key]), naive[key], rtol=1e-5)
+    assert out["matrix_layers"] == [1, 1]  # deep layers of a 2-layer model
+    expected = [[naive[f"{x}-{y}" if x <= y else f"{y}-{x}"][:, 1].mean() for y in ("boolq", "gsm8k")] for x in ("boolq", "gsm8k")]
+    np.testing.assert_allclose(np.array(out["matrix"]), np.array(expected), rtol=1e-5)
+    assert (tmp_path / "t" / "version_0" / "similarity_matrix.png").is_file()
+
+
+def test_sts_callback_equals_naive_spearman(tmp_path, bench_files):
+    dm = ActivationDataModule(["stsb"], mode="sts", num_samples=12, max_length=64, batch_size=4, data_files=bench_files)
+    callback = STSCorrelation(layers=[0, 1])
+    trainer_for(tmp_path, callback).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+    out = json.loads((tmp_path / "t" / "version_0" / "sts.json").read_text())
+    model = tiny_model("llama")
+    naive = np.stack([naive_layer_cos(model, torch.tensor(g.rows[0]), torch.tensor(g.rows[1])) for g in dm.groups])
+    gold = np.array([g.gold for g in dm.groups])
+    ref = stats.spearmanr(naive[:, [0, 1]].sum(1), gold)
+    assert out["spearman"] == pytest.approx(ref.statistic, abs=1e-6)
+    assert out["p_value"] == pytest.approx(ref.pvalue, rel=1e-4)
+    assert out["n_pairs"] == 12 and len(out["per_layer_spearman"]) == 2
+    # the fixture's identical pairs carry the top gold score: correlation must be positive
+    assert out["spearman"] > 0
+    assert layer_sum(torch.tensor(naive), [0, 1]).shape == (12,)
