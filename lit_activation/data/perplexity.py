@@ -1,0 +1,81 @@
+"""Perplexity data (SPEC.md §6): the evaluation text joined with "\\n\\n", tokenized once, cut into
+non-overlapping seqlen chunks (the remainder is dropped), one chunk per row."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from lit_activation.data.registry import get_spec
+from lit_activation.data.samples import evaluation_stream
+from lit_activation.models import load_tokenizer
+
+
+def chunk_stream(stream: torch.Tensor, seqlen: int, max_chunks: int | None = None) -> torch.Tensor:
+    """(n_chunks, seqlen) non-overlapping chunks from the start of a 1-D token stream."""
+    if seqlen < 2:
+        raise ValueError(f"seqlen must be >= 2, got {seqlen}")
+    n = stream.numel() // seqlen
+    if max_chunks is not None:
+        n = min(n, max_chunks)
+    if n < 1:
+        raise ValueError(f"The evaluation text has {stream.numel()} tokens: fewer than one chunk of seqlen={seqlen}")
+    return stream[: n * seqlen].view(n, seqlen)
+
+
+class PerplexityDataModule(LightningDataModule):
+    """Validation batches of non-overlapping chunks of an evaluation corpus.
+
+    Args:
+        dataset: a corpus: wikitext2 (test split, the paper's "wikitext2"), c4, or offline `wiki`
+            (Wikipedia stand-in, reported as such) / `news`.
+        seqlen: tokens per chunk; always reported with the number (5.12 at 4096 ≠ 5.47 at 2048).
+        max_chunks: evaluate only the first N chunks (None: all); recorded in the metric name.
+        batch_size: chunks per forward pass.
+        data_files: local file(s) for the corpus (offline use).
+        tokenizer: model whose tokenizer is used; None takes the LightningModule's `model`.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "wiki",
+        seqlen: int = 1024,
+        max_chunks: int | None = None,
+        batch_size: int = 1,
+        data_files: str | list[str] | None = None,
+        tokenizer: str | None = None,
+    ) -> None:
+        super().__init__()
+        spec = get_spec(dataset)
+        if spec.kind != "corpus":
+            raise ValueError(f"Perplexity needs running text; {dataset!r} is a {spec.kind} set. Corpora: wikitext2, c4, wiki, news")
+        self.save_hyperparameters()
+        self.chunks: torch.Tensor | None = None
+
+    @property
+    def split(self) -> str:
+        """Which split the number is on (embedded stand-ins say so)."""
+        spec = get_spec(self.hparams.dataset)
+        if self.hparams.data_files:
+            return "files"
+        return "embedded-standin" if spec.embedded is not None else spec.hub[2]
+
+    @property
+    def metric_name(self) -> str:
+        """e.g. `ppl/wikitext2/test/seqlen2048` or `ppl/wiki/embedded-standin/seqlen1024/first16`."""
+        hp = self.hparams
+        limit = f"/first{hp.max_chunks}" if hp.max_chunks else ""
+        return f"ppl/{hp.dataset}/{self.split}/seqlen{hp.seqlen}{limit}"
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.chunks is None:
+            name = self.hparams.tokenizer or self.trainer.lightning_module.hparams.model
+            tokenizer = load_tokenizer(name)
+            stream = evaluation_stream(self.hparams.dataset, tokenizer, self.hparams.data_files)
+            self.chunks = chunk_stream(stream, self.hparams.seqlen, self.hparams.max_chunks)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.chunks, batch_size=self.hparams.batch_size, collate_fn=lambda rows: {"input_ids": torch.stack(rows)})
+
+    test_dataloader = val_dataloader

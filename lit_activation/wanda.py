@@ -1,0 +1,193 @@
+"""Wanda pruning (SPEC.md §5): score |W_jk|·‖X_k‖₂, prune the lowest per output row, block by block.
+
+`wanda_mask` is the metric on one weight matrix. `prune_wanda` runs it sequentially: the inputs of
+block 0 are captured on the calibration set (with the exact arguments the model passes to its
+decoder layers, rotary position embeddings included), then for each block the input norms of its
+linear modules are collected with hooks, the block is pruned, and the PRUNED block is re-run to
+make the next block's inputs. No weight is updated. Memory: one block's calibration activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_activation.models import decoder_layers, weight_out_in
+from lit_activation.sparsity import check_nm, outlier_ratio
+
+Metric = Literal["wanda", "magnitude"]
+
+
+def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
+    """Boolean mask (True = set to zero) for a weight of shape (out, in).
+
+    Score S_jk = |W_jk| · ‖X_k‖₂ (input_norm = ones gives magnitude pruning). Unstructured: in every
+    output row the ⌊in · sparsity⌋ lowest scores are pruned. N:M (n, m > 0): in every group of m
+    consecutive inputs of a row, the n lowest. Ties: the sort is stable, so among equal scores the
+    LOWER input index is pruned first — deterministic, which matters for dequantized (GGUF)
+    weights where equal magnitudes are common.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"Sparsity {sparsity} is outside [0, 1)")
+    check_nm(sparsity, n, m)
+    out_features, in_features = weight.shape
+    if input_norm.shape != (in_features,):
+        raise ValueError(f"input_norm has shape {tuple(input_norm.shape)}; expected ({in_features},)")
+    score = weight.detach().abs().float() * input_norm.float()[None, :]
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if m:
+        if in_features % m:
+            raise ValueError(f"N:M with m={m} needs in_features divisible by m, got {in_features}")
+        grouped = score.view(out_features, in_features // m, m)
+        order = grouped.argsort(dim=-1, stable=True)[..., :n]
+        mask.view(out_features, in_features // m, m).scatter_(-1, order, True)
+        return mask
+    k = int(in_features * sparsity)
+    if k:
+        mask.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], True)
+    return mask
+
+
+class _Captured(Exception):
+    """Raised by the capture hook to stop the forward pass after block 0's inputs are known."""
+
+
+@dataclass
+class BlockInputs:
+    """Calibration inputs of the current block: hidden states per chunk and the block's other arguments."""
+
+    hidden: list[Tensor] = field(default_factory=list)
+    args: list[tuple] = field(default_factory=list)
+    kwargs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _hidden_of(args: tuple, kwargs: dict) -> Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def capture_first_block_inputs(model: nn.Module, calibration_ids: Tensor, batch_size: int = 1) -> BlockInputs:
+    """Run the model on the calibration set up to block 0 and keep exactly what it receives."""
+    _, layers = decoder_layers(model)
+    captured = BlockInputs()
+    device = next(model.parameters()).device
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.hidden.append(_hidden_of(args, kwargs))
+        captured.args.append(args[1:])
+        captured.kwargs.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+        raise _Captured
+
+    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for chunk in calibration_ids.split(batch_size):
+            try:
+                model(input_ids=chunk.to(device), use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _run_block(block: nn.Module, inputs: BlockInputs) -> list[Tensor]:
+    outputs = []
+    for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs, strict=True):
+        out = block(hidden, *args, **kwargs)
+        outputs.append(out[0] if isinstance(out, tuple) else out)
+    return outputs
+
+
+def block_linears(block: nn.Module) -> dict[str, nn.Module]:
+    """The scored (linear / Conv1D) modules of one decoder block, by their name inside the block."""
+    from transformers.pytorch_utils import Conv1D
+
+    return {n: m for n, m in block.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+
+
+def input_norms(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
+    """‖X_k‖₂ over every calibration token, per input channel of each linear module (fp64 sums)."""
+    modules = block_linears(block)
+    sums = {name: torch.zeros(weight_out_in(m).shape[1], dtype=torch.float64, device=m.weight.device) for name, m in modules.items()}
+
+    def hook(name: str) -> Callable:
+        def fn(module: nn.Module, args: tuple, output: Tensor) -> None:
+            x = args[0].detach()
+            sums[name] += x.reshape(-1, x.shape[-1]).double().pow(2).sum(0)
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    try:
+        _run_block(block, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: s.sqrt() for name, s in sums.items()}
+
+
+@torch.no_grad()
+def sequential_blocks(
+    model: nn.Module,
+    calibration_ids: Tensor,
+    visit: Callable[[int, nn.Module, dict[str, Tensor]], None],
+    batch_size: int = 1,
+) -> None:
+    """For each block in order: collect input norms, call visit(index, block, norms), re-run the block
+    (as `visit` left it) to produce the next block's inputs."""
+    _, layers = decoder_layers(model)
+    inputs = capture_first_block_inputs(model, calibration_ids, batch_size)
+    for index, block in enumerate(layers):
+        visit(index, block, input_norms(block, inputs))
+        inputs.hidden = _run_block(block, inputs)
+
+
+def prune_wanda(
+    model: nn.Module,
+    calibration_ids: Tensor,
+    layer_sparsity: Sequence[float],
+    n: int = 0,
+    m: int = 0,
+    metric: Metric = "wanda",
+    batch_size: int = 1,
+) -> dict[str, float]:
+    """Prune the model in place; returns the pruned fraction of every linear module (by full name).
+
+    calibration_ids: (n_samples, seqlen) LongTensor. layer_sparsity: one float per decoder layer.
+    metric `magnitude` ignores the inputs (‖X‖ = 1): the baseline Wanda improves on.
+    """
+    prefix, layers = decoder_layers(model)
+    if len(layer_sparsity) != len(layers):
+        raise ValueError(f"layer_sparsity has {len(layer_sparsity)} values; the model has {len(layers)} decoder layers")
+    if metric not in ("wanda", "magnitude"):
+        raise ValueError(f"Unknown metric {metric!r}; accepted: ['wanda', 'magnitude']")
+    if calibration_ids.ndim != 2:
+        raise ValueError(f"calibration_ids must be (n_samples, seqlen), got shape {tuple(calibration_ids.shape)}")
+    pruned: dict[str, float] = {}
+
+    def visit(index: int, block: nn.Module, norms: dict[str, Tensor]) -> None:
+        for name, module in block_linears(block).items():
+            weight = weight_out_in(module)  # a view: zeroing it zeroes the parameter
+            norm = norms[name] if metric == "wanda" else torch.ones_like(norms[name])
+            mask = wanda_mask(weight, norm, layer_sparsity[index], n, m)
+            weight.masked_fill_(mask, 0)
+            pruned[f"{prefix}.{index}.{name}"] = float(mask.float().mean())
+
+    sequential_blocks(model, calibration_ids, visit, batch_size)
+    return pruned
+
+
+def layer_scores(block: nn.Module, norms: dict[str, Tensor]) -> Tensor:
+    """Every Wanda score of one block's linear modules, flattened into one vector."""
+    return torch.cat([(weight_out_in(m).abs().float() * norms[n].float()[None]).flatten() for n, m in block_linears(block).items()])
+
+
+@torch.no_grad()
+def owl_outlier_ratios(model: nn.Module, calibration_ids: Tensor, m: float = 5.0, batch_size: int = 1) -> list[float]:
+    """OWL's per-layer outlier ratio on the dense model (sequential), one layer's scores in memory at a time."""
+    ratios: list[float] = []
+    sequential_blocks(model, calibration_ids, lambda i, block, norms: ratios.append(outlier_ratio(layer_scores(block, norms), m)), batch_size)
+    return ratios
