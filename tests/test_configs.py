@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,29 @@ def test_embedded_predict_config_runs_on_a_tiny_model(config, tmp_path):
     ])
     produced = {p.name for p in tmp_path.rglob("*.png")}
     assert produced, f"{config.name} wrote no figure"
+
+
+VALIDATE = [c for c in CLI_CONFIGS if c.stem.endswith("_embedded") and "lit-activation validate" in c.read_text()]
+
+
+@pytest.mark.parametrize("config", VALIDATE, ids=lambda c: c.stem)
+def test_embedded_validate_config_runs_on_a_tiny_model(config, tmp_path):
+    cli = main([
+        "validate", "--config", str(config), "--model.model", "tiny-llama",
+        "--data.init_args.max_chunks", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ])
+    record = json.loads(next(tmp_path.rglob("pruning.json")).read_text())
+    assert record["achieved_sparsity"] > 0.4
+    assert any(k.startswith("ppl/wiki/") for k in cli.trainer.callback_metrics)
+
+
+def test_compare_config_parses():
+    from jsonargparse import ArgumentParser
+
+    from lit_activation.compare import compare
+
+    parser = ArgumentParser()
+    parser.add_function_arguments(compare)
+    cfg = parser.parse_path(str(Path(__file__).parents[1] / "configs" / "compare_embedded.yaml"))
+    assert cfg.methods == ["uniform", "activation", "owl"] and cfg.sparsities == [0.5, 0.6, 0.7]
