@@ -91,13 +91,11 @@ class ActivationCounts(ScoreCallback):
                     for q, t in zip(self.quantiles, thresholds, strict=True)
                 },
                 "log10_histogram": {"lo": lo, "hi": hi, "counts": hist.tolist(), "zeros": zeros},
-                "mean_score_per_layer": [
-                    float(sum(means[n].double().sum() for n in means if layer_of[n] == i))
-                    / max(1, sum(means[n].numel() for n in means if layer_of[n] == i))
-                    for i in range(n_layers)
-                ],
+                "mean_score_per_layer": C.layer_mean_scores(means, layer_of, n_layers),
             }
-        layer_params = [sum(self.sums.sums[n][0].numel() for n in layer_of if layer_of[n] == i) for i in range(n_layers)]
+        layer_params = [0] * n_layers
+        for name, state in self.sums.sums.items():
+            layer_params[layer_of[name]] += state[0].numel()
         return {
             "model": model_name(pl_module),
             "target": pl_module.hparams.target,

@@ -31,6 +31,15 @@ def module_counts(
     return out
 
 
+def layer_mean_scores(means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int) -> list[float]:
+    """Per layer, the average of mean A over all its parameters (fp64 sums)."""
+    totals, sizes = [0.0] * n_layers, [0] * n_layers
+    for name, mean in means.items():
+        totals[layer_of[name]] += float(mean.double().sum())
+        sizes[layer_of[name]] += mean.numel()
+    return [t / max(1, n) for t, n in zip(totals, sizes, strict=True)]
+
+
 def log10_range(means: Mapping[str, Tensor]) -> tuple[float, float]:
     """(min, max) of log10 of the positive mean scores; zeros are counted apart."""
     lo, hi = math.inf, -math.inf

@@ -27,6 +27,7 @@ def test_counts_by_hand():
     assert C.module_counts(MEANS, LAYER, KIND, 2, 2e-5) == {"a": [1, 1], "b": [2, 0]}
     assert C.zero_counts(MEANS, LAYER, 2) == [1, 2]
     assert C.log10_range(MEANS) == (-7, -3)
+    assert C.layer_mean_scores(MEANS, LAYER, 2) == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, 1e-3 / 4 + 1e-7 / 4])
 
 
 def test_histogram_and_quantile_thresholds():
