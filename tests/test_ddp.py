@@ -28,14 +28,19 @@ def cli(tmp_path: Path, name: str, devices: int, args: list[str]) -> Path:
     return tmp_path / name / "version_0"
 
 
-def counts_args(files: dict[str, str]) -> list[str]:
+def data_args(mode: str, datasets: list[str], n: int, batch: int, files: dict[str, str], callback: str) -> list[str]:
+    """CLI arguments for an ActivationDataModule run with one analysis callback."""
     return [
-        "--data", "lit_activation.data.datamodule.ActivationDataModule",
-        "--data.datasets", "[boolq, mmlu]", "--data.num_samples", "7", "--data.batch_size", "2",
-        "--data.max_length", "40", "--data.data_files", json.dumps({k: files[k] for k in ("boolq", "mmlu")}),
-        "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts",
-        "--trainer.callbacks.gamma", "0.02",
+        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", mode,
+        "--data.datasets", f"[{', '.join(datasets)}]", "--data.num_samples", str(n), "--data.batch_size", str(batch),
+        "--data.max_length", "40", "--data.data_files", json.dumps({k: files[k] for k in datasets}),
+        "--trainer.callbacks+", callback,
     ]
+
+
+def counts_args(files: dict[str, str]) -> list[str]:
+    counts = data_args("single", ["boolq", "mmlu"], 7, 2, files, "lit_activation.callbacks.counts.ActivationCounts")
+    return [*counts, "--trainer.callbacks.gamma", "0.02"]
 
 
 def test_counts_two_processes_equal_one(tmp_path, bench_files):
@@ -51,12 +56,7 @@ def test_counts_two_processes_equal_one(tmp_path, bench_files):
 
 
 def test_llmdcos_two_processes_equal_one(tmp_path, bench_files):
-    args = [
-        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "pairs",
-        "--data.datasets", "[boolq, gsm8k]", "--data.num_samples", "5", "--data.batch_size", "1",
-        "--data.max_length", "40", "--data.data_files", json.dumps({k: bench_files[k] for k in ("boolq", "gsm8k")}),
-        "--trainer.callbacks+", "lit_activation.callbacks.llmdcos.LLMDcos",
-    ]
+    args = data_args("pairs", ["boolq", "gsm8k"], 5, 1, bench_files, "lit_activation.callbacks.llmdcos.LLMDcos")
     one = json.loads((cli(tmp_path, "one", 1, args) / "llmdcos.json").read_text())
     two = json.loads((cli(tmp_path, "two", 2, args) / "llmdcos.json").read_text())
     # one group per batch: identical batches on either layout, so the cosines are bit-identical
@@ -65,12 +65,7 @@ def test_llmdcos_two_processes_equal_one(tmp_path, bench_files):
 
 
 def test_sts_two_processes_equal_one(tmp_path, bench_files):
-    args = [
-        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "sts",
-        "--data.datasets", "[sick]", "--data.num_samples", "9", "--data.batch_size", "2",
-        "--data.data_files", json.dumps({"sick": bench_files["sick"]}),
-        "--trainer.callbacks+", "lit_activation.callbacks.sts.STSCorrelation",
-    ]
+    args = data_args("sts", ["sick"], 9, 2, bench_files, "lit_activation.callbacks.sts.STSCorrelation")
     one = json.loads((cli(tmp_path, "one", 1, args) / "sts.json").read_text())
     two = json.loads((cli(tmp_path, "two", 2, args) / "sts.json").read_text())
     # batches differ (ranks split them), so padding widths differ: equal to float precision

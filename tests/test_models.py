@@ -96,3 +96,12 @@ def test_embedded_default_loads_and_is_cached():
     assert time.perf_counter() - start < 5.0  # the fp32 safetensors cache, not the GGUF
     ids = tok("The capital of France is", return_tensors="pt")
     assert tok.decode(again(**ids).logits[0, -1].argmax()).strip() == "Paris"
+
+
+def test_gguf_path_is_loaded_through_transformers_gguf_file(tmp_path):
+    from lit_activation.models import _source
+
+    f = tmp_path / "model.Q4_1.gguf"
+    f.write_bytes(b"GGUF")
+    assert _source(str(f)) == (str(tmp_path), {"gguf_file": "model.Q4_1.gguf"})
+    assert _source("meta-llama/Llama-2-7b-hf") == ("meta-llama/Llama-2-7b-hf", {})

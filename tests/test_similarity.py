@@ -154,3 +154,11 @@ def test_sts_callback_equals_naive_spearman(tmp_path, bench_files):
     # the fixture's identical pairs carry the top gold score: correlation must be positive
     assert out["spearman"] > 0
     assert layer_sum(torch.tensor(naive), [0, 1]).shape == (12,)
+
+
+def test_bad_box_pairs_fail_before_scoring(tmp_path, bench_files):
+    dm = ActivationDataModule(["boolq", "gsm8k"], mode="pairs", num_samples=2, max_length=40, data_files=bench_files)
+    callback = LLMDcos(box_pairs=[["boolq", "mmlu"]])
+    with pytest.raises(ValueError, match=r"box_pairs entry \['boolq', 'mmlu'\] must be two of the run's datasets"):
+        trainer_for(tmp_path, callback).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+    assert callback.gram.gram is None  # nothing was scored
