@@ -110,3 +110,17 @@ def test_predict_under_inference_mode_is_a_clear_error(tmp_path, bench_files):
     trainer = Trainer(accelerator="cpu", logger=False, callbacks=[ActivationCounts()], enable_progress_bar=False)
     with pytest.raises(RuntimeError, match="inference_mode"):
         trainer.predict(module, datamodule=dm, return_predictions=False)
+
+
+def test_nan_scores_are_a_clear_error():
+    from lit_activation.reduce import ScoreSum
+
+    module = ActivationModule(model="tiny-llama")
+    module.configure_model()
+    callback = ActivationCounts()
+    callback.sums = ScoreSum(module.model, 1)
+    callback.sums.samples[0] = 1
+    first = next(iter(callback.sums.sums))
+    callback.sums.sums[first][0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=f"NaN/inf scores for dataset 'boolq' in modules \\['{first}'\\]"):
+        callback.compute(module, ["boolq"])
