@@ -13,7 +13,7 @@ from lit_activation.allocation import Allocation, activation_layer_counts, layer
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
 from lit_activation.data.samples import calibration_ids, sample_inputs
 from lit_activation.export import save_pruned
-from lit_activation.models import decoder_layers, layer_index
+from lit_activation.models import decoder_layers, layer_index, linear_modules
 from lit_activation.sparsity import check_nm, weighted_mean
 from lit_activation.wanda import Metric, prune_wanda
 
@@ -78,7 +78,13 @@ class WandaPruning(Callback):
             raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be 'uniform', got {allocation!r}")
         if save_dir and Path(save_dir).exists():
             raise FileExistsError(f"save_dir {save_dir} already exists; a saved model is never overwritten")
-        self.__dict__.update({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.sparsity, self.allocation, self.n, self.m, self.metric = sparsity, allocation, n, m, metric
+        self.calibration, self.calibration_samples, self.seqlen, self.seed = calibration, calibration_samples, seqlen, seed
+        self.calibration_files = calibration_files
+        self.counts, self.counts_file, self.counts_dataset, self.counts_from = counts, counts_file, counts_dataset, counts_from
+        self.gamma, self.activation_samples, self.activation_length = gamma, activation_samples, activation_length
+        self.alpha, self.beta, self.owl_m, self.owl_lambda = alpha, beta, owl_m, owl_lambda
+        self.batch_size, self.save_dir = batch_size, save_dir
         self.record: dict | None = None
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -144,8 +150,6 @@ class WandaPruning(Callback):
     @staticmethod
     def _achieved(model, prefix: str, n_layers: int, pruned: dict[str, float]) -> dict:
         """Pruned fraction (by mask) and zero fraction (incl. zeros already there) per layer and module."""
-        from lit_activation.models import linear_modules
-
         zeros, sizes, masked = [0] * n_layers, [0] * n_layers, [0.0] * n_layers
         modules = {}
         for name, module in linear_modules(model).items():

@@ -175,14 +175,15 @@ def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     )
 
 
+def block_linears(block: nn.Module) -> dict[str, nn.Module]:
+    """The scored modules of one decoder block (nn.Linear / Conv1D), by their name inside the block."""
+    return {name: m for name, m in block.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+
+
 def linear_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Scored modules, name -> module, ordered by layer index: every nn.Linear / Conv1D in a decoder block."""
     prefix, layers = decoder_layers(model)
-    found: dict[str, nn.Module] = {}
-    for index, block in enumerate(layers):
-        for sub, module in block.named_modules():
-            if isinstance(module, (nn.Linear, Conv1D)):
-                found[f"{prefix}.{index}.{sub}"] = module
+    found = {f"{prefix}.{index}.{sub}": m for index, block in enumerate(layers) for sub, m in block_linears(block).items()}
     if not found:
         raise TypeError(f"{type(model).__name__} has decoder layers but no linear modules in them")
     return found

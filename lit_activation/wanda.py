@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lit_activation.models import decoder_layers, weight_out_in
+from lit_activation.models import block_linears, decoder_layers, weight_out_in
 from lit_activation.sparsity import check_nm, outlier_ratio
 
 Metric = Literal["wanda", "magnitude"]
@@ -99,13 +99,6 @@ def _run_block(block: nn.Module, inputs: BlockInputs) -> list[Tensor]:
         out = block(hidden, *args, **kwargs)
         outputs.append(out[0] if isinstance(out, tuple) else out)
     return outputs
-
-
-def block_linears(block: nn.Module) -> dict[str, nn.Module]:
-    """The scored (linear / Conv1D) modules of one decoder block, by their name inside the block."""
-    from transformers.pytorch_utils import Conv1D
-
-    return {n: m for n, m in block.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
 
 
 def input_norms(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
