@@ -30,8 +30,8 @@ class ActivationCLI(LightningCLI):
         )
 
 
-def main(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
-    """Entry point of the console script and of `python -m lit_activation` (run=False: parse only)."""
+def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
+    """Parse `args` (default: the command line) and run the subcommand (run=False: parse and instantiate only)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines are noise here
     return ActivationCLI(
@@ -42,6 +42,15 @@ def main(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
         run=run,
         save_config_kwargs={"overwrite": False},
     )
+
+
+def main() -> None:
+    """Entry point of the `lit-activation` console script and of `python -m lit_activation`.
+
+    Returns None: the console-script wrapper calls sys.exit(main()), and any other value would
+    be printed and turned into exit status 1.
+    """
+    build_cli()
 
 
 if __name__ == "__main__":

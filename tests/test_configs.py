@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_activation.cli import main
+from lit_activation.cli import build_cli, main
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 CLI_CONFIGS = [c for c in CONFIGS if "trainer" in yaml.safe_load(c.read_text())]
@@ -24,7 +24,7 @@ def test_config_parses_and_instantiates(config):
     first = config.read_text().splitlines()[0]
     assert first.startswith("#"), "every config starts with a comment"
     assert f"--config configs/{config.name}" in config.read_text(), "and gives the command that runs it"
-    cli = main(["--config", str(config)], run=False)
+    cli = build_cli(["--config", str(config)], run=False)
     assert cli.model is not None and cli.datamodule is not None
     assert cli.trainer.predicting is False  # nothing ran
 
@@ -34,7 +34,7 @@ EMBEDDED = [c for c in CLI_CONFIGS if c.stem.endswith("_embedded") and "lit-acti
 
 @pytest.mark.parametrize("config", EMBEDDED, ids=lambda c: c.stem)
 def test_embedded_predict_config_runs_on_a_tiny_model(config, tmp_path):
-    main([
+    build_cli([
         "predict", "--config", str(config), "--model.model", "tiny-llama",
         "--data.init_args.num_samples", "2", "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(tmp_path),
@@ -48,7 +48,7 @@ VALIDATE = [c for c in CLI_CONFIGS if c.stem.endswith("_embedded") and "lit-acti
 
 @pytest.mark.parametrize("config", VALIDATE, ids=lambda c: c.stem)
 def test_embedded_validate_config_runs_on_a_tiny_model(config, tmp_path):
-    cli = main([
+    cli = build_cli([
         "validate", "--config", str(config), "--model.model", "tiny-llama",
         "--data.init_args.max_chunks", "2", "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(tmp_path),
@@ -67,3 +67,19 @@ def test_compare_config_parses():
     parser.add_function_arguments(compare)
     cfg = parser.parse_path(str(Path(__file__).parents[1] / "configs" / "compare_embedded.yaml"))
     assert cfg.methods == ["uniform", "activation", "owl"] and cfg.sparsities == [0.5, 0.6, 0.7]
+
+
+def test_console_script_exits_zero_after_a_run(tmp_path):
+    """The console script runs sys.exit(main()): a finished run must exit with status 0."""
+    import subprocess
+    import sys
+
+    wrapper = "import sys; from lit_activation.cli import main; sys.exit(main())"
+    config = Path(__file__).parents[1] / "configs" / "counts_embedded.yaml"
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, "predict", "--config", str(config), "--model.model", "tiny-llama",
+         "--data.init_args.num_samples", "1", "--trainer.logger.init_args.save_dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert next(tmp_path.rglob("counts.json"))
