@@ -52,10 +52,11 @@ class LLMDcos(GroupGramCallback):
         n_layers = cos.shape[1]
         layers = matrix_layers(n_layers, self.matrix_layers)
         index = {n: i for i, n in enumerate(names)}
-        per_pair = {
-            f"{x}-{y}": pair_cosines(cos, index[x], index[y]).tolist()
-            for x, y in itertools.combinations_with_replacement(names, 2)
-        }
+
+        def key(x: str, y: str) -> str:  # pairs are stored once, in dataset order
+            return f"{x}-{y}" if index[x] <= index[y] else f"{y}-{x}"
+
+        per_pair = {key(x, y): pair_cosines(cos, index[x], index[y]).tolist() for x, y in itertools.combinations_with_replacement(names, 2)}
         matrix = similarity_matrix(cos, len(names), layers)
         model = model_name(pl_module)
         io.write_json(self.out / "llmdcos.json", {
@@ -68,7 +69,7 @@ class LLMDcos(GroupGramCallback):
             ((p, i, layer, v) for p, rows in per_pair.items() for i, row in enumerate(rows) for layer, v in enumerate(row)),
         )
         io.write_csv(self.out / "similarity_matrix.csv", ["dataset", *names], ([n, *row] for n, row in zip(names, matrix.tolist(), strict=True)))
-        box = plots.box_figure({f"{x} vs {y}": per_pair[f"{x}-{y}"] if f"{x}-{y}" in per_pair else per_pair[f"{y}-{x}"] for x, y in self._box_pairs(names)}, model)
+        box = plots.box_figure({f"{x} vs {y}": per_pair[key(x, y)] for x, y in self._box_pairs(names)}, model)
         heat = plots.heatmap_figure(names, matrix.tolist(), f"{model}: mean LLMDcos, layers {layers[0]}-{layers[-1]}")
         io.save_figure(self.out / "llmdcos_box.png", box)
         io.save_figure(self.out / "similarity_matrix.png", heat)

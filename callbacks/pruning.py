@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -155,10 +154,11 @@ class WandaPruning(Callback):
         for name, module in linear_modules(model).items():
             layer = layer_index(name, prefix)
             numel = module.weight.numel()
-            zeros[layer] += int((module.weight == 0).sum())
+            zero = int((module.weight == 0).sum())
+            zeros[layer] += zero
             sizes[layer] += numel
             masked[layer] += pruned.get(name, 0.0) * numel
-            modules[name] = {"pruned": pruned.get(name, 0.0), "zeros": float((module.weight == 0).float().mean())}
+            modules[name] = {"pruned": pruned.get(name, 0.0), "zeros": zero / numel}
         layer_pruned = [p / s for p, s in zip(masked, sizes, strict=True)]
         return {
             "achieved_sparsity": weighted_mean(layer_pruned, sizes),

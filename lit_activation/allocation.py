@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lit_activation import counts as C
+from lit_activation.data.datamodule import Group, pad_groups
 from lit_activation.models import decoder_layers, layer_index
 from lit_activation.reduce import ScoreSum
 from lit_activation.scores import stream_taylor_scores
@@ -23,14 +24,10 @@ def activation_layer_counts(model: nn.Module, samples: Sequence[Sequence[int]], 
     sums = ScoreSum(model, 1)
     device = next(model.parameters()).device
     for start in range(0, len(samples), batch_size):
-        rows = samples[start : start + batch_size]
-        width = max(len(r) for r in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-        sums.begin(torch.zeros(len(rows), dtype=torch.long))
-        stream_taylor_scores(model, ids.to(device), mask.to(device), sums.update)
+        # pad id 0 is harmless: padded positions are masked out of the scores
+        batch = pad_groups([Group(i, [list(r)], [0]) for i, r in enumerate(samples[start : start + batch_size])], pad_id=0)
+        sums.begin(batch["dataset_index"])
+        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update)
     prefix, layers = decoder_layers(model)
     layer_of = {n: layer_index(n, prefix) for n in sums.sums}
     return C.layer_counts(sums.means(0), layer_of, len(layers), gamma)

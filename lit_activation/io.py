@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _atomic_write(path: Path, data: bytes, overwrite: bool = False) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; results are never overwritten. Choose a new run dir or version.")
+def _atomic_write(path: Path, data: bytes) -> Path:
+    check_new([path])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

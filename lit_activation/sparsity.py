@@ -83,9 +83,7 @@ def owl_sparsity(layer_scores: Sequence[Tensor], s: float, m: float = 5.0, lam: 
 
 def check_nm(sparsity: float, n: int, m: int) -> None:
     """N:M pruning prunes exactly n of every m weights: the sparsity must be n/m."""
-    if n < 0 or m < 0 or (n > 0) != (m > 0):
-        raise ValueError(f"N:M needs 0 < n < m (e.g. 2:4), got {n}:{m}")
-    if m and not 0 < n < m:
+    if (n or m) and not 0 < n < m:  # 0:0 means unstructured
         raise ValueError(f"N:M needs 0 < n < m (e.g. 2:4), got {n}:{m}")
     if m and not math.isclose(sparsity, n / m):
         raise ValueError(f"N:M {n}:{m} prunes {n / m:.3f} of the weights, but sparsity {sparsity} was asked; set sparsity to {n / m}")

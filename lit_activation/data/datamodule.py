@@ -55,6 +55,14 @@ def pad_groups(groups: Sequence[Group], pad_id: int, side: str = "right") -> dic
     }
 
 
+def tokenizer_name(explicit: str | None, datamodule: LightningDataModule) -> str:
+    """The model whose tokenizer a data module uses: its own setting, else the LightningModule's model."""
+    if explicit is not None:
+        return explicit
+    module = datamodule.trainer.lightning_module if datamodule.trainer is not None else None
+    return module.hparams.model if module is not None else EMBEDDED_DEFAULT
+
+
 class ActivationDataModule(LightningDataModule):
     """Seeded samples of registered datasets, as padded batches of groups.
 
@@ -140,11 +148,7 @@ class ActivationDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.groups:
-            model = self.hparams.tokenizer
-            if model is None:
-                module = self.trainer.lightning_module if self.trainer is not None else None
-                model = module.hparams.model if module is not None else EMBEDDED_DEFAULT
-            self.tokenizer = load_tokenizer(model, self.hparams.trust_remote_code)
+            self.tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             self.groups = self.build_groups()
 
     def predict_dataloader(self) -> DataLoader:

@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from lit_activation.data.datamodule import tokenizer_name
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import evaluation_stream
 from lit_activation.models import load_tokenizer
@@ -70,8 +71,7 @@ class PerplexityDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.chunks is None:
-            name = self.hparams.tokenizer or self.trainer.lightning_module.hparams.model
-            tokenizer = load_tokenizer(name)
+            tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self))
             stream = evaluation_stream(self.hparams.dataset, tokenizer, self.hparams.data_files)
             self.chunks = chunk_stream(stream, self.hparams.seqlen, self.hparams.max_chunks)
 
