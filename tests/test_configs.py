@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_activation.cli import build_cli, main
+from lit_activation.cli import build_cli
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 CLI_CONFIGS = [c for c in CONFIGS if "trainer" in yaml.safe_load(c.read_text())]

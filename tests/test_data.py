@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-import torch
 
 from lit_activation.data import prompts
 from lit_activation.data.datamodule import ActivationDataModule, pad_groups, Group
