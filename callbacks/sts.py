@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
@@ -9,7 +11,9 @@ from lit_activation import io, plots
 from lit_activation.callbacks.base import model_name, tensorboard
 from lit_activation.callbacks.groups import GroupGramCallback
 from lit_activation.similarity import layer_span
-from lit_activation.sts import layer_sum, per_layer_rho, spearman, window_sweep
+from lit_activation.sts import duplicate_items, layer_sum, per_layer_rho, spearman, tied_values, window_sweep
+
+log = logging.getLogger(__name__)
 
 PAPER_LAYERS = (20, 30)  # Table 3, for 32-layer models; scaled to the model's depth by default
 
@@ -30,11 +34,24 @@ class STSCorrelation(GroupGramCallback):
     def check_layers(self, n_layers: int) -> None:
         layer_span(n_layers, self.layers, PAPER_LAYERS)
 
+    @staticmethod
+    def _warn_ties(datamodule, sums: torch.Tensor) -> None:
+        """Spearman averages tied ranks; say so once when the data hold duplicate pairs or exact ties."""
+        duplicates = duplicate_items([tuple(map(tuple, g.rows)) for g in datamodule.groups])
+        ties = tied_values(sums)
+        if duplicates or ties:
+            log.warning(
+                "STS data: %d duplicate pair(s) and %d pair(s) whose LLMDcos layer sum ties another exactly, "
+                "of %d; tied values get their average rank (as scipy.stats.spearmanr)", duplicates, ties, sums.numel(),
+            )
+
     def report(self, trainer: Trainer, pl_module: LightningModule, cos: torch.Tensor) -> None:
         pair_cos = cos[..., 0, 1]  # (pairs, layers)
         n_layers = pair_cos.shape[1]
         layers = layer_span(n_layers, self.layers, PAPER_LAYERS)
-        rho, p = spearman(layer_sum(pair_cos, layers), self.gold)
+        sums = layer_sum(pair_cos, layers)
+        rho, p = spearman(sums, self.gold)
+        self._warn_ties(trainer.datamodule, sums)
         single = per_layer_rho(pair_cos, self.gold)
         width = self.sweep_width or max(1, n_layers // 3)
         sweep = window_sweep(pair_cos, self.gold, width)
@@ -42,6 +59,8 @@ class STSCorrelation(GroupGramCallback):
         result = {
             "model": model, "dataset": name, "n_pairs": pair_cos.shape[0], "layers": [layers[0], layers[-1]],
             "spearman": rho, "p_value": p, "per_layer_spearman": single,
+            # what ρ is computed from, so that anyone can recompute it: pair i's gold and layer sum
+            "gold": self.gold.tolist(), "layer_sum": sums.tolist(),
             "window_width": width, "window_spearman": [{"first": a, "last": b, "spearman": r} for a, b, r in sweep],
         }
         io.write_json(self.out / "sts.json", result)

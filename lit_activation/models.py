@@ -7,6 +7,8 @@ biases are never scored. Modules are grouped by the layer index in their name, n
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import logging
 import os
@@ -63,13 +65,25 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def _embedded_fp32_dir() -> Path:
-    """Dequantize the embedded GGUF once into an fp32 safetensors directory; reuse it afterwards."""
-    target = cache_dir() / EMBEDDED_DEFAULT
-    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
-        return target
-    gguf = embedded_gguf_path()
-    log.info("Converting %s to fp32 safetensors in %s (once, ~30 s)", gguf.name, target)
+def file_digest(path: Path) -> str:
+    """First 16 hex digits of the file's SHA-256: a cache key that changes when the content does."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    """Hash once per file version and process: the model and its tokenizer both ask."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _dequantize(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into an fp32 safetensors model directory (slow: 20-40 s for 135-270M)."""
+    log.info("Dequantizing %s to fp32 safetensors in %s (once per file content)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers refuses save_pretrained on a GGUF-loaded model: rebuild it without the quant config.
@@ -79,25 +93,36 @@ def _embedded_fp32_dir() -> Path:
     clean.load_state_dict(model.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{EMBEDDED_DEFAULT}-"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     clean.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:
         os.replace(tmp, target)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dequantized_dir(gguf: Path, key: str | None = None) -> Path:
+    """The fp32 safetensors copy of a GGUF file in the user cache, made on first use.
+
+    Keyed by `key` (the embedded default) or by the file's content hash, so a changed file is
+    converted again and an unchanged one never is.
+    """
+    target = cache_dir() / (key or f"gguf-{gguf.stem}-{file_digest(gguf)}")
+    if not ((target / "model.safetensors").is_file() and (target / "config.json").is_file()):
+        _dequantize(gguf, target)
     return target
 
 
 def _source(name_or_path: str) -> tuple[str, dict]:
     """Where to load from: (directory or hub id, extra from_pretrained kwargs)."""
     if name_or_path == EMBEDDED_DEFAULT:
-        return str(_embedded_fp32_dir()), {}
+        return str(dequantized_dir(embedded_gguf_path(), EMBEDDED_DEFAULT)), {}
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
-        return str(path.parent), {"gguf_file": path.name}
+        return str(dequantized_dir(path)), {}
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is a path but holds no config.json (a Hugging Face model dir)")
     return name_or_path, {}

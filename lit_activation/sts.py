@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from scipy import stats
 from torch import Tensor
-from torchmetrics.functional import spearman_corrcoef
 
 
 def spearman(pred: Tensor, gold: Tensor) -> tuple[float, float]:
-    """Spearman ρ (torchmetrics, average ranks for ties) and its two-sided p-value (t approximation, as scipy)."""
+    """Spearman ρ (tied values get their average rank) and its two-sided p-value, both from scipy.
+
+    scipy rather than torchmetrics: torchmetrics adds an ε to the denominator, so its ρ differs from
+    the textbook value in the 7th digit, and anyone recomputing ρ from the saved values would not
+    get the reported number back.
+    """
     if pred.numel() != gold.numel():
         raise ValueError(f"Mismatched pair counts: {pred.numel()} predictions vs {gold.numel()} gold scores")
     n = pred.numel()
@@ -20,11 +23,8 @@ def spearman(pred: Tensor, gold: Tensor) -> tuple[float, float]:
         raise ValueError(f"Spearman needs at least 3 pairs, got {n}")
     if not (torch.isfinite(pred).all() and torch.isfinite(gold).all()):
         raise FloatingPointError("NaN/inf in LLMDcos or gold scores; cannot correlate")
-    rho = float(spearman_corrcoef(pred.double(), gold.double()))
-    if abs(rho) >= 1.0:
-        return rho, 0.0
-    t = rho * math.sqrt((n - 2) / (1 - rho * rho))
-    return rho, float(2 * stats.t.sf(abs(t), n - 2))
+    result = stats.spearmanr(pred.double().numpy(), gold.double().numpy())
+    return float(result.statistic), float(result.pvalue)
 
 
 def layer_sum(cos: Tensor, layers: Sequence[int]) -> Tensor:
@@ -45,3 +45,14 @@ def window_sweep(cos: Tensor, gold: Tensor, width: int) -> list[tuple[int, int, 
         (s, s + width - 1, spearman(layer_sum(cos, range(s, s + width)), gold)[0])
         for s in range(n_layers - width + 1)
     ]
+
+
+def tied_values(values: Tensor) -> int:
+    """How many values equal another value exactly (all members of each tie counted)."""
+    _, counts = torch.unique(values, return_counts=True)
+    return int(counts[counts > 1].sum())
+
+
+def duplicate_items(items: Sequence[object]) -> int:
+    """How many items equal an earlier one (hashable items, e.g. a pair's two token tuples)."""
+    return len(items) - len(set(items))

@@ -5,13 +5,33 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import random
 from pathlib import Path
 
 WORDS = "the a cat dog sat ran on under mat log red blue big small quick slow happy sad old new".split()
 
 
+def _words(i: int, n: int = 8) -> list[str]:
+    """n words, distinct for every i < 400: the first two spell i in base 20, the rest are seeded by i."""
+    return [WORDS[i % 20], WORDS[(i // 20) % 20], *random.Random(i).choices(WORDS, k=n - 2)]
+
+
 def _sentence(i: int, n: int = 8) -> str:
-    return " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(n)).capitalize() + "."
+    return " ".join(_words(i, n)).capitalize() + "."
+
+
+def _edited(i: int, k: int) -> str:
+    """Sentence i with k of its words replaced by different ones: similar, never identical."""
+    words = _words(i)
+    rng = random.Random(1000 + i)
+    for pos in rng.sample(range(len(words)), k):
+        words[pos] = rng.choice([w for w in WORDS if w != words[pos]])
+    return " ".join(words).capitalize() + "."
+
+
+def sts_rows(n: int) -> list[tuple[str, str, float]]:
+    """n distinct sentence pairs; pair i differs in 1 + i % 5 words and its gold score falls with that."""
+    return [(_sentence(i), _edited(i, 1 + i % 5), 1.0 - (i % 5) / 4) for i in range(n)]
 
 
 def _jsonl(path: Path, rows: list[dict], gz: bool = False) -> str:
@@ -39,13 +59,11 @@ def write_benchmarks(root: Path, n: int = 24) -> dict[str, str]:
     with open(root / "stsb.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sentence1", "sentence2", "score"])
-        for i in range(n):
-            w.writerow([_sentence(i), _sentence(i + (i % 5)), 1.0 - (i % 5) / 4])
+        w.writerows(sts_rows(n))
     files["stsb"] = str(root / "stsb.csv")
     with open(root / "sick.tsv", "w", newline="") as f:
         w = csv.writer(f, delimiter="\t")
         w.writerow(["pair_ID", "sentence_A", "sentence_B", "relatedness_score"])
-        for i in range(n):
-            w.writerow([i, _sentence(i), _sentence(i + (i % 5)), 5.0 - (i % 5)])
+        w.writerows([i, a, b, 1.0 + 4.0 * g] for i, (a, b, g) in enumerate(sts_rows(n)))
     files["sick"] = str(root / "sick.tsv")
     return files

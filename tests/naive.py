@@ -26,3 +26,29 @@ def naive_scores(model, row_ids: torch.Tensor, target: str = "max_logit") -> dic
     finally:
         model.zero_grad(set_to_none=True)
         model.requires_grad_(False)
+
+
+def naive_means(datasets: list[str], files: dict[str, str], datamodule_kwargs: dict) -> tuple[dict, dict[str, int], int]:
+    """Per dataset, the mean A per parameter over the datamodule's samples, one naive backward each.
+
+    Returns (dataset -> module -> mean, module -> layer index, number of layers) for `tiny-llama`.
+    """
+    from lit_activation.data.datamodule import ActivationDataModule
+    from lit_activation.models import decoder_layers, layer_index
+    from lit_activation.tiny import tiny_model
+
+    model = tiny_model("llama")
+    prefix, layers = decoder_layers(model)
+    dm = ActivationDataModule(datasets, tokenizer="tiny-llama", data_files=files, **datamodule_kwargs)
+    dm.setup()
+    means = {}
+    for d, name in enumerate(dm.dataset_names):
+        per = [naive_scores(model, torch.tensor(g.rows[0])) for g in dm.groups if g.datasets[0] == d]
+        means[name] = {n: torch.stack([p[n] for p in per]).mean(0) for n in per[0]}
+    layer_of = {n: layer_index(n, prefix) for n in means[datasets[0]]}
+    return means, layer_of, len(layers)
+
+
+def per_layer(means: dict[str, torch.Tensor], layer_of: dict[str, int], n_layers: int) -> list[torch.Tensor]:
+    """Every parameter's value of each layer, the layer's modules concatenated."""
+    return [torch.cat([m.flatten() for n, m in means.items() if layer_of[n] == layer]) for layer in range(n_layers)]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from naive import naive_scores
+from naive import naive_means, naive_scores, per_layer
+from tolerant import REL, assert_hist_close, gap_threshold, near_edges, numpy_histogram
 
 from lit_activation import counts as C
 from lit_activation.callbacks.counts import ActivationCounts
@@ -43,15 +44,6 @@ def test_histogram_and_quantile_thresholds():
         C.log10_range({"m": torch.zeros(3)})
 
 
-def gap_threshold(values: torch.Tensor, q: float) -> float:
-    """A threshold near quantile q that sits in a clear gap, so ulp noise cannot move a count."""
-    v = values.sort().values
-    k = int(q * v.numel())
-    while v[k + 1] <= v[k] * 1.001:
-        k += 1
-    return float((v[k] * v[k + 1]).sqrt())
-
-
 def run_counts(tmp_path, files, gamma, **dm_kwargs):
     module = ActivationModule(model="tiny-llama")
     dm = ActivationDataModule(["boolq", "mmlu"], data_files=files, **dm_kwargs)
@@ -65,26 +57,27 @@ def run_counts(tmp_path, files, gamma, **dm_kwargs):
 
 def test_callback_counts_equal_naive_mean_then_threshold(tmp_path, bench_files):
     kwargs = dict(num_samples=5, batch_size=3, max_length=48, padding_side="left")
-    model = tiny_model("llama")
-    prefix, layers = decoder_layers(model)
-    # Naive: the same samples, one at a time, plain autograd; mean over samples, then threshold.
-    dm = ActivationDataModule(["boolq", "mmlu"], tokenizer="tiny-llama", data_files=bench_files, **kwargs)
-    dm.setup()
-    means = {}
-    for d, name in enumerate(dm.dataset_names):
-        rows = [g.rows[0] for g in dm.groups if g.datasets[0] == d]
-        per = [naive_scores(model, torch.tensor(r)) for r in rows]
-        means[name] = {n: torch.stack([p[n] for p in per]).mean(0) for n in per[0]}
-    gamma = gap_threshold(torch.cat([m.flatten() for m in means["boolq"].values()]), 0.6)
+    means, layer_of, n_layers = naive_means(["boolq", "mmlu"], bench_files, kwargs)
+    # γ in a gap of BOTH datasets' naive means: no value sits within rounding of it
+    gamma = gap_threshold([m for d in means.values() for m in d.values()], 0.6)
     result, _ = run_counts(tmp_path, bench_files, gamma, **kwargs)
-    layer_of = {n: layer_index(n, prefix) for n in means["boolq"]}
     for name in ("boolq", "mmlu"):
-        expected = [0] * len(layers)
-        for n, m in means[name].items():
-            expected[layer_of[n]] += int((m > gamma).sum())
-        assert result["datasets"][name]["layer_counts"] == expected
-        assert result["datasets"][name]["n_samples"] == 5
-        assert sum(sum(v) for v in result["datasets"][name]["module_counts"].values()) == sum(expected)
+        got = result["datasets"][name]
+        values = per_layer(means[name], layer_of, n_layers)
+        assert got["layer_counts"] == [int((v > gamma).sum()) for v in values]
+        assert got["n_samples"] == 5
+        assert sum(sum(v) for v in got["module_counts"].values()) == sum(got["layer_counts"])
+        # the log10 histogram against numpy's on the naive means; quantile counts against plain counting
+        hist = got["log10_histogram"]
+        lo, hi, bins = hist["lo"], hist["hi"], len(hist["counts"][0])
+        slack = [near_edges(v, lo, hi, bins) for v in values]
+        assert_hist_close(hist["counts"], [numpy_histogram(v, lo, hi, bins) for v in values], slack)
+        assert hist["zeros"] == [int((v == 0).sum()) for v in values]
+        for entry in got["quantile_counts"].values():
+            t = entry["threshold"]
+            for layer, v in enumerate(values):
+                near = int(((v.double() - t).abs() <= REL * t).sum())
+                assert abs(entry["layer_counts"][layer] - int((v > t).sum())) <= near
     out = tmp_path / "t" / "version_0"
     assert {"counts.csv", "counts.png"} <= {p.name for p in out.iterdir()}
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())

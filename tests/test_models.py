@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from lit_activation import models
 from lit_activation.models import (
     EMBEDDED_DEFAULT,
     decoder_layers,
@@ -17,7 +16,7 @@ from lit_activation.models import (
     load_causal_lm,
     module_kind,
 )
-from lit_activation.tiny import ARCHITECTURES, tiny_model
+from lit_activation.tiny import ARCHITECTURES, tiny_model, tiny_tokenizer
 
 EXPECTED = {
     "llama": ("model.layers", 7),
@@ -76,8 +75,6 @@ def test_unknown_model_and_missing_files_are_clear_errors(tmp_path):
 def test_local_directory_round_trip(tmp_path):
     model = tiny_model("llama")
     model.save_pretrained(tmp_path)
-    from lit_activation.tiny import tiny_tokenizer
-
     tiny_tokenizer().save_pretrained(tmp_path)
     loaded, tok = load_causal_lm(str(tmp_path), dtype="bfloat16")
     assert loaded.dtype == torch.bfloat16 and not loaded.training
@@ -85,23 +82,39 @@ def test_local_directory_round_trip(tmp_path):
     assert tok.pad_token is not None
 
 
+def no_dequantizing(gguf, target):
+    raise AssertionError(f"{gguf} was dequantized again although its fp32 copy is cached")
+
+
 @pytest.mark.embedded
-def test_embedded_default_loads_and_is_cached():
+def test_embedded_default_loads_and_is_cached(monkeypatch):
     model, tok = load_causal_lm(EMBEDDED_DEFAULT)
     modules = linear_modules(model)
     assert len(decoder_layers(model)[1]) == 30 and len(modules) == 30 * 7
     assert abs(sum(m.weight.numel() for m in modules.values()) / 1e6 - 106.2) < 0.1
-    start = time.perf_counter()
+    # the second load must come from the fp32 safetensors cache: dequantizing now would fail
+    monkeypatch.setattr(models, "_dequantize", no_dequantizing)
     again, _ = load_causal_lm(EMBEDDED_DEFAULT)
-    assert time.perf_counter() - start < 5.0  # the fp32 safetensors cache, not the GGUF
     ids = tok("The capital of France is", return_tensors="pt")
     assert tok.decode(again(**ids).logits[0, -1].argmax()).strip() == "Paris"
 
 
-def test_gguf_path_is_loaded_through_transformers_gguf_file(tmp_path):
-    from lit_activation.models import _source
+def test_a_users_gguf_is_dequantized_once_per_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIT_ACTIVATION_CACHE", str(tmp_path / "cache"))
+    calls = []
 
+    def fake_dequantize(gguf, target):  # stands in for the slow transformers GGUF conversion
+        calls.append(gguf.read_bytes())
+        tiny_model("llama").save_pretrained(target)
+        tiny_tokenizer().save_pretrained(target)
+
+    monkeypatch.setattr(models, "_dequantize", fake_dequantize)
     f = tmp_path / "model.Q4_1.gguf"
-    f.write_bytes(b"GGUF")
-    assert _source(str(f)) == (str(tmp_path), {"gguf_file": "model.Q4_1.gguf"})
-    assert _source("meta-llama/Llama-2-7b-hf") == ("meta-llama/Llama-2-7b-hf", {})
+    f.write_bytes(b"GGUF version 1")
+    load_causal_lm(str(f))
+    load_causal_lm(str(f))  # model and tokenizer, twice: converted once
+    assert calls == [b"GGUF version 1"]
+    f.write_bytes(b"GGUF version 2")  # new content, new cache entry
+    load_causal_lm(str(f))
+    assert calls == [b"GGUF version 1", b"GGUF version 2"]
+    assert len(list((tmp_path / "cache").glob("gguf-model.Q4_1-*"))) == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from naive import naive_scores
+from tolerant import assert_distinct
 from scipy import stats
 
 from lit_activation.callbacks.llmdcos import LLMDcos
@@ -25,7 +28,7 @@ from lit_activation.similarity import (
     pair_rows,
     similarity_matrix,
 )
-from lit_activation.sts import layer_sum, spearman
+from lit_activation.sts import duplicate_items, spearman, tied_values
 from lit_activation.tiny import tiny_model
 
 
@@ -103,17 +106,24 @@ def test_matrix_and_layer_ranges_by_hand():
         layer_span(30, [10, 30], (20, 30))
 
 
-def test_spearman_equals_scipy_with_ties():
-    pred = torch.tensor([0.1, 0.4, 0.4, 0.9, 0.3, 0.7, 0.2, 0.8])
+def test_spearman_is_scipys_exactly():
+    pred = torch.tensor([0.1, 0.45, 0.4, 0.9, 0.3, 0.7, 0.2, 0.8])
     gold = torch.tensor([1.0, 2.0, 3.0, 5.0, 2.0, 4.0, 1.0, 4.0])
-    rho, p = spearman(pred, gold)
-    ref = stats.spearmanr(pred.numpy(), gold.numpy())
-    # torchmetrics adds eps=1e-6-scale to the denominator: agreement to ~1e-7, far below reporting precision
-    assert rho == pytest.approx(ref.statistic, abs=1e-6) and p == pytest.approx(ref.pvalue, rel=1e-4)
+    ref = stats.spearmanr(pred.double().numpy(), gold.double().numpy())
+    assert spearman(pred, gold) == (ref.statistic, ref.pvalue)
     with pytest.raises(ValueError, match="Mismatched pair counts: 8 predictions vs 7"):
         spearman(pred, gold[:7])
     with pytest.raises(FloatingPointError, match="NaN"):
         spearman(torch.tensor([0.1, float("nan"), 0.3]), gold[:3])
+
+
+def test_ties_get_average_ranks():
+    # pred ranks by hand: 0.2 -> 1, the two 0.5 -> (2 + 3) / 2 = 2.5, 0.9 -> 4; gold ranks 1..4.
+    # ρ = Pearson of the ranks: centred [-1.5, 0, 0, 1.5] and [-1.5, -0.5, 0.5, 1.5] give 4.5 / sqrt(4.5 * 5).
+    rho, _ = spearman(torch.tensor([0.2, 0.5, 0.5, 0.9]), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert rho == pytest.approx(4.5 / math.sqrt(4.5 * 5.0), abs=1e-15)
+    assert tied_values(torch.tensor([0.2, 0.5, 0.5, 0.9, 0.9, 0.9])) == 5
+    assert duplicate_items([(1, 2), (3, 4), (1, 2), (1, 2)]) == 2
 
 
 def trainer_for(tmp_path, callback) -> Trainer:
@@ -139,21 +149,53 @@ def test_llmdcos_callback_equals_naive_pairs(tmp_path, bench_files):
     assert (tmp_path / "t" / "version_0" / "similarity_matrix.png").is_file()
 
 
-def test_sts_callback_equals_naive_spearman(tmp_path, bench_files):
-    dm = ActivationDataModule(["stsb"], mode="sts", num_samples=12, max_length=64, batch_size=4, data_files=bench_files)
-    callback = STSCorrelation(layers=[0, 1])
-    trainer_for(tmp_path, callback).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
-    out = json.loads((tmp_path / "t" / "version_0" / "sts.json").read_text())
+def run_sts(tmp_path, files, n: int = 12) -> tuple[dict, ActivationDataModule]:
+    dm = ActivationDataModule(["stsb"], mode="sts", num_samples=n, max_length=64, batch_size=4, data_files=files)
+    trainer_for(tmp_path, STSCorrelation(layers=[0, 1])).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+    return json.loads((tmp_path / "t" / "version_0" / "sts.json").read_text()), dm
+
+
+def test_sts_callback_equals_naive_pairs_and_scipy(tmp_path, bench_files):
+    out, dm = run_sts(tmp_path, bench_files)
     model = tiny_model("llama")
     naive = np.stack([naive_layer_cos(model, torch.tensor(g.rows[0]), torch.tensor(g.rows[1])) for g in dm.groups])
-    gold = np.array([g.gold for g in dm.groups])
-    ref = stats.spearmanr(naive[:, [0, 1]].sum(1), gold)
-    assert out["spearman"] == pytest.approx(ref.statistic, abs=1e-6)
-    assert out["p_value"] == pytest.approx(ref.pvalue, rel=1e-4)
+    # per-pair values: the batched scorer against the naive loop, to float precision
+    np.testing.assert_allclose(out["layer_sum"], naive[:, [0, 1]].sum(1), rtol=1e-5)
+    np.testing.assert_allclose(out["gold"], [g.gold for g in dm.groups])
+    # the reported ρ and p are exactly scipy's on the values the callback saved
+    ref = stats.spearmanr(out["layer_sum"], out["gold"])
+    assert (out["spearman"], out["p_value"]) == (ref.statistic, ref.pvalue)
+    # and the ranks cannot depend on rounding: the fixture's pairs are far from tied
+    assert_distinct(naive[:, [0, 1]].sum(1), rel=1e-4)
     assert out["n_pairs"] == 12 and len(out["per_layer_spearman"]) == 2
-    # the fixture's identical pairs carry the top gold score: correlation must be positive
-    assert out["spearman"] > 0
-    assert layer_sum(torch.tensor(naive), [0, 1]).shape == (12,)
+    for layer, rho in enumerate(out["per_layer_spearman"]):
+        assert rho == stats.spearmanr([row[layer] for row in _csv_layers(tmp_path)], out["gold"]).statistic
+
+
+def _csv_layers(tmp_path) -> list[list[float]]:
+    import csv
+
+    with open(tmp_path / "t" / "version_0" / "sts.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [[float(r["llmdcos_layer0"]), float(r["llmdcos_layer1"])] for r in rows]
+
+
+def test_sts_warns_once_about_duplicate_pairs(tmp_path, caplog):
+    import csv
+
+    path = tmp_path / "stsb.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence1", "sentence2", "score"])
+        w.writerows([("a cat sat", "a dog sat", 0.5), ("a cat sat", "a dog sat", 0.5), ("red mat", "blue log", 0.1), ("old log", "new log", 0.7)])
+    with caplog.at_level(logging.WARNING, logger="lit_activation.callbacks.sts"):
+        out, dm = run_sts(tmp_path, {"stsb": str(path)}, n=4)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lit_activation.callbacks.sts"]
+    assert len(warnings) == 1
+    assert "1 duplicate pair(s)" in warnings[0] and "of 4" in warnings[0]
+    first, second = [i for i, g in enumerate(dm.groups) if g.gold == 0.5]  # the duplicated pair
+    assert dm.groups[first].rows == dm.groups[second].rows
+    assert out["layer_sum"][first] == pytest.approx(out["layer_sum"][second], rel=1e-6)
 
 
 def test_bad_box_pairs_fail_before_scoring(tmp_path, bench_files):

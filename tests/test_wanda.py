@@ -96,6 +96,8 @@ def test_sequential_pruning_equals_naive_per_layer_loop(arch):
     ours, reference = tiny_model(arch, layers=3), tiny_model(arch, layers=3)
     fractions = prune_wanda(ours, calibration, sparsity, batch_size=2)
     naive_prune(reference, calibration, sparsity, batch_size=2)
+    # Exact equality is legitimate here: both run the same block calls on the same inputs in the
+    # same order and chunking, so the norms are bit-identical; only the bookkeeping differs.
     for (name, a), b in zip(linear_modules(ours).items(), linear_modules(reference).values(), strict=True):
         assert torch.equal(a.weight == 0, b.weight == 0), name
         assert torch.equal(a.weight, b.weight)

@@ -34,6 +34,8 @@ def test_piqa_accuracy_equals_hand_computed(bench_files):
         context = f"Question: {d['goal']}\nAnswer:"
         ll = [loglikelihood(model, tok, context, " " + s) for s in (d["sol1"], d["sol2"])]
         norm = [v / len(" " + s) for v, s in zip(ll, (d["sol1"], d["sol2"]), strict=True)]  # lm-eval: per byte
+        # an arg-max compared across two computations needs a margin far above rounding
+        assert abs(ll[0] - ll[1]) > 1e-3 and abs(norm[0] - norm[1]) > 1e-3
         correct += int(max(range(2), key=lambda i: ll[i]) == d["label"])
         correct_norm += int(max(range(2), key=lambda i: norm[i]) == d["label"])
     assert got["acc"] == pytest.approx(correct / 8)
