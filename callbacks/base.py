@@ -9,15 +9,31 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lit_activation.scores import ScoreTile
+
 
 class ScoreCallback(Callback):
-    """A callback fed by ActivationModule.predict_step: batch start, each module's scores, batch end."""
+    """A callback fed by ActivationModule.predict_step: batch start, each score tile, batch end.
+
+    `data_modes` lists the ActivationDataModule modes whose batches it understands; a run with
+    another mode stops at setup, before the model is loaded.
+    """
+
+    data_modes: tuple[str, ...] = ("single", "pairs", "sts")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        mode = getattr(getattr(trainer.datamodule, "hparams", {}), "get", lambda k: None)("mode")
+        if mode not in self.data_modes:
+            raise ValueError(
+                f"{type(self).__name__} needs data mode {' or '.join(map(repr, self.data_modes))}, got {mode!r}: "
+                f"set data.init_args.mode (ActivationDataModule)"
+            )
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         """A batch is about to be scored."""
 
-    def on_module_scores(self, name: str, scores: torch.Tensor) -> None:
-        """One module's per-sample scores (batch, *weight.shape), fp32; valid only during this call."""
+    def on_score_tile(self, tile: ScoreTile) -> None:
+        """Rows of one module's per-sample scores (see ScoreTile); valid only during this call."""
 
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         """Every module of the batch has been scored; `values` holds D(s) per row."""

@@ -10,14 +10,19 @@ from lightning.pytorch import LightningModule, Trainer
 from lit_activation import counts as C
 from lit_activation import io, plots
 from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, model_name, run_dir, tensorboard
-from lit_activation.models import decoder_layers, layer_index, module_kind
+from lit_activation.models import layer_map
 from lit_activation.reduce import ScoreSum
+from lit_activation.scores import ScoreTile
 
 OUTPUTS = ("counts.json", "counts.csv", "counts.png")
 
 
 class ActivationCounts(ScoreCallback):
-    """Sum of A per parameter and dataset over the epoch; at its end, counts of mean A > γ.
+    """Per dataset, the mean of A per parameter; at the dataset's end, counts of mean A > γ.
+
+    Datasets are scored one after another (each batch holds one dataset) through ONE accumulator:
+    when a dataset's last batch is done its counts, histograms and quantile thresholds are computed
+    and the state is zeroed for the next. Memory: parameters × 4 bytes, whatever the number of datasets.
 
     Args:
         gamma: threshold γ on the mean score (paper's text: 2e-5 for 32 layers, 5e-6 for 40; its
@@ -25,8 +30,11 @@ class ActivationCounts(ScoreCallback):
         quantiles: the pooled mean-A distribution's quantiles at which counts are also reported.
         bins: bins of the per-layer log10(mean A) histogram (also sets the quantile resolution).
         state_device: `model` keeps the fp32 sums beside the weights (fast); `cpu` saves
-            accelerator memory (n_datasets × parameters × 4 bytes) at the cost of transfers.
+            accelerator memory (parameters × 4 bytes) at the cost of one transfer of the
+            batch-reduced sums per batch.
     """
+
+    data_modes = ("single",)
 
     def __init__(
         self,
@@ -35,9 +43,11 @@ class ActivationCounts(ScoreCallback):
         bins: int = 100,
         state_device: Literal["model", "cpu"] = "model",
     ) -> None:
-        if gamma < 0:
+        if not gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
-        self.gamma, self.quantiles, self.bins, self.state_device = gamma, list(quantiles), bins, state_device
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        self.gamma, self.quantiles, self.bins, self.state_device = gamma, C.check_quantiles(quantiles), bins, state_device
         self.sums: ScoreSum | None = None
         self.results: dict | None = None
 
@@ -45,65 +55,62 @@ class ActivationCounts(ScoreCallback):
         self.out = run_dir(trainer)  # a collective under DDP: resolve it on every rank, once
         if trainer.is_global_zero:
             io.check_new(self.out / f for f in OUTPUTS)
-        names = trainer.datamodule.dataset_names
+        self.names = trainer.datamodule.dataset_names
+        self.layer_of, self.kind_of, self.n_layers = layer_map(pl_module.model)
         device = "cpu" if self.state_device == "cpu" else None
-        self.sums = ScoreSum(pl_module.model, len(names), device=device)
+        self.sums = ScoreSum(pl_module.scored_modules, device=device, rows=pl_module.score_rows)
+        self.finished: dict[str, dict] = {}
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
-        self.sums.begin(batch["dataset_index"])
+        datasets = batch["dataset_index"].unique().tolist()
+        if len(datasets) != 1:
+            raise ValueError(f"ActivationCounts needs batches of one dataset each, got datasets {datasets} in one batch")
+        self.finish_datasets_before(trainer, datasets[0])
+        name = self.names[datasets[0]]
+        self.sums.begin(batch["input_ids"].shape[0], f"dataset {name!r}", batch["group_index"].tolist())
 
-    def on_module_scores(self, name: str, scores: torch.Tensor) -> None:
-        self.sums.update(name, scores)
+    def on_score_tile(self, tile: ScoreTile) -> None:
+        self.sums.update(tile)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Reduced once per epoch, never per batch: predict gives ranks uneven batch counts.
-        # Not torchmetrics: its sync gathers world_size copies of each parameter-sized state.
-        sums = self.sums
-        sums.samples = all_reduce_sum(trainer, sums.samples)
-        for name, state in sums.sums.items():
-            sums.sums[name] = all_reduce_sum(trainer, state)
-        if trainer.is_global_zero:  # every rank holds the reduced sums; one is enough to report
-            self.results = self.compute(pl_module, trainer.datamodule.dataset_names)
-            self.write(trainer, pl_module)
-
-    def compute(self, pl_module: LightningModule, dataset_names: list[str]) -> dict:
-        """The counts, thresholds and histograms of every dataset, as JSON-ready data."""
-        prefix, layers = decoder_layers(pl_module.model)
-        n_layers = len(layers)
-        layer_of = {n: layer_index(n, prefix) for n in self.sums.sums}
-        kind_of = {n: module_kind(n, prefix) for n in self.sums.sums}
-        per_dataset = {}
-        for d, name in enumerate(dataset_names):
-            means = self.sums.means(d)
-            bad = [n for n, m in means.items() if not torch.isfinite(m).all()]
-            if bad:
-                raise FloatingPointError(f"NaN/inf scores for dataset {name!r} in modules {bad[:3]}; try dtype float32")
-            lo, hi = C.log10_range(means)
-            hist = C.layer_histograms(means, layer_of, n_layers, lo, hi, self.bins)
-            zeros = C.zero_counts(means, layer_of, n_layers)
-            thresholds = C.histogram_quantiles(hist, sum(zeros), lo, hi, self.quantiles)
-            per_dataset[name] = {
-                "n_samples": int(self.sums.samples[d]),
-                "layer_counts": C.layer_counts(means, layer_of, n_layers, self.gamma),
-                "module_counts": C.module_counts(means, layer_of, kind_of, n_layers, self.gamma),
-                "quantile_counts": {
-                    f"q{q:g}": {"threshold": t, "layer_counts": C.layer_counts(means, layer_of, n_layers, t)}
-                    for q, t in zip(self.quantiles, thresholds, strict=True)
-                },
-                "log10_histogram": {"lo": lo, "hi": hi, "counts": hist.tolist(), "zeros": zeros},
-                "mean_score_per_layer": C.layer_mean_scores(means, layer_of, n_layers),
-            }
-        layer_params = [0] * n_layers
-        for name, state in self.sums.sums.items():
-            layer_params[layer_of[name]] += state[0].numel()
-        return {
+        self.finish_datasets_before(trainer, len(self.names))
+        self.results = {
             "model": model_name(pl_module),
             "target": pl_module.hparams.target,
             "gamma": self.gamma,
-            "n_layers": n_layers,
-            "layer_params": layer_params,
-            "datasets": per_dataset,
+            "n_layers": self.n_layers,
+            "layer_params": self.layer_params(pl_module),
+            "datasets": self.finished,
         }
+        if trainer.is_global_zero:
+            self.write(trainer, pl_module)
+
+    def finish_datasets_before(self, trainer: Trainer, dataset: int) -> None:
+        """Finish every dataset before index `dataset` not yet finished, in order.
+
+        A collective under DDP: every rank finishes every dataset in the same order, also one it
+        had no batch of, so the all-reduces pair up. The sums are reduced once per dataset, never
+        per batch (predict gives ranks uneven batch counts). Not torchmetrics: its sync gathers
+        world_size copies of each parameter-sized state.
+        """
+        while len(self.finished) < dataset:
+            sums = self.sums
+            sums.samples = int(all_reduce_sum(trainer, torch.tensor(sums.samples)))
+            for state in sums.sums.values():
+                reduced = all_reduce_sum(trainer, state)
+                if reduced is not state:
+                    state.copy_(reduced)
+            name = self.names[len(self.finished)]
+            summary = C.dataset_summary(sums.means(), self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins)
+            self.finished[name] = {"n_samples": sums.samples, **summary}
+            sums.reset()
+
+    def layer_params(self, pl_module: LightningModule) -> list[int]:
+        """Scored parameters per layer."""
+        sizes = [0] * self.n_layers
+        for name, module in pl_module.scored_modules.items():
+            sizes[self.layer_of[name]] += module.weight.numel()
+        return sizes
 
     def write(self, trainer: Trainer, pl_module: LightningModule) -> None:
         out, res = self.out, self.results

@@ -7,7 +7,9 @@ from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import io
 from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
+from lit_activation.models import layer_map
 from lit_activation.reduce import LayerGram
+from lit_activation.scores import ScoreTile
 from lit_activation.similarity import cosine_from_gram
 
 
@@ -26,7 +28,8 @@ class GroupGramCallback(ScoreCallback):
         if trainer.is_global_zero:
             io.check_new(self.out / f for f in self.outputs)
         dm = trainer.datamodule
-        self.gram = LayerGram(pl_module.model)
+        layer_of, _, n_layers = layer_map(pl_module.model)
+        self.gram = LayerGram(layer_of, n_layers)
         self.check_layers(self.gram.n_layers)  # fail before scoring, not after
         shape = (len(dm.groups), self.gram.n_layers, dm.group_size, dm.group_size)
         self.grams = torch.zeros(shape, dtype=torch.float64)
@@ -34,11 +37,12 @@ class GroupGramCallback(ScoreCallback):
         self.seen = torch.zeros(len(dm.groups), dtype=torch.int64)
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
-        groups = batch["group_index"].numel()
-        self.gram.begin(groups, batch["input_ids"].shape[0] // groups, batch["input_ids"].device)
+        groups = batch["group_index"]
+        rows = batch["input_ids"].shape[0] // groups.numel()
+        self.gram.begin(groups.numel(), rows, batch["input_ids"].device, "groups", groups.repeat_interleave(rows).tolist())
 
-    def on_module_scores(self, name: str, scores: torch.Tensor) -> None:
-        self.gram.update(name, scores)
+    def on_score_tile(self, tile: ScoreTile) -> None:
+        self.gram.update(tile)
 
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         index = batch["group_index"].cpu()

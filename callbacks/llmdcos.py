@@ -26,6 +26,7 @@ class LLMDcos(GroupGramCallback):
             None: the paper's code, L//2 … L−3.
     """
 
+    data_modes = ("pairs",)
     outputs = ("llmdcos.json", "llmdcos.csv", "llmdcos_box.png", "similarity_matrix.csv", "similarity_matrix.png")
 
     def __init__(self, box_pairs: list[list[str]] | None = None, matrix_layers: list[int] | None = None) -> None:

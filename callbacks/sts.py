@@ -26,6 +26,7 @@ class STSCorrelation(GroupGramCallback):
         sweep_width: width of the sliding layer windows also reported (None: a third of the depth).
     """
 
+    data_modes = ("sts",)
     outputs = ("sts.json", "sts.csv", "sts_layers.png")
 
     def __init__(self, layers: list[int] | None = None, sweep_width: int | None = None) -> None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from lit_activation import counts as C
 from lit_activation.data.datamodule import Group, pad_groups
-from lit_activation.models import decoder_layers, layer_index
+from lit_activation.models import decoder_layers, layer_map, linear_modules
 from lit_activation.reduce import ScoreSum
 from lit_activation.scores import stream_taylor_scores
 from lit_activation.sparsity import activation_sparsity, owl_from_ratios, uniform_sparsity
@@ -21,16 +21,17 @@ Allocation = Literal["uniform", "activation", "owl"]
 
 def activation_layer_counts(model: nn.Module, samples: Sequence[Sequence[int]], gamma: float, batch_size: int = 4) -> list[int]:
     """Finding 1 counts on the fly: per layer, parameters whose mean Taylor score over `samples` exceeds γ."""
-    sums = ScoreSum(model, 1)
+    modules = linear_modules(model)
+    sums = ScoreSum(modules)
     device = next(model.parameters()).device
     for start in range(0, len(samples), batch_size):
         # pad id 0 is harmless: padded positions are masked out of the scores
         batch = pad_groups([Group(i, [list(r)], [0]) for i, r in enumerate(samples[start : start + batch_size])], pad_id=0)
-        sums.begin(batch["dataset_index"])
-        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update)
-    prefix, layers = decoder_layers(model)
-    layer_of = {n: layer_index(n, prefix) for n in sums.sums}
-    return C.layer_counts(sums.means(0), layer_of, len(layers), gamma)
+        rows = len(batch["input_ids"])
+        sums.begin(rows, "the on-the-fly activation counts", range(start, start + rows))
+        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update, modules=modules)
+    layer_of, _, n_layers = layer_map(model)
+    return C.layer_counts(sums.means(), layer_of, n_layers, gamma).tolist()
 
 
 def layer_sparsities(

@@ -235,3 +235,10 @@ def weight_out_in(module: nn.Module, weight: torch.Tensor | None = None) -> torc
     """The weight (or a same-shaped tensor) viewed as (out, in); Conv1D stores it as (in, out)."""
     weight = module.weight if weight is None else weight
     return weight.t() if isinstance(module, Conv1D) else weight
+
+
+def layer_map(model: nn.Module) -> tuple[dict[str, int], dict[str, str], int]:
+    """(scored module -> layer index, scored module -> kind such as 'mlp.up_proj', number of layers)."""
+    prefix, layers = decoder_layers(model)
+    names = linear_modules(model)
+    return {n: layer_index(n, prefix) for n in names}, {n: module_kind(n, prefix) for n in names}, len(layers)

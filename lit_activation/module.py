@@ -12,8 +12,9 @@ import torch
 from lightning.pytorch import LightningModule
 from torchmetrics.text import Perplexity
 
-from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm
-from lit_activation.scores import stream_taylor_scores
+from lit_activation.callbacks.base import ScoreCallback
+from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm, resolve_dtype
+from lit_activation.scores import ScoreTile, stream_taylor_scores
 
 
 class ActivationModule(LightningModule):
@@ -23,7 +24,14 @@ class ActivationModule(LightningModule):
         model: `smollm2-135m` (embedded default), a hub id, a local HF directory, a .gguf file, or
             `tiny-<arch>` (random test model).
         target: what D(s) is: `max_logit` (the paper), `log_prob`, or `loss`.
-        dtype: weights' dtype; scores are computed in fp32 whatever it is. bf16 halves memory.
+        dtype: the weights' stored dtype. bf16 halves their memory.
+        compute_dtype: the forward and backward run in it. `float32` (default) gives exact fp32
+            scores whatever `dtype` is, upcasting one weight tile at a time (no fp32 copy of the
+            model). Setting it to the weights' own bf16/fp16 is the fast, approximate mode
+            (README, Performance, gives its deviation).
+        tile_mb: memory budget of one tile of per-sample scores (None: benchmarked default per
+            device type, 4 MB on CPU, 256 MB on GPUs). Peak memory holds one tile whatever the
+            module size; smaller tiles stay in cache.
         trust_remote_code: off by default; only for models you trust.
     """
 
@@ -32,12 +40,19 @@ class ActivationModule(LightningModule):
         model: str = EMBEDDED_DEFAULT,
         target: Literal["max_logit", "log_prob", "loss"] = "max_logit",
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        tile_mb: float | None = None,
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
+        if torch.finfo(resolve_dtype(compute_dtype)).bits < torch.finfo(resolve_dtype(dtype)).bits:
+            raise ValueError(f"compute_dtype {compute_dtype!r} is below dtype {dtype!r}; accepted: {dtype!r} or float32")
+        if tile_mb is not None and tile_mb <= 0:
+            raise ValueError(f"tile_mb must be > 0, got {tile_mb}")
         self.save_hyperparameters()
         self.model: torch.nn.Module | None = None
         self.tokenizer = None
+        self.score_rows: dict[str, tuple[int, int]] = {}  # all rows; a sharded run scores its own
         self.perplexity = Perplexity()
 
     def configure_model(self) -> None:
@@ -53,16 +68,18 @@ class ActivationModule(LightningModule):
                 "Taylor scores need gradients, but predict runs under inference mode. "
                 "Set `trainer.inference_mode: false` (the shipped configs do)."
             )
-        consumers = [cb for cb in self.trainer.callbacks if hasattr(cb, "on_module_scores")]
+        consumers = [cb for cb in self.trainer.callbacks if isinstance(cb, ScoreCallback)]
         for cb in consumers:
             cb.on_score_batch_start(self.trainer, self, batch)
 
-        def fan_out(name: str, scores: torch.Tensor) -> None:
+        def fan_out(tile: ScoreTile) -> None:
             for cb in consumers:
-                cb.on_module_scores(name, scores)
+                cb.on_score_tile(tile)
 
+        hp = self.hparams
         values = stream_taylor_scores(
-            self.model, batch["input_ids"], batch["attention_mask"], fan_out, self.hparams.target, self.scored_modules
+            self.model, batch["input_ids"], batch["attention_mask"], fan_out, hp.target, self.scored_modules,
+            resolve_dtype(hp.compute_dtype), hp.tile_mb, self.score_rows,
         )
         for cb in consumers:
             cb.on_score_batch_end(self.trainer, self, batch, values)

@@ -1,70 +1,99 @@
-"""Streaming reductions of per-sample scores: what the callbacks keep instead of score vectors.
+"""Streaming reductions of score tiles: what the callbacks keep instead of score vectors.
 
-Each reducer has `update(module_name, scores)` to be used as (part of) a `ScoreConsumer`: it folds
-one module's (batch, *weight.shape) scores into small or parameter-sized state and lets them go.
-Pure PyTorch; distributed reduction is the caller's business.
+Each reducer's `update(tile)` is (part of) a `ScoreConsumer`: it folds one tile of per-sample
+scores into small or parameter-sized state and lets it go. Any NaN or inf stops the run at once,
+naming the module (hence layer) and the samples. Pure PyTorch; distributed reduction is the
+caller's business.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import Tensor, nn
 
-from lit_activation.models import decoder_layers, layer_index, linear_modules
+from lit_activation.scores import RowRanges, ScoreTile
+
+
+def check_finite(values: Tensor, tile: ScoreTile, where: str, sample_ids: Sequence[int]) -> None:
+    """Raise if a reduced tile holds NaN/inf, naming the module and the offending samples."""
+    if bool(torch.isfinite(values).all()):
+        return
+    bad = (~torch.isfinite(tile.abs_grad)).flatten(1).any(1).nonzero().flatten().tolist()
+    samples = [sample_ids[i] for i in bad] if sample_ids else bad
+    raise FloatingPointError(
+        f"NaN/inf Taylor scores in {where}, module {tile.name} (rows {tile.rows.start}-{tile.rows.stop - 1}), "
+        f"sample(s) {samples[:8]}; try compute_dtype float32 or check the inputs"
+    )
 
 
 class ScoreSum:
-    """Per dataset and parameter, the sum of A over samples, plus the number of samples.
+    """For one dataset at a time, the sum over samples of A per parameter, and the sample count.
 
-    State: one (n_datasets, *weight.shape) tensor per module; memory = n_datasets × parameters ×
-    4 bytes (fp32). `device="cpu"` keeps it off the accelerator for large models.
+    State: one fp32 value per scored parameter (of `rows`, default all), whatever the number of
+    datasets: read `means()` when a dataset is done, then `reset()` for the next. Each batch is
+    reduced on its own device first (Σ_s |G_s|, then × |W| once, by |W ⊙ G_s| = |W| ⊙ |G_s|), so
+    only a tile of sums ever crosses to a `device="cpu"` state.
     """
 
-    def __init__(self, model: nn.Module, n_datasets: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
-        self.modules = linear_modules(model)
-        self.sums = {
-            name: torch.zeros((n_datasets, *m.weight.shape), dtype=dtype, device=device or m.weight.device)
-            for name, m in self.modules.items()
-        }
-        self.samples = torch.zeros(n_datasets, dtype=torch.int64)
-        self._rows: Tensor | None = None
+    def __init__(self, modules: Mapping[str, nn.Module], device: torch.device | str | None = None, rows: RowRanges | None = None) -> None:
+        rows = rows or {}
+        self.offsets = {name: rows.get(name, (0, m.weight.shape[0]))[0] for name, m in modules.items()}
+        self.sums = {}
+        for name, m in modules.items():
+            first, last = rows.get(name, (0, m.weight.shape[0]))
+            self.sums[name] = torch.zeros((last - first, *m.weight.shape[1:]), device=device or m.weight.device)
+        self.samples = 0
+        self.where, self.sample_ids = "a batch", []
 
-    def begin(self, dataset_index: Tensor) -> None:
-        """Start a batch whose row r belongs to dataset `dataset_index[r]`."""
-        self._rows = dataset_index
-        self.samples += torch.bincount(dataset_index.cpu(), minlength=self.samples.numel())
+    def begin(self, batch_size: int, where: str = "a batch", sample_ids: Sequence[int] = ()) -> None:
+        """Start a batch of `batch_size` samples; `where`/`sample_ids` name them in errors."""
+        self.samples += batch_size
+        self.where, self.sample_ids = where, list(sample_ids)
 
-    def update(self, name: str, scores: Tensor) -> None:
-        state = self.sums[name]
-        state.index_add_(0, self._rows.to(state.device), scores.to(state.device, state.dtype))
+    def update(self, tile: ScoreTile) -> None:
+        total = tile.abs_grad.sum(0)
+        check_finite(total, tile, self.where, self.sample_ids)
+        state = self.sums[tile.name]
+        offset = self.offsets[tile.name]
+        state[tile.rows.start - offset : tile.rows.stop - offset] += total.mul_(tile.abs_weight).to(state.device)
 
-    def means(self, dataset: int) -> dict[str, Tensor]:
-        """Mean A per parameter over the dataset's samples (SPEC.md §2: mean first, then threshold)."""
-        n = int(self.samples[dataset])
-        if n == 0:
-            raise ValueError(f"dataset index {dataset} received no samples")
-        return {name: s[dataset] / n for name, s in self.sums.items()}
+    def means(self) -> dict[str, Tensor]:
+        """Mean A per parameter (docs/method.md §2: mean first, then threshold), in place: the sums
+        become the means, so no second parameter-sized copy is made. `reset()` before reusing."""
+        if self.samples == 0:
+            raise ValueError("no samples were scored")
+        return {name: s.div_(self.samples) for name, s in self.sums.items()}
+
+    def reset(self) -> None:
+        """Zero the state for the next dataset (the memory is reused, not reallocated)."""
+        for s in self.sums.values():
+            s.zero_()
+        self.samples = 0
 
 
 class LayerGram:
     """Per group of rows and per layer, the Gram matrix Σ_w A(r1, w)·A(r2, w) of the group's rows.
 
     Cosine, norm and dot product of any two rows of a group follow from it, over the layer's
-    modules concatenated. State per batch: (groups, layers, rows, rows), fp32: a few numbers per
-    pair, never a score vector.
+    modules concatenated. State per batch: (groups, layers, rows, rows), fp64 (the sum of many
+    tiles' partial products): a few numbers per pair, never a score vector.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        prefix, layers = decoder_layers(model)
-        self.n_layers = len(layers)
-        self.layer_of = {name: layer_index(name, prefix) for name in linear_modules(model)}
+    def __init__(self, layer_of: Mapping[str, int], n_layers: int) -> None:
+        self.layer_of, self.n_layers = dict(layer_of), n_layers
         self.gram: Tensor | None = None
+        self.where, self.sample_ids = "a batch", []
 
-    def begin(self, n_groups: int, group_size: int, device: torch.device | str) -> None:
+    def begin(self, n_groups: int, group_size: int, device: torch.device | str, where: str = "a batch", sample_ids: Sequence[int] = ()) -> None:
         """Start a batch of n_groups × group_size rows (group g owns rows g*R … g*R+R-1)."""
-        self.gram = torch.zeros((n_groups, self.n_layers, group_size, group_size), device=device)
+        self.gram = torch.zeros((n_groups, self.n_layers, group_size, group_size), dtype=torch.float64, device=device)
+        self.where, self.sample_ids = where, list(sample_ids)
 
-    def update(self, name: str, scores: Tensor) -> None:
+    def update(self, tile: ScoreTile) -> None:
         groups, _, size, _ = self.gram.shape
-        flat = scores.reshape(groups, size, -1)
-        self.gram[:, self.layer_of[name]] += torch.bmm(flat, flat.transpose(1, 2)).to(self.gram.device)
+        flat = tile.scores().reshape(groups, size, -1)
+        product = torch.bmm(flat, flat.transpose(1, 2))
+        check_finite(product, tile, self.where, self.sample_ids)
+        self.gram[:, self.layer_of[tile.name]] += product.to(self.gram.device, torch.float64)

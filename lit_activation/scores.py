@@ -1,38 +1,58 @@
-"""Taylor activation scores A(s, w) = |w · ∂D(s)/∂w|, per input, exact, in fp32 (SPEC.md §1).
+"""Taylor activation scores A(s, w) = |w · ∂D(s)/∂w|, per input, exact, in fp32 (docs/method.md §1).
 
 One forward and one backward serve a whole batch. For a linear layer y = x Wᵀ the weight gradient
 of sample s is G_s = Σ_t δ_{s,t} x_{s,t}ᵀ with δ = ∂D/∂y; samples never interact in a decoder, so
 backpropagating Σ_s D(s) gives every δ_{s,t} of every sample at once. A forward hook keeps each
-module's input x; a hook on its output receives δ during the backward, forms all G_s with one
-einsum over positions, turns them into scores and hands them to a consumer right away. Scores can
-therefore be reduced (summed, counted, dotted) module by module: at most one module's per-sample
-scores exist at any time. Weights stay frozen (no .grad is ever allocated).
+module's input x; a hook on its output receives δ during the backward and forms the G_s of a few
+weight rows at a time (one batched matmul over positions per tile). Each tile goes to the consumer
+as |G_s| and |W| for those rows (A = |W| ⊙ |G_s|), so reducers never see more than one tile: peak
+memory is the model, the reducers' state, one tile and the batch's activations, whatever the size
+of a module. Weights stay frozen (no .grad is ever allocated).
 
 |·| is non-linear, so A can never come from a batch-summed gradient: that is why G_s is per sample.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
 from lit_activation.models import linear_modules
-
-TARGETS = ("max_logit", "log_prob", "loss")
-
-# consumer(module_name, scores): scores has shape (batch, *weight.shape), float32.
-ScoreConsumer = Callable[[str, Tensor], None]
+from lit_activation.precision import compute_precision
+from lit_activation.targets import check_target, chunked_mean_nll, head_input, last_token_target, softcap_of
+from lit_activation.tiling import DEFAULT_TILE_MB, row_tiles, tile_rows
 
 
-def last_positions(attention_mask: Tensor) -> Tensor:
-    """Index of each row's last real (non-pad) token; works for left and right padding."""
-    length = attention_mask.shape[-1]
-    return length - 1 - attention_mask.flip(-1).to(torch.int64).argmax(-1)
+@dataclass
+class ScoreTile:
+    """Rows `rows` (of the weight as stored: (out, in), Conv1D (in, out)) of one module's scores.
+
+    abs_grad: |G_s| of these rows per sample, (batch, rows, cols) fp32. abs_weight: |W| of these
+    rows, (rows, cols) fp32. Both are valid only during the consumer call.
+    """
+
+    name: str
+    rows: slice
+    abs_grad: Tensor
+    abs_weight: Tensor
+    _scores: Tensor | None = field(default=None, repr=False)
+
+    def scores(self) -> Tensor:
+        """A = |W| ⊙ |G_s| for these rows, (batch, rows, cols); formed once, on first use."""
+        if self._scores is None:
+            self._scores = self.abs_grad * self.abs_weight
+        return self._scores
+
+
+ScoreConsumer = Callable[[ScoreTile], None]
+
+# One module's rows [start, stop) to score; a sharded run scores each rank's own rows only.
+RowRanges = Mapping[str, tuple[int, int]]
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -40,41 +60,29 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def target_values(logits: Tensor, input_ids: Tensor, attention_mask: Tensor, target: str) -> Tensor:
-    """D(s) per row: the quantity whose gradient defines the score.
-
-    `max_logit` (the paper): raw logit of the arg-max next token at the last real position; `logits`
-    then holds only that position, shape (batch, 1, vocab). `log_prob`: its log-probability.
-    `loss`: the mean next-token NLL over the row's real tokens; `logits` holds every position.
-    """
-    if target == "loss":
-        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-        nll = -logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-        valid = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(nll.dtype)
-        return (nll * valid).sum(-1) / valid.sum(-1).clamp_min(1)
-    last = logits[:, -1].float()
-    token = last.detach().argmax(-1, keepdim=True)
-    if target == "max_logit":
-        return last.gather(-1, token).squeeze(-1)
-    if target == "log_prob":
-        return F.log_softmax(last, dim=-1).gather(-1, token).squeeze(-1)
-    raise ValueError(f"Unknown target {target!r}; accepted: {list(TARGETS)}")
-
-
-def per_sample_scores(module: nn.Module, x: Tensor, delta: Tensor) -> Tensor:
-    """A for each sample: |W ⊙ G_s| in fp32, shaped like the weight. x: (B, T, in), δ: (B, T, out)."""
-    x, delta = x.float(), delta.float()
-    weight = module.weight.float()
-    if isinstance(module, Conv1D):  # y = x W + b with W: (in, out)
-        grad = torch.einsum("bti,bto->bio", x, delta)
-    else:  # y = x Wᵀ + b with W: (out, in)
-        grad = torch.einsum("bto,bti->boi", delta, x)
-    return grad.mul_(weight).abs_()
+def _tiles(name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float) -> Iterator[ScoreTile]:
+    """The score tiles of one module from its inputs x (B, T, in) and output gradients δ (B, T, out)."""
+    # G_s = δ_sᵀ x_s, (out, in); Conv1D stores the weight as (in, out), so there G_s = x_sᵀ δ_s.
+    by_row, other = (x, delta) if isinstance(module, Conv1D) else (delta, x)
+    by_row = by_row.transpose(1, 2).contiguous()  # (B, rows, T): a row tile is one contiguous block
+    weight = module.weight.detach()
+    batch, cols = by_row.shape[0], other.shape[-1]
+    per_tile = tile_rows(budget, batch * cols * 4)
+    buffer = torch.empty(batch * min(per_tile, rows[1] - rows[0]) * cols, dtype=torch.float32, device=x.device)
+    for r in row_tiles(weight.shape[0], per_tile, *rows):
+        grad = buffer[: batch * (r.stop - r.start) * cols].view(batch, r.stop - r.start, cols)
+        if by_row.dtype == torch.float32:
+            torch.bmm(by_row[:, r], other, out=grad)
+        else:  # the explicit low-precision mode: products in that dtype, reduced in fp32
+            grad.copy_(torch.bmm(by_row[:, r], other))
+        yield ScoreTile(name, r, grad.abs_(), weight[r].float().abs())
 
 
 @contextmanager
-def _score_hooks(modules: dict[str, nn.Module], mask: Tensor, consumer: ScoreConsumer) -> Iterator[None]:
-    """Hooks that turn each module's (input, output gradient) into per-sample scores for `consumer`."""
+def _score_hooks(
+    modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges
+) -> Iterator[None]:
+    """Hooks that turn each module's (input, output gradient) into score tiles for `consumer`."""
 
     batch = mask.shape[0]
     pads = ~mask.bool()[..., None]
@@ -84,7 +92,9 @@ def _score_hooks(modules: dict[str, nn.Module], mask: Tensor, consumer: ScoreCon
             # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs
             # are zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
             x_s = x.reshape(batch, -1, x.shape[-1]).masked_fill(pads, 0)
-            consumer(name, per_sample_scores(module, x_s, delta.reshape(batch, -1, delta.shape[-1])))
+            span = rows.get(name, (0, module.weight.shape[0]))
+            for tile in _tiles(name, module, x_s, delta.reshape(batch, -1, delta.shape[-1]), span, budget):
+                consumer(tile)
 
         return hook
 
@@ -105,16 +115,16 @@ def _score_hooks(modules: dict[str, nn.Module], mask: Tensor, consumer: ScoreCon
 
 
 @contextmanager
-def _only_last_position(model: nn.Module, last: Tensor) -> Iterator[None]:
-    """Feed lm_head only each row's last real hidden state: D needs no other logits."""
-    head = model.get_output_embeddings()
-    rows = torch.arange(last.shape[0], device=last.device)
+def _differentiable_embeddings(model: nn.Module, dtype: torch.dtype, captured: list[Tensor]) -> Iterator[None]:
+    """Make the token embeddings a leaf that requires grad (in the compute dtype), so that every
+    module output downstream gets a gradient while every weight stays frozen."""
 
-    def pre_hook(module: nn.Module, args: tuple) -> tuple:
-        hidden = args[0]
-        return (hidden[rows, last.to(hidden.device)][:, None],) + args[1:]
+    def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        leaf = output.detach().to(dtype).requires_grad_(True)
+        captured.append(leaf)
+        return leaf
 
-    handle = head.register_forward_pre_hook(pre_hook)
+    handle = model.get_input_embeddings().register_forward_hook(hook)
     try:
         yield
     finally:
@@ -127,36 +137,45 @@ def stream_taylor_scores(
     attention_mask: Tensor,
     consumer: ScoreConsumer,
     target: str = "max_logit",
-    modules: dict[str, nn.Module] | None = None,
+    modules: Mapping[str, nn.Module] | None = None,
+    compute_dtype: torch.dtype = torch.float32,
+    tile_mb: float | None = None,
+    rows: RowRanges | None = None,
 ) -> Tensor:
-    """Compute every scored module's per-sample scores and pass each to `consumer` as it appears.
+    """Compute every scored module's per-sample scores and pass them to `consumer`, tile by tile.
 
+    compute_dtype: the forward and backward run in it whatever the weights' stored dtype (fp32:
+    exact scores; the weights' own bf16/fp16 is the explicit fast mode). tile_mb: the tile budget
+    (default: benchmarked per device type). rows: per module, the rows to score (default: all).
     Returns D(s) per row (detached). Modules arrive in backward order (deep layers first).
     """
-    if target not in TARGETS:
-        raise ValueError(f"Unknown target {target!r}; accepted: {list(TARGETS)}")
+    check_target(target)
     if attention_mask.sum(-1).min() < 1:
         raise ValueError("A row of the batch has no real token (attention_mask all zero)")
     modules = linear_modules(model) if modules is None else modules
-    with torch.enable_grad():
-        # Weights are frozen; making the embeddings require grad gives every module output a grad.
-        embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-        last = last_positions(attention_mask)
-        head = _only_last_position(model, last) if target != "loss" else nullcontext()
-        with _score_hooks(modules, attention_mask, consumer), head:
-            logits = model(
-                inputs_embeds=embeds,
-                attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask),
-                use_cache=False,
-            ).logits
-            values = target_values(logits, input_ids, attention_mask, target)
-            if not values.requires_grad:
-                raise RuntimeError(
-                    "Gradients are disabled, so every Taylor score would be zero. Under Lightning, "
-                    "set Trainer(inference_mode=False) (the shipped configs do)."
-                )
-            torch.autograd.grad(values.sum(), embeds)
+    budget = (tile_mb or DEFAULT_TILE_MB.get(input_ids.device.type, DEFAULT_TILE_MB["cuda"])) * 2**20
+    embeds: list[Tensor] = []
+    hidden: list[Tensor] = []
+    with torch.enable_grad(), compute_precision(model, compute_dtype, int(budget)):
+        with _differentiable_embeddings(model, compute_dtype, embeds), head_input(model, attention_mask, target, hidden):
+            with _score_hooks(modules, attention_mask, consumer, budget, rows or {}):
+                logits = model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids_from_mask(attention_mask),
+                    use_cache=False,
+                ).logits
+                if target == "loss":
+                    head = model.get_output_embeddings()
+                    values = chunked_mean_nll(head, hidden[0], input_ids, attention_mask, budget, softcap_of(model))
+                else:
+                    values = last_token_target(logits[:, -1], target)
+                if not values.requires_grad:
+                    raise RuntimeError(
+                        "Gradients are disabled, so every Taylor score would be zero. Under Lightning, "
+                        "set Trainer(inference_mode=False) (the shipped configs do)."
+                    )
+                torch.autograd.grad(values.sum(), embeds)
     return values.detach()
 
 
@@ -165,6 +184,8 @@ def taylor_scores(
     input_ids: Tensor,
     attention_mask: Tensor,
     target: str = "max_logit",
+    compute_dtype: torch.dtype = torch.float32,
+    tile_mb: float | None = None,
 ) -> dict[str, Tensor]:
     """A(s, w) for every scored module: name -> float32 tensor of shape (batch, *weight.shape).
 
@@ -172,6 +193,12 @@ def taylor_scores(
     `stream_taylor_scores` with a reducing consumer instead.
     """
     modules = linear_modules(model)
-    out: dict[str, Tensor] = {}
-    stream_taylor_scores(model, input_ids, attention_mask, out.__setitem__, target, modules)
-    return {name: out[name] for name in modules}  # layer order, not backward order
+    batch = input_ids.shape[0]
+    out = {name: torch.zeros((batch, *m.weight.shape), device=input_ids.device) for name, m in modules.items()}
+
+    def keep(tile: ScoreTile) -> None:
+        out[tile.name][:, tile.rows] = tile.scores()
+
+    stream_taylor_scores(model, input_ids, attention_mask, keep, target, modules, compute_dtype, tile_mb)
+    return out
+

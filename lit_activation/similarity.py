@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_activation.models import layer_map
 from lit_activation.reduce import LayerGram
 from lit_activation.scores import stream_taylor_scores
 
@@ -43,7 +44,8 @@ def llmdcos(model: nn.Module, batch_a: Mapping[str, Tensor], batch_b: Mapping[st
     Both members of a pair share one forward/backward; memory holds one module's scores at a time.
     """
     ids, mask = interleave(batch_a, batch_b)
-    gram = LayerGram(model)
+    layer_of, _, n_layers = layer_map(model)
+    gram = LayerGram(layer_of, n_layers)
     gram.begin(ids.shape[0] // 2, 2, ids.device)
     stream_taylor_scores(model, ids, mask, gram.update, target)
     return cosine_from_gram(gram.gram)[..., 0, 1]

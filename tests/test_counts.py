@@ -24,11 +24,13 @@ KIND = {"l0.a": "a", "l0.b": "b", "l1.a": "a"}
 
 
 def test_counts_by_hand():
-    assert C.layer_counts(MEANS, LAYER, 2, 2e-5) == [3, 1]  # 3e-5, 5e-5, 1e-4 | 1e-3 (2e-5 is not > 2e-5)
-    assert C.module_counts(MEANS, LAYER, KIND, 2, 2e-5) == {"a": [1, 1], "b": [2, 0]}
-    assert C.zero_counts(MEANS, LAYER, 2) == [1, 2]
-    assert C.log10_range(MEANS) == (-7, -3)
-    assert C.layer_mean_scores(MEANS, LAYER, 2) == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, 1e-3 / 4 + 1e-7 / 4])
+    assert C.layer_counts(MEANS, LAYER, 2, 2e-5).tolist() == [3, 1]  # 3e-5, 5e-5, 1e-4 | 1e-3 (2e-5 is not > 2e-5)
+    kinds, per_module = C.module_counts(MEANS, LAYER, KIND, 2, 2e-5)
+    assert dict(zip(kinds, per_module.tolist(), strict=True)) == {"a": [1, 1], "b": [2, 0]}
+    assert C.zero_counts(MEANS, LAYER, 2).tolist() == [1, 2]
+    assert C.histogram_range(*C.log10_extent(MEANS)) == (-7, -3)
+    totals, sizes = C.layer_score_sums(MEANS, LAYER, 2)
+    assert (totals / sizes).tolist() == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, 1e-3 / 4 + 1e-7 / 4])
 
 
 def test_histogram_and_quantile_thresholds():
@@ -41,7 +43,7 @@ def test_histogram_and_quantile_thresholds():
     with pytest.raises(ValueError, match="outside"):
         C.histogram_quantiles(hist, 0, -6, -2, [1.0])
     with pytest.raises(ValueError, match="zero"):
-        C.log10_range({"m": torch.zeros(3)})
+        C.histogram_range(*C.log10_extent({"m": torch.zeros(3)}))
 
 
 def run_counts(tmp_path, files, gamma, **dm_kwargs):
@@ -105,15 +107,15 @@ def test_predict_under_inference_mode_is_a_clear_error(tmp_path, bench_files):
         trainer.predict(module, datamodule=dm, return_predictions=False)
 
 
-def test_nan_scores_are_a_clear_error():
+def test_nan_scores_stop_the_run_naming_dataset_module_and_sample():
     from lit_activation.reduce import ScoreSum
+    from lit_activation.scores import ScoreTile
 
-    module = ActivationModule(model="tiny-llama")
-    module.configure_model()
-    callback = ActivationCounts()
-    callback.sums = ScoreSum(module.model, 1)
-    callback.sums.samples[0] = 1
-    first = next(iter(callback.sums.sums))
-    callback.sums.sums[first][0, 0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match=f"NaN/inf scores for dataset 'boolq' in modules \\['{first}'\\]"):
-        callback.compute(module, ["boolq"])
+    module = tiny_model("llama").model.layers[1].mlp.up_proj
+    sums = ScoreSum({"model.layers.1.mlp.up_proj": module})
+    sums.begin(3, "dataset 'boolq'", [7, 8, 9])
+    grad = torch.ones((3, 4, module.weight.shape[1]))
+    grad[1, 2, 5] = float("nan")
+    tile = ScoreTile("model.layers.1.mlp.up_proj", slice(4, 8), grad, module.weight[4:8].abs())
+    with pytest.raises(FloatingPointError, match=r"in dataset 'boolq', module model.layers.1.mlp.up_proj \(rows 4-7\), sample\(s\) \[8\]"):
+        sums.update(tile)

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from lit_activation.data import prompts
-from lit_activation.data.datamodule import ActivationDataModule, pad_groups, Group
+from lit_activation.data.datamodule import ActivationDataModule, Group, batches, pad_groups
 from lit_activation.data.registry import REGISTRY, get_spec, load_records
 from lit_activation.data.samples import calibration_ids, evaluation_stream, sample_inputs, sample_sts_pairs
 
@@ -119,3 +119,26 @@ def test_datamodule_rejects_bad_arguments(bench_files):
         ActivationDataModule(["boolq"], data_files={"boolQ": bench_files["boolq"]})
     with pytest.raises(ValueError, match="exactly one STS"):
         ActivationDataModule(["stsb", "sick"], mode="sts")
+
+
+def test_batches_never_mix_datasets_and_keep_group_order():
+    groups = [Group(i, [[5]], [d]) for i, d in enumerate([0, 0, 0, 1, 1, 2])]
+    formed = batches(groups, 2, by_dataset=True)
+    assert [[g.index for g in b] for b in formed] == [[0, 1], [2], [3, 4], [5]]
+    assert [[g.index for g in b] for b in batches(groups, 4, by_dataset=False)] == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_a_score_callback_on_the_wrong_data_mode_stops_before_the_model_loads(bench_files, tmp_path, monkeypatch):
+    from lightning.pytorch import Trainer
+
+    from lit_activation.callbacks.llmdcos import LLMDcos
+    from lit_activation.module import ActivationModule
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data mode was checked")
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    dm = ActivationDataModule(["boolq"], mode="single", num_samples=2, data_files=bench_files)
+    trainer = Trainer(accelerator="cpu", logger=False, callbacks=[LLMDcos()], inference_mode=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="LLMDcos needs data mode 'pairs', got 'single'"):
+        trainer.predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)

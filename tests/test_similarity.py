@@ -79,7 +79,7 @@ def test_llmdcos_equals_naive(arch):
 def test_identical_inputs_give_one_in_every_layer():
     model = tiny_model("qwen2", layers=3)
     batch = as_batch([[5, 9, 11, 40], [7, 8]])
-    torch.testing.assert_close(llmdcos(model, batch, batch), torch.ones(2, 3))
+    torch.testing.assert_close(llmdcos(model, batch, batch), torch.ones(2, 3, dtype=torch.float64))
 
 
 def test_mismatched_pair_counts_are_an_error():

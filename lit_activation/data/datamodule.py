@@ -55,6 +55,27 @@ def pad_groups(groups: Sequence[Group], pad_id: int, side: str = "right") -> dic
     }
 
 
+def batches(groups: Sequence[Group], batch_size: int, by_dataset: bool) -> list[list[Group]]:
+    """Consecutive groups, batch_size at a time; with `by_dataset`, a batch never mixes datasets.
+
+    Batches are formed once, before any sampler sees them: a distributed sampler then deals out
+    whole batches, so each batch (its rows, padding and scores) is the same on 1 or N processes.
+    """
+    out: list[list[Group]] = []
+    for g in groups:
+        fits = out and len(out[-1]) < batch_size and (not by_dataset or out[-1][-1].datasets[0] == g.datasets[0])
+        if fits:
+            out[-1].append(g)
+        else:
+            out.append([g])
+    return out
+
+
+def _collate_batch(items: list[list[Group]], pad_id: int, side: str) -> dict[str, torch.Tensor]:
+    (groups,) = items  # the loader's batch size is 1: each item is a pre-formed batch
+    return pad_groups(groups, pad_id, side)
+
+
 def tokenizer_name(explicit: str | None, datamodule: LightningDataModule) -> str:
     """The model whose tokenizer a data module uses: its own setting, else the LightningModule's model."""
     if explicit is not None:
@@ -74,6 +95,7 @@ class ActivationDataModule(LightningDataModule):
         max_length: prompts longer than this keep their last tokens (warned); bounds memory.
         window: token length of the random windows taken from corpora (paper: 256).
         batch_size: groups per batch; one batch costs one forward/backward of batch_size × rows.
+            In mode `single` a batch holds one dataset (the last of each may be smaller).
         seed: fixes which samples are drawn.
         data_files: dataset name -> local file(s) in the benchmark's field layout (offline use).
         padding_side: `right` or `left`; scores do not depend on it.
@@ -153,9 +175,5 @@ class ActivationDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         pad_id = self.tokenizer.pad_token_id
-        return DataLoader(
-            self.groups,
-            batch_size=self.hparams.batch_size,
-            shuffle=False,
-            collate_fn=partial(pad_groups, pad_id=pad_id, side=self.hparams.padding_side),
-        )
+        formed = batches(self.groups, self.hparams.batch_size, by_dataset=self.hparams.mode == "single")
+        return DataLoader(formed, batch_size=1, shuffle=False, collate_fn=partial(_collate_batch, pad_id=pad_id, side=self.hparams.padding_side))

@@ -1,0 +1,104 @@
+"""D(s), the quantity whose gradient defines the Taylor score (docs/method.md §1).
+
+- `max_logit` (the paper): the raw logit of the arg-max next token at the row's last real position.
+- `log_prob`: that token's log-probability.
+- `loss`: the row's mean next-token NLL over its real tokens.
+
+The output head only ever sees what D needs: the last real position for the first two; for `loss`,
+the positions in chunks, each recomputed in the backward (checkpointed), so that fp32 logits of
+every position (262k vocab × tokens × 4 bytes) never exist at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from lit_activation.precision import linear_in
+from lit_activation.tiling import row_tiles, tile_rows
+
+TARGETS = ("max_logit", "log_prob", "loss")
+
+
+def check_target(target: str) -> str:
+    """The target name, or a clear error listing the accepted ones."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target {target!r}; accepted: {list(TARGETS)}")
+    return target
+
+
+def last_positions(attention_mask: Tensor) -> Tensor:
+    """Index of each row's last real (non-pad) token; works for left and right padding."""
+    length = attention_mask.shape[-1]
+    return length - 1 - attention_mask.flip(-1).to(torch.int64).argmax(-1)
+
+
+def last_token_target(last_logits: Tensor, target: str) -> Tensor:
+    """D per row from the logits at the last real position, (batch, vocab)."""
+    last = last_logits.float()
+    token = last.detach().argmax(-1, keepdim=True)
+    if target == "max_logit":
+        return last.gather(-1, token).squeeze(-1)
+    return F.log_softmax(last, dim=-1).gather(-1, token).squeeze(-1)
+
+
+def softcap_of(model: nn.Module) -> float | None:
+    """The config's final-logit soft cap (Gemma 2), applied to the logits as the model would."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "final_logit_softcapping", None)
+
+
+def chunked_mean_nll(
+    head: nn.Module, hidden: Tensor, input_ids: Tensor, mask: Tensor, chunk_bytes: float, softcap: float | None = None
+) -> Tensor:
+    """Per row, the mean NLL of each real next token, with the head applied a chunk of positions at a time.
+
+    hidden: (batch, time, width), the final hidden states. Position t predicts token t+1 where both
+    are real. Each chunk's logits are recomputed in the backward instead of kept.
+    """
+    valid = (mask[:, 1:] * mask[:, :-1]).bool()
+    rows, steps = valid.nonzero(as_tuple=True)
+    states = hidden[rows, steps]
+    targets = input_ids[rows, steps + 1]
+
+    def nll(h: Tensor, t: Tensor) -> Tensor:
+        logits = linear_in(head, h).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return -F.log_softmax(logits, dim=-1).gather(-1, t[:, None]).squeeze(-1)
+
+    per_chunk = tile_rows(chunk_bytes, 4 * head.weight.shape[0 if isinstance(head, nn.Linear) else 1])
+    losses = torch.cat([checkpoint(nll, states[c], targets[c], use_reentrant=False) for c in row_tiles(rows.numel(), per_chunk)])
+    totals = losses.new_zeros(mask.shape[0]).index_add(0, rows, losses)
+    return totals / valid.sum(-1).clamp_min(1).to(totals.dtype)
+
+
+@contextmanager
+def head_input(model: nn.Module, attention_mask: Tensor, target: str, captured: list[Tensor]) -> Iterator[None]:
+    """Feed lm_head only what D needs; for `loss`, keep its full input in `captured` instead.
+
+    For `max_logit`/`log_prob` the head (and any soft cap after it) sees each row's last real hidden
+    state. For `loss` it sees one position, a stand-in whose logits go unused: the loss is formed
+    from `captured[0]` by `chunked_mean_nll`.
+    """
+    head = model.get_output_embeddings()
+    last = last_positions(attention_mask)
+    rows = torch.arange(last.shape[0], device=last.device)
+
+    def pre_hook(module: nn.Module, args: tuple) -> tuple:
+        hidden = args[0]
+        if target == "loss":
+            captured.append(hidden)
+            return (hidden[:, :1],) + args[1:]
+        return (hidden[rows, last.to(hidden.device)][:, None],) + args[1:]
+
+    handle = head.register_forward_pre_hook(pre_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
