@@ -1,11 +1,19 @@
-"""Speed and memory of the batched Taylor scorer vs the paper's way, in the same run.
+"""Speed and memory of the Taylor scorer against the paper's way and against the matmul bound.
 
-    python benchmarks/scoring.py [--model smollm2-135m] [--samples 16] [--tokens 128] [--batch 4 8]
+    python benchmarks/scoring.py                                   # embedded default, CPU
+    python benchmarks/scoring.py --tile-mb 1 4 16 64 256           # choose the tile budget
+    python benchmarks/scoring.py --random llama-2-7b --device cuda --dtype bfloat16 --tokens 512 --batch 4
 
-The paper's way: batch size 1, every parameter requires grad, a full backward per sample, and per
-module |w * grad| copied out. Ours: one forward/backward per batch, per-sample gradients in hooks.
-Both fold the scores into the same fp32 sum (what Finding 1 needs), so results must agree.
-Each method runs in its own process, so each peak RSS is its own.
+The paper's way, as its code did it: batch 1, a plain forward that computes the logits at every
+position, a backward of the last position's max logit with every parameter requiring grad, and
+w·grad copied out per scored parameter (folded into the same fp32 sums Finding 1 needs).
+Ours: stream_taylor_scores into ScoreSum (the real counts reducer).
+
+The bound: the three matmuls the method cannot avoid, timed alone on the same shapes in the same
+process: per scored module the forward x Wᵀ, the input gradient δ W and the per-sample weight
+gradients δ_sᵀ x_s (6·P·T FLOPs per sample). fraction = bound time / measured time per batch.
+Each method runs in its own process so each peak memory is its own. Figures depend on the machine:
+its CPU, threads and measured matmul rate are printed with them.
 """
 
 from __future__ import annotations
@@ -13,129 +21,155 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
+import tempfile
 import time
+from collections import Counter
 
 import torch
+from machine import describe, peak_memory_gb, sync
 
-from lit_activation.models import linear_modules, load_causal_lm
+from lit_activation.models import linear_modules, load_causal_lm, resolve_dtype, weight_out_in
+from lit_activation.reduce import ScoreSum
 from lit_activation.scores import stream_taylor_scores
 
 
-def inputs(tokenizer, samples: int, tokens: int) -> torch.Tensor:
+def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model (loaded, or random from a published config) and the input ids (samples, tokens)."""
+    if args.random:
+        from transformers import AutoModelForCausalLM
+
+        from lit_activation.architectures import model_config
+
+        torch.manual_seed(0)
+        with torch.device(args.device):
+            model = AutoModelForCausalLM.from_config(model_config(args.random), dtype=resolve_dtype(args.dtype))
+        model.eval().requires_grad_(False)
+        vocab = model.config.vocab_size
+        ids = torch.randint(0, vocab, (args.samples, args.tokens), generator=torch.Generator().manual_seed(0))
+        return model, ids.to(args.device)
+    model, tokenizer = load_causal_lm(args.model, args.dtype, device=args.device)
     from lit_activation.data.samples import sample_inputs
 
-    return torch.tensor(sample_inputs("wiki", samples, tokenizer, seed=0, window=tokens))
+    return model, torch.tensor(sample_inputs("wiki", args.samples, tokenizer, seed=0, window=args.tokens), device=args.device)
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-
-
-def run_batched(model, ids: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+def run_batched(model: torch.nn.Module, ids: torch.Tensor, batch: int, compute: torch.dtype, tile_mb: float | None) -> ScoreSum:
     modules = linear_modules(model)
-    sums = {n: torch.zeros(m.weight.shape) for n, m in modules.items()}
+    sums = ScoreSum(modules)
     for start in range(0, ids.shape[0], batch):
         chunk = ids[start : start + batch]
-
-        def consume(name: str, scores: torch.Tensor) -> None:
-            sums[name] += scores.sum(0)
-
-        stream_taylor_scores(model, chunk, torch.ones_like(chunk), consume, modules=modules)
+        sums.begin(chunk.shape[0])
+        stream_taylor_scores(model, chunk, torch.ones_like(chunk), sums.update, modules=modules, compute_dtype=compute, tile_mb=tile_mb)
     return sums
 
 
-def run_paper(model, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+def run_paper(model: torch.nn.Module, ids: torch.Tensor) -> ScoreSum:
     modules = linear_modules(model)
-    sums = {n: torch.zeros(m.weight.shape) for n, m in modules.items()}
+    sums = ScoreSum(modules)
     model.requires_grad_(True)
     for row in ids:
         model.zero_grad(set_to_none=True)
-        logits = model(input_ids=row[None]).logits[0, -1]
+        logits = model(input_ids=row[None]).logits[0, -1]  # every position's logits were computed
         logits[logits.argmax()].backward()
         for name, m in modules.items():
-            sums[name] += (m.weight * m.weight.grad).abs().detach().clone()  # the paper deep-copied
+            sums.sums[name] += (m.weight * m.weight.grad).abs().float()  # the paper deep-copied w·grad
+        sums.samples += 1
     model.requires_grad_(False)
     return sums
 
 
-def worker(method: str, batch: int, args: argparse.Namespace, queue: mp.Queue) -> None:
+def bound_seconds(model: torch.nn.Module, batch: int, tokens: int, dtype: torch.dtype, device: str) -> float:
+    """Time of the forward, input-gradient and per-sample weight-gradient matmuls of one batch."""
+    shapes = Counter(tuple(weight_out_in(m).shape) for m in linear_modules(model).values())
+    total = 0.0
+    for (out, inp), count in shapes.items():
+        x = torch.randn(batch * tokens, inp, device=device, dtype=dtype)
+        d = torch.randn(batch * tokens, out, device=device, dtype=dtype)
+        w = torch.randn(out, inp, device=device, dtype=dtype)
+        d_t = d.view(batch, tokens, out).transpose(1, 2).contiguous()
+        x_b = x.view(batch, tokens, inp)
+
+        def three() -> None:
+            x @ w.t()
+            d @ w
+            torch.bmm(d_t, x_b)
+
+        three()
+        best = float("inf")
+        for _ in range(3):
+            sync(device)
+            start = time.perf_counter()
+            three()
+            sync(device)
+            best = min(best, time.perf_counter() - start)
+        total += count * best
+    return total
+
+
+def worker(method: str, batch: int, tile_mb: float | None, args: argparse.Namespace, queue: mp.Queue) -> None:
     torch.manual_seed(0)
-    model, tokenizer = load_causal_lm(args.model)
-    ids = inputs(tokenizer, args.samples, args.tokens)
-    base = peak_rss_gb()
-    run = (lambda x: run_batched(model, x, batch)) if batch else (lambda x: run_paper(model, x))
-    run(ids[:2])  # warm-up
-    start = time.perf_counter()
-    sums = run(ids)
-    seconds = time.perf_counter() - start
-    torch.save(sums, f"{args.scratch}/{method}.pt")
-    queue.put({"seconds": seconds, "samples_per_s": args.samples / seconds, "rss_after_load_gb": base, "peak_rss_gb": peak_rss_gb()})
+    model, ids = build(args)
+    compute = resolve_dtype(args.compute_dtype)
+    run = (lambda x: run_paper(model, x)) if method == "paper" else (lambda x: run_batched(model, x, batch, compute, tile_mb))
+    run(ids[: max(batch, 1)])  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        sync(args.device)
+        start = time.perf_counter()
+        sums = run(ids)
+        sync(args.device)
+        times.append(time.perf_counter() - start)
+    seconds = min(times)
+    torch.save({n: s.cpu() for n, s in sums.sums.items()}, f"{args.scratch}/{method}.pt")
+    result = {"seconds": seconds, "samples_per_s": args.samples / seconds, "peak_memory_gb": peak_memory_gb(args.device)}
+    if method != "paper":
+        per_batch = seconds / -(-args.samples // batch)
+        result["fraction_of_matmul_bound"] = bound_seconds(model, batch, args.tokens, compute, args.device) / per_batch
+    queue.put(result)
 
 
-def matmul_flops() -> float:
-    """The machine's measured fp32 matmul FLOP/s (2048² × 2048, best of 5)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = min(_time(lambda: a @ b) for _ in range(5))
-    return 2 * 2048**3 / best
-
-
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def flops_per_sample(model, tokens: int) -> float:
-    """Matmul FLOPs of one sample: forward, input-gradients and per-sample weight gradients (3 × 2·P·T),
-    plus attention scores/values (forward and backward), plus the lm_head at one position."""
-    params = sum(m.weight.numel() for m in linear_modules(model).values())
-    cfg = model.config
-    attention = 4 * tokens * tokens * cfg.hidden_size * cfg.num_hidden_layers  # QKᵀ and AV, forward
-    head = 2 * cfg.hidden_size * cfg.vocab_size
-    return 3 * 2 * params * tokens + 3 * attention + 3 * head
+def in_process(target, *args) -> dict:  # noqa: ANN001
+    queue = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=target, args=(*args, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--random", default=None, help="build a random model from a published config instead (e.g. llama-2-7b)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", help="weights' stored dtype")
+    parser.add_argument("--compute-dtype", default="float32")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--batch", type=int, nargs="+", default=[4, 8], help="batch sizes of the batched scorer")
+    parser.add_argument("--tile-mb", type=float, nargs="+", default=[None], help="tile budgets (several: a sweep at the first batch size)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per method (best is kept)")
+    parser.add_argument("--skip-paper", action="store_true")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
-    import tempfile
-
     args.scratch = tempfile.mkdtemp()
-    ctx = mp.get_context("spawn")
-    results = {}
-    for method, batch in [("paper", 0)] + [(f"batched{b}", b) for b in args.batch]:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=worker, args=(method, batch, args, queue))
-        proc.start()
-        results[method] = queue.get()
-        proc.join()
-    sums = {m: torch.load(f"{args.scratch}/{m}.pt", weights_only=True) for m in results}
-    paper = sums["paper"]
-    model, _ = load_causal_lm(args.model)
-    modules = linear_modules(model)
-    params = sum(m.weight.numel() for m in modules.values())
-    peak = matmul_flops()
     report = {
-        "model": args.model, "samples": args.samples, "tokens": args.tokens, "threads": torch.get_num_threads(),
-        "accumulator_gb": params * 4 / 2**30, "matmul_peak_gflops": peak / 1e9, "paper": results.pop("paper"),
+        "machine": describe(args.device), "model": args.random or args.model, "dtype": args.dtype, "compute_dtype": args.compute_dtype,
+        "samples": args.samples, "tokens": args.tokens,
     }
-    for method, r in results.items():
-        batch = int(method.removeprefix("batched"))
-        achieved = flops_per_sample(model, args.tokens) * r["samples_per_s"]
-        report[method] = {
-            **r,
-            "speedup_vs_paper": r["samples_per_s"] / report["paper"]["samples_per_s"],
-            "max_rel_difference": max(float((sums[method][n] - paper[n]).abs().max() / paper[n].abs().max()) for n in paper),
-            "one_module_scores_gb": batch * max(m.weight.numel() for m in modules.values()) * 4 / 2**30,
-            "fraction_of_matmul_peak": achieved / peak,
-        }
+    runs = [(f"batched{b}", b, args.tile_mb[0]) for b in args.batch]
+    runs += [(f"batched{args.batch[0]}_tile{t:g}MB", args.batch[0], t) for t in args.tile_mb[1:]]
+    if not args.skip_paper:
+        report["paper"] = in_process(worker, "paper", 0, None, args)
+    for method, batch, tile in runs:
+        report[method] = in_process(worker, method, batch, tile, args)
+    if not args.skip_paper:
+        paper = torch.load(f"{args.scratch}/paper.pt", weights_only=True)
+        for method, _, _ in runs:
+            ours = torch.load(f"{args.scratch}/{method}.pt", weights_only=True)
+            r = report[method]
+            r["speedup_vs_paper"] = r["samples_per_s"] / report["paper"]["samples_per_s"]
+            r["max_rel_difference"] = max(float((ours[n] - paper[n]).abs().max() / paper[n].abs().max()) for n in paper)
     print(json.dumps(report, indent=2))
     if args.json:
         with open(args.json, "w") as f:

@@ -12,7 +12,9 @@ from lit_activation.allocation import Allocation, activation_layer_counts, layer
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
 from lit_activation.data.samples import calibration_ids, sample_inputs
 from lit_activation.export import save_pruned
+from lit_activation.memory import release_memory
 from lit_activation.models import decoder_layers, layer_index, linear_modules
+from lit_activation.plan import Pruning
 from lit_activation.sparsity import check_nm, weighted_mean
 from lit_activation.wanda import Metric, prune_wanda
 
@@ -86,6 +88,12 @@ class WandaPruning(Callback):
         self.batch_size, self.save_dir = batch_size, save_dir
         self.record: dict | None = None
 
+    def memory_needs(self) -> Pruning:
+        """What pruning adds to memory (for the plan): the calibration batch and the allocation's work."""
+        on_the_fly = self.allocation == "activation" and self.counts is None and not self.counts_file
+        counts = (self.activation_samples, self.activation_length) if on_the_fly else None
+        return Pruning(self.calibration_samples, self.seqlen, self.batch_size, counts, owl=self.allocation == "owl")
+
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.prune(trainer, pl_module)
 
@@ -134,7 +142,10 @@ class WandaPruning(Callback):
             sparsities = layer_sparsities(
                 self.allocation, model, self.sparsity, calib, counts, self.alpha, self.beta, self.owl_m, self.owl_lambda, self.batch_size
             )
+            release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
             pruned = prune_wanda(model, calib, sparsities, self.n, self.m, self.metric, self.batch_size)
+            del calib
+            release_memory()  # before evaluation
             record.update(layer_sparsity=sparsities, counts=counts)
         else:
             pruned = {}

@@ -64,7 +64,8 @@ def log10_extent(means: Mapping[str, Tensor]) -> tuple[float, float]:
     for mean in means.values():
         positive = mean[mean > 0]
         if positive.numel():
-            lo, hi = min(lo, float(positive.min().log10())), max(hi, float(positive.max().log10()))
+            # fp64: a float32 log10 of a value within 1e-7 of a decade could floor to the wrong one
+            lo, hi = min(lo, float(positive.min().double().log10())), max(hi, float(positive.max().double().log10()))
     return lo, hi
 
 

@@ -6,15 +6,22 @@ reduce them (counts, LLMDcos, STS), then freed. The module also serves perplexit
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
-from torchmetrics.text import Perplexity
+from torchmetrics import MeanMetric
 
 from lit_activation.callbacks.base import ScoreCallback
 from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm, resolve_dtype
+from lit_activation.memory import GB
+from lit_activation.plan import check_fits, plan_run
+
+log = logging.getLogger(__name__)
 from lit_activation.scores import ScoreTile, stream_taylor_scores
+from lit_activation.targets import sequence_nll
+from lit_activation.tiling import budget_bytes
 
 
 class ActivationModule(LightningModule):
@@ -32,6 +39,8 @@ class ActivationModule(LightningModule):
         tile_mb: memory budget of one tile of per-sample scores (None: benchmarked default per
             device type, 4 MB on CPU, 256 MB on GPUs). Peak memory holds one tile whatever the
             module size; smaller tiles stay in cache.
+        check_memory: before loading the model, predict the run's peak memory (lit-activation
+            plan) and stop with the numbers and remedies if it cannot fit. Costs a few seconds.
         trust_remote_code: off by default; only for models you trust.
     """
 
@@ -42,6 +51,7 @@ class ActivationModule(LightningModule):
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         tile_mb: float | None = None,
+        check_memory: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
@@ -53,12 +63,18 @@ class ActivationModule(LightningModule):
         self.model: torch.nn.Module | None = None
         self.tokenizer = None
         self.score_rows: dict[str, tuple[int, int]] = {}  # all rows; a sharded run scores its own
-        self.perplexity = Perplexity()
+        self.token_nll = MeanMetric().set_dtype(torch.float64)  # mean over every token of every rank
 
     def configure_model(self) -> None:
         # Loaded here, not in __init__: strategies (FSDP) may need to shard it as it is created.
         if self.model is None:
             hp = self.hparams
+            trainer = self._trainer
+            if hp.check_memory and trainer is not None:  # before the weights, not after an OOM
+                self.memory_plan = plan_run(self, trainer.datamodule, trainer.callbacks, trainer)
+                phase, peak = self.memory_plan.peak()
+                log.info("Memory plan: predicted peak %.2f GB per device (%s phase)", peak / GB, phase)
+                check_fits(self.memory_plan)
             self.model, self.tokenizer = load_causal_lm(hp.model, hp.dtype, hp.trust_remote_code)
             self.scored_modules = linear_modules(self.model)
 
@@ -85,11 +101,19 @@ class ActivationModule(LightningModule):
             cb.on_score_batch_end(self.trainer, self, batch, values)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Perplexity over non-overlapping chunks: exp of the mean next-token NLL of all chunks."""
+        """Perplexity over non-overlapping chunks: exp of the mean next-token NLL of all chunks.
+
+        Not torchmetrics' Perplexity: it takes the log of a softmax (underflow for tiny
+        probabilities) and holds two more copies of the logits; here the NLL comes from a
+        log-softmax over a few positions at a time.
+        """
         ids = batch["input_ids"]
-        logits = self.model(input_ids=ids, use_cache=False).logits
-        self.perplexity.update(logits[:, :-1].float(), ids[:, 1:])
-        self.log(self.trainer.datamodule.metric_name, self.perplexity, on_epoch=True, batch_size=ids.shape[0])
+        totals, counts = sequence_nll(self.model, ids, budget_bytes(self.hparams.tile_mb, ids.device.type))
+        self.token_nll.update(totals.sum() / counts.sum(), weight=counts.sum())
+
+    def on_validation_epoch_end(self) -> None:
+        self.log(self.trainer.datamodule.metric_name, self.token_nll.compute().exp(), sync_dist=False)
+        self.token_nll.reset()
 
     def configure_optimizers(self) -> Any:  # nothing is ever trained
         return None

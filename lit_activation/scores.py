@@ -25,7 +25,7 @@ from transformers.pytorch_utils import Conv1D
 from lit_activation.models import linear_modules
 from lit_activation.precision import compute_precision
 from lit_activation.targets import check_target, chunked_mean_nll, head_input, last_token_target, softcap_of
-from lit_activation.tiling import DEFAULT_TILE_MB, row_tiles, tile_rows
+from lit_activation.tiling import budget_bytes, row_tiles, tile_rows
 
 
 @dataclass
@@ -60,7 +60,28 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def _tiles(name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float) -> Iterator[ScoreTile]:
+class Workspace:
+    """One flat fp32 buffer reused by every tile of a batch (grown on demand, never shrunk).
+
+    CPU allocators hand a large fresh block back zero-filled page by page; allocating each tile
+    anew made that page-faulting a visible share of the scoring time.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.buffer = device, torch.empty(0, device=device)
+
+    def view(self, *shape: int) -> Tensor:
+        n = 1
+        for d in shape:
+            n *= d
+        if self.buffer.numel() < n:
+            self.buffer = torch.empty(n, device=self.device)
+        return self.buffer[:n].view(*shape)
+
+
+def _tiles(
+    name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float, space: Workspace
+) -> Iterator[ScoreTile]:
     """The score tiles of one module from its inputs x (B, T, in) and output gradients δ (B, T, out)."""
     # G_s = δ_sᵀ x_s, (out, in); Conv1D stores the weight as (in, out), so there G_s = x_sᵀ δ_s.
     by_row, other = (x, delta) if isinstance(module, Conv1D) else (delta, x)
@@ -68,9 +89,8 @@ def _tiles(name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[i
     weight = module.weight.detach()
     batch, cols = by_row.shape[0], other.shape[-1]
     per_tile = tile_rows(budget, batch * cols * 4)
-    buffer = torch.empty(batch * min(per_tile, rows[1] - rows[0]) * cols, dtype=torch.float32, device=x.device)
     for r in row_tiles(weight.shape[0], per_tile, *rows):
-        grad = buffer[: batch * (r.stop - r.start) * cols].view(batch, r.stop - r.start, cols)
+        grad = space.view(batch, r.stop - r.start, cols)
         if by_row.dtype == torch.float32:
             torch.bmm(by_row[:, r], other, out=grad)
         else:  # the explicit low-precision mode: products in that dtype, reduced in fp32
@@ -80,20 +100,23 @@ def _tiles(name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[i
 
 @contextmanager
 def _score_hooks(
-    modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges
+    modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges, padded: bool
 ) -> Iterator[None]:
     """Hooks that turn each module's (input, output gradient) into score tiles for `consumer`."""
 
     batch = mask.shape[0]
     pads = ~mask.bool()[..., None]
+    space = Workspace(mask.device)
 
     def backward_hook(name: str, module: nn.Module, x: Tensor) -> Callable:
         def hook(delta: Tensor) -> None:
             # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs
             # are zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
-            x_s = x.reshape(batch, -1, x.shape[-1]).masked_fill(pads, 0)
+            x_s = x.reshape(batch, -1, x.shape[-1])
+            if padded:
+                x_s = x_s.masked_fill(pads, 0)
             span = rows.get(name, (0, module.weight.shape[0]))
-            for tile in _tiles(name, module, x_s, delta.reshape(batch, -1, delta.shape[-1]), span, budget):
+            for tile in _tiles(name, module, x_s, delta.reshape(batch, -1, delta.shape[-1]), span, budget, space):
                 consumer(tile)
 
         return hook
@@ -152,13 +175,31 @@ def stream_taylor_scores(
     check_target(target)
     if attention_mask.sum(-1).min() < 1:
         raise ValueError("A row of the batch has no real token (attention_mask all zero)")
+    budget = budget_bytes(tile_mb, input_ids.device.type)
+    padded = not bool(attention_mask.bool().all())
     modules = linear_modules(model) if modules is None else modules
-    budget = (tile_mb or DEFAULT_TILE_MB.get(input_ids.device.type, DEFAULT_TILE_MB["cuda"])) * 2**20
+    return scoring_pass(model, input_ids, attention_mask, consumer, target, modules, compute_dtype, budget, rows or {}, padded)
+
+
+def scoring_pass(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    consumer: ScoreConsumer,
+    target: str,
+    modules: Mapping[str, nn.Module],
+    compute_dtype: torch.dtype,
+    budget: float,
+    rows: RowRanges,
+    padded: bool,
+) -> Tensor:
+    """One forward and backward that streams score tiles: `stream_taylor_scores` without its input
+    checks. Nothing here reads tensor values, so the memory planner can run it on fake tensors."""
     embeds: list[Tensor] = []
     hidden: list[Tensor] = []
     with torch.enable_grad(), compute_precision(model, compute_dtype, int(budget)):
         with _differentiable_embeddings(model, compute_dtype, embeds), head_input(model, attention_mask, target, hidden):
-            with _score_hooks(modules, attention_mask, consumer, budget, rows or {}):
+            with _score_hooks(modules, attention_mask, consumer, budget, rows, padded):
                 logits = model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,

@@ -53,18 +53,24 @@ def softcap_of(model: nn.Module) -> float | None:
     return getattr(config, "final_logit_softcapping", None)
 
 
-def chunked_mean_nll(
-    head: nn.Module, hidden: Tensor, input_ids: Tensor, mask: Tensor, chunk_bytes: float, softcap: float | None = None
-) -> Tensor:
-    """Per row, the mean NLL of each real next token, with the head applied a chunk of positions at a time.
+def chunked_token_nll(
+    head: nn.Module, hidden: Tensor, input_ids: Tensor, mask: Tensor | None, chunk_bytes: float, softcap: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Per row, (sum of next-token NLLs, number of them), the head applied a chunk of positions at a time.
 
     hidden: (batch, time, width), the final hidden states. Position t predicts token t+1 where both
-    are real. Each chunk's logits are recomputed in the backward instead of kept.
+    are real (mask None: every token is). With gradients on, each chunk's logits are recomputed in
+    the backward instead of kept.
     """
-    valid = (mask[:, 1:] * mask[:, :-1]).bool()
-    rows, steps = valid.nonzero(as_tuple=True)
-    states = hidden[rows, steps]
-    targets = input_ids[rows, steps + 1]
+    batch, time = input_ids.shape
+    if mask is None:  # static shapes, so the memory planner can run it on fake tensors
+        rows = torch.arange(batch, device=input_ids.device).repeat_interleave(time - 1)
+        states, targets = hidden[:, :-1].reshape(-1, hidden.shape[-1]), input_ids[:, 1:].reshape(-1)
+        counts = torch.full((batch,), time - 1, device=input_ids.device)
+    else:
+        valid = (mask[:, 1:] * mask[:, :-1]).bool()
+        rows, steps = valid.nonzero(as_tuple=True)
+        states, targets, counts = hidden[rows, steps], input_ids[rows, steps + 1], valid.sum(-1)
 
     def nll(h: Tensor, t: Tensor) -> Tensor:
         logits = linear_in(head, h).float()
@@ -72,10 +78,35 @@ def chunked_mean_nll(
             logits = torch.tanh(logits / softcap) * softcap
         return -F.log_softmax(logits, dim=-1).gather(-1, t[:, None]).squeeze(-1)
 
-    per_chunk = tile_rows(chunk_bytes, 4 * head.weight.shape[0 if isinstance(head, nn.Linear) else 1])
-    losses = torch.cat([checkpoint(nll, states[c], targets[c], use_reentrant=False) for c in row_tiles(rows.numel(), per_chunk)])
-    totals = losses.new_zeros(mask.shape[0]).index_add(0, rows, losses)
-    return totals / valid.sum(-1).clamp_min(1).to(totals.dtype)
+    vocab = head.weight.shape[0 if isinstance(head, nn.Linear) else 1]
+    per_chunk = tile_rows(chunk_bytes, 4 * vocab)
+    keep = torch.is_grad_enabled()
+    chunks = [
+        checkpoint(nll, states[c], targets[c], use_reentrant=False) if keep else nll(states[c], targets[c])
+        for c in row_tiles(rows.numel(), per_chunk)
+    ]
+    losses = torch.cat(chunks) if chunks else states.new_zeros(0)
+    return losses.new_zeros(batch).index_add(0, rows, losses), counts
+
+
+def chunked_mean_nll(
+    head: nn.Module, hidden: Tensor, input_ids: Tensor, mask: Tensor, chunk_bytes: float, softcap: float | None = None
+) -> Tensor:
+    """Per row, the mean NLL of its real next tokens (the `loss` target), in chunks of positions."""
+    totals, counts = chunked_token_nll(head, hidden, input_ids, mask, chunk_bytes, softcap)
+    return totals / counts.clamp_min(1).to(totals.dtype)
+
+
+@torch.no_grad()
+def sequence_nll(model: nn.Module, input_ids: Tensor, chunk_bytes: float) -> tuple[Tensor, Tensor]:
+    """Per row of unpadded sequences, (sum of next-token NLLs, their number), for perplexity.
+
+    The head sees the positions a chunk at a time, so fp32 logits of a whole batch never exist.
+    """
+    hidden: list[Tensor] = []
+    with head_input(model, torch.ones_like(input_ids), "loss", hidden):
+        model(input_ids=input_ids, use_cache=False)
+    return chunked_token_nll(model.get_output_embeddings(), hidden[0], input_ids, None, chunk_bytes, softcap_of(model))
 
 
 @contextmanager

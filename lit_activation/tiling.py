@@ -32,3 +32,8 @@ def row_tiles(n_rows: int, rows_per_tile: int, start: int = 0, stop: int | None 
 def default_tile_mb(device_type: str) -> float:
     """The benchmarked default tile budget for a device type (cpu, cuda; others as cuda)."""
     return DEFAULT_TILE_MB.get(device_type, DEFAULT_TILE_MB["cuda"])
+
+
+def budget_bytes(tile_mb: float | None, device_type: str) -> float:
+    """The tile budget in bytes: `tile_mb` when set, else the default for the device type."""
+    return (tile_mb or default_tile_mb(device_type)) * 2**20

@@ -71,13 +71,19 @@ def _configs(layers: int, hidden: int) -> dict[str, PretrainedConfig]:
 ARCHITECTURES = tuple(_configs(2, 32))
 
 
-def tiny_model(arch: str = "llama", layers: int = 2, hidden: int = 32, seed: int = 0) -> PreTrainedModel:
-    """A frozen, eval-mode, randomly initialised causal LM of the given architecture (fp32)."""
+def tiny_config(arch: str = "llama", layers: int = 2, hidden: int = 32) -> PretrainedConfig:
+    """The config of a tiny test model (eager attention: deterministic, supported everywhere)."""
     configs = _configs(layers, hidden)
     if arch not in configs:
         raise ValueError(f"Unknown tiny architecture {arch!r}; accepted: {list(configs)}")
     config = configs[arch]
-    config._attn_implementation = "eager"  # deterministic and supported by every architecture
+    config._attn_implementation = "eager"
+    return config
+
+
+def tiny_model(arch: str = "llama", layers: int = 2, hidden: int = 32, seed: int = 0) -> PreTrainedModel:
+    """A frozen, eval-mode, randomly initialised causal LM of the given architecture (fp32)."""
+    config = tiny_config(arch, layers, hidden)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Random init gives tiny weights and near-uniform logits; scale up so scores are not all ~0.

@@ -15,6 +15,14 @@ def naive_scores(model, row_ids: torch.Tensor, target: str = "max_logit") -> dic
     model.zero_grad(set_to_none=True)
     try:
         logits = model(input_ids=row_ids[None]).logits[0].float()
+        if target in ("max_logit", "log_prob"):
+            # the arg-max token is chosen here independently of the code under test: both must pick
+            # the same one, which rounding cannot change only if the top logit clearly leads
+            top2 = logits[-1].detach().topk(2).values
+            margin = float(top2[0] - top2[1])
+            assert margin > 1e-3 * max(1.0, abs(float(top2[0]))), (
+                f"top-1 and top-2 logits are within {margin:.2e}: the arg-max token (the scored target) is fragile"
+            )
         if target == "max_logit":
             value = logits[-1, logits[-1].argmax()]
         elif target == "log_prob":

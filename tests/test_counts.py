@@ -3,43 +3,66 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from naive import naive_means, naive_scores, per_layer
-from tolerant import REL, assert_hist_close, gap_threshold, near_edges, numpy_histogram
+from naive import naive_means, per_layer
+from tolerant import (
+    assert_hist_close,
+    decade_bounds,
+    gap_threshold,
+    layer_parts,
+    near_edges,
+    near_threshold,
+    numpy_histogram,
+    parts_of,
+)
 
 from lit_activation import counts as C
 from lit_activation.callbacks.counts import ActivationCounts
 from lit_activation.data.datamodule import ActivationDataModule
-from lit_activation.models import decoder_layers, layer_index
+from lit_activation.models import decoder_layers, module_kind
 from lit_activation.module import ActivationModule
 from lit_activation.tiny import tiny_model
 
-MEANS = {"l0.a": torch.tensor([[1e-6, 3e-5], [2e-5, 0.0]]), "l0.b": torch.tensor([5e-5, 1e-4]), "l1.a": torch.tensor([[1e-3, 1e-7], [0.0, 0.0]])}
+# log10 extremes 3e-7 and 5e-4 sit far from whole decades (a libm an ulp off cannot move floor/ceil);
+# the γ tie 2e-5 > 2e-5 is exact (the same float on both sides)
+MEANS = {"l0.a": torch.tensor([[1e-6, 3e-5], [2e-5, 0.0]]), "l0.b": torch.tensor([5e-5, 1e-4]), "l1.a": torch.tensor([[5e-4, 3e-7], [0.0, 0.0]])}
 LAYER = {"l0.a": 0, "l0.b": 0, "l1.a": 1}
 KIND = {"l0.a": "a", "l0.b": "b", "l1.a": "a"}
 
 
 def test_counts_by_hand():
-    assert C.layer_counts(MEANS, LAYER, 2, 2e-5).tolist() == [3, 1]  # 3e-5, 5e-5, 1e-4 | 1e-3 (2e-5 is not > 2e-5)
+    assert C.layer_counts(MEANS, LAYER, 2, 2e-5).tolist() == [3, 1]  # 3e-5, 5e-5, 1e-4 | 5e-4 (2e-5 is not > 2e-5)
     kinds, per_module = C.module_counts(MEANS, LAYER, KIND, 2, 2e-5)
     assert dict(zip(kinds, per_module.tolist(), strict=True)) == {"a": [1, 1], "b": [2, 0]}
     assert C.zero_counts(MEANS, LAYER, 2).tolist() == [1, 2]
+    assert C.log10_extent(MEANS) == pytest.approx((math.log10(3e-7), math.log10(5e-4)), rel=1e-6)
     assert C.histogram_range(*C.log10_extent(MEANS)) == (-7, -3)
     totals, sizes = C.layer_score_sums(MEANS, LAYER, 2)
-    assert (totals / sizes).tolist() == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, 1e-3 / 4 + 1e-7 / 4])
+    assert sizes.tolist() == [6, 4]
+    assert (totals / sizes).tolist() == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, (5e-4 + 3e-7) / 4], rel=1e-6)
 
 
 def test_histogram_and_quantile_thresholds():
-    means = {"m": torch.logspace(-6, -2, 1001)}
+    # one point at the centre of each of 400 bins (0.01 decades) over [1e-6, 1e-2], plus a second one
+    # in bin 0: 401 points, so q·401 never equals a cumulative count (no tie at a quantile)
+    centres = -6 + (torch.arange(400, dtype=torch.float64) + 0.5) * 0.01
+    means = {"m": 10 ** torch.cat([centres[:1], centres])}
     hist = C.layer_histograms(means, {"m": 0}, 1, -6, -2, bins=400)
-    assert int(hist.sum()) == 1001
+    assert hist[0].tolist() == [2] + [1] * 399
     (t50, t90) = C.histogram_quantiles(hist, 0, -6, -2, [0.5, 0.9])
-    assert abs(torch.log10(torch.tensor(t50)) - (-4.0)) <= 0.011  # within one bin (0.01 decades)
-    assert abs(torch.log10(torch.tensor(t90)) - (-2.4)) <= 0.011
+    # cumulative count of bin b is b + 2: q = 0.5 needs 200.5, reached in bin 199 (upper edge 1e-4);
+    # q = 0.9 needs 360.9, reached in bin 359 (upper edge 10^-2.4)
+    assert t50 == pytest.approx(1e-4, rel=1e-9)
+    assert t90 == pytest.approx(10**-2.4, rel=1e-9)
+    # zeros count below every bin: 401 zeros more put the median at the first bin's upper edge
+    (t50,) = C.histogram_quantiles(hist, 401, -6, -2, [0.5])
+    assert t50 == pytest.approx(10**-5.99, rel=1e-9)
     with pytest.raises(ValueError, match="outside"):
         C.histogram_quantiles(hist, 0, -6, -2, [1.0])
     with pytest.raises(ValueError, match="zero"):
@@ -58,28 +81,51 @@ def run_counts(tmp_path, files, gamma, **dm_kwargs):
 
 
 def test_callback_counts_equal_naive_mean_then_threshold(tmp_path, bench_files):
-    kwargs = dict(num_samples=5, batch_size=3, max_length=48, padding_side="left")
+    # max_length 160: boolq prompts (60-81 tokens) are all kept whole and padded (on the left), mmlu
+    # prompts (157-195) partly cut, partly padded: the padded batched path against unpadded naive rows
+    kwargs = dict(num_samples=5, batch_size=3, max_length=160, padding_side="left")
     means, layer_of, n_layers = naive_means(["boolq", "mmlu"], bench_files, kwargs)
     # γ in a gap of BOTH datasets' naive means: no value sits within rounding of it
-    gamma = gap_threshold([m for d in means.values() for m in d.values()], 0.6)
-    result, _ = run_counts(tmp_path, bench_files, gamma, **kwargs)
-    for name in ("boolq", "mmlu"):
+    gamma = gap_threshold([p for d in means.values() for p in parts_of(d)], 0.6)
+    result, dm = run_counts(tmp_path, bench_files, gamma, **kwargs)
+    prefix, _ = decoder_layers(tiny_model("llama"))
+    for d, name in enumerate(("boolq", "mmlu")):
+        rows = [g.rows[0] for g in dm.groups if g.datasets[0] == d]
+        assert any(len({len(r) for r in rows[i : i + 3]}) > 1 for i in range(0, len(rows), 3)), f"{name}: no batch is padded"
         got = result["datasets"][name]
         values = per_layer(means[name], layer_of, n_layers)
-        assert got["layer_counts"] == [int((v > gamma).sum()) for v in values]
+        parts = layer_parts(means[name], layer_of, n_layers)
         assert got["n_samples"] == 5
-        assert sum(sum(v) for v in got["module_counts"].values()) == sum(got["layer_counts"])
-        # the log10 histogram against numpy's on the naive means; quantile counts against plain counting
+        assert got["layer_counts"] == [int((v > gamma).sum()) for v in values]
+        expected_modules: dict[str, list[int]] = {}
+        for module, mean in means[name].items():
+            expected_modules.setdefault(module_kind(module, prefix), [0] * n_layers)[layer_of[module]] = int((mean > gamma).sum())
+        assert got["module_counts"] == expected_modules
+        np.testing.assert_allclose(got["mean_score_per_layer"], [float(v.double().mean()) for v in values], rtol=1e-5)
+        # the log10 histogram against numpy's on the naive means; across a bin edge only the values
+        # the naive means put within rounding of it may differ (usually none: then exact)
         hist = got["log10_histogram"]
         lo, hi, bins = hist["lo"], hist["hi"], len(hist["counts"][0])
-        slack = [near_edges(v, lo, hi, bins) for v in values]
+        lows, highs = decade_bounds([p for layer in parts for p in layer])
+        assert lo in lows and hi in highs, f"histogram range [{lo}, {hi}]; the naive means allow {lows}, {highs}"
+        slack = [near_edges(p, lo, hi, bins) for p in parts]
         assert_hist_close(hist["counts"], [numpy_histogram(v, lo, hi, bins) for v in values], slack)
-        assert hist["zeros"] == [int((v == 0).sum()) for v in values]
-        for entry in got["quantile_counts"].values():
-            t = entry["threshold"]
-            for layer, v in enumerate(values):
-                near = int(((v.double() - t).abs() <= REL * t).sum())
-                assert abs(entry["layer_counts"][layer] - int((v > t).sum())) <= near
+        # quantile thresholds: the upper edge of the bin holding the naive q-quantile of the pooled means
+        pooled, everything = torch.cat(values).double(), [p for layer in parts for p in layer]
+        width = (hi - lo) / bins
+        assert set(got["quantile_counts"]) == {"q0.5", "q0.9", "q0.99"}
+        for key, entry in got["quantile_counts"].items():
+            q, t = float(key[1:]), entry["threshold"]
+            b = round((math.log10(t) - lo) / width) - 1
+            assert t == pytest.approx(10 ** (lo + (b + 1) * width), rel=1e-12), "not a bin edge"
+            below = int((pooled < t).sum()) + near_threshold(everything, t)
+            assert below / pooled.numel() >= q, f"{key}: only {below} of {pooled.numel()} naive means are below {t}"
+            if b > 0:
+                edge = 10 ** (lo + b * width)
+                below = int((pooled < edge).sum()) - near_threshold(everything, edge)
+                assert below / pooled.numel() < q, f"{key}: {below} of {pooled.numel()} naive means are below the bin's lower edge"
+            for layer, (v, p) in enumerate(zip(values, parts, strict=True)):
+                assert abs(entry["layer_counts"][layer] - int((v > t).sum())) <= near_threshold(p, t)
     out = tmp_path / "t" / "version_0"
     assert {"counts.csv", "counts.png"} <= {p.name for p in out.iterdir()}
     assert any(p.name.startswith("events.out.tfevents") for p in out.iterdir())

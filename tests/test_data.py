@@ -57,6 +57,15 @@ def test_sampling_is_seeded_and_bounded(bench_files, tiny_tok):
         sample_inputs("boolq", 25, tiny_tok, data_files=bench_files["boolq"])
 
 
+@pytest.mark.parametrize("name", ["boolq", "mmlu", "siqa", "piqa", "hellaswag", "gsm8k"])
+def test_fixture_rows_differ_at_their_end_and_in_length(name, bench_files, tiny_tok):
+    # prompts keep their END when cut: rows must differ there, or short max_lengths would score duplicates
+    rows = sample_inputs(name, 24, tiny_tok, max_length=32, data_files=bench_files[name])
+    assert len({tuple(r) for r in rows}) == 24
+    whole = sample_inputs(name, 24, tiny_tok, max_length=10**4, data_files=bench_files[name])
+    assert len({len(r) for r in whole}) > 1  # batches of them get padded
+
+
 def test_too_long_prompts_keep_their_end_with_a_warning(bench_files, tiny_tok, caplog):
     with caplog.at_level(logging.WARNING):
         rows = sample_inputs("boolq", 4, tiny_tok, max_length=10, data_files=bench_files["boolq"])
@@ -88,7 +97,7 @@ def test_sts_pairs_and_calibration(bench_files, tiny_tok):
     assert len(first) == len(second) == len(gold) == 6 and all(1.0 <= g <= 5.0 for g in gold)
     calib = calibration_ids("mmlu", tiny_tok, n_samples=4, seqlen=64, data_files=bench_files["mmlu"])
     assert calib.shape == (4, 64)
-    assert "\n###\n" in tiny_tok.decode(calib[0]) + tiny_tok.decode(calib[1])
+    assert "\n###\n" in tiny_tok.decode(calib.flatten())  # the rows are consecutive pieces of the joined examples
     stream = evaluation_stream("wikitext2", tiny_tok, bench_files["wikitext2"])
     assert stream.ndim == 1 and stream.numel() > 1000
 

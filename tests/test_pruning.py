@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from lit_activation.callbacks.pruning import WandaPruning
 from lit_activation.data.perplexity import PerplexityDataModule, chunk_stream
 from lit_activation.data.samples import evaluation_stream
-from lit_activation.models import linear_modules
+from lit_activation.models import decoder_layers, layer_index, linear_modules
 from lit_activation.module import ActivationModule
 from lit_activation.tiny import tiny_model, tiny_tokenizer
 
@@ -61,7 +61,11 @@ def test_pruning_callback_records_and_saves(tmp_path, bench_files):
     record = json.loads((tmp_path / "t" / "version_0" / "pruning.json").read_text())
     assert record["method"] == "activation" and record["calibration"] == "c4" and record["seqlen"] == 32
     assert len(record["layer_sparsity"]) == 2 and sum(record["layer_sparsity"]) / 2 == pytest.approx(0.5)
-    assert record["achieved_sparsity"] == pytest.approx(0.5, abs=0.02)
+    # every row of a module of layer l loses ⌊in · s_l⌋ weights: the exact pruned fraction
+    prefix, _ = decoder_layers(module.model)
+    shapes = [(layer_index(n, prefix), *m.weight.shape) for n, m in linear_modules(module.model).items()]
+    pruned = sum(int(fan_in * record["layer_sparsity"][layer]) * out for layer, out, fan_in in shapes)
+    assert record["achieved_sparsity"] == pytest.approx(pruned / sum(out * fan_in for _, out, fan_in in shapes), rel=1e-6)
     assert (tmp_path / "t" / "version_0" / "sparsity.png").is_file()
     # reload with plain transformers: same zeros, same outputs
     reloaded = AutoModelForCausalLM.from_pretrained(save)
@@ -79,9 +83,10 @@ def test_owl_and_two_of_four_through_the_callback(tmp_path, bench_files):
     validate(tmp_path / "owl", bench_files, [WandaPruning(sparsity=0.6, allocation="owl", **common)])
     record = json.loads((tmp_path / "owl" / "t" / "version_0" / "pruning.json").read_text())
     assert sum(record["layer_sparsity"]) / 2 == pytest.approx(0.6)
+    assert all(bool((m.weight != 0).all()) for m in linear_modules(tiny_model("llama")).values())  # dense: no zeros before
     _, module, _ = validate(tmp_path / "nm", bench_files, [WandaPruning(sparsity=0.5, n=2, m=4, **common)])
     for m in linear_modules(module.model).values():
-        assert ((m.weight == 0).view(m.weight.shape[0], -1, 4).sum(-1) >= 2).all()
+        assert ((m.weight == 0).view(m.weight.shape[0], -1, 4).sum(-1) == 2).all()
 
 
 def test_counts_file_drives_the_activation_allocation(tmp_path, bench_files):

@@ -33,7 +33,7 @@ def assert_matches_naive(model, ids, mask, target) -> None:
         for name, ref in reference.items():
             got = batched[name][r]
             assert got.dtype == torch.float32 and got.shape == ref.shape
-            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -92,7 +92,7 @@ def test_bf16_weights_give_exact_fp32_scores(arch, target):
         reference = naive_scores(twin, ids[r][mask[r].bool()], target)  # fp32 autograd, same weights
         for name, ref in reference.items():
             assert batched[name].dtype == torch.float32
-            torch.testing.assert_close(batched[name][r], ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+            torch.testing.assert_close(batched[name][r], ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
     # nothing of the upcast outlives the call: stored dtypes and the class forwards are back
     assert {p.dtype for p in stored.parameters()} == {torch.bfloat16}
     assert not any("forward" in vars(m) for m in stored.modules())
@@ -106,7 +106,7 @@ def test_tiny_tiles_and_loss_chunks_equal_naive(arch):
         batched = taylor_scores(model, ids, mask, target, tile_mb=1000 / 2**20)
         for r in range(ids.shape[0]):
             for name, ref in naive_scores(model, ids[r][mask[r].bool()], target).items():
-                torch.testing.assert_close(batched[name][r], ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+                torch.testing.assert_close(batched[name][r], ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
 
 
 def test_bf16_fast_mode_is_close_and_lower_precision_is_refused():
@@ -118,6 +118,14 @@ def test_bf16_fast_mode_is_close_and_lower_precision_is_refused():
         assert fast[name].dtype == torch.float32
         cos = torch.nn.functional.cosine_similarity(fast[name].flatten(), exact[name].flatten(), dim=0)
         assert cos > 0.99  # an approximation by design; its size on a real model is in the README
+        # not only the top: every entry above a tenth of the module's largest must be close too.
+        # bf16 keeps 8 significant bits; its error is absolute-scale (measured: at most 8.4% of the
+        # module's max), so an entry at 0.1·max can be off by tens of percent (measured worst 41%,
+        # median per module at most 1.8%). Bounds a bit above: a fast mode that ranks the top right
+        # but gets the rest wrong fails the median, one that is wildly off anywhere fails the max.
+        big = exact[name] > 0.1 * exact[name].max()
+        rel = ((fast[name] - exact[name]).abs() / exact[name])[big]
+        assert float(rel.max()) < 0.6 and float(rel.median()) < 0.03, (name, float(rel.max()), float(rel.median()))
     with pytest.raises(ValueError, match="compute_dtype torch.bfloat16 is below the weights' dtype"):
         taylor_scores(tiny_model("llama"), ids, mask, compute_dtype=torch.bfloat16)
 

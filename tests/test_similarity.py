@@ -121,7 +121,7 @@ def test_ties_get_average_ranks():
     # pred ranks by hand: 0.2 -> 1, the two 0.5 -> (2 + 3) / 2 = 2.5, 0.9 -> 4; gold ranks 1..4.
     # ρ = Pearson of the ranks: centred [-1.5, 0, 0, 1.5] and [-1.5, -0.5, 0.5, 1.5] give 4.5 / sqrt(4.5 * 5).
     rho, _ = spearman(torch.tensor([0.2, 0.5, 0.5, 0.9]), torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    assert rho == pytest.approx(4.5 / math.sqrt(4.5 * 5.0), abs=1e-15)
+    assert rho == pytest.approx(4.5 / math.sqrt(4.5 * 5.0), rel=1e-12)
     assert tied_values(torch.tensor([0.2, 0.5, 0.5, 0.9, 0.9, 0.9])) == 5
     assert duplicate_items([(1, 2), (3, 4), (1, 2), (1, 2)]) == 2
 
@@ -165,11 +165,25 @@ def test_sts_callback_equals_naive_pairs_and_scipy(tmp_path, bench_files):
     # the reported ρ and p are exactly scipy's on the values the callback saved
     ref = stats.spearmanr(out["layer_sum"], out["gold"])
     assert (out["spearman"], out["p_value"]) == (ref.statistic, ref.pvalue)
-    # and the ranks cannot depend on rounding: the fixture's pairs are far from tied
+    # and the ranks cannot depend on rounding: the fixture's pairs are far from tied, so ρ is also
+    # scipy's on the naive values
     assert_distinct(naive[:, [0, 1]].sum(1), rel=1e-4)
+    assert out["spearman"] == stats.spearmanr(naive[:, [0, 1]].sum(1), out["gold"]).statistic
     assert out["n_pairs"] == 12 and len(out["per_layer_spearman"]) == 2
+    # the per-layer LLMDcos saved in sts.csv: the naive cosines, pair by pair
+    saved = np.array(_csv_layers(tmp_path))
+    assert saved.shape == (12, 2)
+    np.testing.assert_allclose(saved, naive, rtol=1e-5)
     for layer, rho in enumerate(out["per_layer_spearman"]):
-        assert rho == stats.spearmanr([row[layer] for row in _csv_layers(tmp_path)], out["gold"]).statistic
+        assert rho == stats.spearmanr(saved[:, layer], out["gold"]).statistic
+        assert_distinct(naive[:, layer], rel=1e-4)  # no near-ties: the saved and naive ranks agree
+        assert rho == stats.spearmanr(naive[:, layer], out["gold"]).statistic
+    # layer windows (a third of the depth: width 1 for 2 layers): scipy on the saved values summed
+    assert out["window_width"] == 1
+    assert [(w["first"], w["last"]) for w in out["window_spearman"]] == [(0, 0), (1, 1)]
+    for w in out["window_spearman"]:
+        summed = saved[:, w["first"] : w["last"] + 1].sum(1)
+        assert w["spearman"] == stats.spearmanr(summed, out["gold"]).statistic
 
 
 def _csv_layers(tmp_path) -> list[list[float]]:

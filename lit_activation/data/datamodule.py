@@ -99,6 +99,7 @@ class ActivationDataModule(LightningDataModule):
         seed: fixes which samples are drawn.
         data_files: dataset name -> local file(s) in the benchmark's field layout (offline use).
         padding_side: `right` or `left`; scores do not depend on it.
+        trust_remote_code: passed to the tokenizer (the CLI links it to the model's setting).
     """
 
     def __init__(

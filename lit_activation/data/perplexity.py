@@ -36,6 +36,7 @@ class PerplexityDataModule(LightningDataModule):
         batch_size: chunks per forward pass.
         data_files: local file(s) for the corpus (offline use).
         tokenizer: model whose tokenizer is used; None takes the LightningModule's `model`.
+        trust_remote_code: passed to the tokenizer (the CLI links it to the model's setting).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class PerplexityDataModule(LightningDataModule):
         batch_size: int = 1,
         data_files: str | list[str] | None = None,
         tokenizer: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         spec = get_spec(dataset)
@@ -71,7 +73,7 @@ class PerplexityDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.chunks is None:
-            tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self))
+            tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             stream = evaluation_stream(self.hparams.dataset, tokenizer, self.hparams.data_files)
             self.chunks = chunk_stream(stream, self.hparams.seqlen, self.hparams.max_chunks)
 

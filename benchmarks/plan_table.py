@@ -1,0 +1,57 @@
+"""Memory plans of the paper's workloads for published model configs (no weights, no network).
+
+    python benchmarks/plan_table.py                       # one 80 GB GPU, the README table
+    python benchmarks/plan_table.py --devices 8 --memory-gb 80 --models llama-2-70b --sharded
+
+Workloads, as in configs/: Finding 1 counts (batch 4 × 512 tokens, one fp32 accumulator), LLMDcos
+(3 datasets: 6 rows per group, 512 tokens), Wanda pruning with a counts file (128 × 2048
+calibration, block batch 1) and perplexity (2048 tokens). Weights bf16, compute fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lit_activation.architectures import model_config
+from lit_activation.memory import GB
+from lit_activation.plan import Evaluation, Job, Pruning, Scoring, plan_memory
+
+WORKLOADS = {
+    "counts": dict(scoring=Scoring(rows=4, length=512, accumulator=True)),
+    "LLMDcos": dict(scoring=Scoring(rows=6, length=512)),
+    "pruning + perplexity": dict(pruning=Pruning(samples=128, seqlen=2048, batch_size=1), evaluation=Evaluation(rows=1, seqlen=2048)),
+}
+
+
+def row(model: str, workload: str, devices: int, sharded: bool, memory_gb: float) -> str:
+    """One Markdown table row: the plan's largest phase and its main items."""
+    job = Job(model=model, dtype="bfloat16", device_type="cuda", devices=devices, sharded=sharded, **WORKLOADS[workload])
+    plan = plan_memory(job, model_config(model), int(memory_gb * GB))
+    phase, peak = plan.peak()
+    items = plan.phases[phase]
+    weights = (items["weights"] + items.get("gathered blocks (2, unsharded)", 0)) / GB
+    state = items.get("Finding 1 sums (fp32)", 0) / GB
+    work = sum(v for k, v in items.items() if k.startswith(("activations", "calibration", "forward", "loss", "OWL"))) / GB
+    verdict = "yes" if plan.fits() else "**no**"
+    return f"| {model} | {workload} | {phase} | {weights:.1f} | {state:.1f} | {work:.1f} | {peak / GB:.1f} | {verdict} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["llama-2-7b", "llama-2-13b", "llama-3-8b", "llama-2-70b"])
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--sharded", action="store_true", help="FSDP2 through ModelParallelStrategy")
+    parser.add_argument("--memory-gb", type=float, default=80.0)
+    args = parser.parse_args()
+    where = f"{args.devices} × {args.memory_gb:g} GB" + (" (sharded)" if args.sharded else "")
+    print(f"Per device, {where}; GB = 2^30 bytes\n")
+    print("| model | job | peak phase | weights | Finding 1 sums | activations / buffers | peak | fits |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model in args.models:
+        for workload in args.workloads:
+            print(row(model, workload, args.devices, args.sharded, args.memory_gb), flush=True)
+
+
+if __name__ == "__main__":
+    main()

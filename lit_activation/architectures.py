@@ -1,0 +1,88 @@
+"""A model's architecture without its weights: its config, and a fake-tensor model built from it.
+
+The memory planner needs layer counts and shapes before any weight is loaded. `model_config`
+reads them from the same places `load_causal_lm` reads weights (embedded default, local dir,
+.gguf, hub id), and knows the published configs of the paper's models, so a 70B plan needs no
+download and no network.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel
+
+from lit_activation import models
+from lit_activation.tiny import tiny_config
+
+# Published config.json values (Hugging Face model cards), enough to rebuild each architecture.
+_LLAMA_2 = dict(max_position_embeddings=4096, rms_norm_eps=1e-5, vocab_size=32000, tie_word_embeddings=False)
+PUBLISHED: dict[str, dict] = {
+    "meta-llama/Llama-2-7b-hf": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, **_LLAMA_2),
+    "meta-llama/Llama-2-13b-hf": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40, **_LLAMA_2),
+    "meta-llama/Llama-2-70b-hf": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, **_LLAMA_2),
+    "meta-llama/Meta-Llama-3-8B": dict(
+        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+        max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0, vocab_size=128256, tie_word_embeddings=False,
+    ),
+    "huggyllama/llama-7b": dict(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+        max_position_embeddings=2048, rms_norm_eps=1e-6, vocab_size=32000, tie_word_embeddings=False,
+    ),
+}
+ALIASES = {
+    "llama-2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama-2-13b": "meta-llama/Llama-2-13b-hf",
+    "llama-2-70b": "meta-llama/Llama-2-70b-hf",
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
+    "llama-7b": "huggyllama/llama-7b",
+}
+
+
+def published_config(name: str) -> PretrainedConfig | None:
+    """The published config of a known model id or alias (all Llama architecture), else None."""
+    values = PUBLISHED.get(ALIASES.get(name, name))
+    return None if values is None else LlamaConfig(**values)
+
+
+def model_config(name_or_path: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The model's config, read without loading weights (published values for known hub ids offline)."""
+    if name_or_path.startswith(models.TINY_PREFIX):
+        return tiny_config(name_or_path[len(models.TINY_PREFIX) :])
+    known = published_config(name_or_path)
+    if known is not None and not Path(name_or_path).exists():
+        return known
+    if name_or_path == models.EMBEDDED_DEFAULT:
+        cached = models.cache_dir() / models.EMBEDDED_DEFAULT / "config.json"
+        if cached.is_file():
+            return AutoConfig.from_pretrained(cached.parent)
+        gguf = models.embedded_gguf_path()
+        return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
+        return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise ValueError(
+            f"Cannot read the config of {name_or_path!r} (no network, or not a model): accepted are "
+            f"{models.EMBEDDED_DEFAULT!r}, a local Hugging Face directory, a .gguf file, a hub id with network, "
+            f"or one of the published configs {sorted(ALIASES)}"
+        ) from err
+
+
+def text_config(config: PretrainedConfig) -> PretrainedConfig:
+    """The decoder's config (multimodal configs nest it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode) -> PreTrainedModel:
+    """The architecture with fake weights (no memory, no data) inside FakeTensorMode `mode`."""
+    config = copy.deepcopy(config)  # from_config may set attributes: never touch the caller's
+    with mode:
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,243 @@
+"""Memory plan: the predicted peak of a job on each device, before any weight is loaded.
+
+A job runs in phases: scoring (counts, LLMDcos, STS), pruning (allocation, then Wanda block by
+block) and evaluation (perplexity). Each phase's peak is the weights plus what it adds:
+accumulators, one tile, activations (simulated on fake tensors, lit_activation.simulate), the
+calibration batch. The plan is the largest phase. `lit-activation plan --config X` prints it;
+every real run checks it first and stops, before loading the model, if it cannot fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PretrainedConfig
+
+from lit_activation import simulate
+from lit_activation.architectures import fake_model, text_config
+from lit_activation.memory import GB, MEMORY_LIMIT_ENV, available_memory, process_memory
+from lit_activation.models import linear_modules, resolve_dtype
+from lit_activation.tiling import default_tile_mb
+
+CUDA_CONTEXT = 0.5 * GB  # CUDA context and kernels: outside torch's allocator, about this much per GPU
+
+
+@dataclass
+class Scoring:
+    """A predict job: `rows` sequences of up to `length` tokens per batch."""
+
+    rows: int
+    length: int
+    accumulator: bool = False  # Finding 1 sums (one fp32 value per scored parameter)
+    accumulator_on_host: bool = False
+    tables_bytes: int = 0  # LLMDcos / STS per-group Gram tables
+
+
+@dataclass
+class Pruning:
+    """A Wanda job: the calibration batch and how the layer sparsities are found."""
+
+    samples: int
+    seqlen: int
+    batch_size: int
+    activation_counts: tuple[int, int] | None = None  # on-the-fly counts: (samples, length)
+    owl: bool = False
+
+
+@dataclass
+class Evaluation:
+    """Perplexity batches of `rows` chunks of `seqlen` tokens."""
+
+    rows: int
+    seqlen: int
+
+
+@dataclass
+class Job:
+    """What a run does, as far as memory is concerned."""
+
+    model: str
+    dtype: str = "float32"
+    compute_dtype: str = "float32"
+    target: str = "max_logit"
+    tile_mb: float | None = None
+    device_type: str = "cpu"
+    devices: int = 1
+    sharded: bool = False  # FSDP2 (ModelParallelStrategy): weights and accumulator split over devices
+    scoring: Scoring | None = None
+    pruning: Pruning | None = None
+    evaluation: Evaluation | None = None
+
+
+@dataclass
+class MemoryPlan:
+    """Predicted bytes per phase and item, on one device (each device alike), and where it must fit."""
+
+    job: Job
+    phases: dict[str, dict[str, int]] = field(default_factory=dict)
+    host: dict[str, int] = field(default_factory=dict)  # items kept in host RAM beside a GPU job
+    available: int | None = None
+
+    def peak(self) -> tuple[str, int]:
+        """(phase, bytes) of the largest phase."""
+        name = max(self.phases, key=lambda p: sum(self.phases[p].values()))
+        return name, sum(self.phases[name].values())
+
+    def fits(self) -> bool:
+        return self.available is None or self.peak()[1] <= self.available
+
+    def table(self) -> str:
+        """The plan as aligned text, one block per phase, the peak marked."""
+        job = self.job
+        where = f"{job.devices} × {job.device_type}" + (" (sharded)" if job.sharded else "")
+        lines = [f"Memory plan: {job.model}, weights {job.dtype}, compute {job.compute_dtype}, per device of {where}"]
+        peak_phase, peak = self.peak()
+        for phase, items in self.phases.items():
+            mark = "  <- peak" if phase == peak_phase else ""
+            lines.append(f"  {phase}: {sum(items.values()) / GB:.2f} GB{mark}")
+            lines += [f"    {name:<34} {value / GB:8.2f} GB" for name, value in items.items()]
+        if self.host:
+            lines.append(f"  host RAM besides: {sum(self.host.values()) / GB:.2f} GB ({', '.join(self.host)})")
+        if self.available is not None:
+            verdict = "fits" if self.fits() else "DOES NOT FIT"
+            lines.append(f"  available per device: {self.available / GB:.2f} GB -> {verdict} (peak {peak / GB:.2f} GB)")
+        return "\n".join(lines)
+
+
+def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, dict[str, tuple[int, int]], int]:
+    """(all parameters, scored linear parameters, scored module shapes, largest decoder block's parameters)."""
+    mode = simulate.FakeTensorMode()
+    model = fake_model(config, dtype, mode)
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    linears = linear_modules(model)
+    shapes = {name: tuple(m.weight.shape) for name, m in linears.items()}
+    scored = sum(m.weight.numel() for m in linears.values())
+    from lit_activation.models import decoder_layers
+
+    block = max(sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1])
+    return total, scored, shapes, block
+
+
+def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None) -> MemoryPlan:
+    """Predict every phase's peak per device for `job` on the architecture `config`."""
+    dtype, compute = resolve_dtype(job.dtype), resolve_dtype(job.compute_dtype)
+    tile = (job.tile_mb or default_tile_mb(job.device_type)) * 2**20
+    total, scored, _, block = _params(config, dtype)
+    shards = job.devices if job.sharded else 1
+    weights = {"weights": total * dtype.itemsize // shards}
+    if job.sharded:  # FSDP2 gathers one block (and prefetches the next) in the compute dtype
+        weights["gathered blocks (2, unsharded)"] = 2 * block * compute.itemsize
+    if job.device_type == "cpu":
+        weights["runtime (this process now)"] = process_memory()
+    else:
+        weights["CUDA context"] = int(CUDA_CONTEXT)
+    plan = MemoryPlan(job, available=available)
+    if job.scoring is not None:
+        s = job.scoring
+        items = dict(weights)
+        state = scored * 4 // shards
+        if s.accumulator and s.accumulator_on_host:
+            plan.host["Finding 1 sums (fp32)"] = state
+        elif s.accumulator:
+            items["Finding 1 sums (fp32)"] = state
+        if s.tables_bytes:
+            items["LLMDcos tables"] = s.tables_bytes
+        items["activations + one tile"] = simulate.scoring_peak(config, dtype, compute, s.rows, s.length, job.target, tile)
+        if job.target == "loss":
+            items["loss head chunks"] = int(tile)
+        plan.phases["scoring"] = items
+    if job.pruning is not None:
+        p = job.pruning
+        items = dict(weights)
+        items["calibration (block in/out, args)"] = simulate.wanda_peak(config, dtype, p.samples, p.seqlen, p.batch_size)
+        if p.owl:
+            items["OWL scores of one block (fp32)"] = block * 4
+        plan.phases["pruning"] = items
+        if p.activation_counts is not None:
+            n, length = p.activation_counts
+            counts = dict(weights)
+            counts["Finding 1 sums (fp32)"] = scored * 4 // shards
+            counts["activations + one tile"] = simulate.scoring_peak(config, dtype, compute, min(n, 4), length, "max_logit", tile)
+            plan.phases["allocation counts"] = counts
+    if job.evaluation is not None:
+        e = job.evaluation
+        items = dict(weights)
+        items["forward + NLL chunks"] = simulate.evaluation_peak(config, dtype, e.rows, e.seqlen, tile)
+        plan.phases["evaluation"] = items
+    if not plan.phases:
+        plan.phases["weights only"] = weights
+    return plan
+
+
+def suggestions(plan: MemoryPlan) -> list[str]:
+    """What would make the largest phase fit, from the plan's own items."""
+    phase, peak = plan.peak()
+    items, job, out = plan.phases[phase], plan.job, []
+    if "Finding 1 sums (fp32)" in items:
+        out.append("keep the Finding 1 sums in host RAM (callbacks: ActivationCounts state_device: cpu)")
+    if any(k.startswith("activations") or k.startswith("calibration") or k.startswith("forward") for k in items):
+        out.append("a smaller batch or length (data.init_args.batch_size / max_length / window; pruning batch_size or seqlen)")
+    if job.dtype == "float32":
+        out.append("store the weights in bfloat16 (model.dtype: bfloat16; scores stay exact fp32)")
+    out.append("more devices with the sharded strategy (trainer.strategy: ModelParallelStrategy)")
+    return out
+
+
+def check_fits(plan: MemoryPlan) -> None:
+    """Raise before any work if the plan's peak exceeds the available memory, naming numbers and remedies."""
+    if plan.fits():
+        return
+    phase, peak = plan.peak()
+    largest = sorted(plan.phases[phase].items(), key=lambda kv: -kv[1])[:3]
+    parts = ", ".join(f"{k} {v / GB:.1f} GB" for k, v in largest)
+    raise MemoryError(
+        f"This run needs about {peak / GB:.1f} GB per device in its {phase} phase ({parts}) but "
+        f"{plan.available / GB:.1f} GB are available (${MEMORY_LIMIT_ENV} overrides). It would fit with: "
+        + "; or ".join(suggestions(plan))
+        + ". See `lit-activation plan --config ...`."
+    )
+
+
+def job_from_run(module, datamodule, callbacks: Iterable, trainer) -> Job:  # noqa: ANN001 - Lightning objects
+    """The Job that a configured run (ActivationModule, data module, callbacks, Trainer) will do."""
+    from lit_activation.callbacks import ActivationCounts, LLMDcos, STSCorrelation, WandaPruning
+    from lit_activation.data.datamodule import ActivationDataModule
+    from lit_activation.data.perplexity import PerplexityDataModule
+
+    hp = module.hparams
+    strategy = type(trainer.strategy).__name__
+    job = Job(
+        model=hp.model, dtype=hp.dtype, compute_dtype=hp.compute_dtype, target=hp.target, tile_mb=hp.tile_mb,
+        device_type=trainer.strategy.root_device.type, devices=trainer.num_devices, sharded=strategy == "ModelParallelStrategy",
+    )
+    callbacks = list(callbacks)
+    if isinstance(datamodule, ActivationDataModule):
+        d = datamodule.hparams
+        rows = d.batch_size * datamodule.group_size
+        counts = [cb for cb in callbacks if isinstance(cb, ActivationCounts)]
+        job.scoring = Scoring(rows=rows, length=max(d.max_length, d.window), accumulator=bool(counts),
+                              accumulator_on_host=any(cb.state_device == "cpu" for cb in counts))
+        if any(isinstance(cb, (LLMDcos, STSCorrelation)) for cb in callbacks):
+            layers = int(text_config(model_config_of(hp)).num_hidden_layers)
+            job.scoring.tables_bytes = d.num_samples * layers * datamodule.group_size**2 * 8
+    if isinstance(datamodule, PerplexityDataModule):
+        job.evaluation = Evaluation(rows=datamodule.hparams.batch_size, seqlen=datamodule.hparams.seqlen)
+    for cb in callbacks:
+        if isinstance(cb, WandaPruning) and cb.sparsity > 0:
+            job.pruning = cb.memory_needs()
+    return job
+
+
+def model_config_of(hparams) -> PretrainedConfig:  # noqa: ANN001 - ActivationModule hparams
+    """The architecture of the module's configured model (config only, no weights)."""
+    from lit_activation.architectures import model_config
+
+    return model_config(hparams.model, hparams.trust_remote_code)
+
+
+def plan_run(module, datamodule, callbacks: Iterable, trainer) -> MemoryPlan:  # noqa: ANN001
+    """The memory plan of a configured run, with the memory its devices report."""
+    job = job_from_run(module, datamodule, callbacks, trainer)
+    return plan_memory(job, model_config_of(module.hparams), available_memory(job.device_type))

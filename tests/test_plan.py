@@ -1,0 +1,113 @@
+"""The memory plan: fake-tensor simulation against real runs, the plan command, the check before loading."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_activation.architectures import model_config
+from lit_activation.cli import build_cli
+from lit_activation.models import linear_modules
+from lit_activation.scores import scoring_pass
+from lit_activation.simulate import LiveBytes, scoring_peak
+from lit_activation.tiny import tiny_model
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])
+def test_fake_simulation_matches_the_same_pass_on_real_tensors(arch):
+    """The planner's activation figure: fake tensors against real ones, measured by the same tracker."""
+    model = tiny_model(arch, layers=3, hidden=64)
+    ids = torch.randint(4, 100, (4, 48))
+    mask = torch.ones_like(ids)
+    tracker = LiveBytes([*model.parameters(), *model.buffers(), ids, mask])
+    with tracker:
+        scoring_pass(model, ids, mask, lambda tile: None, "max_logit", linear_modules(model), torch.float32, 2**14, {}, True)
+    simulated = scoring_peak(model.config, torch.float32, torch.float32, 4, 48, "max_logit", 2**14)
+    assert tracker.peak > 0
+    assert simulated == pytest.approx(tracker.peak, rel=0.10)
+
+
+def test_larger_batches_and_lengths_need_more(tmp_path):
+    config = model_config("tiny-llama")
+    small = scoring_peak(config, torch.float32, torch.float32, 2, 32, "max_logit", 2**20)
+    assert scoring_peak(config, torch.float32, torch.float32, 4, 32, "max_logit", 2**20) > 1.5 * small
+    assert scoring_peak(config, torch.float32, torch.float32, 2, 64, "max_logit", 2**20) > 1.5 * small
+
+
+def test_plan_command_prints_every_phase(capsys, bench_files):
+    build_cli([
+        "plan", "--config", str(CONFIGS / "prune_embedded.yaml"), "--model.model", "tiny-llama",
+        "--data.init_args.dataset", "wikitext2", "--data.init_args.data_files", bench_files["wikitext2"],
+    ])
+    out = capsys.readouterr().out
+    assert "Memory plan: tiny-llama, weights float32" in out
+    for phase in ("allocation counts:", "pruning:", "evaluation:"):
+        assert phase in out
+    assert "-> fits" in out
+
+
+def test_published_configs_plan_offline(capsys):
+    build_cli(["plan", "--config", str(CONFIGS / "counts.yaml"), "--device_type", "cuda", "--memory_gb", "80"])
+    out = capsys.readouterr().out
+    assert "meta-llama/Llama-2-7b-hf, weights bfloat16, compute float32, per device of 1 × cuda" in out
+    weights = float(re.search(r"weights\s+([0-9.]+) GB", out).group(1))
+    assert weights == pytest.approx(6.738e9 * 2 / 2**30, rel=1e-3)  # Llama-2-7B: 6.74 B parameters in bf16
+
+
+def test_a_run_that_cannot_fit_stops_before_loading(tmp_path, monkeypatch, bench_files):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded although the plan says it cannot fit")
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    monkeypatch.setenv("LIT_ACTIVATION_MEMORY_GB", "0.05")
+    args = [
+        "predict", "--config", str(CONFIGS / "counts_embedded.yaml"), "--model.model", "tiny-llama",
+        "--data.init_args.datasets", "[boolq]", "--data.init_args.data_files", json.dumps({"boolq": bench_files["boolq"]}),
+        "--data.init_args.num_samples", "2", "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ]
+    with pytest.raises(MemoryError) as err:
+        build_cli(args)
+    message = str(err.value)
+    assert re.search(r"needs about [0-9.]+ GB per device in its scoring phase", message)
+    assert "0.1 GB are available" in message or "0.0 GB are available" in message
+    assert "state_device: cpu" in message and "smaller batch" in message and "ModelParallelStrategy" in message
+
+
+MEASURE = (
+    "import resource, sys\n"
+    "from lit_activation.cli import main\n"
+    "sys.argv = ['lit-activation', *sys.argv[1:]]\n"
+    "main()\n"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+)
+
+
+@pytest.mark.embedded
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "--config", "counts_embedded.yaml", "--data.init_args.num_samples", "2"],
+        ["predict", "--config", "llmdcos_embedded.yaml", "--data.init_args.num_samples", "1"],
+        ["validate", "--config", "prune_embedded.yaml", "--data.init_args.max_chunks", "2"],
+    ],
+    ids=["counts", "llmdcos", "pruning"],
+)
+def test_predicted_peak_is_within_20_percent_of_the_measured_one(args, tmp_path):
+    """On the embedded default: the plan a run makes before loading, against that run's peak RSS."""
+    args = [a if not a.endswith(".yaml") else str(CONFIGS / a) for a in args]
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *args, "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    predicted = float(re.search(r"predicted peak ([0-9.]+) GB", done.stderr + done.stdout).group(1))
+    measured = int(re.search(r"PEAK_RSS_KB (\d+)", done.stdout).group(1)) / 2**20
+    assert predicted == pytest.approx(measured, rel=0.20), f"predicted {predicted:.2f} GB, measured {measured:.2f} GB"
