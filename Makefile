@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(PY) -m lit_activation.compare --config configs/compare_embedded.yaml --sparsities "[0.5]" --seeds "[0]"
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP)

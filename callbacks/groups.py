@@ -57,8 +57,12 @@ class GroupGramCallback(ScoreCallback):
         if not bool((self.seen == 1).all()):
             raise RuntimeError(f"Every group must be scored exactly once; counts seen: {self.seen.tolist()}")
         cos = cosine_from_gram(self.grams)
-        if torch.isnan(cos).any():
-            raise FloatingPointError("NaN LLMDcos: some input has all-zero scores in a layer (gradients off, or fp16 underflow?)")
+        if not bool(torch.isfinite(cos).all()):
+            group, layer, row, _ = (int(i) for i in (~torch.isfinite(cos)).nonzero()[0])
+            raise FloatingPointError(
+                f"NaN/inf LLMDcos in group {group}, layer {layer} (row {row} of the group): an input has all-zero scores "
+                "in that layer (gradients off, or a low-precision compute_dtype underflowing?)"
+            )
         if trainer.is_global_zero:
             self.report(trainer, pl_module, cos)
 

@@ -2,123 +2,128 @@
 
 from __future__ import annotations
 
-import json
+import copy
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import io, plots
-from lit_activation.allocation import Allocation, activation_layer_counts, layer_sparsities
+from lit_activation.allocations import Allocation, AllocationContext, Uniform
+from lit_activation.architectures import model_config, text_config
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
-from lit_activation.data.samples import calibration_ids, sample_inputs
+from lit_activation.data.registry import get_spec
+from lit_activation.data.samples import calibration_ids
 from lit_activation.export import save_pruned
 from lit_activation.memory import release_memory
-from lit_activation.models import decoder_layers, layer_index, linear_modules
+from lit_activation.models import decoder_layers, layer_index, linear_modules, load_tokenizer
 from lit_activation.plan import Pruning
 from lit_activation.sparsity import check_nm, weighted_mean
-from lit_activation.wanda import Metric, prune_wanda
+from lit_activation.wanda import Metric, check_metric, prune_wanda
 
 OUTPUTS = ("pruning.json", "sparsity.png")
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration batch: `samples` seeded sequences of `seqlen` tokens of `dataset`.
+
+    Attributes:
+        dataset: a registered dataset (paper: c4; Validation 2: mmlu, siqa; offline: news).
+        samples, seqlen: the batch (paper: 128 × 2048). seqlen is explicit: the model's maximum
+            context (131072 for Llama-3.1) would not fit.
+        seed: which windows/examples are drawn.
+        files: local file(s) for the dataset (offline use).
+        batch_size: calibration sequences per block call (memory ∝ batch_size × seqlen).
+    """
+
+    dataset: str = "c4"
+    samples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    files: str | list[str] | None = None
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        get_spec(self.dataset)
+        if self.samples < 1 or self.seqlen < 2 or self.batch_size < 1:
+            raise ValueError(f"calibration needs samples >= 1, seqlen >= 2, batch_size >= 1; got {self.samples}, {self.seqlen}, {self.batch_size}")
+
+
+def parse_nm(nm: str | None) -> tuple[int, int]:
+    """'2:4' -> (2, 4); None -> (0, 0), unstructured."""
+    if not nm:
+        return 0, 0
+    try:
+        n, m = (int(v) for v in nm.split(":"))
+    except ValueError:
+        raise ValueError(f"nm {nm!r} is not N:M; accepted: e.g. '2:4' or '4:8'") from None
+    return n, m
+
+
 class WandaPruning(Callback):
-    """Prunes the LightningModule's model once, when validation (or test) starts.
+    """Prunes the LightningModule's model once, when validation starts (docs/method.md §5).
 
     Args:
         sparsity: overall target in [0, 1); 0 evaluates the dense model.
-        allocation: `uniform`, `activation` (the paper: from Finding 1 counts) or `owl`.
-        n, m: N:M semi-structured pruning (2:4, 4:8) when both > 0; sparsity must equal n/m.
+        allocation: how the sparsity is spread over the layers: `Uniform`, `Activation` (the
+            paper, from Finding 1 counts) or `OWL`, each with its own options (class_path).
+        nm: N:M semi-structured pruning, e.g. '2:4': every layer at n/m, so sparsity must be n/m
+            and the allocation Uniform.
         metric: `wanda` (|W|·‖X‖) or `magnitude` (|W|, the baseline).
-        calibration: registered dataset for calibration (paper: c4; Validation 2: mmlu, siqa).
-        calibration_samples, seqlen: the calibration batch, n × seqlen tokens (paper: 128 × 2048).
-            seqlen is explicit: the model's max context (131072 for Llama-3.1) would not fit.
-        seed: which calibration windows/examples are drawn.
-        calibration_files: local file(s) for the calibration set (offline use).
-        counts: per-layer activated counts for `activation` (e.g. counts.json's layer_counts).
-        counts_file, counts_dataset, counts_from: or read them from a counts.json (`counts_from`:
-            `gamma` or a quantile key such as `q0.9`); default dataset: the file's first.
-        gamma, activation_samples, activation_length: else counts are computed on the fly from
-            that many calibration-set windows of that length with threshold γ.
-        alpha, beta: the paper's allocation constants (2, 0.2). owl_m, owl_lambda: OWL's (5, 0.08).
-        batch_size: calibration sequences per block call (memory ∝ batch_size × seqlen).
+        calibration: the calibration batch (dataset, samples, seqlen, seed, files, batch_size).
         save_dir: save the pruned model there in Hugging Face format (never overwrites).
     """
 
     def __init__(
         self,
-        sparsity: float = 0.5,
-        allocation: Allocation = "uniform",
-        n: int = 0,
-        m: int = 0,
+        sparsity: float = 0.0,
+        allocation: Allocation = lazy_instance(Uniform),  # noqa: B008 - jsonargparse's default for a class_path option
+        nm: str | None = None,
         metric: Metric = "wanda",
-        calibration: str = "c4",
-        calibration_samples: int = 128,
-        seqlen: int = 2048,
-        seed: int = 0,
-        calibration_files: str | list[str] | None = None,
-        counts: list[float] | None = None,
-        counts_file: str | None = None,
-        counts_dataset: str | None = None,
-        counts_from: str = "gamma",
-        gamma: float = 2e-5,
-        activation_samples: int = 64,
-        activation_length: int = 256,
-        alpha: float = 2.0,
-        beta: float = 0.2,
-        owl_m: float = 5.0,
-        owl_lambda: float = 0.08,
-        batch_size: int = 1,
+        calibration: Calibration = Calibration(),  # noqa: B008 - a frozen dataclass: jsonargparse's nested group
         save_dir: str | None = None,
     ) -> None:
         if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"Sparsity {sparsity} is outside [0, 1)")
+            raise ValueError(f"Sparsity {sparsity} is outside [0, 1): 0 keeps every weight, 0.5 prunes half")
+        n, m = parse_nm(nm)
         check_nm(sparsity, n, m)
-        if allocation not in ("uniform", "activation", "owl"):
-            raise ValueError(f"Unknown allocation {allocation!r}; accepted: ['uniform', 'activation', 'owl']")
-        if m and allocation != "uniform":
-            raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be 'uniform', got {allocation!r}")
+        if m and not isinstance(allocation, Uniform):
+            raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be Uniform, got {type(allocation).__name__}")
+        check_metric(metric)
         if save_dir and Path(save_dir).exists():
             raise FileExistsError(f"save_dir {save_dir} already exists; a saved model is never overwritten")
-        self.sparsity, self.allocation, self.n, self.m, self.metric = sparsity, allocation, n, m, metric
-        self.calibration, self.calibration_samples, self.seqlen, self.seed = calibration, calibration_samples, seqlen, seed
-        self.calibration_files = calibration_files
-        self.counts, self.counts_file, self.counts_dataset, self.counts_from = counts, counts_file, counts_dataset, counts_from
-        self.gamma, self.activation_samples, self.activation_length = gamma, activation_samples, activation_length
-        self.alpha, self.beta, self.owl_m, self.owl_lambda = alpha, beta, owl_m, owl_lambda
-        self.batch_size, self.save_dir = batch_size, save_dir
+        self.sparsity, self.allocation, self.nm, self.metric = sparsity, allocation, nm, metric
+        self.calibration, self.save_dir = calibration, save_dir
+        self.n, self.m = n, m
+        self.calibration_ids = None
         self.record: dict | None = None
+
+    def replaced(self, **changes: Any) -> WandaPruning:
+        """A fresh callback with some options changed (a comparison's runs): nothing carried over."""
+        options = {k: getattr(self, k) for k in ("sparsity", "allocation", "nm", "metric", "calibration", "save_dir")}
+        options["allocation"] = copy.deepcopy(options["allocation"])
+        return WandaPruning(**{**options, **changes})
 
     def memory_needs(self) -> Pruning:
         """What pruning adds to memory (for the plan): the calibration batch and the allocation's work."""
-        on_the_fly = self.allocation == "activation" and self.counts is None and not self.counts_file
-        counts = (self.activation_samples, self.activation_length) if on_the_fly else None
-        return Pruning(self.calibration_samples, self.seqlen, self.batch_size, counts, owl=self.allocation == "owl")
+        c = self.calibration
+        return Pruning(c.samples, c.seqlen, c.batch_size, self.allocation.on_the_fly_counts(), owl=self.allocation.needs_wanda_scores())
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Before the weights load: check the allocation against the model and build the calibration batch."""
+        if stage != "validate" or self.sparsity == 0 or self.calibration_ids is not None:
+            return
+        hp = pl_module.hparams
+        self.allocation.check(hp.model, int(text_config(model_config(hp.model, hp.trust_remote_code)).num_hidden_layers))
+        tokenizer = load_tokenizer(hp.model, hp.trust_remote_code)
+        c = self.calibration
+        self.calibration_ids = calibration_ids(c.dataset, tokenizer, c.samples, c.seqlen, c.seed, c.files)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.prune(trainer, pl_module)
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.prune(trainer, pl_module)
-
-    def _counts(self, pl_module: LightningModule) -> list[float]:
-        if self.counts is not None:
-            return list(self.counts)
-        if self.counts_file:
-            data = json.loads(Path(self.counts_file).read_text())
-            name = self.counts_dataset or next(iter(data["datasets"]))
-            if name not in data["datasets"]:
-                raise ValueError(f"counts_dataset {name!r} is not in {self.counts_file}; it has {list(data['datasets'])}")
-            entry = data["datasets"][name]
-            if self.counts_from == "gamma":
-                return entry["layer_counts"]
-            if self.counts_from not in entry["quantile_counts"]:
-                raise ValueError(f"counts_from {self.counts_from!r} unknown; accepted: 'gamma', {list(entry['quantile_counts'])}")
-            return entry["quantile_counts"][self.counts_from]["layer_counts"]
-        samples = sample_inputs(
-            self.calibration, self.activation_samples, pl_module.tokenizer, self.seed,
-            self.activation_length, self.activation_length, self.calibration_files,
-        )
-        return activation_layer_counts(pl_module.model, samples, self.gamma)
 
     def prune(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Allocate, prune, log; once per callback instance."""
@@ -130,23 +135,21 @@ class WandaPruning(Callback):
         model = pl_module.model
         prefix, layers = decoder_layers(model)
         record = {
-            "model": model_name(pl_module), "method": "dense" if self.sparsity == 0 else self.allocation,
-            "metric": self.metric, "target_sparsity": self.sparsity, "n": self.n, "m": self.m,
-            "calibration": self.calibration, "calibration_samples": self.calibration_samples,
-            "seqlen": self.seqlen, "seed": self.seed,
+            "model": model_name(pl_module), "method": "dense" if self.sparsity == 0 else self.allocation.label,
+            "allocation": self.allocation.describe(), "metric": self.metric, "target_sparsity": self.sparsity, "nm": self.nm,
+            "calibration": asdict(self.calibration),
         }
         if self.sparsity > 0:
-            device = next(model.parameters()).device
-            calib = calibration_ids(self.calibration, pl_module.tokenizer, self.calibration_samples, self.seqlen, self.seed, self.calibration_files).to(device)
-            counts = self._counts(pl_module) if self.allocation == "activation" else None
-            sparsities = layer_sparsities(
-                self.allocation, model, self.sparsity, calib, counts, self.alpha, self.beta, self.owl_m, self.owl_lambda, self.batch_size
-            )
+            self.setup(trainer, pl_module, "validate")  # a no-op when Lightning already called it
+            calib = self.calibration_ids.to(next(model.parameters()).device)
+            c = self.calibration
+            context = AllocationContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size)
+            sparsities = self.allocation.layer_sparsity(self.sparsity, context)
             release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
-            pruned = prune_wanda(model, calib, sparsities, self.n, self.m, self.metric, self.batch_size)
-            del calib
+            pruned = prune_wanda(model, calib, sparsities, self.n, self.m, self.metric, c.batch_size)
+            del calib, context
             release_memory()  # before evaluation
-            record.update(layer_sparsity=sparsities, counts=counts)
+            record.update(layer_sparsity=sparsities, allocation=self.allocation.describe())
         else:
             pruned = {}
         record.update(self._achieved(model, prefix, len(layers), pruned))

@@ -20,9 +20,15 @@ from lit_activation.tiny import tiny_config
 # Published config.json values (Hugging Face model cards), enough to rebuild each architecture.
 _LLAMA_2 = dict(max_position_embeddings=4096, rms_norm_eps=1e-5, vocab_size=32000, tie_word_embeddings=False)
 PUBLISHED: dict[str, dict] = {
-    "meta-llama/Llama-2-7b-hf": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, **_LLAMA_2),
-    "meta-llama/Llama-2-13b-hf": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40, **_LLAMA_2),
-    "meta-llama/Llama-2-70b-hf": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, **_LLAMA_2),
+    "meta-llama/Llama-2-7b-hf": dict(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, **_LLAMA_2
+    ),
+    "meta-llama/Llama-2-13b-hf": dict(
+        hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40, **_LLAMA_2
+    ),
+    "meta-llama/Llama-2-70b-hf": dict(
+        hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, **_LLAMA_2
+    ),
     "meta-llama/Meta-Llama-3-8B": dict(
         hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
         max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0, vocab_size=128256, tie_word_embeddings=False,

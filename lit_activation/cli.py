@@ -1,26 +1,62 @@
-"""`lit-activation` command: LightningCLI over ActivationModule and the data modules.
+"""`lit-activation`: one LightningCLI over ActivationModule, the data modules and the analyses.
 
     lit-activation predict  --config configs/counts_embedded.yaml   # scores: counts, LLMDcos, STS
-    lit-activation validate --config configs/prune_embedded.yaml    # pruning + perplexity
+    lit-activation validate --config configs/prune_embedded.yaml    # pruning + perplexity (+ zero-shot)
+    lit-activation compare  --config configs/compare_embedded.yaml  # allocations × sparsities × seeds
     lit-activation plan     --config configs/counts.yaml            # predicted memory, nothing loaded
+
+A mistake in the input prints one line, `error: <message>`, and exits with status 2 before any
+work; `--debug` (or LIT_ACTIVATION_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from lit_activation.callbacks.pruning import WandaPruning
+from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.module import ActivationModule
 from lit_activation.trainer import ActivationTrainer
+
+# Raised for bad input (values, files, a plan that cannot fit, NaN scores): one line, exit status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MemoryError, FloatingPointError, ArgumentError)
+DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
+
+# jsonargparse reports a class that refused its arguments inside a list of the types it tried;
+# these lines of that list are its own bookkeeping, not the reason.
+_GENERIC = (
+    "Expected a <class 'NoneType'>", "Not a valid subclass", "Problem with given class_path", "Subclass types expect",
+    "a class path", "a dict", "Does not validate", "Given value", "Subtypes:", "Errors:",
+)
+
+
+def one_line(message: str) -> str:
+    """The reason in a (possibly nested, multi-line) parser error: its first specific line."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else str(message)
+    specific = [line.lstrip("- ").strip() for line in lines if line.startswith("- ") and not line.lstrip("- ").startswith(_GENERIC)]
+    if specific:
+        return specific[0]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
+
+# Subcommands that prune and evaluate: they get the fixed `pruning` and `zeroshot` groups.
+PRUNING_SUBCOMMANDS = ("validate", "compare", "plan")
 
 
 class ActivationCLI(LightningCLI):
     """LightningCLI with the defaults every analysis needs (gradients on, TensorBoard run dirs).
 
-    Subcommands: predict (scores), validate (pruning, perplexity), plan (memory). Nothing is
-    trained, so fit and test are not offered.
+    Subcommands: predict (scores), validate (pruning, perplexity), compare (a pruning sweep), plan
+    (memory). Nothing is trained, so fit and test are not offered. Pruning and zero-shot are fixed
+    option groups (`--pruning.sparsity`, `--pruning.allocation.init_args.alpha`,
+    `--zeroshot.tasks`), so an override never depends on the order of a callback list.
     """
 
     @staticmethod
@@ -28,10 +64,18 @@ class ActivationCLI(LightningCLI):
         return {
             "predict": {"model", "dataloaders", "datamodule"},
             "validate": {"model", "dataloaders", "datamodule"},
+            "compare": {"model", "datamodule"},
             "plan": {"model", "datamodule"},
         }
 
-    def add_arguments_to_parser(self, parser) -> None:
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):  # noqa: ANN202 - Lightning's signature
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in PRUNING_SUBCOMMANDS:
+            parser.add_lightning_class_args(WandaPruning, "pruning")
+            parser.add_lightning_class_args(ZeroShotEval, "zeroshot")
+        return parser
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
         # The data are tokenized for the model being analysed, with its trust setting, always.
         parser.link_arguments("model.model", "data.init_args.tokenizer")
         parser.link_arguments("model.trust_remote_code", "data.init_args.trust_remote_code")
@@ -59,6 +103,8 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
         args=args,
         run=run,
         save_config_kwargs={"overwrite": False},
+        # raise instead of printing usage and exiting, so that main() can say it in one line
+        parser_kwargs={"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in ActivationCLI.subcommands()}},
     )
 
 
@@ -68,7 +114,17 @@ def main() -> None:
     Returns None: the console-script wrapper calls sys.exit(main()), and any other value would
     be printed and turned into exit status 1.
     """
-    build_cli()
+    debug = "--debug" in sys.argv or bool(os.environ.get(DEBUG_ENV))
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"  # processes launched for other ranks inherit it
+    try:
+        build_cli()
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def dataset_summary(
 
     return {
         "layer_counts": counts_at(gamma),
-        "module_counts": {kind: row for kind, row in zip(kinds, per_module.tolist(), strict=True)},
+        "module_counts": dict(zip(kinds, per_module.tolist(), strict=True)),
         "quantile_counts": {f"q{q:g}": {"threshold": t, "layer_counts": counts_at(t)} for q, t in zip(quantiles, thresholds, strict=True)},
         "log10_histogram": {"lo": lo, "hi": hi, "counts": hist.tolist(), "zeros": zeros.tolist()},
         "mean_score_per_layer": (totals / sizes.clamp_min(1)).tolist(),

@@ -1,7 +1,9 @@
 """Run outputs: atomic writes that never overwrite an earlier run's results.
 
 Each file is written to a temporary name in the same directory and renamed into place, so an
-interrupted run leaves either the old state or the complete new file, never half of one.
+interrupted run leaves either the old state or the complete new file, never half of one. Results
+are never overwritten; files derived from them (a comparison's summary, rebuilt after every run)
+say so with `overwrite=True`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    check_new([path])
+def _atomic_write(path: Path, data: bytes, overwrite: bool = False) -> Path:
+    if not overwrite:
+        check_new([path])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -30,30 +33,54 @@ def _atomic_write(path: Path, data: bytes) -> Path:
     return path
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as indented JSON, atomically; refuses to overwrite."""
-    return _atomic_write(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
+def write_json(path: str | Path, obj: Any, overwrite: bool = False) -> Path:
+    """Write `obj` as indented JSON, atomically; refuses to overwrite unless told (derived files)."""
+    return _atomic_write(Path(path), (json.dumps(obj, indent=2) + "\n").encode(), overwrite)
 
 
-def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Write a CSV table, atomically; refuses to overwrite."""
+def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
-    return _atomic_write(Path(path), buf.getvalue().encode())
+    return buf.getvalue().encode()
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write text (Markdown reports), atomically; refuses to overwrite."""
-    return _atomic_write(Path(path), text.encode())
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]], overwrite: bool = False) -> Path:
+    """Write a CSV table, atomically; refuses to overwrite unless told (derived files)."""
+    return _atomic_write(Path(path), _csv_bytes(header, rows), overwrite)
 
 
-def save_figure(path: str | Path, figure: Any) -> Path:
-    """Save a matplotlib figure as PNG, atomically; refuses to overwrite."""
+def read_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows as dicts) of a CSV table; ([], []) when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def append_csv_row(path: str | Path, header: Sequence[str], row: Sequence[Any]) -> Path:
+    """Add one row to a CSV table, atomically: the file holds every earlier row plus this one, or
+    (if interrupted) exactly what it held before. A table with another header is refused."""
+    existing_header, rows = read_csv(path)
+    if existing_header and existing_header != list(header):
+        raise ValueError(f"{path} has columns {existing_header}; this run writes {list(header)}. Choose a new output directory.")
+    old = [[r[h] for h in header] for r in rows]
+    return _atomic_write(Path(path), _csv_bytes(header, [*old, row]), overwrite=True)
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    """Write text (Markdown reports), atomically; refuses to overwrite unless told (derived files)."""
+    return _atomic_write(Path(path), text.encode(), overwrite)
+
+
+def save_figure(path: str | Path, figure: Any, overwrite: bool = False) -> Path:
+    """Save a matplotlib figure as PNG, atomically; refuses to overwrite unless told (derived files)."""
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return _atomic_write(Path(path), buf.getvalue())
+    return _atomic_write(Path(path), buf.getvalue(), overwrite)
 
 
 def check_new(paths: Iterable[str | Path]) -> None:

@@ -8,6 +8,7 @@ of consecutive phases add up instead of taking turns.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -50,7 +51,5 @@ def release_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError):  # not glibc (e.g. musl): nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # not glibc (e.g. musl): nothing to trim
-            pass

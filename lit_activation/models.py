@@ -1,6 +1,6 @@
 """Load causal LMs (embedded default, hub id, local dir, GGUF file) and find their scored modules.
 
-The scored parameters (SPEC.md §1) are the linear weights inside the decoder blocks: nn.Linear and
+The scored parameters (docs/method.md §1) are the linear weights inside the decoder blocks: nn.Linear and
 GPT-2's transformers Conv1D (weight stored transposed, (in, out)). Embeddings, lm_head, norms and
 biases are never scored. Modules are grouped by the layer index in their name, never by position.
 """
@@ -190,9 +190,9 @@ def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """
     n = num_layers(model) if hasattr(model, "config") else -1
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n and n > 0:
-            if any(isinstance(m, (nn.Linear, Conv1D)) for m in module[0].modules()):
-                return name, module
+        is_list = isinstance(module, nn.ModuleList) and len(module) == n and n > 0
+        if is_list and any(isinstance(m, (nn.Linear, Conv1D)) for m in module[0].modules()):
+            return name, module
     raise TypeError(
         f"Cannot find the decoder layers of {type(model).__name__}: expected a ModuleList of "
         f"num_hidden_layers={n} blocks holding nn.Linear or Conv1D modules. Supported: Llama, Mistral, "

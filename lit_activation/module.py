@@ -14,14 +14,14 @@ from lightning.pytorch import LightningModule
 from torchmetrics import MeanMetric
 
 from lit_activation.callbacks.base import ScoreCallback
-from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm, resolve_dtype
 from lit_activation.memory import GB
+from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm, resolve_dtype
 from lit_activation.plan import check_fits, plan_run
-
-log = logging.getLogger(__name__)
 from lit_activation.scores import ScoreTile, stream_taylor_scores
 from lit_activation.targets import sequence_nll
 from lit_activation.tiling import budget_bytes
+
+log = logging.getLogger(__name__)
 
 
 class ActivationModule(LightningModule):

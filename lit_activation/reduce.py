@@ -8,9 +8,8 @@ caller's business.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn

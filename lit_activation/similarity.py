@@ -1,4 +1,4 @@
-"""LLMDcos (SPEC.md §3): per layer, the cosine of two inputs' activation-score vectors.
+"""LLMDcos (docs/method.md §3): per layer, the cosine of two inputs' activation-score vectors.
 
 LLMDcos(s1, s2) at layer l = cos(A(s1), A(s2)) over the layer's linear modules concatenated. It is
 computed from streamed sums Σ a·b, Σ a², Σ b² (a Gram matrix per group of rows), so no score

@@ -1,4 +1,4 @@
-"""Layer-wise sparsity allocation (SPEC.md §4): how much of each decoder layer to prune.
+"""Layer-wise sparsity allocation (docs/method.md §4): how much of each decoder layer to prune.
 
 Every allocator returns one sparsity per layer whose parameter-weighted mean is the target `s`
 (plain mean for equal-sized layers) and rejects results outside [0, 1). Pure Python/PyTorch.
@@ -77,7 +77,7 @@ def owl_from_ratios(ratios: Sequence[float], s: float, lam: float = 0.08) -> lis
 
 
 def owl_sparsity(layer_scores: Sequence[Tensor], s: float, m: float = 5.0, lam: float = 0.08) -> list[float]:
-    """OWL (outlier-weighted layerwise) sparsities from each layer's Wanda scores (SPEC.md §4)."""
+    """OWL (outlier-weighted layerwise) sparsities from each layer's Wanda scores (docs/method.md §4)."""
     return owl_from_ratios([outlier_ratio(x, m) for x in layer_scores], s, lam)
 
 

@@ -1,18 +1,31 @@
-"""The Trainer of every lit-activation command: Lightning's, plus `plan`."""
+"""The Trainer of every lit-activation command: Lightning's, plus `plan` and `compare`."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Literal
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation.memory import GB, available_memory
+from lit_activation import comparison as cmp
+from lit_activation import io
+from lit_activation.allocations import OWL, Activation, Allocation, AllocationContext, GivenCounts, OnTheFlyCounts, Uniform
+from lit_activation.callbacks.pruning import WandaPruning
+from lit_activation.callbacks.zeroshot import ZeroShotEval
+from lit_activation.memory import GB, available_memory, release_memory
+from lit_activation.models import load_causal_lm
 from lit_activation.plan import MemoryPlan, job_from_run, model_config_of, plan_memory
 
 
 class ActivationTrainer(Trainer):
-    """Lightning's Trainer with one more entry point, `plan`, beside `predict` and `validate`."""
+    """Lightning's Trainer with two more entry points beside `predict` and `validate`:
+    `plan` (memory, before any run) and `compare` (a resumable pruning sweep)."""
 
     def plan(
         self,
@@ -45,3 +58,89 @@ class ActivationTrainer(Trainer):
         plan = plan_memory(job, model_config_of(model.hparams), available)
         print(plan.table() + (f"\n{note}" if note else ""))
         return plan
+
+    def compare(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        allocations: list[Allocation] | None = None,
+        sparsities: list[float] = [0.5, 0.6, 0.7],  # noqa: B006 - jsonargparse needs a literal
+        seeds: list[int] = [0, 1, 2],  # noqa: B006
+        output_dir: str = "runs/compare",
+    ) -> Path:
+        """Dense vs each allocation × sparsity × calibration seed: prune, validate, record; resumable.
+
+        Args:
+            allocations: the methods compared (default: Uniform, Activation, OWL), each with its
+                options; the `pruning` group gives everything else (calibration, metric).
+            sparsities: overall targets in (0, 1). seeds: calibration seeds (mean ± std over them).
+            output_dir: results.csv, summary.md/csv, compare.png and one directory per run. Run the
+                same command again to resume.
+        """
+        pruning = self._configured(WandaPruning)
+        zeroshot = self._configured(ZeroShotEval)
+        if pruning.save_dir or pruning.nm:
+            raise ValueError("compare sweeps unstructured sparsities and saves no model: leave pruning.nm and pruning.save_dir unset")
+        allocations = allocations if allocations is not None else [Uniform(), Activation(), OWL()]
+        runs = cmp.sweep(allocations, sparsities, seeds)
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        hp = model.hparams
+        fixed = {
+            "model": hp.model, "dtype": hp.dtype, "compute_dtype": hp.compute_dtype, "evaluation": datamodule.metric_name,
+            "metric": pruning.metric, "calibration": {k: v for k, v in dataclasses.asdict(pruning.calibration).items() if k != "seed"},
+            "zeroshot": zeroshot.describe(),
+        }
+        record = cmp.pin_configuration(out, fixed, {a.label: a.describe() for a in allocations})
+        self._resolve_counts(model, pruning, allocations, record, out)
+        done = cmp.recorded(out)
+        todo = [r for r in runs if r.key not in done]
+        elapsed: list[float] = []
+        for k, run in enumerate(todo, len(runs) - len(todo) + 1):
+            print(cmp.progress(k, len(runs), run, elapsed), flush=True)
+            start = time.perf_counter()
+            metrics, achieved, zero_shot = self._one_run(model, datamodule, pruning, zeroshot, run, out)
+            seconds = time.perf_counter() - start
+            row = [run.method, run.sparsity, run.seed, metrics, datamodule.metric_name, achieved, json.dumps(zero_shot), round(seconds, 1)]
+            io.append_csv_row(out / cmp.RESULTS, cmp.HEADER, row)
+            cmp.write_summary(out, hp.model)
+            elapsed.append(seconds)
+        print((out / "summary.md").read_text() if (out / "summary.md").is_file() else "")
+        print(f"Comparison: {out / 'summary.md'}, summary.csv, {cmp.RESULTS}, compare.png ({len(runs)} runs, {len(todo)} run now)")
+        return out
+
+    def _configured(self, kind: type) -> WandaPruning | ZeroShotEval:
+        """The pruning / zero-shot callback configured for this run (the CLI's fixed groups)."""
+        found = [cb for cb in self.callbacks if isinstance(cb, kind)]
+        return found[0] if found else kind()
+
+    def _resolve_counts(self, model: LightningModule, pruning: WandaPruning, allocations: list[Allocation], record: dict, out: Path) -> None:
+        """On-the-fly activation counts, once per comparison: every run starts from the same dense model."""
+        for allocation in allocations:
+            if not (isinstance(allocation, Activation) and isinstance(allocation.counts, OnTheFlyCounts)):
+                continue
+            counts = record["resolved_counts"].get(allocation.label)
+            if counts is None:
+                hp, c = model.hparams, pruning.calibration
+                dense, tokenizer = load_causal_lm(hp.model, hp.dtype, hp.trust_remote_code, device=self.strategy.root_device)
+                context = AllocationContext(dense, tokenizer, torch.empty(0, dtype=torch.long), c.dataset, c.files, c.batch_size)
+                counts = allocation.counts.layer_counts(context)
+                del dense, context
+                release_memory()
+                record["resolved_counts"][allocation.label] = counts
+                io.write_json(out / "comparison.json", record, overwrite=True)
+            allocation.counts = GivenCounts(counts)
+
+    def _one_run(
+        self, model: LightningModule, datamodule: LightningDataModule, pruning: WandaPruning, zeroshot: ZeroShotEval, run: cmp.Run, out: Path
+    ) -> tuple[float, float, dict]:
+        """Fresh dense weights, this run's pruning, one validate: (perplexity, achieved sparsity, zero-shot)."""
+        run_dir = out / "runs" / run.name
+        cmp.set_aside(run_dir)
+        prune = pruning.replaced(sparsity=run.sparsity, allocation=run.allocation or Uniform(), calibration=replace(pruning.calibration, seed=run.seed))
+        evaluate = zeroshot.fresh()
+        self.callbacks = [cb for cb in self.callbacks if not isinstance(cb, (WandaPruning, ZeroShotEval))] + [prune, evaluate]
+        self.loggers = [TensorBoardLogger(out / "runs", name=run.name, version="")]
+        model.model = None  # configure_model loads the dense weights again
+        (metrics,) = self.validate(model, datamodule, verbose=False)
+        return float(metrics[datamodule.metric_name]), prune.record["achieved_sparsity"], evaluate.results or {}

@@ -1,4 +1,4 @@
-"""Wanda pruning (SPEC.md §5): score |W_jk|·‖X_k‖₂, prune the lowest per output row, block by block.
+"""Wanda pruning (docs/method.md §5): score |W_jk|·‖X_k‖₂, prune the lowest per output row, block by block.
 
 `wanda_mask` is the metric on one weight matrix. `prune_wanda` runs it sequentially: the inputs of
 block 0 are captured on the calibration set (with the exact arguments the model passes to its
@@ -9,6 +9,7 @@ make the next block's inputs. No weight is updated. Memory: one block's calibrat
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,6 +21,14 @@ from lit_activation.models import block_linears, decoder_layers, weight_out_in
 from lit_activation.sparsity import check_nm, outlier_ratio
 
 Metric = Literal["wanda", "magnitude"]
+METRICS = ("wanda", "magnitude")
+
+
+def check_metric(metric: str) -> str:
+    """The pruning metric's name, or a clear error listing the accepted ones."""
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; accepted: {list(METRICS)}")
+    return metric
 
 
 def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
@@ -84,10 +93,8 @@ def capture_first_block_inputs(model: nn.Module, calibration_ids: Tensor, batch_
     handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for chunk in calibration_ids.split(batch_size):
-            try:
+            with contextlib.suppress(_Captured):
                 model(input_ids=chunk.to(device), use_cache=False)
-            except _Captured:
-                pass
     finally:
         handle.remove()
     return captured
@@ -155,8 +162,7 @@ def prune_wanda(
     prefix, layers = decoder_layers(model)
     if len(layer_sparsity) != len(layers):
         raise ValueError(f"layer_sparsity has {len(layer_sparsity)} values; the model has {len(layers)} decoder layers")
-    if metric not in ("wanda", "magnitude"):
-        raise ValueError(f"Unknown metric {metric!r}; accepted: ['wanda', 'magnitude']")
+    check_metric(metric)
     if calibration_ids.ndim != 2:
         raise ValueError(f"calibration_ids must be (n_samples, seqlen), got shape {tuple(calibration_ids.shape)}")
     pruned: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""Zero-shot evaluation through lm-evaluation-harness on the in-memory (pruned) model (SPEC.md §6).
+"""Zero-shot evaluation through lm-evaluation-harness on the in-memory (pruned) model (docs/method.md §6).
 
 With a network, lm-eval's own tasks are used by name. Offline, each task becomes a config dict with
 `dataset_path: json` and the user's local file, written like lm-eval's task YAMLs (same prompts,
@@ -73,6 +73,7 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_SHOTS = {"mmlu": 5}
+TASKS = tuple(_TEMPLATES)
 
 
 def local_task(name: str, data_file: str | list[str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import json
 import random
 from pathlib import Path
 
-WORDS = "the a cat dog sat ran on under mat log red blue big small quick slow happy sad old new".split()
+WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "log", "red", "blue", "big", "small", "quick", "slow", "happy", "sad", "old", "new"]
 
 
 def _words(i: int, n: int = 8) -> list[str]:
@@ -58,7 +58,9 @@ def write_benchmarks(root: Path, n: int = 24) -> dict[str, str]:
     files = {
         # Prompts longer than max_length keep their END, so every row differs near its end too
         # (question, options, endings), and rows differ in length (so batches really are padded).
-        "boolq": _jsonl(root / "boolq.jsonl", [{"question": f"is it {_phrase(i, 2 + i % 3)}", "answer": i % 2 == 0, "passage": _sentence(i)} for i in range(n)]),
+        "boolq": _jsonl(root / "boolq.jsonl", [
+            {"question": f"is it {_phrase(i, 2 + i % 3)}", "answer": i % 2 == 0, "passage": _sentence(i)} for i in range(n)
+        ]),
         "mmlu": _jsonl(root / "mmlu.jsonl", [
             {"question": _sentence(i, 3 + i % 6)[:-1] + "?", "subject": "high_school_math", "choices": _options(i, 4), "answer": i % 4} for i in range(n)
         ]),
@@ -75,7 +77,9 @@ def write_benchmarks(root: Path, n: int = 24) -> dict[str, str]:
         ]),
         "gsm8k": _jsonl(root / "gsm8k.jsonl", [{"question": f"{_sentence(i, 2 + i % 5)} What is {i} + {i}?", "answer": f"#### {2 * i}"} for i in range(n)]),
         # every document its own sentences: no text repeats across documents
-        "c4": _jsonl(root / "c4.jsonl.gz", [{"text": " ".join(_sentence(6 * i + k) for k in range(6)), "url": "u", "timestamp": "t"} for i in range(n)], gz=True),
+        "c4": _jsonl(root / "c4.jsonl.gz", [
+            {"text": " ".join(_sentence(6 * i + k) for k in range(6)), "url": "u", "timestamp": "t"} for i in range(n)
+        ], gz=True),
     }
     wiki = root / "wikitext2.jsonl"
     files["wikitext2"] = _jsonl(wiki, [{"text": _sentence(i, 12) if i % 3 else ""} for i in range(4 * n)])

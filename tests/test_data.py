@@ -151,3 +151,60 @@ def test_a_score_callback_on_the_wrong_data_mode_stops_before_the_model_loads(be
     trainer = Trainer(accelerator="cpu", logger=False, callbacks=[LLMDcos()], inference_mode=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match="LLMDcos needs data mode 'pairs', got 'single'"):
         trainer.predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+
+
+def test_missing_fields_name_the_dataset_file_and_fields_before_the_model_loads(tmp_path, monkeypatch):
+    from lightning.pytorch import Trainer
+
+    from lit_activation.callbacks.counts import ActivationCounts
+    from lit_activation.module import ActivationModule
+
+    f = tmp_path / "boolq.jsonl"
+    f.write_text('{"question": "is it", "answer": true}\n')
+    message = r"Dataset 'boolq' \(files \[.*boolq.jsonl'\]\) lacks fields \['passage'\]; its records need \['question', 'passage', 'answer'\]"
+    with pytest.raises(ValueError, match=message):
+        load_records("boolq", str(f))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data were checked")
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    dm = ActivationDataModule(["boolq"], tokenizer="tiny-llama", num_samples=1, data_files={"boolq": str(f)})
+    trainer = Trainer(accelerator="cpu", logger=False, callbacks=[ActivationCounts()], inference_mode=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=message):
+        trainer.predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+
+
+def test_truncation_keeps_the_special_prefix():
+    from tokenizers import processors
+
+    from lit_activation.data.samples import tokenize
+    from lit_activation.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    bos = tok.convert_tokens_to_ids("<bos>")
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    assert tok("ab")["input_ids"][0] == bos  # this tokenizer adds BOS, like Llama's
+    long, short = tokenize(["abcdefghij", "ab"], tok, 5, "x")
+    assert long[0] == bos and tok.decode(long[1:]) == "ghij"  # BOS, then the last 4 characters
+    assert short == tok("ab")["input_ids"]
+    assert len(long) == 5
+
+
+def test_trust_remote_code_and_the_model_reach_the_data_tokenizer(monkeypatch):
+    import functools
+    from pathlib import Path
+
+    from lit_activation.cli import build_cli
+    from lit_activation.trainer import ActivationTrainer
+
+    seen = {}
+
+    @functools.wraps(ActivationTrainer.predict)  # the CLI reads the subcommand's options from its signature
+    def record(self, model=None, dataloaders=None, datamodule=None, **kwargs):
+        seen.update(datamodule.hparams)
+
+    monkeypatch.setattr(ActivationTrainer, "predict", record)
+    config = Path(__file__).parents[1] / "configs" / "counts_embedded.yaml"
+    build_cli(["predict", "--config", str(config), "--model.model", "tiny-gpt2", "--model.trust_remote_code", "true"])
+    assert seen["tokenizer"] == "tiny-gpt2" and seen["trust_remote_code"] is True

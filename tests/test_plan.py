@@ -96,7 +96,10 @@ MEASURE = (
     [
         ["predict", "--config", "counts_embedded.yaml", "--data.init_args.num_samples", "2"],
         ["predict", "--config", "llmdcos_embedded.yaml", "--data.init_args.num_samples", "1"],
-        ["validate", "--config", "prune_embedded.yaml", "--data.init_args.max_chunks", "2"],
+        [
+            "validate", "--config", "prune_embedded.yaml", "--data.init_args.max_chunks", "2",
+            "--pruning.allocation.init_args.counts.init_args.samples", "4", "--pruning.calibration.samples", "8",
+        ],
     ],
     ids=["counts", "llmdcos", "pruning"],
 )

@@ -12,7 +12,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from transformers import AutoModelForCausalLM
 
-from lit_activation.callbacks.pruning import WandaPruning
+from lit_activation.allocations import OWL, Activation, CountsFile, OnTheFlyCounts
+from lit_activation.callbacks.pruning import Calibration, WandaPruning
 from lit_activation.data.perplexity import PerplexityDataModule, chunk_stream
 from lit_activation.data.samples import evaluation_stream
 from lit_activation.models import decoder_layers, layer_index, linear_modules
@@ -49,17 +50,22 @@ def test_chunks_do_not_overlap_and_drop_the_remainder():
         chunk_stream(stream, 16)
 
 
+def calibration(files, samples: int = 4) -> Calibration:
+    return Calibration("c4", samples=samples, seqlen=32, files=files["c4"])
+
+
 def test_pruning_callback_records_and_saves(tmp_path, bench_files):
     save = tmp_path / "pruned"
     callback = WandaPruning(
-        sparsity=0.5, allocation="activation", calibration="c4", calibration_files=bench_files["c4"],
-        calibration_samples=4, seqlen=32, gamma=1e-3, activation_samples=4, activation_length=32, save_dir=str(save),
+        sparsity=0.5, allocation=Activation(OnTheFlyCounts(gamma=1e-3, samples=4, length=32)),
+        calibration=calibration(bench_files), save_dir=str(save),
     )
     dense_metrics, _, dm = validate(tmp_path / "dense", bench_files)
     metrics, module, _ = validate(tmp_path, bench_files, [callback])
     assert metrics[dm.metric_name] != dense_metrics[dm.metric_name]
     record = json.loads((tmp_path / "t" / "version_0" / "pruning.json").read_text())
-    assert record["method"] == "activation" and record["calibration"] == "c4" and record["seqlen"] == 32
+    assert record["method"] == "activation" and record["calibration"]["dataset"] == "c4" and record["calibration"]["seqlen"] == 32
+    assert record["allocation"]["counts"]["source"] == "OnTheFlyCounts" and len(record["allocation"]["layer_counts"]) == 2
     assert len(record["layer_sparsity"]) == 2 and sum(record["layer_sparsity"]) / 2 == pytest.approx(0.5)
     # every row of a module of layer l loses ⌊in · s_l⌋ weights: the exact pruned fraction
     prefix, _ = decoder_layers(module.model)
@@ -79,42 +85,70 @@ def test_pruning_callback_records_and_saves(tmp_path, bench_files):
 
 
 def test_owl_and_two_of_four_through_the_callback(tmp_path, bench_files):
-    common = dict(calibration="c4", calibration_files=bench_files["c4"], calibration_samples=4, seqlen=32)
-    validate(tmp_path / "owl", bench_files, [WandaPruning(sparsity=0.6, allocation="owl", **common)])
+    validate(tmp_path / "owl", bench_files, [WandaPruning(sparsity=0.6, allocation=OWL(), calibration=calibration(bench_files))])
     record = json.loads((tmp_path / "owl" / "t" / "version_0" / "pruning.json").read_text())
+    assert record["allocation"] == {"method": "owl", "m": 5.0, "lam": 0.08}
     assert sum(record["layer_sparsity"]) / 2 == pytest.approx(0.6)
     assert all(bool((m.weight != 0).all()) for m in linear_modules(tiny_model("llama")).values())  # dense: no zeros before
-    _, module, _ = validate(tmp_path / "nm", bench_files, [WandaPruning(sparsity=0.5, n=2, m=4, **common)])
+    _, module, _ = validate(tmp_path / "nm", bench_files, [WandaPruning(sparsity=0.5, nm="2:4", calibration=calibration(bench_files))])
     for m in linear_modules(module.model).values():
         assert ((m.weight == 0).view(m.weight.shape[0], -1, 4).sum(-1) == 2).all()
 
 
+def counts_file(tmp_path, model: str = "tiny-llama", counts=(10, 1000)) -> str:
+    path = tmp_path / "counts.json"
+    path.write_text(json.dumps({"model": model, "datasets": {"news": {"layer_counts": list(counts), "quantile_counts": {}}}}))
+    return str(path)
+
+
 def test_counts_file_drives_the_activation_allocation(tmp_path, bench_files):
-    counts = tmp_path / "counts.json"
-    counts.write_text(json.dumps({"datasets": {"news": {"layer_counts": [10, 1000], "quantile_counts": {}}}}))
-    common = dict(calibration="c4", calibration_files=bench_files["c4"], calibration_samples=4, seqlen=32)
-    validate(tmp_path, bench_files, [WandaPruning(sparsity=0.5, allocation="activation", counts_file=str(counts), **common)])
+    allocation = Activation(CountsFile(counts_file(tmp_path), dataset="news"))
+    validate(tmp_path, bench_files, [WandaPruning(sparsity=0.5, allocation=allocation, calibration=calibration(bench_files))])
     record = json.loads((tmp_path / "t" / "version_0" / "pruning.json").read_text())
-    assert record["counts"] == [10, 1000] and record["layer_sparsity"][1] < record["layer_sparsity"][0]
+    assert record["allocation"]["layer_counts"] == [10, 1000] and record["layer_sparsity"][1] < record["layer_sparsity"][0]
 
 
-def test_bad_pruning_arguments_are_clear():
-    with pytest.raises(ValueError, match="Sparsity 1.2 is outside"):
+@pytest.mark.parametrize(
+    ("file_model", "counts", "message"),
+    [
+        ("tiny-gpt2", (10, 1000), r"holds counts of model 'tiny-gpt2'; this run prunes 'tiny-llama'"),
+        ("tiny-llama", (10, 1000, 5), r"has counts for 3 layers; 'tiny-llama' has 2"),
+    ],
+)
+def test_a_counts_file_of_another_model_stops_before_loading(tmp_path, bench_files, monkeypatch, file_model, counts, message):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the counts file was checked")
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    path = counts_file(tmp_path, file_model, counts)
+    callback = WandaPruning(sparsity=0.5, allocation=Activation(CountsFile(path)), calibration=calibration(bench_files))
+    with pytest.raises(ValueError, match=f"counts file '{path}' " + message):
+        validate(tmp_path, bench_files, [callback])
+
+
+def test_bad_pruning_arguments_are_clear(bench_files):
+    with pytest.raises(ValueError, match=r"Sparsity 1.2 is outside \[0, 1\)"):
         WandaPruning(sparsity=1.2)
     with pytest.raises(ValueError, match="sparsity 0.6 was asked"):
-        WandaPruning(sparsity=0.6, n=2, m=4)
-    with pytest.raises(ValueError, match="Unknown allocation 'best'"):
-        WandaPruning(allocation="best")
-    with pytest.raises(ValueError, match="must be 'uniform'"):
-        WandaPruning(sparsity=0.5, n=2, m=4, allocation="owl")
+        WandaPruning(sparsity=0.6, nm="2:4")
+    with pytest.raises(ValueError, match="nm 'two:four' is not N:M; accepted: e.g. '2:4'"):
+        WandaPruning(sparsity=0.5, nm="two:four")
+    with pytest.raises(ValueError, match="allocation must be Uniform, got OWL"):
+        WandaPruning(sparsity=0.5, nm="2:4", allocation=OWL())
+    with pytest.raises(ValueError, match=r"Unknown metric 'sparsegpt'; accepted: \['wanda', 'magnitude'\]"):
+        WandaPruning(metric="sparsegpt")
+    with pytest.raises(ValueError, match="Unknown dataset 'c5'"):
+        Calibration("c5")
+    with pytest.raises(ValueError, match="calibration needs samples >= 1"):
+        Calibration("c4", samples=0)
     with pytest.raises(ValueError, match="Perplexity needs running text"):
         PerplexityDataModule("boolq")
 
 
 def test_existing_pruning_results_are_not_overwritten(tmp_path, bench_files):
-    common = dict(calibration="c4", calibration_files=bench_files["c4"], calibration_samples=2, seqlen=32)
-    validate(tmp_path, bench_files, [WandaPruning(**common)], version=0)
+    callback = lambda: WandaPruning(sparsity=0.5, calibration=calibration(bench_files, samples=2))  # noqa: E731
+    validate(tmp_path, bench_files, [callback()], version=0)
     before = (tmp_path / "t" / "version_0" / "pruning.json").read_bytes()
     with pytest.raises(FileExistsError, match="pruning.json"):
-        validate(tmp_path, bench_files, [WandaPruning(**common)], version=0)
+        validate(tmp_path, bench_files, [callback()], version=0)
     assert (tmp_path / "t" / "version_0" / "pruning.json").read_bytes() == before

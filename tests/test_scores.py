@@ -1,4 +1,4 @@
-"""Batched Taylor scores equal the naive per-sample autograd loop (SPEC.md §1)."""
+"""Batched Taylor scores equal the naive per-sample autograd loop (docs/method.md §1)."""
 
 from __future__ import annotations
 

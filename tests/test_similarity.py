@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from naive import naive_scores
-from tolerant import assert_distinct
 from scipy import stats
+from tolerant import assert_distinct
 
 from lit_activation.callbacks.llmdcos import LLMDcos
 from lit_activation.callbacks.sts import STSCorrelation

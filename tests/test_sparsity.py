@@ -1,4 +1,4 @@
-"""Layer-wise sparsity allocations against hand-computed values (SPEC.md §4)."""
+"""Layer-wise sparsity allocations against hand-computed values (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -64,9 +64,9 @@ def naive_prune(model, calibration: torch.Tensor, sparsity: list[float], batch_s
     modules = linear_modules(model)
     for index, _ in enumerate(layers):
         mine = {n: m for n, m in modules.items() if f".{index}." in n}
-        sumsq = {n: 0.0 for n in mine}
+        sumsq = dict.fromkeys(mine, 0.0)
 
-        def hook(name):
+        def hook(name, sumsq=sumsq):  # this layer's sums, bound now
             def fn(module, args, output):
                 x = args[0].detach()
                 sumsq[name] = sumsq[name] + x.reshape(-1, x.shape[-1]).double().pow(2).sum(0)

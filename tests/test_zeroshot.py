@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation.callbacks.pruning import WandaPruning
+from lit_activation.callbacks.pruning import Calibration, WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.data.perplexity import PerplexityDataModule
 from lit_activation.module import ActivationModule
@@ -42,7 +43,7 @@ def predictions(model, tokenizer, context: str, choices: list[str]) -> tuple[int
 def test_piqa_accuracy_equals_hand_computed(bench_files):
     model, tok = tiny_model("llama"), tiny_tokenizer()
     got = zero_shot(model, tok, ["piqa"], bench_files, limit=8, batch_size=4)["piqa"]
-    docs = [json.loads(line) for line in open(bench_files["piqa"])][:8]
+    docs = [json.loads(line) for line in Path(bench_files["piqa"]).read_text().splitlines()][:8]
     assert all(len(d["sol1"]) != len(d["sol2"]) for d in docs)  # else acc_norm could not differ from acc
     preds = [predictions(model, tok, f"Question: {d['goal']}\nAnswer:", [d["sol1"], d["sol2"]]) for d in docs]
     # precondition: normalising changes some prediction, so acc_norm proves the normalisation
@@ -59,8 +60,9 @@ def test_unknown_task_is_an_error():
 def test_callback_runs_lm_eval_on_the_pruned_model(tmp_path, bench_files):
     module = ActivationModule(model="tiny-llama")
     dm = PerplexityDataModule("wikitext2", seqlen=64, max_chunks=2, data_files=bench_files["wikitext2"])
-    prune = WandaPruning(sparsity=0.6, calibration="c4", calibration_files=bench_files["c4"], calibration_samples=2, seqlen=32)
-    evaluate = ZeroShotEval(tasks=["boolq", "hellaswag"], data_files=bench_files, limit=8, batch_size=4)
+    prune = WandaPruning(sparsity=0.6, calibration=Calibration("c4", samples=2, seqlen=32, files=bench_files["c4"]))
+    files = {task: bench_files[task] for task in ("boolq", "hellaswag")}
+    evaluate = ZeroShotEval(tasks=["boolq", "hellaswag"], data_files=files, limit=8, batch_size=4)
     trainer = Trainer(
         accelerator="cpu", inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t"),
         callbacks=[prune, evaluate], enable_progress_bar=False, enable_model_summary=False,
@@ -73,9 +75,9 @@ def test_callback_runs_lm_eval_on_the_pruned_model(tmp_path, bench_files):
 
     def accuracies(model) -> tuple[float, float, float]:
         """(boolq acc, hellaswag acc, hellaswag acc_norm) by hand on the first 8 documents."""
-        boolq = [json.loads(line) for line in open(bench_files["boolq"])][:8]
+        boolq = [json.loads(line) for line in Path(bench_files["boolq"]).read_text().splitlines()][:8]
         hits = [predictions(model, tok, f"{d['passage']}\nQuestion: {d['question']}?\nAnswer:", ["no", "yes"])[0] == int(d["answer"]) for d in boolq]
-        docs = [json.loads(line) for line in open(bench_files["hellaswag"])][:8]
+        docs = [json.loads(line) for line in Path(bench_files["hellaswag"]).read_text().splitlines()][:8]
         assert not any("[" in d["ctx"] + "".join(d["endings"]) or "  " in d["ctx"] for d in docs)  # lm-eval's cleaning is a no-op here
         preds = [predictions(model, tok, f"{d['activity_label']}: {d['ctx']}", d["endings"]) for d in docs]
         gold = [int(d["label"]) for d in docs]

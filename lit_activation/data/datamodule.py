@@ -3,7 +3,7 @@
 Every item is a *group* of rows that must stay in one batch on one rank:
 - mode `single`: one row, one sample of one dataset (Finding 1 counts).
 - mode `pairs`: for each dataset two independent samples, rows [X_a, X_b, Y_a, Y_b, ...]; pair i of
-  (X, Y) is X_a[i] with Y_a[i], and of (X, X) is X_a[i] with X_b[i] (SPEC.md §3). Every sample is
+  (X, Y) is X_a[i] with Y_a[i], and of (X, X) is X_a[i] with X_b[i] (docs/method.md §3). Every sample is
   scored once however many dataset pairs it takes part in.
 - mode `sts`: the two sentences of one STS pair, with the gold score.
 """

@@ -1,4 +1,4 @@
-"""Perplexity data (SPEC.md §6): the evaluation text joined with "\\n\\n", tokenized once, cut into
+"""Perplexity data (docs/method.md §6): the evaluation text joined with "\\n\\n", tokenized once, cut into
 non-overlapping seqlen chunks (the remainder is dropped), one chunk per row."""
 
 from __future__ import annotations
@@ -80,4 +80,3 @@ class PerplexityDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.chunks, batch_size=self.hparams.batch_size, collate_fn=lambda rows: {"input_ids": torch.stack(rows)})
 
-    test_dataloader = val_dataloader

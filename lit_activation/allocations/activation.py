@@ -1,0 +1,40 @@
+"""The paper's allocation (Validation 1): layers with more activated parameters are pruned less."""
+
+from __future__ import annotations
+
+from lit_activation.allocations.base import Allocation, AllocationContext
+from lit_activation.allocations.counts import CountsSource, OnTheFlyCounts
+from lit_activation.sparsity import activation_sparsity
+
+
+class Activation(Allocation):
+    """N'_i = sigmoid((N_i − mean N) / std N + α / i);  S_i = S + β·S·(1 − N'_i·L / Σ_j N'_j).
+
+    Args:
+        counts: where the per-layer activated counts N_i come from (GivenCounts, CountsFile,
+            OnTheFlyCounts: the default computes them on the dense model first).
+        alpha: α, boosts the first layers (i is 1-based), so they are pruned less (paper: 2).
+        beta: β, the spread of the layer sparsities around S (paper: 0.2).
+    """
+
+    def __init__(self, counts: CountsSource | None = None, alpha: float = 2.0, beta: float = 0.2) -> None:
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.counts = counts if counts is not None else OnTheFlyCounts()
+        self.alpha, self.beta = alpha, beta
+        self.resolved: list[float] | None = None  # the counts used, for the record
+
+    def check(self, model_name: str, n_layers: int) -> None:
+        self.counts.check(model_name, n_layers)
+
+    def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
+        self.resolved = [float(c) for c in self.counts.layer_counts(context)]
+        return activation_sparsity(self.resolved, sparsity, self.alpha, self.beta)
+
+    def on_the_fly_counts(self) -> tuple[int, int] | None:
+        if isinstance(self.counts, OnTheFlyCounts):
+            return self.counts.samples, self.counts.length
+        return None
+
+    def describe(self) -> dict:
+        return {"method": self.label, "alpha": self.alpha, "beta": self.beta, "counts": self.counts.describe(), "layer_counts": self.resolved}

@@ -1,0 +1,58 @@
+"""What every layer-wise sparsity allocation is: a class with its own options (docs/method.md §4).
+
+A new method is one subclass in one file of this package, selected in YAML by `class_path`:
+
+    pruning:
+      allocation:
+        class_path: lit_activation.allocations.OWL
+        init_args: {m: 5.0, lam: 0.08}
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass
+class AllocationContext:
+    """What an allocation may use: the dense model, its tokenizer, the calibration batch and settings."""
+
+    model: nn.Module
+    tokenizer: Any
+    calibration_ids: Tensor  # (samples, seqlen)
+    calibration_dataset: str
+    calibration_files: str | list[str] | None
+    batch_size: int  # calibration sequences per block call
+
+
+class Allocation(ABC):
+    """How an overall sparsity S is spread over the L decoder layers: one sparsity per layer,
+    whose mean is S. Subclasses take their own constants as constructor arguments."""
+
+    def check(self, model_name: str, n_layers: int) -> None:
+        """Fail before any work (no weights loaded yet) if the allocation cannot apply to this model."""
+
+    @abstractmethod
+    def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
+        """One sparsity per decoder layer for the overall `sparsity`, computed on the dense model."""
+
+    def on_the_fly_counts(self) -> tuple[int, int] | None:
+        """(samples, length) of the activation counts this allocation computes itself, if any (memory plan)."""
+        return None
+
+    def needs_wanda_scores(self) -> bool:
+        """Whether it scans every block's Wanda scores (memory plan)."""
+        return False
+
+    @property
+    def label(self) -> str:
+        """Short name in records and tables: the class name, lower case."""
+        return type(self).__name__.lower()
+
+    def describe(self) -> dict:
+        """JSON-ready record of the method and its constants."""
+        return {"method": self.label, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}

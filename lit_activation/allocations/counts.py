@@ -1,0 +1,144 @@
+"""Where the paper's allocation gets its per-layer activated-parameter counts N_i.
+
+One nested option with three choices, selected by `class_path`:
+- `GivenCounts`: a list, one count per layer;
+- `CountsFile`: a counts.json written by a Finding 1 run (checked against the model before any work);
+- `OnTheFlyCounts`: Finding 1 computed on the dense model now, with its own γ, samples and length.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from lit_activation import counts as C
+from lit_activation.allocations.base import AllocationContext
+from lit_activation.data.datamodule import Group, pad_groups
+from lit_activation.models import layer_map, linear_modules
+from lit_activation.reduce import ScoreSum
+from lit_activation.scores import stream_taylor_scores
+
+
+def activation_layer_counts(model: nn.Module, samples: Sequence[Sequence[int]], gamma: float, batch_size: int = 4) -> list[int]:
+    """Finding 1 on the fly: per layer, the parameters whose mean Taylor score over `samples` exceeds γ."""
+    modules = linear_modules(model)
+    sums = ScoreSum(modules)
+    device = next(model.parameters()).device
+    for start in range(0, len(samples), batch_size):
+        # pad id 0 is harmless: padded positions are masked out of the scores
+        batch = pad_groups([Group(i, [list(r)], [0]) for i, r in enumerate(samples[start : start + batch_size])], pad_id=0)
+        rows = len(batch["input_ids"])
+        sums.begin(rows, "the on-the-fly activation counts", range(start, start + rows))
+        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update, modules=modules)
+    layer_of, _, n_layers = layer_map(model)
+    return C.layer_counts(sums.means(), layer_of, n_layers, gamma).tolist()
+
+
+class CountsSource(ABC):
+    """Per-layer counts N_i for the activation allocation."""
+
+    def check(self, model_name: str, n_layers: int) -> None:
+        """Fail before any work if the counts cannot belong to this model."""
+
+    @abstractmethod
+    def layer_counts(self, context: AllocationContext) -> list[float]:
+        """One count per decoder layer."""
+
+    def describe(self) -> dict:
+        """JSON-ready record of where the counts came from."""
+        return {"source": type(self).__name__, **vars(self)}
+
+
+class GivenCounts(CountsSource):
+    """Counts given directly, one per decoder layer (e.g. a counts.json's layer_counts)."""
+
+    def __init__(self, counts: list[float]) -> None:
+        self.counts = [float(c) for c in counts]
+
+    def check(self, model_name: str, n_layers: int) -> None:
+        if len(self.counts) != n_layers:
+            raise ValueError(f"GivenCounts has {len(self.counts)} counts; {model_name!r} has {n_layers} decoder layers (one count per layer)")
+
+    def layer_counts(self, context: AllocationContext) -> list[float]:
+        return self.counts
+
+
+class CountsFile(CountsSource):
+    """Counts read from a Finding 1 run's counts.json.
+
+    Args:
+        path: the counts.json.
+        dataset: which of its datasets (None: the file's first).
+        key: `gamma` (counts at the run's γ) or a quantile key such as `q0.9`.
+        model: the model the counts must come from (None: this run's model). Set it when the same
+            model was named differently (a hub id there, a local directory here).
+    """
+
+    def __init__(self, path: str, dataset: str | None = None, key: str = "gamma", model: str | None = None) -> None:
+        self.path, self.dataset, self.key, self.model = path, dataset, key, model
+
+    def _entry(self) -> tuple[dict, dict]:
+        path = Path(self.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"counts file {self.path!r} does not exist (a counts.json written by `lit-activation predict` with ActivationCounts)")
+        try:
+            data = json.loads(path.read_text())
+            datasets = data["datasets"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"counts file {self.path!r} is not a counts.json of ActivationCounts: {err}") from err
+        name = self.dataset or next(iter(datasets))
+        if name not in datasets:
+            raise ValueError(f"counts file {self.path!r} has no dataset {name!r}; it has {list(datasets)}")
+        entry = datasets[name]
+        if self.key != "gamma" and self.key not in entry.get("quantile_counts", {}):
+            raise ValueError(f"counts file {self.path!r}: key {self.key!r} unknown; accepted: 'gamma', {list(entry.get('quantile_counts', {}))}")
+        return data, entry
+
+    def check(self, model_name: str, n_layers: int) -> None:
+        data, entry = self._entry()
+        expected = self.model or model_name
+        if data.get("model") != expected:
+            raise ValueError(
+                f"counts file {self.path!r} holds counts of model {data.get('model')!r}; this run prunes {model_name!r}. "
+                f"Use counts of this model, or set counts.init_args.model {data.get('model')!r} if it is the same model under another name"
+            )
+        counts = entry["layer_counts"] if self.key == "gamma" else entry["quantile_counts"][self.key]["layer_counts"]
+        if len(counts) != n_layers:
+            raise ValueError(f"counts file {self.path!r} has counts for {len(counts)} layers; {model_name!r} has {n_layers}")
+
+    def layer_counts(self, context: AllocationContext) -> list[float]:
+        _, entry = self._entry()
+        return entry["layer_counts"] if self.key == "gamma" else entry["quantile_counts"][self.key]["layer_counts"]
+
+
+class OnTheFlyCounts(CountsSource):
+    """Finding 1 counts computed on the dense model before pruning.
+
+    Args:
+        gamma: threshold on the mean score (docs/method.md §2).
+        samples, length: that many seeded windows (or prompts) of that many tokens.
+        dataset, files: the text (None: the calibration set and its files).
+        seed: which samples are drawn.
+        batch_size: sequences per forward/backward. Cost: samples/batch_size scoring passes.
+    """
+
+    def __init__(
+        self, gamma: float = 2e-5, samples: int = 64, length: int = 256, dataset: str | None = None,
+        files: str | list[str] | None = None, seed: int = 0, batch_size: int = 4,
+    ) -> None:
+        if gamma < 0 or samples < 1 or length < 2 or batch_size < 1:
+            raise ValueError(f"OnTheFlyCounts needs gamma >= 0, samples >= 1, length >= 2, batch_size >= 1; got {gamma}, {samples}, {length}, {batch_size}")
+        self.gamma, self.samples, self.length = gamma, samples, length
+        self.dataset, self.files, self.seed, self.batch_size = dataset, files, seed, batch_size
+
+    def layer_counts(self, context: AllocationContext) -> list[float]:
+        from lit_activation.data.samples import sample_inputs
+
+        dataset = self.dataset or context.calibration_dataset
+        files = self.files if self.dataset else (self.files or context.calibration_files)
+        rows = sample_inputs(dataset, self.samples, context.tokenizer, self.seed, self.length, self.length, files)
+        return activation_layer_counts(context.model, rows, self.gamma, self.batch_size)

@@ -1,0 +1,14 @@
+"""The same sparsity in every layer: Wanda's own allocation, the baseline."""
+
+from __future__ import annotations
+
+from lit_activation.allocations.base import Allocation, AllocationContext
+from lit_activation.models import decoder_layers
+from lit_activation.sparsity import uniform_sparsity
+
+
+class Uniform(Allocation):
+    """Every decoder layer pruned to the overall sparsity."""
+
+    def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
+        return uniform_sparsity(len(decoder_layers(context.model)[1]), sparsity)

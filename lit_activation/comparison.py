@@ -1,0 +1,147 @@
+"""Validation 1 as a sweep: dense vs allocations × sparsities × calibration seeds, perplexity.
+
+`lit-activation compare` runs each point as its own Lightning validate run (fresh dense weights,
+WandaPruning, perplexity, zero-shot when configured) and appends it to `results.csv` the moment it
+finishes. Running the same command again resumes: recorded runs are skipped, and a run that was
+interrupted is redone (its partial directory is kept aside, never deleted). `comparison.json` pins
+what the runs share (model, data, calibration, each allocation's options); an output directory
+holding runs of another configuration is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lit_activation import io, plots
+from lit_activation.allocations import Allocation
+
+RESULTS = "results.csv"
+HEADER = ["method", "sparsity", "seed", "perplexity", "metric", "achieved_sparsity", "zeroshot", "seconds"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of the sweep; `allocation` is None for the dense reference."""
+
+    method: str
+    sparsity: float
+    seed: int
+    allocation: Allocation | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """How the run is found in results.csv."""
+        return self.method, f"{self.sparsity:g}", str(self.seed)
+
+    @property
+    def name(self) -> str:
+        """Its run directory's name."""
+        return "dense" if self.method == "dense" else f"{self.method}_s{self.sparsity:g}_seed{self.seed}"
+
+
+def sweep(allocations: Sequence[Allocation], sparsities: Sequence[float], seeds: Sequence[int]) -> list[Run]:
+    """The dense reference, then every (sparsity, allocation, seed)."""
+    labels = [a.label for a in allocations]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"allocations {labels} name a method twice; compare each method once")
+    for s in sparsities:
+        if not 0.0 < s < 1.0:
+            raise ValueError(f"sparsity {s} is outside (0, 1); the dense reference runs anyway")
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one calibration seed, e.g. [0]")
+    return [Run("dense", 0.0, 0)] + [Run(a.label, s, seed, a) for s in sparsities for a in allocations for seed in seeds]
+
+
+def recorded(out: Path) -> set[tuple[str, str, str]]:
+    """Keys of the runs already in results.csv."""
+    _, rows = io.read_csv(out / RESULTS)
+    return {(r["method"], f"{float(r['sparsity']):g}", r["seed"]) for r in rows}
+
+
+def pin_configuration(out: Path, fixed: dict, allocations: dict[str, dict]) -> dict:
+    """Record what the runs share in comparison.json, or check it against an earlier record.
+
+    New allocations may join a comparison; anything else that differs is refused, naming it.
+    Returns the record (with any counts computed by earlier runs).
+    """
+    path = out / "comparison.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"fixed": fixed, "allocations": {}, "resolved_counts": {}}
+    changed = sorted(k for k in set(fixed) | set(record["fixed"]) if fixed.get(k) != record["fixed"].get(k))
+    changed += sorted(f"allocation {k}" for k, v in allocations.items() if k in record["allocations"] and record["allocations"][k] != v)
+    if changed:
+        raise ValueError(
+            f"{out} holds a comparison with other settings ({', '.join(changed)}); resume it with the same settings, "
+            "or choose a new output_dir"
+        )
+    record["allocations"].update(allocations)
+    io.write_json(path, record, overwrite=True)
+    return record
+
+
+def set_aside(run_dir: Path) -> None:
+    """An interrupted run's directory is moved aside (kept, never deleted) before the run is redone."""
+    if run_dir.exists():
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
+
+
+def progress(k: int, n: int, run: Run, elapsed: Sequence[float]) -> str:
+    """'run k of n (...) , about 12 min left' from the mean duration of the runs done so far."""
+    left = ""
+    if elapsed:
+        seconds = statistics.fmean(elapsed) * (n - k + 1)
+        left = f", about {seconds / 60:.0f} min left" if seconds >= 60 else f", about {seconds:.0f} s left"
+    return f"Compare: run {k} of {n}: {run.name}{left}"
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """Mean ± std (sample std over seeds; 0 for one seed) of perplexity per (method, sparsity)."""
+    groups: dict[tuple[str, float], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], float(r["sparsity"])), []).append(float(r["perplexity"]))
+    return [
+        {"method": m, "sparsity": s, "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "runs": len(v)}
+        for (m, s), v in groups.items()
+    ]
+
+
+def markdown_table(summary: Sequence[dict], metric: str) -> str:
+    """The summary as a Markdown table: one row per method, one column per sparsity."""
+    sparsities = sorted({r["sparsity"] for r in summary if r["method"] != "dense"})
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    cell = {(r["method"], r["sparsity"]): f"{r['mean']:.2f} ± {r['std']:.2f}" for r in summary}
+    lines = [f"Perplexity ({metric}), mean ± std over calibration seeds", "", "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |"]
+    lines.append("|---" * (len(sparsities) + 1) + "|")
+    for m in methods:
+        if m == "dense":
+            lines.append(f"| dense | {cell[('dense', 0.0)]} (0 %) |" + " |" * (len(sparsities) - 1))
+        else:
+            lines.append(f"| {m} | " + " | ".join(cell.get((m, s), "") for s in sparsities) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, model: str) -> None:
+    """summary.csv / summary.md / compare.png from everything in results.csv (rebuilt after each run)."""
+    _, rows = io.read_csv(out / RESULTS)
+    if not rows:
+        return
+    metric = rows[0]["metric"]
+    summary = summarize(rows)
+    io.write_csv(out / "summary.csv", ["method", "sparsity", "mean", "std", "runs", "metric"], ([*r.values(), metric] for r in summary), overwrite=True)
+    io.write_text(out / "summary.md", markdown_table(summary, metric), overwrite=True)
+    sparsities = sorted({r["sparsity"] for r in summary if r["method"] != "dense"})
+    methods = [m for m in dict.fromkeys(r["method"] for r in summary) if m != "dense"]
+    if not sparsities:
+        return
+    series = {m: [next((r["mean"] for r in summary if r["method"] == m and r["sparsity"] == s), float("nan")) for s in sparsities] for m in methods}
+    dense = [r["mean"] for r in summary if r["method"] == "dense"]
+    if dense:
+        series["dense"] = dense * len(sparsities)
+    fig = plots.line_figure(sparsities, series, "sparsity", f"perplexity ({metric})", f"{model}: Wanda layer-wise allocations")
+    fig.axes[0].set_yscale("log")
+    io.save_figure(out / "compare.png", fig, overwrite=True)
+    plots.close(fig)
