@@ -23,13 +23,16 @@ WORKLOADS = {
 }
 
 
-def row(model: str, workload: str, devices: int, sharded: bool, memory_gb: float) -> str:
+def row(model: str, workload: str, devices: int, sharded: bool, memory_gb: float, checkpoint_blocks: bool) -> str:
     """One Markdown table row: the plan's largest phase and its main items."""
-    job = Job(model=model, dtype="bfloat16", device_type="cuda", devices=devices, sharded=sharded, **WORKLOADS[workload])
+    job = Job(
+        model=model, dtype="bfloat16", device_type="cuda", devices=devices, sharded=sharded, checkpoint_blocks=checkpoint_blocks,
+        **WORKLOADS[workload],
+    )
     plan = plan_memory(job, model_config(model), int(memory_gb * GB))
     phase, peak = plan.peak()
     items = plan.phases[phase]
-    weights = (items["weights"] + items.get("gathered blocks (2, unsharded)", 0)) / GB
+    weights = sum(v for k, v in items.items() if k.startswith(("weights", "gathered"))) / GB
     state = items.get("Finding 1 sums (fp32)", 0) / GB
     work = sum(v for k, v in items.items() if k.startswith(("activations", "calibration", "forward", "loss", "OWL"))) / GB
     verdict = "yes" if plan.fits() else "**no**"
@@ -43,14 +46,16 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--sharded", action="store_true", help="FSDP2 through ModelParallelStrategy")
     parser.add_argument("--memory-gb", type=float, default=80.0)
+    parser.add_argument("--checkpoint-blocks", action="store_true", help="blocks recomputed in the backward")
     args = parser.parse_args()
     where = f"{args.devices} × {args.memory_gb:g} GB" + (" (sharded)" if args.sharded else "")
+    where += ", blocks recomputed" if args.checkpoint_blocks else ""
     print(f"Per device, {where}; GB = 2^30 bytes\n")
     print("| model | job | peak phase | weights | Finding 1 sums | activations / buffers | peak | fits |")
     print("|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for workload in args.workloads:
-            print(row(model, workload, args.devices, args.sharded, args.memory_gb), flush=True)
+            print(row(model, workload, args.devices, args.sharded, args.memory_gb, args.checkpoint_blocks), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import counts as C
 from lit_activation import io, plots
-from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, model_name, run_dir, tensorboard
+from lit_activation.callbacks.base import ScoreCallback, model_name, run_dir, tensorboard
 from lit_activation.models import layer_map
 from lit_activation.reduce import ScoreSum
 from lit_activation.scores import ScoreTile
+from lit_activation.sharding import replica_sum, shards
 
 OUTPUTS = ("counts.json", "counts.csv", "counts.png")
 
@@ -88,20 +89,23 @@ class ActivationCounts(ScoreCallback):
     def finish_datasets_before(self, trainer: Trainer, dataset: int) -> None:
         """Finish every dataset before index `dataset` not yet finished, in order.
 
-        A collective under DDP: every rank finishes every dataset in the same order, also one it
-        had no batch of, so the all-reduces pair up. The sums are reduced once per dataset, never
-        per batch (predict gives ranks uneven batch counts). Not torchmetrics: its sync gathers
-        world_size copies of each parameter-sized state.
+        A collective under DDP and sharding: every rank finishes every dataset in the same order,
+        also one it had no batch of, so the all-reduces pair up. The sums are added over the ranks
+        that scored other batches (replicas) once per dataset, never per batch (predict gives ranks
+        uneven batch counts); a sharded run then combines its row shards' counts exactly (integer
+        sums). Not torchmetrics: its sync gathers world_size copies of each parameter-sized state.
         """
         while len(self.finished) < dataset:
             sums = self.sums
-            sums.samples = int(all_reduce_sum(trainer, torch.tensor(sums.samples)))
+            sums.samples = int(replica_sum(trainer, torch.tensor(sums.samples)))
             for state in sums.sums.values():
-                reduced = all_reduce_sum(trainer, state)
+                reduced = replica_sum(trainer, state)
                 if reduced is not state:
                     state.copy_(reduced)
             name = self.names[len(self.finished)]
-            summary = C.dataset_summary(sums.means(), self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins)
+            summary = C.dataset_summary(
+                sums.means(), self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins, shards(trainer)
+            )
             self.finished[name] = {"n_samples": sums.samples, **summary}
             sums.reset()
 

@@ -10,15 +10,17 @@ from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
 from lit_activation.models import layer_map
 from lit_activation.reduce import LayerGram
 from lit_activation.scores import ScoreTile
+from lit_activation.sharding import shard_rank
 from lit_activation.similarity import cosine_from_gram
 
 
 class GroupGramCallback(ScoreCallback):
     """Collects, for every group of the epoch, its (layers, rows, rows) Gram matrix.
 
-    A group never spans ranks, so each entry comes from exactly one rank: summing the ranks'
-    zero-initialised tables is exact, and 2 processes give bit-identical tables to one for the same
-    batches. Only these few numbers per pair cross ranks, never a score vector.
+    A group never spans replicas, so each entry comes from one rank, or, when sharded, from the
+    ranks of one shard group, each holding the sum over its own weight rows: summing the ranks'
+    zero-initialised tables gives every Gram exactly. Only these few numbers per pair cross ranks,
+    never a score vector.
     """
 
     outputs: tuple[str, ...] = ()
@@ -46,9 +48,10 @@ class GroupGramCallback(ScoreCallback):
 
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         index = batch["group_index"].cpu()
-        self.grams[index] = self.gram.gram.double().cpu()
-        self.gold[index] = batch["gold"].double().cpu()
-        self.seen[index] += 1
+        self.grams[index] = self.gram.gram.double().cpu()  # a sharded rank's rows: partial sums, added across ranks
+        if shard_rank(trainer) == 0:  # the ranks of a shard group score the same groups: one of them counts them
+            self.gold[index] = batch["gold"].double().cpu()
+            self.seen[index] += 1
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.grams = all_reduce_sum(trainer, self.grams)

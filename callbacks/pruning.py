@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -14,12 +15,14 @@ from lit_activation import io, plots
 from lit_activation.allocations import Allocation, AllocationContext, Uniform
 from lit_activation.architectures import model_config, text_config
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
+from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import calibration_ids
-from lit_activation.export import save_pruned
+from lit_activation.export import full_state_dict, save_pruned
 from lit_activation.memory import release_memory
 from lit_activation.models import decoder_layers, layer_index, linear_modules, load_tokenizer
 from lit_activation.plan import Pruning
+from lit_activation.sharding import local, shards
 from lit_activation.sparsity import check_nm, weighted_mean
 from lit_activation.wanda import Metric, check_metric, prune_wanda
 
@@ -143,7 +146,7 @@ class WandaPruning(Callback):
             self.setup(trainer, pl_module, "validate")  # a no-op when Lightning already called it
             calib = self.calibration_ids.to(next(model.parameters()).device)
             c = self.calibration
-            context = AllocationContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size)
+            context = AllocationContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer))
             sparsities = self.allocation.layer_sparsity(self.sparsity, context)
             release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
             pruned = prune_wanda(model, calib, sparsities, self.n, self.m, self.metric, c.batch_size)
@@ -152,23 +155,24 @@ class WandaPruning(Callback):
             record.update(layer_sparsity=sparsities, allocation=self.allocation.describe())
         else:
             pruned = {}
-        record.update(self._achieved(model, prefix, len(layers), pruned))
+        record.update(self._achieved(model, prefix, len(layers), pruned, shards(trainer)))
         self.record = record
+        state = full_state_dict(model) if self.save_dir else None  # a collective when sharded: every rank
         if trainer.is_global_zero:
             self._write(trainer, out, record)
             if self.save_dir:
-                save_pruned(model, pl_module.tokenizer, self.save_dir, record)
+                save_pruned(model, pl_module.tokenizer, self.save_dir, record, state)
                 print(f"Pruned model saved to {self.save_dir} (Hugging Face format)")
 
     @staticmethod
-    def _achieved(model, prefix: str, n_layers: int, pruned: dict[str, float]) -> dict:
+    def _achieved(model, prefix: str, n_layers: int, pruned: dict[str, float], shards: Shards = LOCAL) -> dict:
         """Pruned fraction (by mask) and zero fraction (incl. zeros already there) per layer and module."""
         zeros, sizes, masked = [0] * n_layers, [0] * n_layers, [0.0] * n_layers
         modules = {}
         for name, module in linear_modules(model).items():
             layer = layer_index(name, prefix)
             numel = module.weight.numel()
-            zero = int((module.weight == 0).sum())
+            zero = int(shards.sum(torch.tensor([int((local(module.weight) == 0).sum())]))[0])
             zeros[layer] += zero
             sizes[layer] += numel
             masked[layer] += pruned.get(name, 0.0) * numel

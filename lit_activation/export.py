@@ -9,12 +9,37 @@ from pathlib import Path
 from typing import Any
 
 from lit_activation import io
+from lit_activation.sharding import is_sharded
 
 
-def save_pruned(model: Any, tokenizer: Any, path: str | Path, record: dict) -> Path:
+def _unsharded(model: Any, state: dict[str, Any]) -> Any:
+    """A plain copy of the model's architecture holding the gathered weights (host memory)."""
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_config(model.config, dtype=next(iter(state.values())).dtype)
+    plain.load_state_dict(state)
+    return plain
+
+
+def full_state_dict(model: Any) -> dict[str, Any] | None:
+    """The whole model's weights on the host; a sharded (FSDP2) model's shards are gathered first.
+
+    A collective when sharded: call it on every rank (rank 0 gets the tensors). None when the model
+    is not sharded: it is saved as it is.
+    """
+    if not any(is_sharded(p) for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_pruned(model: Any, tokenizer: Any, path: str | Path, record: dict, state: dict[str, Any] | None = None) -> Path:
     """Write the model directory beside `path` and rename it into place; never overwrites.
 
-    Unstructured zeros are stored as ordinary values: the files are as large as the dense model's.
+    `state`: the gathered weights of a sharded model (full_state_dict), saved through an unsharded
+    copy of its architecture. Unstructured zeros are stored as ordinary values: the files are as
+    large as the dense model's.
     """
     path = Path(path)
     if path.exists():
@@ -22,7 +47,10 @@ def save_pruned(model: Any, tokenizer: Any, path: str | Path, record: dict) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if state is not None:
+            _unsharded(model, state).save_pretrained(tmp, safe_serialization=True)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         io.write_json(tmp / "pruning.json", record)
         os.replace(tmp, path)

@@ -18,6 +18,7 @@ from lit_activation.memory import GB
 from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm, resolve_dtype
 from lit_activation.plan import check_fits, plan_run
 from lit_activation.scores import ScoreTile, stream_taylor_scores
+from lit_activation.sharding import own_rows, shard_model
 from lit_activation.targets import sequence_nll
 from lit_activation.tiling import budget_bytes
 
@@ -39,6 +40,9 @@ class ActivationModule(LightningModule):
         tile_mb: memory budget of one tile of per-sample scores (None: benchmarked default per
             device type, 4 MB on CPU, 256 MB on GPUs). Peak memory holds one tile whatever the
             module size; smaller tiles stay in cache.
+        checkpoint_blocks: recompute each decoder block's forward in the backward, so that the
+            backward holds one block's activations instead of every block's: about a third more
+            compute, for models whose activations do not fit (lit-activation plan says when).
         check_memory: before loading the model, predict the run's peak memory (lit-activation
             plan) and stop with the numbers and remedies if it cannot fit. Costs a few seconds.
         trust_remote_code: off by default; only for models you trust.
@@ -51,6 +55,7 @@ class ActivationModule(LightningModule):
         dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         tile_mb: float | None = None,
+        checkpoint_blocks: bool = False,
         check_memory: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
@@ -77,6 +82,11 @@ class ActivationModule(LightningModule):
                 check_fits(self.memory_plan)
             self.model, self.tokenizer = load_causal_lm(hp.model, hp.dtype, hp.trust_remote_code)
             self.scored_modules = linear_modules(self.model)
+            if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2, each rank scores its own rows
+                if hp.target == "loss":
+                    raise ValueError("target 'loss' is not supported with ModelParallelStrategy (sharding) yet; accepted: max_logit, log_prob")
+                shard_model(self.model, self.device_mesh, resolve_dtype(hp.compute_dtype))
+                self.score_rows = own_rows(self.scored_modules, self.device_mesh)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         if torch.is_inference_mode_enabled():
@@ -95,7 +105,7 @@ class ActivationModule(LightningModule):
         hp = self.hparams
         values = stream_taylor_scores(
             self.model, batch["input_ids"], batch["attention_mask"], fan_out, hp.target, self.scored_modules,
-            resolve_dtype(hp.compute_dtype), hp.tile_mb, self.score_rows,
+            resolve_dtype(hp.compute_dtype), hp.tile_mb, self.score_rows, hp.checkpoint_blocks,
         )
         for cb in consumers:
             cb.on_score_batch_end(self.trainer, self, batch, values)
@@ -112,7 +122,8 @@ class ActivationModule(LightningModule):
         self.token_nll.update(totals.sum() / counts.sum(), weight=counts.sum())
 
     def on_validation_epoch_end(self) -> None:
-        self.log(self.trainer.datamodule.metric_name, self.token_nll.compute().exp(), sync_dist=False)
+        # compute() already syncs the ranks; sync_dist on equal values changes nothing and keeps Lightning quiet
+        self.log(self.trainer.datamodule.metric_name, self.token_nll.compute().exp(), sync_dist=True)
         self.token_nll.reset()
 
     def configure_optimizers(self) -> Any:  # nothing is ever trained

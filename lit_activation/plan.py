@@ -18,7 +18,7 @@ from transformers import PretrainedConfig
 from lit_activation import simulate
 from lit_activation.architectures import fake_model, text_config
 from lit_activation.memory import GB, MEMORY_LIMIT_ENV, available_memory, process_memory
-from lit_activation.models import linear_modules, resolve_dtype
+from lit_activation.models import decoder_layers, linear_modules, resolve_dtype
 from lit_activation.tiling import default_tile_mb
 
 CUDA_CONTEXT = 0.5 * GB  # CUDA context and kernels: outside torch's allocator, about this much per GPU
@@ -63,6 +63,7 @@ class Job:
     compute_dtype: str = "float32"
     target: str = "max_logit"
     tile_mb: float | None = None
+    checkpoint_blocks: bool = False  # blocks recomputed in the backward (ActivationModule option)
     device_type: str = "cpu"
     devices: int = 1
     sharded: bool = False  # FSDP2 (ModelParallelStrategy): weights and accumulator split over devices
@@ -106,29 +107,26 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
-def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, dict[str, tuple[int, int]], int]:
-    """(all parameters, scored linear parameters, scored module shapes, largest decoder block's parameters)."""
+def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(all parameters, scored linear parameters, largest decoder block's, the rest's: embeddings, head, norm)."""
     mode = simulate.FakeTensorMode()
     model = fake_model(config, dtype, mode)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    linears = linear_modules(model)
-    shapes = {name: tuple(m.weight.shape) for name, m in linears.items()}
-    scored = sum(m.weight.numel() for m in linears.values())
-    from lit_activation.models import decoder_layers
-
-    block = max(sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1])
-    return total, scored, shapes, block
+    scored = sum(m.weight.numel() for m in linear_modules(model).values())
+    blocks = [sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1]]
+    return total, scored, max(blocks), total - sum(blocks)
 
 
 def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None) -> MemoryPlan:
     """Predict every phase's peak per device for `job` on the architecture `config`."""
     dtype, compute = resolve_dtype(job.dtype), resolve_dtype(job.compute_dtype)
     tile = (job.tile_mb or default_tile_mb(job.device_type)) * 2**20
-    total, scored, _, block = _params(config, dtype)
+    total, scored, block, root = _params(config, dtype)
     shards = job.devices if job.sharded else 1
     weights = {"weights": total * dtype.itemsize // shards}
-    if job.sharded:  # FSDP2 gathers one block (and prefetches the next) in the compute dtype
-        weights["gathered blocks (2, unsharded)"] = 2 * block * compute.itemsize
+    if job.sharded:  # FSDP2 gathers one block (and prefetches the next) in the compute dtype; the root
+        weights["gathered blocks (2, unsharded)"] = 2 * block * compute.itemsize  # unit (embeddings, head)
+        weights["gathered root (embeddings, head)"] = root * compute.itemsize  # stays gathered all pass long
     if job.device_type == "cpu":
         weights["runtime (this process now)"] = process_memory()
     else:
@@ -144,7 +142,7 @@ def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None
             items["Finding 1 sums (fp32)"] = state
         if s.tables_bytes:
             items["LLMDcos tables"] = s.tables_bytes
-        items["activations + one tile"] = simulate.scoring_peak(config, dtype, compute, s.rows, s.length, job.target, tile)
+        items["activations + one tile"] = simulate.scoring_peak(config, dtype, compute, s.rows, s.length, job.target, tile, job.checkpoint_blocks)
         if job.target == "loss":
             items["loss head chunks"] = int(tile)
         plan.phases["scoring"] = items
@@ -177,6 +175,8 @@ def suggestions(plan: MemoryPlan) -> list[str]:
     items, job, out = plan.phases[phase], plan.job, []
     if "Finding 1 sums (fp32)" in items:
         out.append("keep the Finding 1 sums in host RAM (callbacks: ActivationCounts state_device: cpu)")
+    if "activations + one tile" in items and not job.checkpoint_blocks:
+        out.append("recomputed blocks (model.checkpoint_blocks: true; about a third more compute)")
     if any(k.startswith("activations") or k.startswith("calibration") or k.startswith("forward") for k in items):
         out.append("a smaller batch or length (data.init_args.batch_size / max_length / window; pruning batch_size or seqlen)")
     if job.dtype == "float32":
@@ -210,6 +210,7 @@ def job_from_run(module, datamodule, callbacks: Iterable, trainer) -> Job:  # no
     strategy = type(trainer.strategy).__name__
     job = Job(
         model=hp.model, dtype=hp.dtype, compute_dtype=hp.compute_dtype, target=hp.target, tile_mb=hp.tile_mb,
+        checkpoint_blocks=hp.checkpoint_blocks,
         device_type=trainer.strategy.root_device.type, devices=trainer.num_devices, sharded=strategy == "ModelParallelStrategy",
     )
     callbacks = list(callbacks)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
+from lit_activation.sharding import is_sharded
 from lit_activation.tiling import row_tiles, tile_rows
 
 
@@ -91,7 +92,8 @@ def compute_precision(model: nn.Module, dtype: torch.dtype, tile_bytes: int = 64
     down would silently change the weights being scored.
     """
     stored = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if all(d == dtype for d in stored):
+    if all(d == dtype for d in stored) or any(is_sharded(p) for p in model.parameters()):
+        # A sharded model computes in the dtype its FSDP2 mixed-precision policy gathers weights in.
         yield
         return
     if any(torch.finfo(d).bits > torch.finfo(dtype).bits for d in stored):

@@ -15,14 +15,15 @@ of a module. Weights stay frozen (no .grad is ever allocated).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers.pytorch_utils import Conv1D
 
-from lit_activation.models import linear_modules
+from lit_activation.models import decoder_layers, linear_modules
 from lit_activation.precision import compute_precision
 from lit_activation.targets import check_target, chunked_mean_nll, head_input, last_token_target, softcap_of
 from lit_activation.tiling import budget_bytes, row_tiles, tile_rows
@@ -98,34 +99,93 @@ def _tiles(
         yield ScoreTile(name, r, grad.abs_(), weight[r].float().abs())
 
 
+class BlockRecompute:
+    """Per decoder block, the forward runs inside torch's checkpoint and again in the backward.
+
+    The backward then needs one block's activations at a time instead of every block's (about a
+    third more compute: one more forward). `active` is true while a block is being recomputed: that
+    is when the score hooks take the modules' inputs.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+
+    @contextmanager
+    def around(self, blocks: nn.ModuleList) -> Iterator[None]:
+        for block in blocks:
+            block.forward = self._checkpointed(block.forward)
+        try:
+            yield
+        finally:
+            for block in blocks:
+                del block.forward  # the class's forward again
+
+    def _checkpointed(self, original: Callable) -> Callable:
+        calls = [0]
+
+        def run(*args: object, **kwargs: object) -> object:
+            calls[0] += 1
+            self.active = calls[0] % 2 == 0  # the 1st call is the forward, the 2nd its recomputation
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.active = False
+
+        def forward(*args: object, **kwargs: object) -> object:
+            # early_stop=False: recompute the whole block, so that every module's input comes back
+            # (a module that saved nothing, e.g. a frozen last projection, would be skipped)
+            return checkpoint(run, *args, use_reentrant=False, early_stop=False, **kwargs)
+
+        return forward
+
+
 @contextmanager
 def _score_hooks(
-    modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges, padded: bool
+    modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges, padded: bool,
+    recompute: BlockRecompute | None = None,
 ) -> Iterator[None]:
-    """Hooks that turn each module's (input, output gradient) into score tiles for `consumer`."""
+    """Hooks that turn each module's (input, output gradient) into score tiles for `consumer`.
+
+    A module is scored once both have arrived: its input x from the forward (from the block's
+    recomputation when `recompute` is given, so no block keeps its inputs until the backward) and
+    its output gradient δ from the backward, in either order.
+    """
 
     batch = mask.shape[0]
     pads = ~mask.bool()[..., None]
     space = Workspace(mask.device)
+    inputs: dict[str, Tensor] = {}
+    grads: dict[str, Tensor] = {}
 
-    def backward_hook(name: str, module: nn.Module, x: Tensor) -> Callable:
-        def hook(delta: Tensor) -> None:
-            # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs
-            # are zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
-            x_s = x.reshape(batch, -1, x.shape[-1])
-            if padded:
-                x_s = x_s.masked_fill(pads, 0)
-            span = rows.get(name, (0, module.weight.shape[0]))
-            for tile in _tiles(name, module, x_s, delta.reshape(batch, -1, delta.shape[-1]), span, budget, space):
-                consumer(tile)
-
-        return hook
+    def score(name: str, module: nn.Module) -> None:
+        if name not in inputs or name not in grads:
+            return
+        x, delta = inputs.pop(name), grads.pop(name)
+        # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs are
+        # zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
+        x_s = x.reshape(batch, -1, x.shape[-1])
+        if padded:
+            x_s = x_s.masked_fill(pads, 0)
+        span = rows.get(name, (0, module.weight.shape[0]))
+        for tile in _tiles(name, module, x_s, delta.reshape(batch, -1, delta.shape[-1]), span, budget, space):
+            consumer(tile)
 
     def forward_hook(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            # Keep a reference, not a copy: q/k/v (and gate/up) share one input tensor.
-            if output.requires_grad:
-                output.register_hook(backward_hook(name, module, args[0].detach()))
+            if recompute is not None and recompute.active:
+                inputs[name] = args[0].detach()
+                score(name, module)
+                return
+            if not output.requires_grad:
+                return
+            if recompute is None:  # keep a reference, not a copy: q/k/v (and gate/up) share one input
+                inputs[name] = args[0].detach()
+
+            def on_grad(delta: Tensor) -> None:
+                grads[name] = delta
+                score(name, module)
+
+            output.register_hook(on_grad)
 
         return hook
 
@@ -164,12 +224,14 @@ def stream_taylor_scores(
     compute_dtype: torch.dtype = torch.float32,
     tile_mb: float | None = None,
     rows: RowRanges | None = None,
+    checkpoint_blocks: bool = False,
 ) -> Tensor:
     """Compute every scored module's per-sample scores and pass them to `consumer`, tile by tile.
 
     compute_dtype: the forward and backward run in it whatever the weights' stored dtype (fp32:
     exact scores; the weights' own bf16/fp16 is the explicit fast mode). tile_mb: the tile budget
     (default: benchmarked per device type). rows: per module, the rows to score (default: all).
+    checkpoint_blocks: recompute each decoder block's forward in the backward (BlockRecompute).
     Returns D(s) per row (detached). Modules arrive in backward order (deep layers first).
     """
     check_target(target)
@@ -178,7 +240,7 @@ def stream_taylor_scores(
     budget = budget_bytes(tile_mb, input_ids.device.type)
     padded = not bool(attention_mask.bool().all())
     modules = linear_modules(model) if modules is None else modules
-    return scoring_pass(model, input_ids, attention_mask, consumer, target, modules, compute_dtype, budget, rows or {}, padded)
+    return scoring_pass(model, input_ids, attention_mask, consumer, target, modules, compute_dtype, budget, rows or {}, padded, checkpoint_blocks)
 
 
 def scoring_pass(
@@ -192,14 +254,17 @@ def scoring_pass(
     budget: float,
     rows: RowRanges,
     padded: bool,
+    checkpoint_blocks: bool = False,
 ) -> Tensor:
     """One forward and backward that streams score tiles: `stream_taylor_scores` without its input
     checks. Nothing here reads tensor values, so the memory planner can run it on fake tensors."""
     embeds: list[Tensor] = []
     hidden: list[Tensor] = []
-    with torch.enable_grad(), compute_precision(model, compute_dtype, int(budget)):
+    recompute = BlockRecompute() if checkpoint_blocks else None
+    blocks = recompute.around(decoder_layers(model)[1]) if recompute else nullcontext()
+    with torch.enable_grad(), compute_precision(model, compute_dtype, int(budget)), blocks:
         with _differentiable_embeddings(model, compute_dtype, embeds), head_input(model, attention_mask, target, hidden):
-            with _score_hooks(modules, attention_mask, consumer, budget, rows, padded):
+            with _score_hooks(modules, attention_mask, consumer, budget, rows, padded, recompute):
                 logits = model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
@@ -227,6 +292,7 @@ def taylor_scores(
     target: str = "max_logit",
     compute_dtype: torch.dtype = torch.float32,
     tile_mb: float | None = None,
+    checkpoint_blocks: bool = False,
 ) -> dict[str, Tensor]:
     """A(s, w) for every scored module: name -> float32 tensor of shape (batch, *weight.shape).
 
@@ -240,6 +306,6 @@ def taylor_scores(
     def keep(tile: ScoreTile) -> None:
         out[tile.name][:, tile.rows] = tile.scores()
 
-    stream_taylor_scores(model, input_ids, attention_mask, keep, target, modules, compute_dtype, tile_mb)
+    stream_taylor_scores(model, input_ids, attention_mask, keep, target, modules, compute_dtype, tile_mb, None, checkpoint_blocks)
     return out
 

@@ -99,7 +99,8 @@ def _state(model: torch.nn.Module, *inputs: torch.Tensor) -> list[torch.Tensor]:
 
 @cached
 def scoring_peak(
-    config: PretrainedConfig, dtype: torch.dtype, compute_dtype: torch.dtype, rows: int, length: int, target: str, tile_bytes: float
+    config: PretrainedConfig, dtype: torch.dtype, compute_dtype: torch.dtype, rows: int, length: int, target: str, tile_bytes: float,
+    checkpoint_blocks: bool = False,
 ) -> int:
     """Peak bytes (beyond the weights) of one scoring pass over `rows` sequences of `length` tokens.
 
@@ -119,7 +120,9 @@ def scoring_peak(
     for name, m in modules.items():
         cols = m.weight.shape[1]
         one_tile[name] = (0, min(m.weight.shape[0], tile_rows(tile_bytes, rows * cols * 4)))
-    run = lambda: scoring_pass(model, ids, mask, lambda tile: None, d_target, modules, compute_dtype, tile_bytes, one_tile, True)  # noqa: E731
+    run = lambda: scoring_pass(  # noqa: E731
+        model, ids, mask, lambda tile: None, d_target, modules, compute_dtype, tile_bytes, one_tile, True, checkpoint_blocks
+    )
     return peak_bytes(run, mode, _state(model, ids, mask))
 
 

@@ -101,12 +101,24 @@ def chunked_mean_nll(
 def sequence_nll(model: nn.Module, input_ids: Tensor, chunk_bytes: float) -> tuple[Tensor, Tensor]:
     """Per row of unpadded sequences, (sum of next-token NLLs, their number), for perplexity.
 
-    The head sees the positions a chunk at a time, so fp32 logits of a whole batch never exist.
+    The NLLs are formed inside the forward, where the head sees the final hidden states: a chunk
+    of positions at a time, so fp32 logits of a whole batch never exist, and while a sharded
+    (FSDP2) head is gathered. The head itself then gets one position, whose logits go unused.
     """
-    hidden: list[Tensor] = []
-    with head_input(model, torch.ones_like(input_ids), "loss", hidden):
+    head = model.get_output_embeddings()
+    softcap = softcap_of(model)
+    result: list[tuple[Tensor, Tensor]] = []
+
+    def pre_hook(module: nn.Module, args: tuple) -> tuple:
+        result.append(chunked_token_nll(module, args[0], input_ids, None, chunk_bytes, softcap))
+        return (args[0][:, :1],) + args[1:]
+
+    handle = head.register_forward_pre_hook(pre_hook)
+    try:
         model(input_ids=input_ids, use_cache=False)
-    return chunked_token_nll(model.get_output_embeddings(), hidden[0], input_ids, None, chunk_bytes, softcap_of(model))
+    finally:
+        handle.remove()
+    return result[0]
 
 
 @contextmanager

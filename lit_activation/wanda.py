@@ -16,9 +16,12 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
 
+from lit_activation.counts import LOCAL, Shards
 from lit_activation.models import block_linears, decoder_layers, weight_out_in
-from lit_activation.sparsity import check_nm, outlier_ratio
+from lit_activation.sharding import is_sharded, local, row_offset
+from lit_activation.sparsity import check_nm
 
 Metric = Literal["wanda", "magnitude"]
 METRICS = ("wanda", "magnitude")
@@ -145,6 +148,26 @@ def sequential_blocks(
         inputs.hidden = _run_block(block, inputs)
 
 
+def prune_module(module: nn.Module, input_norm: Tensor, sparsity: float, n: int = 0, m: int = 0) -> float:
+    """Zero the lowest Wanda scores of every output row of one linear, in place; returns the pruned fraction.
+
+    A sharded weight (FSDP2) holds whole rows of a Linear on each rank: its mask is formed there. A
+    Conv1D stores (in, out), so its Wanda rows are spread over the ranks: it is gathered, per module.
+    """
+    weight = module.weight.detach()
+    part = local(weight)
+    if not is_sharded(weight) or isinstance(module, Conv1D):
+        full = weight.full_tensor() if is_sharded(weight) else weight
+        mask = wanda_mask(weight_out_in(module, full), input_norm, sparsity, n, m)
+        mask = mask.t() if isinstance(module, Conv1D) else mask  # back to the stored layout
+        start = row_offset(weight)
+        part.masked_fill_(mask[start : start + part.shape[0]], 0)
+        return float(mask.float().mean())
+    mask = wanda_mask(part, input_norm, sparsity, n, m)
+    part.masked_fill_(mask, 0)
+    return float(mask.float().mean())  # every row prunes as many: this rank's fraction is the module's
+
+
 def prune_wanda(
     model: nn.Module,
     calibration_ids: Tensor,
@@ -157,7 +180,8 @@ def prune_wanda(
     """Prune the model in place; returns the pruned fraction of every linear module (by full name).
 
     calibration_ids: (n_samples, seqlen) LongTensor. layer_sparsity: one float per decoder layer.
-    metric `magnitude` ignores the inputs (‖X‖ = 1): the baseline Wanda improves on.
+    metric `magnitude` ignores the inputs (‖X‖ = 1): the baseline Wanda improves on. A sharded
+    model (FSDP2) is pruned shard by shard: every rank runs the same calibration batch.
     """
     prefix, layers = decoder_layers(model)
     if len(layer_sparsity) != len(layers):
@@ -169,24 +193,42 @@ def prune_wanda(
 
     def visit(index: int, block: nn.Module, norms: dict[str, Tensor]) -> None:
         for name, module in block_linears(block).items():
-            weight = weight_out_in(module)  # a view: zeroing it zeroes the parameter
             norm = norms[name] if metric == "wanda" else torch.ones_like(norms[name])
-            mask = wanda_mask(weight, norm, layer_sparsity[index], n, m)
-            weight.masked_fill_(mask, 0)
-            pruned[f"{prefix}.{index}.{name}"] = float(mask.float().mean())
+            pruned[f"{prefix}.{index}.{name}"] = prune_module(module, norm, layer_sparsity[index], n, m)
 
     sequential_blocks(model, calibration_ids, visit, batch_size)
     return pruned
 
 
 def layer_scores(block: nn.Module, norms: dict[str, Tensor]) -> Tensor:
-    """Every Wanda score of one block's linear modules, flattened into one vector."""
-    return torch.cat([(weight_out_in(m).abs().float() * norms[n].float()[None]).flatten() for n, m in block_linears(block).items()])
+    """Every Wanda score of one block's linear modules (this rank's rows when sharded), flattened."""
+    parts = []
+    for name, module in block_linears(block).items():
+        weight = local(module.weight.detach()).abs().float()
+        norm = norms[name].float()
+        if isinstance(module, Conv1D):  # stored (in, out): a stored row is one input channel
+            start = row_offset(module.weight)
+            parts.append((weight * norm[start : start + weight.shape[0], None]).flatten())
+        else:
+            parts.append((weight * norm[None, :]).flatten())
+    return torch.cat(parts)
 
 
 @torch.no_grad()
-def owl_outlier_ratios(model: nn.Module, calibration_ids: Tensor, m: float = 5.0, batch_size: int = 1) -> list[float]:
-    """OWL's per-layer outlier ratio on the dense model (sequential), one layer's scores in memory at a time."""
+def owl_outlier_ratios(model: nn.Module, calibration_ids: Tensor, m: float = 5.0, batch_size: int = 1, shards: Shards = LOCAL) -> list[float]:
+    """OWL's per-layer outlier ratio on the dense model (sequential), one layer's scores in memory at a time.
+
+    The ratio is the share of a layer's Wanda scores above m × their mean; a sharded model forms
+    the mean and the count from its shards' sums (`shards`).
+    """
     ratios: list[float] = []
-    sequential_blocks(model, calibration_ids, lambda i, block, norms: ratios.append(outlier_ratio(layer_scores(block, norms), m)), batch_size)
+
+    def visit(index: int, block: nn.Module, norms: dict[str, Tensor]) -> None:
+        scores = layer_scores(block, norms)
+        total = shards.sum(torch.tensor([float(scores.double().sum()), float(scores.numel())], dtype=torch.float64))
+        threshold = m * total[0] / total[1]
+        above = shards.sum(torch.tensor([float((scores.double() > threshold).sum())], dtype=torch.float64))
+        ratios.append(float(above[0] / total[1]))
+
+    sequential_blocks(model, calibration_ids, visit, batch_size)
     return ratios

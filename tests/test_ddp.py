@@ -1,4 +1,8 @@
-"""Two CPU processes (DDP, gloo) give the same numbers as one: counts, LLMDcos, STS."""
+"""Two CPU processes (gloo) give the same numbers as one: counts, LLMDcos, STS, and Wanda masks.
+
+Two layouts: DDP (each rank scores other batches) and sharded (ModelParallelStrategy: FSDP2, both
+ranks score every batch, each its own weight rows). The one-process references run once per module.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from naive import naive_means, per_layer
+from safetensors.torch import load_file
 from scipy import stats
 from tolerant import (
     assert_decades_clear,
@@ -31,19 +36,37 @@ from lit_activation.data.datamodule import ActivationDataModule
 pytestmark = pytest.mark.ddp
 
 
-def cli(tmp_path: Path, name: str, devices: int, args: list[str]) -> Path:
-    """Run `python -m lit_activation predict` with `devices` CPU processes; return its run dir."""
-    strategy = ["--trainer.strategy", "ddp"] if devices > 1 else []
+SHARDED = json.dumps({"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"})  # as the README shows it
+STRATEGIES = {"one": [], "ddp": ["--trainer.strategy", "ddp"], "sharded": ["--trainer.strategy", SHARDED]}
+
+
+def cli(tmp_path: Path, name: str, layout: str, args: list[str], subcommand: str = "predict", config: Path | None = None) -> Path:
+    """Run `python -m lit_activation <subcommand>` on 1 CPU process (layout 'one') or 2; return its run dir."""
     cmd = [
-        sys.executable, "-m", "lit_activation", "predict", "--model.model", "tiny-llama",
-        "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), *strategy,
+        sys.executable, "-m", "lit_activation", subcommand, *(["--config", str(config)] if config else []), "--model.model", "tiny-llama",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1" if layout == "one" else "2", *STRATEGIES[layout],
         "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--trainer.logger.init_args.name", name, *args,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    tests = str(Path(__file__).parent)  # the probe callback lives here
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": tests}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     return tmp_path / name / "version_0"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, bench_files) -> dict:
+    """The one-process runs every layout is compared with, and the γ of the counts runs."""
+    root = tmp_path_factory.mktemp("one")
+    means, layer_of, n_layers = naive_means(["boolq", "mmlu"], bench_files, COUNTS_DATA)
+    gamma = gap_threshold([p for d in means.values() for p in parts_of(d)], 0.5)
+    return {
+        "gamma": gamma, "means": (means, layer_of, n_layers),
+        "counts": json.loads((cli(root, "counts", "one", counts_args(bench_files, gamma)) / "counts.json").read_text()),
+        "llmdcos": json.loads((cli(root, "llmdcos", "one", LLMDCOS(bench_files)) / "llmdcos.json").read_text()),
+        "sts": json.loads((cli(root, "sts", "one", STS(bench_files)) / "sts.json").read_text()),
+    }
 
 
 def data_args(mode: str, datasets: list[str], n: int, batch: int, files: dict[str, str], callback: str, max_length: int = 40) -> list[str]:
@@ -65,18 +88,33 @@ def counts_args(files: dict[str, str], gamma: float) -> list[str]:
     return [*counts, "--trainer.callbacks.gamma", repr(gamma)]
 
 
-def test_counts_two_processes_equal_one(tmp_path, bench_files):
+LLMDCOS = lambda files: data_args("pairs", ["boolq", "gsm8k"], 5, 1, files, "lit_activation.callbacks.llmdcos.LLMDcos")  # noqa: E731
+STS = lambda files: data_args("sts", ["sick"], 9, 2, files, "lit_activation.callbacks.sts.STSCorrelation")  # noqa: E731
+LAYOUTS = ["ddp", "sharded"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_counts_two_processes_equal_one(tmp_path, bench_files, reference, layout):
     # The reference: naive means of the same samples. γ sits in a gap of them, and a histogram bin
     # may differ only for a value they put within rounding of its edge (usually none: then exact).
-    means, layer_of, n_layers = naive_means(["boolq", "mmlu"], bench_files, COUNTS_DATA)
+    means, layer_of, n_layers = reference["means"]
+    gamma = reference["gamma"]
     dm = ActivationDataModule(["boolq", "mmlu"], tokenizer="tiny-llama", data_files=bench_files, **COUNTS_DATA)
     dm.setup()
     for d in range(2):  # precondition: rows of different lengths share a batch (the padded path runs)
         rows = [g.rows[0] for g in dm.groups if g.datasets[0] == d]
         assert any(len(rows[i]) != len(rows[i + 1]) for i in range(0, len(rows) - 1, 2)), f"dataset {d}: no batch is padded"
-    gamma = gap_threshold([p for d in means.values() for p in parts_of(d)], 0.5)
-    one = json.loads((cli(tmp_path, "one", 1, counts_args(bench_files, gamma)) / "counts.json").read_text())
-    two = json.loads((cli(tmp_path, "two", 2, counts_args(bench_files, gamma)) / "counts.json").read_text())
+    probe = ["--trainer.callbacks+", "probe.ShardProbe", "--trainer.callbacks.out_dir", str(tmp_path / "probe")]
+    one = reference["counts"]
+    two = json.loads((cli(tmp_path, "two", layout, [*counts_args(bench_files, gamma), *probe]) / "counts.json").read_text())
+    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for name, sizes in ranks[0].items():
+        local_sizes = [rank[name] for rank in ranks]
+        if layout == "sharded":  # each rank holds half of every decoder weight and of the accumulator
+            assert [s["weight_local"] * 2 for s in local_sizes] == [sizes["weight"]] * 2, name
+            assert [s["state"] * 2 for s in local_sizes] == [sizes["weight"]] * 2, name
+        else:  # DDP replicates both
+            assert [s["weight_local"] for s in local_sizes] == [s["state"] for s in local_sizes] == [sizes["weight"]] * 2, name
     for name in ("boolq", "mmlu"):
         a, b = one["datasets"][name], two["datasets"][name]
         values = per_layer(means[name], layer_of, n_layers)
@@ -107,20 +145,20 @@ def test_counts_two_processes_equal_one(tmp_path, bench_files):
                     assert abs(run["layer_counts"][layer] - int((v > t).sum())) <= near_threshold(p, t), (name, q, layer)
 
 
-def test_llmdcos_two_processes_equal_one(tmp_path, bench_files):
-    args = data_args("pairs", ["boolq", "gsm8k"], 5, 1, bench_files, "lit_activation.callbacks.llmdcos.LLMDcos")
-    one = json.loads((cli(tmp_path, "one", 1, args) / "llmdcos.json").read_text())
-    two = json.loads((cli(tmp_path, "two", 2, args) / "llmdcos.json").read_text())
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_llmdcos_two_processes_equal_one(tmp_path, bench_files, reference, layout):
+    one = reference["llmdcos"]
+    two = json.loads((cli(tmp_path, "two", layout, LLMDCOS(bench_files)) / "llmdcos.json").read_text())
     assert one["llmdcos"].keys() == two["llmdcos"].keys()
     for pair in one["llmdcos"]:
         np.testing.assert_allclose(two["llmdcos"][pair], one["llmdcos"][pair], rtol=0, atol=1e-6)
     np.testing.assert_allclose(two["matrix"], one["matrix"], rtol=0, atol=1e-6)
 
 
-def test_sts_two_processes_equal_one(tmp_path, bench_files):
-    args = data_args("sts", ["sick"], 9, 2, bench_files, "lit_activation.callbacks.sts.STSCorrelation")
-    one = json.loads((cli(tmp_path, "one", 1, args) / "sts.json").read_text())
-    two = json.loads((cli(tmp_path, "two", 2, args) / "sts.json").read_text())
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sts_two_processes_equal_one(tmp_path, bench_files, reference, layout):
+    one = reference["sts"]
+    two = json.loads((cli(tmp_path, "two", layout, STS(bench_files)) / "sts.json").read_text())
     assert one["n_pairs"] == two["n_pairs"] == 9
     assert one["gold"] == two["gold"]
     np.testing.assert_allclose(two["layer_sum"], one["layer_sum"], rtol=1e-5)
@@ -129,3 +167,25 @@ def test_sts_two_processes_equal_one(tmp_path, bench_files):
         assert run["spearman"] == stats.spearmanr(run["layer_sum"], run["gold"]).statistic
     assert_distinct(np.array(one["layer_sum"]), rel=1e-4)
     assert one["spearman"] == two["spearman"]
+
+
+def test_sharded_pruning_saves_the_same_model_as_one_process(tmp_path, bench_files):
+    """OWL (its ratios from the shards' sums) and Wanda on row shards, then the gathered model."""
+    config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
+    args = [
+        "--data.init_args.dataset", "wikitext2", "--data.init_args.data_files", bench_files["wikitext2"],
+        "--data.init_args.seqlen", "64", "--data.init_args.max_chunks", "2", "--pruning.calibration.dataset", "c4",
+        "--pruning.calibration.files", bench_files["c4"], "--pruning.calibration.samples", "4",
+        "--pruning.calibration.seqlen", "32", "--pruning.calibration.batch_size", "2",
+    ]
+    runs = {}
+    for layout in ("one", "sharded"):
+        run = cli(tmp_path, layout, layout, [*args, "--pruning.save_dir", str(tmp_path / f"saved_{layout}")], "validate", config)
+        runs[layout] = json.loads((run / "pruning.json").read_text())
+    assert runs["one"]["layer_sparsity"] == pytest.approx(runs["sharded"]["layer_sparsity"], abs=1e-12)
+    assert runs["one"]["achieved_sparsity"] == runs["sharded"]["achieved_sparsity"]
+    one, sharded = (load_file(tmp_path / f"saved_{layout}" / "model.safetensors") for layout in ("one", "sharded"))
+    assert one.keys() == sharded.keys()
+    for key in one:
+        assert torch.equal(one[key] == 0, sharded[key] == 0), key  # the same masks
+        assert torch.equal(one[key], sharded[key]), key

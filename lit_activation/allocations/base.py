@@ -11,10 +11,12 @@ A new method is one subclass in one file of this package, selected in YAML by `c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
+
+from lit_activation.counts import LOCAL, Shards
 
 
 @dataclass
@@ -27,6 +29,8 @@ class AllocationContext:
     calibration_dataset: str
     calibration_files: str | list[str] | None
     batch_size: int  # calibration sequences per block call
+    rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # a sharded rank's own rows (scores)
+    shards: Shards = LOCAL  # how a sharded rank's partial sums combine
 
 
 class Allocation(ABC):

@@ -17,25 +17,31 @@ from torch import nn
 
 from lit_activation import counts as C
 from lit_activation.allocations.base import AllocationContext
+from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.datamodule import Group, pad_groups
 from lit_activation.models import layer_map, linear_modules
 from lit_activation.reduce import ScoreSum
-from lit_activation.scores import stream_taylor_scores
+from lit_activation.scores import RowRanges, stream_taylor_scores
 
 
-def activation_layer_counts(model: nn.Module, samples: Sequence[Sequence[int]], gamma: float, batch_size: int = 4) -> list[int]:
-    """Finding 1 on the fly: per layer, the parameters whose mean Taylor score over `samples` exceeds γ."""
+def activation_layer_counts(
+    model: nn.Module, samples: Sequence[Sequence[int]], gamma: float, batch_size: int = 4, rows: RowRanges | None = None, shards: Shards = LOCAL
+) -> list[int]:
+    """Finding 1 on the fly: per layer, the parameters whose mean Taylor score over `samples` exceeds γ.
+
+    A sharded rank scores its own `rows` and its counts are summed over its shard group (`shards`).
+    """
     modules = linear_modules(model)
-    sums = ScoreSum(modules)
+    sums = ScoreSum(modules, rows=rows)
     device = next(model.parameters()).device
     for start in range(0, len(samples), batch_size):
         # pad id 0 is harmless: padded positions are masked out of the scores
         batch = pad_groups([Group(i, [list(r)], [0]) for i, r in enumerate(samples[start : start + batch_size])], pad_id=0)
-        rows = len(batch["input_ids"])
-        sums.begin(rows, "the on-the-fly activation counts", range(start, start + rows))
-        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update, modules=modules)
+        size = len(batch["input_ids"])
+        sums.begin(size, "the on-the-fly activation counts", range(start, start + size))
+        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update, modules=modules, rows=rows)
     layer_of, _, n_layers = layer_map(model)
-    return C.layer_counts(sums.means(), layer_of, n_layers, gamma).tolist()
+    return shards.sum(C.layer_counts(sums.means(), layer_of, n_layers, gamma)).tolist()
 
 
 class CountsSource(ABC):
@@ -141,4 +147,4 @@ class OnTheFlyCounts(CountsSource):
         dataset = self.dataset or context.calibration_dataset
         files = self.files if self.dataset else (self.files or context.calibration_files)
         rows = sample_inputs(dataset, self.samples, context.tokenizer, self.seed, self.length, self.length, files)
-        return activation_layer_counts(context.model, rows, self.gamma, self.batch_size)
+        return activation_layer_counts(context.model, rows, self.gamma, self.batch_size, context.rows, context.shards)

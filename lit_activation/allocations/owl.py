@@ -23,7 +23,7 @@ class OWL(Allocation):
         self.m, self.lam = m, lam
 
     def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
-        ratios = owl_outlier_ratios(context.model, context.calibration_ids, self.m, context.batch_size)
+        ratios = owl_outlier_ratios(context.model, context.calibration_ids, self.m, context.batch_size, context.shards)
         return owl_from_ratios(ratios, sparsity, self.lam)
 
     def needs_wanda_scores(self) -> bool:

@@ -1,0 +1,142 @@
+"""Models larger than one device: FSDP2 under Lightning's ModelParallelStrategy, exact against one process.
+
+Layout. The strategy's device mesh is (data_parallel, tensor_parallel). `fully_shard` on that 2D
+mesh is HSDP: every weight is split by rows (dim 0) over the second dimension and replicated over
+the first. Lightning's sampler deals batches out by the first dimension only, so the ranks of the
+second dimension, one *shard group*, score the same batches. The default strategy on one node is
+DP=1 × TP=N: one shard group of N ranks.
+
+Scores. Inside a block's forward and backward FSDP gathers the whole weight, so every rank can form
+any row of the per-sample gradients G_s. Each rank forms only the rows of its own shard. Its
+Finding 1 accumulator holds those rows (1/N of the state), counts and histograms are integer sums
+over the shard group, LLMDcos Gram entries are partial sums over rows added across it. Nothing
+parameter-sized crosses ranks per batch; only a dataset's finished sums are all-reduced across the
+replicas (when DP > 1), as under DDP.
+
+Why rows and not a reduce-scatter (the other way to hold 1/N of the accumulator: each rank scores
+its own batches and each batch's parameter-sized sums are reduce-scattered). Measured with 2 CPU
+processes on the embedded default, batch 2 × 128 (benchmarks/sharding.py, README): a rows pass
+4.95 s, a full pass 5.83 s, a reduce-scatter of one batch's sums 0.80 s (0.2 GB per rank); the
+data-parallel way would score 1.5× the batches per second there, and more on a GPU node, where the
+replicated forward and backward of rows weigh more than the reduce-scatter. Rows still, because:
+- nothing parameter-sized crosses ranks per batch (a 70B model on 8 ranks would reduce-scatter
+  245 GB per rank per batch), and the counts combine exactly as integer sums;
+- ranks need no lockstep beyond FSDP's own: predict hands ranks uneven batch counts, which a
+  per-batch collective would have to pad;
+- it is Lightning's default layout (DP=1 × TP=N), and throughput comes from more shard groups:
+  the smallest group that fits (lit-activation plan) times data-parallel replicas (HSDP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from lit_activation.counts import LOCAL, Shards
+from lit_activation.models import decoder_layers
+
+SHARD_DIM = "tensor_parallel"  # the mesh dimension whose ranks share batches and split rows
+REPLICA_DIM = "data_parallel"
+
+
+def is_sharded(tensor: Tensor) -> bool:
+    """Whether a parameter is an FSDP2 shard (a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def local(tensor: Tensor) -> Tensor:
+    """This rank's part of a parameter (its rows), or the tensor itself when it is not sharded."""
+    return tensor.to_local() if is_sharded(tensor) else tensor
+
+
+def row_offset(weight: Tensor) -> int:
+    """The first row of this rank's shard of `weight` (0 when it is not sharded)."""
+    if not is_sharded(weight):
+        return 0
+    from torch.distributed.tensor import Shard
+
+    dims = [i for i, p in enumerate(weight.placements) if isinstance(p, Shard) and p.dim == 0]
+    if not dims:
+        return 0
+    size, rank = weight.device_mesh.size(dims[0]), weight.device_mesh.get_local_rank(dims[0])
+    return min(weight.shape[0], rank * -(-weight.shape[0] // size))
+
+
+def shard_model(model: nn.Module, mesh, compute_dtype: torch.dtype) -> None:  # noqa: ANN001 - a DeviceMesh
+    """fully_shard every decoder block, then the rest (embeddings, final norm, head) as the root.
+
+    Gathered weights are cast to `compute_dtype` (FSDP2's mixed precision): with bf16 storage and
+    fp32 compute one block exists in fp32 at a time, never the whole model.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+    for block in decoder_layers(model)[1]:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
+def own_rows(modules: Mapping[str, nn.Module], mesh) -> dict[str, tuple[int, int]]:  # noqa: ANN001
+    """Per module, the rows [start, stop) of this rank's shard: where FSDP2 put them (torch.chunk of dim 0)."""
+    size, rank = mesh[SHARD_DIM].size(), mesh[SHARD_DIM].get_local_rank()
+    rows = {}
+    for name, module in modules.items():
+        n = module.weight.shape[0]
+        step = -(-n // size)  # torch.chunk: ceil(n / size) rows per rank, the last ones fewer or none
+        start, stop = min(n, rank * step), min(n, (rank + 1) * step)
+        if is_sharded(module.weight) and local(module.weight).shape[0] != stop - start:
+            raise RuntimeError(f"{name}: FSDP holds {local(module.weight).shape[0]} rows here, expected {stop - start}; its layout changed")
+        rows[name] = (start, stop)
+    return rows
+
+
+def _mesh_of(trainer) -> object | None:  # noqa: ANN001 - a Lightning Trainer
+    """The strategy's device mesh when it shards (ModelParallelStrategy), else None."""
+    return getattr(trainer.strategy, "device_mesh", None) if type(trainer.strategy).__name__ == "ModelParallelStrategy" else None
+
+
+def _all_reduce(trainer, tensor: Tensor, op, group) -> Tensor:  # noqa: ANN001
+    """All-reduce on the strategy's device (NCCL reduces no host tensor), returned where it was."""
+    moved = tensor.to(trainer.strategy.root_device)
+    dist.all_reduce(moved, op=op, group=group)
+    return moved.to(tensor.device)
+
+
+def shards(trainer) -> Shards:  # noqa: ANN001
+    """How the rank's partial counts combine: sums and extrema over its shard group (LOCAL unsharded)."""
+    mesh = _mesh_of(trainer)
+    if mesh is None or mesh[SHARD_DIM].size() == 1:
+        return LOCAL
+    group = mesh[SHARD_DIM].get_group()
+
+    def extreme(x: float, op) -> float:  # noqa: ANN001
+        return float(_all_reduce(trainer, torch.tensor(x, dtype=torch.float64), op, group))
+
+    return Shards(
+        sum=lambda t: _all_reduce(trainer, t, dist.ReduceOp.SUM, group),
+        min=lambda x: extreme(x, dist.ReduceOp.MIN),
+        max=lambda x: extreme(x, dist.ReduceOp.MAX),
+    )
+
+
+def replica_sum(trainer, tensor: Tensor) -> Tensor:  # noqa: ANN001
+    """Sum over the ranks that hold the same rows but scored other batches (DDP: all ranks)."""
+    if trainer.world_size == 1:
+        return tensor
+    mesh = _mesh_of(trainer)
+    if mesh is None:
+        return _all_reduce(trainer, tensor, dist.ReduceOp.SUM, None)
+    if mesh[REPLICA_DIM].size() == 1:
+        return tensor
+    return _all_reduce(trainer, tensor, dist.ReduceOp.SUM, mesh[REPLICA_DIM].get_group())
+
+
+def shard_rank(trainer) -> int:  # noqa: ANN001
+    """This rank's place in its shard group (0 when unsharded): rank 0 records what the group shares."""
+    mesh = _mesh_of(trainer)
+    return 0 if mesh is None else mesh[SHARD_DIM].get_local_rank()
