@@ -22,7 +22,10 @@ demo: $(STAMP)
 	$(CLI) predict --config configs/counts_embedded.yaml
 	$(CLI) predict --config configs/similarity_embedded.yaml
 	$(CLI) predict --config configs/llmdcos_embedded.yaml
-	$(PY) -m lit_activation.compare --config configs/compare_embedded.yaml --sparsities "[0.5]" --seeds "[0]"
+	$(CLI) predict --config configs/allpairs_embedded.yaml
+	$(CLI) compare --config configs/compare_embedded.yaml --sparsities "[0.5]" --seeds "[0]" --output_dir runs/compare_quick
+	# the newest version of each run above; the report's path is the last line it prints
+	$(CLI) report runs/counts_embedded runs/similarity_embedded runs/llmdcos_embedded runs/allpairs_embedded runs/compare_quick
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -30,6 +33,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/bf16_deviation.py
 	$(PY) benchmarks/pruning.py
 
 clean:

@@ -1,4 +1,5 @@
-"""Shared by the LLMDcos and STS callbacks: per-group, per-layer Gram matrices of the scores."""
+"""Shared by the LLMDcos, STS and all-pairs callbacks: per-group, per-layer Gram matrices of the
+scores, and (for the pair-similarity jobs) of the mean-pooled hidden states, the baseline."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import io
+from lit_activation.baselines import BlockOutputGram
 from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
-from lit_activation.models import layer_map
+from lit_activation.models import decoder_layers, layer_map
 from lit_activation.reduce import LayerGram
 from lit_activation.scores import ScoreTile
 from lit_activation.sharding import shard_rank
@@ -21,9 +23,14 @@ class GroupGramCallback(ScoreCallback):
     ranks of one shard group, each holding the sum over its own weight rows: summing the ranks'
     zero-initialised tables gives every Gram exactly. Only these few numbers per pair cross ranks,
     never a score vector.
+
+    With `hidden_baseline`, forward hooks on the decoder blocks also take, from the same scoring
+    forward, the Gram of each group's mean-pooled block outputs per layer (`hidden_cos` at the
+    end). Those states are whole on every rank of a shard group: one rank of it records them.
     """
 
     outputs: tuple[str, ...] = ()
+    hidden_baseline: bool = False  # also the hidden-state cosines (lit_activation.baselines)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve on every rank
@@ -37,11 +44,18 @@ class GroupGramCallback(ScoreCallback):
         self.grams = torch.zeros(shape, dtype=torch.float64)
         self.gold = torch.zeros(len(dm.groups), dtype=torch.float64)
         self.seen = torch.zeros(len(dm.groups), dtype=torch.int64)
+        self.hidden_cos: torch.Tensor | None = None
+        if self.hidden_baseline:
+            self.hidden = BlockOutputGram(decoder_layers(pl_module.model)[1])
+            self.hidden_grams = torch.zeros_like(self.grams)
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         groups = batch["group_index"]
         rows = batch["input_ids"].shape[0] // groups.numel()
         self.gram.begin(groups.numel(), rows, batch["input_ids"].device, "groups", groups.repeat_interleave(rows).tolist())
+        if self.hidden_baseline:  # hooks live from here to the batch's end (or an error): the scoring forward only
+            self.hidden.begin(batch["attention_mask"], groups.numel())
+            self.hidden.attach()
 
     def on_score_tile(self, tile: ScoreTile) -> None:
         self.gram.update(tile)
@@ -49,9 +63,19 @@ class GroupGramCallback(ScoreCallback):
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         index = batch["group_index"].cpu()
         self.grams[index] = self.gram.gram.double().cpu()  # a sharded rank's rows: partial sums, added across ranks
+        hidden = None
+        if self.hidden_baseline:
+            self.hidden.detach()
+            hidden = self.hidden.finish()
         if shard_rank(trainer) == 0:  # the ranks of a shard group score the same groups: one of them counts them
             self.gold[index] = batch["gold"].double().cpu()
             self.seen[index] += 1
+            if hidden is not None:  # whole on every rank of the shard group: counted once
+                self.hidden_grams[index] = hidden.cpu()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self.hidden_baseline and hasattr(self, "hidden"):
+            self.hidden.detach()  # never leave hooks on a model that outlives the failed run
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.grams = all_reduce_sum(trainer, self.grams)
@@ -59,6 +83,10 @@ class GroupGramCallback(ScoreCallback):
         self.seen = all_reduce_sum(trainer, self.seen)
         if not bool((self.seen == 1).all()):
             raise RuntimeError(f"Every group must be scored exactly once; counts seen: {self.seen.tolist()}")
+        if self.hidden_baseline:
+            self.hidden_cos = cosine_from_gram(all_reduce_sum(trainer, self.hidden_grams))
+            if not bool(torch.isfinite(self.hidden_cos).all()):
+                raise FloatingPointError("NaN/inf hidden-state cosine: a mean-pooled block output is zero or not finite")
         cos = cosine_from_gram(self.grams)
         if not bool(torch.isfinite(cos).all()):
             group, layer, row, _ = (int(i) for i in (~torch.isfinite(cos)).nonzero()[0])

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import io
 from lit_activation.callbacks.base import run_dir, tensorboard
-from lit_activation.zeroshot import TASKS, zero_shot
+from lit_activation.zeroshot import MMLU_SHOTS, PAPER_LABELS, PAPER_N, TASKS, paper_accuracy, paper_items, zero_shot
+
+PROTOCOLS = ("lm_eval", "paper")
 
 
 class ZeroShotEval(Callback):
-    """Runs lm-eval once validation ends, i.e. after WandaPruning pruned the model.
+    """Zero-shot accuracy once validation ends, i.e. after WandaPruning pruned the model.
+
+    Two protocols, never mixed; zeroshot.json, describe() and the printed line name the one used:
+
+    - `lm_eval` (default): lm-evaluation-harness (acc, acc_norm, stderr).
+    - `paper`: the paper's own scorer: `n` records per task drawn with `seed`, the arg-max of the
+      answer-label token logits at the last position (acc), MMLU with 5 fixed demonstrations.
 
     Args:
-        tasks: any of boolq, piqa, siqa, hellaswag (acc, acc_norm) and mmlu (5-shot by default);
-            empty (the default): no zero-shot evaluation.
-        data_files: task -> local JSON/JSONL in the benchmark's field layout (offline); tasks
-            without a file use lm-eval's hub-backed task of the same name.
-        num_fewshot: task -> shots, overriding the defaults (0; mmlu 5).
-        limit: score only the first N examples of each task (None: all). Cost: one forward per
-            (example, choice), batched.
-        batch_size: lm-eval batch size.
+        tasks: any of boolq, piqa, siqa, hellaswag and mmlu (5-shot); empty (the default): no
+            zero-shot evaluation.
+        data_files: task -> local JSON/JSONL in the benchmark's field layout (offline); both
+            protocols read the same files. Tasks without a file are read from the hub.
+        num_fewshot: lm_eval only: task -> shots, overriding the defaults (0; mmlu 5).
+        limit: lm_eval only: score only the first N examples of each task (None: all). Cost: one
+            forward per (example, choice), batched.
+        batch_size: forwards per batch (both protocols).
+        protocol: `lm_eval` or `paper`.
+        n: paper only: records scored per task (the paper: 256); all of them when fewer exist.
+        seed: paper only: the sample's seed (every task, BoolQ included, is sampled with it).
+        demonstrations: paper only, required with mmlu: a file of MMLU records (its field layout,
+            e.g. the auxiliary_train split); its first 5 records, with answers, precede every question.
     """
 
     def __init__(
@@ -30,6 +45,10 @@ class ZeroShotEval(Callback):
         num_fewshot: dict[str, int] | None = None,
         limit: int | None = None,
         batch_size: int = 8,
+        protocol: Literal["paper", "lm_eval"] = "lm_eval",
+        n: int = PAPER_N,
+        seed: int = 0,
+        demonstrations: str | None = None,
     ) -> None:
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown:
@@ -39,16 +58,41 @@ class ZeroShotEval(Callback):
                 raise ValueError(f"data_files names an unknown zero-shot task {name!r}; accepted: {list(TASKS)}")
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"Unknown zero-shot protocol {protocol!r}; accepted: {list(PROTOCOLS)}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if protocol == "paper":
+            self._check_paper_options(tasks, num_fewshot, limit, demonstrations)
         self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size = list(tasks), data_files, num_fewshot, limit, batch_size
+        self.protocol, self.n, self.seed, self.demonstrations = protocol, n, seed, demonstrations
         self.results: dict | None = None
+
+    @staticmethod
+    def _check_paper_options(tasks: list[str], num_fewshot: dict[str, int] | None, limit: int | None, demonstrations: str | None) -> None:
+        """Options that would silently do nothing under the paper protocol are refused instead."""
+        unlabelled = sorted(set(tasks) - set(PAPER_LABELS))
+        if unlabelled:
+            raise ValueError(f"Tasks {unlabelled} have no label scheme in the paper protocol; accepted: {sorted(PAPER_LABELS)}")
+        if limit is not None:
+            raise ValueError("limit belongs to protocol lm_eval; the paper protocol scores n seeded records per task (option n)")
+        if num_fewshot:
+            raise ValueError(f"num_fewshot belongs to protocol lm_eval; the paper protocol uses MMLU's {MMLU_SHOTS} fixed demonstrations only")
+        if "mmlu" in tasks and not demonstrations:
+            raise ValueError(f"protocol paper with mmlu needs demonstrations: a file whose first {MMLU_SHOTS} MMLU records (auxiliary_train) are the shots")
 
     def describe(self) -> dict:
         """The options that decide the numbers (for records that pin a comparison's settings)."""
+        if self.protocol == "paper":
+            return {"protocol": "paper", "tasks": self.tasks, "n": self.n, "seed": self.seed, "demonstrations": self.demonstrations}
+        # unchanged from before the paper protocol existed, so earlier comparisons still resume
         return {"protocol": "lm-evaluation-harness", "tasks": self.tasks, "num_fewshot": self.num_fewshot, "limit": self.limit}
 
     def fresh(self) -> ZeroShotEval:
         """A new callback with the same options and no results (each run of a comparison)."""
-        return ZeroShotEval(self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size)
+        return ZeroShotEval(self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size, self.protocol, self.n, self.seed, self.demonstrations)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.tasks:
@@ -56,6 +100,29 @@ class ZeroShotEval(Callback):
         self.out = run_dir(trainer)  # a collective under DDP: resolved on every rank
         if trainer.is_global_zero:
             io.check_new([self.out / "zeroshot.json"])
+            if self.protocol == "paper":  # read and check the data now, before validation spends any time
+                self._items = self._paper_items()
+
+    def _paper_items(self) -> dict[str, tuple[list[str], list[int]]]:
+        """task -> (prompts, gold) of the seeded sample, from the same files the lm_eval protocol reads."""
+        from lit_activation.data.registry import load_records  # imports `datasets` lazily
+
+        shots = None
+        if "mmlu" in self.tasks:
+            shots = load_records("mmlu", self.demonstrations)[:MMLU_SHOTS]
+            if len(shots) < MMLU_SHOTS:
+                raise ValueError(f"demonstrations {self.demonstrations!r} holds {len(shots)} records; the paper protocol needs {MMLU_SHOTS}")
+        files = self.data_files or {}
+        return {task: paper_items(task, load_records(task, files.get(task)), self.n, self.seed, shots) for task in self.tasks}
+
+    def _evaluate(self, pl_module: LightningModule) -> dict[str, dict[str, float]]:
+        model, tokenizer = pl_module.model, pl_module.tokenizer
+        if self.protocol == "lm_eval":
+            return zero_shot(model, tokenizer, self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size)
+        return {
+            task: {"acc": paper_accuracy(model, tokenizer, task, prompts, gold, self.batch_size), "n": len(gold)}
+            for task, (prompts, gold) in self._items.items()
+        }
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.tasks or not trainer.is_global_zero or self.results is not None:
@@ -63,15 +130,17 @@ class ZeroShotEval(Callback):
         model = pl_module.model
         was_training = model.training
         model.eval()
-        self.results = zero_shot(model, pl_module.tokenizer, self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size)
+        self.results = self._evaluate(pl_module)
         model.train(was_training)
         io.write_json(self.out / "zeroshot.json", {**self.describe(), "results": self.results})
         writer = tensorboard(trainer)
         if writer is not None:
+            prefix = "zeroshot" if self.protocol == "lm_eval" else "zeroshot_paper"  # the two protocols' numbers never share a tag
             for task, metrics in self.results.items():
                 for metric in ("acc", "acc_norm"):
                     if metric in metrics:
-                        writer.add_scalar(f"zeroshot/{task}/{metric}", metrics[metric])
+                        writer.add_scalar(f"{prefix}/{task}/{metric}", metrics[metric])
             writer.flush()
         summary = ", ".join(f"{t} {m.get('acc', float('nan')):.3f}" for t, m in self.results.items())
-        print(f"Zero-shot (lm-eval, acc): {summary}; {self.out / 'zeroshot.json'}")
+        how = "lm_eval protocol (lm-evaluation-harness)" if self.protocol == "lm_eval" else f"paper protocol, label logits, n={self.n}, seed {self.seed}"
+        print(f"Zero-shot ({how}; acc): {summary}; {self.out / 'zeroshot.json'}")

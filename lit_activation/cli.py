@@ -4,6 +4,7 @@
     lit-activation validate --config configs/prune_embedded.yaml    # pruning + perplexity (+ zero-shot)
     lit-activation compare  --config configs/compare_embedded.yaml  # allocations × sparsities × seeds
     lit-activation plan     --config configs/counts.yaml            # predicted memory, nothing loaded
+    lit-activation report   RUN_DIR [RUN_DIR ...]                   # findings report from finished runs
 
 A mistake in the input prints one line, `error: <message>`, and exits with status 2 before any
 work; `--debug` (or LIT_ACTIVATION_DEBUG=1) shows the traceback instead.
@@ -19,6 +20,7 @@ from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from lit_activation import report
 from lit_activation.callbacks.pruning import WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.module import ActivationModule
@@ -108,9 +110,11 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lit-activation` console script and of `python -m lit_activation`.
 
+    `argv` (default: the command line) lets tests call it. `report` reads finished runs only, so it
+    is dispatched before LightningCLI (lit_activation/report.py), under the same one-line errors.
     Returns None: the console-script wrapper calls sys.exit(main()), and any other value would
     be printed and turned into exit status 1.
     """
@@ -118,8 +122,13 @@ def main() -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
         os.environ[DEBUG_ENV] = "1"  # processes launched for other ranks inherit it
+    args = sys.argv[1:] if argv is None else [a for a in argv if a != "--debug"]
+    debug = debug or (argv is not None and "--debug" in argv)
     try:
-        build_cli()
+        if args[:1] == ["report"]:
+            report.main(args[1:])
+            return
+        build_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv, as before
     except USER_ERRORS as err:
         if debug:
             raise

@@ -1,16 +1,25 @@
-"""Zero-shot evaluation through lm-evaluation-harness on the in-memory (pruned) model (docs/method.md §6).
+"""Zero-shot accuracy on the in-memory (pruned) model, two labelled protocols (docs/method.md §6).
 
-With a network, lm-eval's own tasks are used by name. Offline, each task becomes a config dict with
-`dataset_path: json` and the user's local file, written like lm-eval's task YAMLs (same prompts,
-choices and metrics), so the numbers mean the same thing. lm-eval's `wikitext` reports word
-perplexity, which is not this project's perplexity: use PerplexityDataModule for that.
+`lm_eval` (default, `zero_shot`): lm-evaluation-harness. With a network, lm-eval's own tasks are used
+by name. Offline, each task becomes a config dict with `dataset_path: json` and the user's local
+file, written like lm-eval's task YAMLs (same prompts, choices and metrics), so the numbers mean the
+same thing. lm-eval's `wikitext` reports word perplexity, which is not this project's perplexity:
+use PerplexityDataModule for that.
+
+`paper` (`paper_zero_shot`): the paper's own scorer. n seeded records per task, one forward each, and
+the arg-max over the next-token logits of the answer-label tokens at the last position. Both
+protocols read the same records (the benchmarks' own field layouts), so one data file serves both.
 """
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
@@ -116,3 +125,218 @@ def zero_shot(
         (metrics,) = [v for k, v in out["results"].items() if k.startswith(LM_EVAL_NAMES[name]) or k.startswith(name)][:1]
         results[name] = {k.split(",")[0] if k.endswith(",none") else k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's own protocol: label-token logits at the last position (docs/method.md §6).
+
+# Answer labels per task; the scored token is the last id of tokenizer(label).
+PAPER_LABELS: dict[str, tuple[str, ...]] = {
+    "boolq": ("no", "yes"),
+    "piqa": ("0", "1"),
+    "siqa": ("A", "B", "C"),
+    "hellaswag": ("A", "B", "C", "D"),
+    "mmlu": ("A", "B", "C", "D"),
+}
+# The fields each prompt and gold label read: the registry's (and lm-eval path's) record layout.
+PAPER_FIELDS: dict[str, tuple[str, ...]] = {
+    "boolq": ("passage", "question", "answer"),
+    "piqa": ("goal", "sol1", "sol2", "label"),
+    "siqa": ("context", "question", "answerA", "answerB", "answerC", "label"),
+    "hellaswag": ("ctx", "endings", "label"),
+    "mmlu": ("subject", "question", "choices", "answer"),
+}
+DEMONSTRATION_FIELDS = ("question", "choices", "answer")
+MMLU_SHOTS = 5  # the paper's fixed demonstrations: the first 5 records of MMLU's auxiliary_train split
+PAPER_N = 256
+
+
+def _require(task: str, record: Mapping[str, Any], fields: Sequence[str], where: str) -> None:
+    """One clear line naming the first missing field, the task and the record."""
+    for name in fields:
+        if name not in record or record[name] is None:
+            raise ValueError(f"Task {task!r}: {where} lacks field {name!r}; the paper protocol reads {list(fields)}")
+
+
+def _listed(choices: Sequence[str], labels: Sequence[str]) -> str:
+    return "".join(f"\n{label}. {choice}" for label, choice in zip(labels, choices, strict=True))
+
+
+def _choices(task: str, record: Mapping[str, Any]) -> list[str]:
+    """The answer options in label order; their count must match the task's labels."""
+    options = {
+        "piqa": lambda r: [r["sol1"], r["sol2"]],
+        "siqa": lambda r: [r["answerA"], r["answerB"], r["answerC"]],
+        "hellaswag": lambda r: list(r["endings"]),
+        "mmlu": lambda r: list(r["choices"]),
+    }[task](record)
+    if len(options) != len(PAPER_LABELS[task]):
+        raise ValueError(f"Task {task!r}: a record has {len(options)} choices, the paper protocol scores exactly {len(PAPER_LABELS[task])}")
+    return [str(o) for o in options]
+
+
+def _mmlu_question(record: Mapping[str, Any]) -> str:
+    return f"{record['question']}{_listed(_choices('mmlu', record), PAPER_LABELS['mmlu'])}\nAnswer:"
+
+
+def paper_prompt(task: str, record: Mapping[str, Any], demonstrations: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The prompt the paper's scorer reads, ending in `Answer:` (docs/method.md §6).
+
+    BoolQ, SIQA, HellaSwag and MMLU are the §7 formats; PIQA lists its options as `0.`/`1.`, the
+    labels it is scored on. MMLU puts `demonstrations` (with their answers) after the header, each
+    followed by a blank line, as in the standard 5-shot MMLU prompt; other tasks ignore them.
+    """
+    r = record
+    if task == "boolq":
+        return f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:"
+    if task == "piqa":
+        return f"{r['goal']}{_listed(_choices(task, r), PAPER_LABELS[task])}\nAnswer:"
+    if task == "siqa":
+        return f"{r['context']}\nQuestion: {r['question']}{_listed(_choices(task, r), PAPER_LABELS[task])}\nAnswer:"
+    if task == "hellaswag":
+        return f"{r['ctx']}{_listed(_choices(task, r), PAPER_LABELS[task])}\nAnswer:"
+    if task == "mmlu":
+        subject = str(r["subject"]).replace("_", " ")
+        shots = "".join(f"{_mmlu_question(d)} {PAPER_LABELS['mmlu'][paper_gold('mmlu', d)]}\n\n" for d in demonstrations)
+        return f"The following are multiple choice questions (with answers) about {subject}.\n\n{shots}{_mmlu_question(r)}"
+    raise ValueError(f"Task {task!r} has no label scheme in the paper protocol; accepted: {sorted(PAPER_LABELS)}")
+
+
+def paper_gold(task: str, record: Mapping[str, Any]) -> int:
+    """The index of the gold label in PAPER_LABELS[task], from the benchmark's own label field."""
+    field = "answer" if task in ("boolq", "mmlu") else "label"
+    value = record[field]
+    try:
+        if task == "boolq":  # a JSON bool; CSV files give the strings "True"/"False"
+            gold = {"true": 1, "false": 0}.get(value.lower(), -1) if isinstance(value, str) else int(value)
+        elif task == "siqa":  # "1".."3"
+            gold = int(value) - 1
+        elif task == "mmlu" and isinstance(value, str) and value in ("A", "B", "C", "D"):  # cais/mmlu has 0..3; a letter is accepted too
+            gold = "ABCD".index(value)
+        else:  # mmlu 0..3, piqa 0/1, hellaswag "0".."3"
+            gold = int(value)
+    except (TypeError, ValueError):
+        gold = -1
+    if not 0 <= gold < len(PAPER_LABELS[task]):
+        raise ValueError(f"Task {task!r}: gold {field} {value!r} is not one of the {len(PAPER_LABELS[task])} choices")
+    return gold
+
+
+def seeded_sample(records: Sequence[Any], n: int, seed: int) -> list[int]:
+    """Indices of min(n, len(records)) distinct records in seeded order (also when all are used).
+
+    Every task is sampled, BoolQ included: the paper's code took BoolQ's first 256 items whatever the seed.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return random.Random(seed).sample(range(len(records)), min(n, len(records)))
+
+
+def label_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:
+    """The scored token of each label: the last id of tokenizer(label) (e.g. Llama's "▁A" after BOS)."""
+    ids = [tokenizer(label)["input_ids"][-1] for label in labels]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"Labels {list(labels)} share a last token id ({ids}); the paper protocol cannot tell them apart with this tokenizer")
+    return ids
+
+
+def paper_items(
+    task: str, records: Sequence[Mapping[str, Any]], n: int = PAPER_N, seed: int = 0, demonstrations: Sequence[Mapping[str, Any]] | None = None
+) -> tuple[list[str], list[int]]:
+    """(prompts, gold label indices) of the seeded sample; checks fields before any model runs."""
+    if task not in PAPER_LABELS:
+        raise ValueError(f"Task {task!r} has no label scheme in the paper protocol; accepted: {sorted(PAPER_LABELS)}")
+    if not records:
+        raise ValueError(f"Task {task!r}: no records")
+    shots: Sequence[Mapping[str, Any]] = ()
+    if task == "mmlu":
+        if not demonstrations:
+            raise ValueError(f"Task 'mmlu' in the paper protocol needs its {MMLU_SHOTS} fixed demonstrations (first records of MMLU's auxiliary_train split)")
+        for i, demo in enumerate(demonstrations):
+            _require(task, demo, DEMONSTRATION_FIELDS, f"demonstration {i}")
+        shots = demonstrations
+    chosen = seeded_sample(records, n, seed)
+    for i in chosen:
+        _require(task, records[i], PAPER_FIELDS[task], f"record {i}")
+    return [paper_prompt(task, records[i], shots) for i in chosen], [paper_gold(task, records[i]) for i in chosen]
+
+
+@contextmanager
+def _last_position_only(head: nn.Module | None, last: torch.Tensor) -> Iterator[None]:
+    """Feed the output head only each row's last real hidden state: logits [B, 1, V] instead of [B, T, V]."""
+    if head is None:
+        yield
+        return
+
+    def keep_last(module: nn.Module, args: tuple) -> tuple | None:
+        hidden = args[0]
+        if hidden.dim() != 3:  # not the [B, T, H] call this expects: leave it, the caller gathers
+            return None
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (hidden[rows, last.to(hidden.device)].unsqueeze(1), *args[1:])
+
+    handle = head.register_forward_pre_hook(keep_last)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def label_logits(model: nn.Module, tokenizer: Any, prompts: Sequence[str], token_ids: Sequence[int], batch_size: int = 8) -> torch.Tensor:
+    """[len(prompts), len(token_ids)] fp32 next-token logits of the label tokens at each prompt's last position.
+
+    Batched with right padding (causal attention: real positions never see the pads) and the last
+    real position gathered; only one batch's [B, V] logits exist at a time.
+    """
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # any id: pads are masked and come last
+    wanted = torch.tensor(list(token_ids), device=device)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
+    out = torch.empty(len(ids), len(token_ids), dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(ids[i]) for i in rows)
+            batch = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(batch)
+            for j, i in enumerate(rows):
+                batch[j, : len(ids[i])] = torch.tensor(ids[i])
+                mask[j, : len(ids[i])] = 1
+            last = (mask.sum(1) - 1).to(device)
+            with torch.no_grad(), _last_position_only(model.get_output_embeddings(), last):
+                logits = model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits
+            at_last = logits[:, -1] if logits.shape[1] == 1 else logits[torch.arange(len(rows), device=device), last]
+            out[rows] = at_last[:, wanted].float().cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def paper_accuracy(model: nn.Module, tokenizer: Any, task: str, prompts: Sequence[str], gold: Sequence[int], batch_size: int = 8) -> float:
+    """Fraction of prompts whose largest label-token logit is the gold label's (ties: the first label)."""
+    scores = label_logits(model, tokenizer, prompts, label_token_ids(tokenizer, PAPER_LABELS[task]), batch_size)
+    hits = int((scores.argmax(1) == torch.tensor(list(gold))).sum())
+    return hits / len(gold)  # a Python division: the exact fraction a count by hand gives
+
+
+def paper_zero_shot(
+    model: nn.Module,
+    tokenizer: Any,
+    task: str,
+    records: Sequence[Mapping[str, Any]],
+    n: int = PAPER_N,
+    seed: int = 0,
+    demonstrations: Sequence[Mapping[str, Any]] | None = None,
+    batch_size: int = 8,
+) -> float:
+    """The paper's zero-shot accuracy of `model` on `task` (docs/method.md §6), a float in [0, 1].
+
+    Scores min(n, len(records)) records drawn with random.Random(seed), in the records' own field
+    layout (the same files lm-eval reads). MMLU needs `demonstrations` (the paper's 5 fixed ones,
+    with answers); other tasks ignore them.
+    """
+    prompts, gold = paper_items(task, records, n, seed, demonstrations)
+    return paper_accuracy(model, tokenizer, task, prompts, gold, batch_size)

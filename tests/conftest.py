@@ -13,6 +13,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 logging.getLogger("gensim").setLevel(logging.WARNING)
 
 from fixtures import write_benchmarks  # noqa: E402
+from nudge import install_from_env  # noqa: E402
+
+install_from_env()  # LIT_ACTIVATION_TEST_NUDGE_ULPS=k: every batched score moved by up to k ulps (tests/nudge.py)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from naive import naive_scores
 from scipy import stats
+from test_baselines import naive_tfidf
 from tolerant import assert_distinct
+from torch import nn
 
 from lit_activation.callbacks.llmdcos import LLMDcos
 from lit_activation.callbacks.sts import STSCorrelation
@@ -43,6 +45,26 @@ def naive_layer_cos(model, ids_a: torch.Tensor, ids_b: torch.Tensor) -> np.ndarr
         b = np.concatenate([sb[n].numpy().ravel() for n in names]).astype(np.float64)
         out.append(a @ b / np.sqrt((a @ a) * (b @ b)))
     return np.array(out)
+
+
+def naive_pooled(model, ids: torch.Tensor) -> np.ndarray:
+    """(layers, width) fp64 mean over tokens of each decoder block's output for ONE unpadded row,
+    from output_hidden_states: hidden_states[l + 1] is block l's output, except that the last one has
+    the final norm applied, so the norm is swapped for the identity here (a Llama model)."""
+    norm = model.model.norm
+    model.model.norm = nn.Identity()
+    try:
+        with torch.no_grad():
+            states = model(input_ids=ids[None], output_hidden_states=True).hidden_states
+    finally:
+        model.model.norm = norm
+    return np.stack([s[0].double().numpy().mean(0) for s in states[1:]])
+
+
+def naive_hidden_cos(model, ids_a: torch.Tensor, ids_b: torch.Tensor) -> np.ndarray:
+    """Per layer, numpy cosine of the two rows' mean-pooled block outputs."""
+    a, b = naive_pooled(model, ids_a), naive_pooled(model, ids_b)
+    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
 
 
 def as_batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -186,12 +208,37 @@ def test_sts_callback_equals_naive_pairs_and_scipy(tmp_path, bench_files):
         assert w["spearman"] == stats.spearmanr(summed, out["gold"]).statistic
 
 
-def _csv_layers(tmp_path) -> list[list[float]]:
+def test_sts_baselines_equal_naive_and_scipy(tmp_path, bench_files):
+    out, dm = run_sts(tmp_path, bench_files)
+    model = tiny_model("llama")
+    assert any(len(g.rows[0]) != len(g.rows[1]) for g in dm.groups)  # precondition: padded rows share batches
+    # hidden states: every block's output, mean-pooled per unpadded sentence, cosines by hand
+    naive = np.stack([naive_hidden_cos(model, torch.tensor(g.rows[0]), torch.tensor(g.rows[1])) for g in dm.groups])
+    saved = np.array(_csv_layers(tmp_path, "hidden"))
+    np.testing.assert_allclose(saved, naive, rtol=1e-5)
+    np.testing.assert_allclose(out["hidden_layer_sum"], saved[:, [0, 1]].sum(1), rtol=1e-12)
+    # TF-IDF fitted on the run's 24 sentences, pair i = sentence i with sentence 12 + i
+    rows = naive_tfidf([g.texts[0] for g in dm.groups] + [g.texts[1] for g in dm.groups])
+    np.testing.assert_allclose(out["tfidf"], [rows[i] @ rows[12 + i] for i in range(12)], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(_csv_column(tmp_path, "tfidf"), out["tfidf"], rtol=0)
+    # every reported ρ is scipy's on the values saved beside it
+    ref = stats.spearmanr(out["hidden_layer_sum"], out["gold"])
+    assert (out["hidden_spearman"], out["hidden_p_value"]) == (ref.statistic, ref.pvalue)
+    ref = stats.spearmanr(out["tfidf"], out["gold"])
+    assert (out["tfidf_spearman"], out["tfidf_p_value"]) == (ref.statistic, ref.pvalue)
+    assert out["hidden_per_layer_spearman"] == [stats.spearmanr(saved[:, layer], out["gold"]).statistic for layer in range(2)]
+    assert set(out["baselines"]) == {"hidden", "tfidf"}
+
+
+def _csv_column(tmp_path, name: str) -> list[float]:
     import csv
 
     with open(tmp_path / "t" / "version_0" / "sts.csv") as f:
-        rows = list(csv.DictReader(f))
-    return [[float(r["llmdcos_layer0"]), float(r["llmdcos_layer1"])] for r in rows]
+        return [float(r[name]) for r in csv.DictReader(f)]
+
+
+def _csv_layers(tmp_path, measure: str = "llmdcos") -> list[list[float]]:
+    return [list(row) for row in zip(*(_csv_column(tmp_path, f"{measure}_layer{layer}") for layer in range(2)), strict=True)]
 
 
 def test_sts_warns_once_about_duplicate_pairs(tmp_path, caplog):

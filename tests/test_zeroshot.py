@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,187 @@ def test_callback_runs_lm_eval_on_the_pruned_model(tmp_path, bench_files):
     assert accuracies(tiny_model("llama")) != pruned
     got = out["results"]
     assert (got["boolq"]["acc"], got["hellaswag"]["acc"], got["hellaswag"]["acc_norm"]) == pytest.approx(pruned)
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's own protocol (docs/method.md §6): label-token logits at the last position.
+
+PAPER_TASKS = ("boolq", "piqa", "siqa", "hellaswag", "mmlu")
+
+
+def rows(bench_files, task: str) -> list[dict]:
+    return [json.loads(line) for line in Path(bench_files[task]).read_text().splitlines()]
+
+
+def hand_prompt(task: str, r: dict, demos: list[dict]) -> str:
+    """The paper protocol's prompts, written out here independently of the library."""
+    if task == "boolq":
+        return f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:"
+    if task == "piqa":
+        return f"{r['goal']}\n0. {r['sol1']}\n1. {r['sol2']}\nAnswer:"
+    if task == "siqa":
+        return f"{r['context']}\nQuestion: {r['question']}\nA. {r['answerA']}\nB. {r['answerB']}\nC. {r['answerC']}\nAnswer:"
+    if task == "hellaswag":
+        e = r["endings"]
+        return f"{r['ctx']}\nA. {e[0]}\nB. {e[1]}\nC. {e[2]}\nD. {e[3]}\nAnswer:"
+
+    def question(d: dict) -> str:
+        c = d["choices"]
+        return f"{d['question']}\nA. {c[0]}\nB. {c[1]}\nC. {c[2]}\nD. {c[3]}\nAnswer:"
+
+    shots = "".join(f"{question(d)} {'ABCD'[d['answer']]}\n\n" for d in demos)
+    return f"The following are multiple choice questions (with answers) about {r['subject'].replace('_', ' ')}.\n\n{shots}{question(r)}"
+
+
+def hand_gold(task: str, r: dict) -> int:
+    return {"boolq": lambda: int(r["answer"]), "siqa": lambda: int(r["label"]) - 1, "mmlu": lambda: r["answer"]}.get(task, lambda: int(r["label"]))()
+
+
+HAND_LABELS = {"boolq": ["no", "yes"], "piqa": ["0", "1"], "siqa": ["A", "B", "C"], "hellaswag": ["A", "B", "C", "D"], "mmlu": ["A", "B", "C", "D"]}
+
+
+@pytest.mark.parametrize(("arch", "task"), [("llama", t) for t in PAPER_TASKS] + [("gpt2", "boolq")])
+def test_paper_accuracy_equals_hand_computed_one_record_at_a_time(bench_files, arch, task):
+    from lit_activation.zeroshot import label_logits, label_token_ids, paper_items, paper_zero_shot
+
+    model, tok = tiny_model(arch), tiny_tokenizer()
+    records = rows(bench_files, task)
+    demos = records[:5] if task == "mmlu" else []
+    n, seed = (6, 3) if task == "mmlu" else (12, 3)  # MMLU's 5-shot prompts are long for a character tokenizer
+    chosen = [records[i] for i in random.Random(seed).sample(range(len(records)), n)]
+    label_ids = [tok(label)["input_ids"][-1] for label in HAND_LABELS[task]]
+    hand_logits, hits = [], 0
+    for r in chosen:  # unbatched, unpadded: one forward per record
+        with torch.no_grad():
+            last = model(torch.tensor([tok(hand_prompt(task, r, demos))["input_ids"]])).logits[0, -1]
+        scores = last[label_ids].float()
+        top, second = scores.sort(descending=True).values[:2]
+        assert top - second > 1e-3, f"near-tied label logits {scores.tolist()}"  # an arg-max compared across computations needs a margin
+        hand_logits.append(scores)
+        hits += int(scores.argmax()) == hand_gold(task, r)
+    prompts, gold = paper_items(task, records, n, seed, demos or None)
+    # preconditions: batches really are padded, and predictions are not all one label
+    assert len({len(tok(p)["input_ids"]) for p in prompts[:4]}) > 1
+    assert len({int(s.argmax()) for s in hand_logits}) > 1
+    batched = label_logits(model, tok, prompts, label_token_ids(tok, HAND_LABELS[task]), batch_size=4)
+    torch.testing.assert_close(batched, torch.stack(hand_logits), atol=1e-4, rtol=1e-4)
+    assert gold == [hand_gold(task, r) for r in chosen]
+    assert paper_zero_shot(model, tok, task, records, n=n, seed=seed, demonstrations=demos or None, batch_size=4) == hits / n
+
+
+def test_paper_prompts_exactly():
+    from lit_activation.data import prompts
+    from lit_activation.zeroshot import paper_prompt
+
+    boolq = {"passage": "Cats sleep a lot.", "question": "do cats sleep", "answer": True}
+    piqa = {"goal": "Open a jar.", "sol1": "Twist the lid.", "sol2": "Kick the jar.", "label": 0}
+    siqa = {"context": "Ann won.", "question": "How does Ann feel?", "answerA": "sad", "answerB": "happy", "answerC": "tired", "label": "2"}
+    hellaswag = {"ctx": "He picks up the ball.", "endings": ["throws it", "eats it", "sings", "sleeps"], "label": "0", "activity_label": "Ball"}
+    mmlu = {"question": "What is 2 + 2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"], "answer": 1}
+    assert paper_prompt("boolq", boolq) == "Cats sleep a lot.\nQuestion: do cats sleep?\nAnswer:"
+    assert paper_prompt("piqa", piqa) == "Open a jar.\n0. Twist the lid.\n1. Kick the jar.\nAnswer:"
+    assert paper_prompt("siqa", siqa) == "Ann won.\nQuestion: How does Ann feel?\nA. sad\nB. happy\nC. tired\nAnswer:"
+    assert paper_prompt("hellaswag", hellaswag) == "He picks up the ball.\nA. throws it\nB. eats it\nC. sings\nD. sleeps\nAnswer:"
+    assert paper_prompt("mmlu", mmlu) == (
+        "The following are multiple choice questions (with answers) about elementary mathematics.\n\nWhat is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
+    )
+    # the same text as the §7 formats (calibration prompts), except PIQA whose options carry the scored labels 0/1
+    for task, record in [("boolq", boolq), ("siqa", siqa), ("hellaswag", hellaswag), ("mmlu", mmlu)]:
+        assert paper_prompt(task, record) == getattr(prompts, task)(record)
+
+
+def test_mmlu_demonstrations_precede_the_question_in_order_with_answers():
+    from lit_activation.zeroshot import paper_prompt
+
+    demos = [{"question": f"Q{i}?", "subject": "", "choices": [f"a{i}", f"b{i}", f"c{i}", f"d{i}"], "answer": i % 4} for i in range(5)]
+    record = {"question": "Last?", "subject": "world_history", "choices": ["w", "x", "y", "z"], "answer": 2}
+    shots = "".join(f"Q{i}?\nA. a{i}\nB. b{i}\nC. c{i}\nD. d{i}\nAnswer: {'ABCD'[i % 4]}\n\n" for i in range(5))
+    assert shots.startswith("Q0?\nA. a0\nB. b0\nC. c0\nD. d0\nAnswer: A\n\nQ1?")
+    expected = f"The following are multiple choice questions (with answers) about world history.\n\n{shots}Last?\nA. w\nB. x\nC. y\nD. z\nAnswer:"
+    assert paper_prompt("mmlu", record, demos) == expected
+
+
+def test_mmlu_without_demonstrations_is_one_clear_error(bench_files):
+    from lit_activation.zeroshot import paper_zero_shot
+
+    with pytest.raises(ValueError, match=r"^Task 'mmlu' in the paper protocol needs its 5 fixed demonstrations[^\n]*$"):
+        paper_zero_shot(tiny_model("llama"), tiny_tokenizer(), "mmlu", rows(bench_files, "mmlu"), n=2)
+
+
+def test_missing_field_names_field_and_task(bench_files):
+    from lit_activation.zeroshot import paper_items
+
+    records = [{k: v for k, v in r.items() if k != "sol2"} for r in rows(bench_files, "piqa")]
+    with pytest.raises(ValueError, match=r"^Task 'piqa': record \d+ lacks field 'sol2'[^\n]*$"):
+        paper_items("piqa", records, n=4)
+    demos = [{"question": "Q?", "choices": ["a", "b", "c", "d"]}]
+    with pytest.raises(ValueError, match=r"^Task 'mmlu': demonstration 0 lacks field 'answer'"):
+        paper_items("mmlu", rows(bench_files, "mmlu"), n=4, demonstrations=demos)
+
+
+def test_label_token_is_the_last_id_of_the_tokenized_label():
+    from lit_activation.zeroshot import PAPER_LABELS, label_token_ids
+
+    tok = tiny_tokenizer()
+    assert tok("yes")["input_ids"] == tok.convert_tokens_to_ids(["y", "e", "s"])  # precondition: several ids per label
+    assert label_token_ids(tok, PAPER_LABELS["boolq"]) == tok.convert_tokens_to_ids(["o", "s"])
+    assert label_token_ids(tok, PAPER_LABELS["siqa"]) == tok.convert_tokens_to_ids(["A", "B", "C"])
+    with pytest.raises(ValueError, match="share a last token id"):
+        label_token_ids(tok, ["go", "no"])
+
+
+@pytest.mark.parametrize("task", PAPER_TASKS)
+def test_every_task_is_sampled_with_the_seed(bench_files, task):
+    """BoolQ included: the paper's code took BoolQ's first 256 items whatever the seed."""
+    from lit_activation.zeroshot import paper_items, paper_prompt
+
+    records = rows(bench_files, task)
+    demos = records[:5] if task == "mmlu" else None
+    first = paper_items(task, records, 8, 0, demos)
+    assert paper_items(task, records, 8, 0, demos) == first  # reproducible
+    assert paper_items(task, records, 8, 1, demos) != first  # the seed matters
+    in_file_order = paper_items(task, records[:8], 8, 0, demos)[0]
+    assert first[0] != in_file_order  # not the first n records
+    every = paper_items(task, records, 10_000, 0, demos)[0]  # n >= len: every record once, in seeded order
+    in_order = [paper_prompt(task, r, demos or ()) for r in records]
+    assert sorted(every) == sorted(in_order) and every != in_order
+    assert every == [in_order[i] for i in random.Random(0).sample(range(len(records)), len(records))]
+
+
+def test_paper_callback_options_are_checked_and_kept(tmp_path):
+    evaluate = ZeroShotEval(tasks=["boolq", "mmlu"], protocol="paper", n=32, seed=7, demonstrations="demos.jsonl")
+    assert evaluate.describe() == {"protocol": "paper", "tasks": ["boolq", "mmlu"], "n": 32, "seed": 7, "demonstrations": "demos.jsonl"}
+    again = evaluate.fresh()
+    assert again.describe() == evaluate.describe() and again.results is None
+    assert ZeroShotEval(tasks=["boolq"]).describe()["protocol"] == "lm-evaluation-harness"  # the default, as before
+    for kwargs, message in [
+        ({"protocol": "papers"}, "Unknown zero-shot protocol 'papers'"),
+        ({"protocol": "paper", "n": 0}, "n must be >= 1"),
+        ({"protocol": "paper", "tasks": ["mmlu"]}, "protocol paper with mmlu needs demonstrations"),
+        ({"protocol": "paper", "tasks": ["boolq"], "limit": 8}, "limit belongs to protocol lm_eval"),
+        ({"protocol": "paper", "tasks": ["boolq"], "num_fewshot": {"boolq": 2}}, "num_fewshot belongs to protocol lm_eval"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}[^\n]*$"):
+            ZeroShotEval(**kwargs)
+
+
+def test_paper_callback_records_the_protocol(tmp_path, bench_files, capsys):
+    from lit_activation.zeroshot import paper_zero_shot
+
+    module = ActivationModule(model="tiny-llama")
+    dm = PerplexityDataModule("wikitext2", seqlen=32, max_chunks=1, data_files=bench_files["wikitext2"])
+    files = {task: bench_files[task] for task in ("boolq", "mmlu")}
+    evaluate = ZeroShotEval(tasks=["boolq", "mmlu"], data_files=files, protocol="paper", n=6, seed=2, demonstrations=bench_files["mmlu"], batch_size=4)
+    trainer = Trainer(
+        accelerator="cpu", inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t"),
+        callbacks=[evaluate], enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.validate(module, datamodule=dm, verbose=False)
+    out = json.loads((tmp_path / "t" / "version_0" / "zeroshot.json").read_text())
+    assert {k: out[k] for k in ("protocol", "n", "seed")} == {"protocol": "paper", "n": 6, "seed": 2}
+    tok = tiny_tokenizer()
+    for task in ("boolq", "mmlu"):
+        demos = rows(bench_files, "mmlu")[:5] if task == "mmlu" else None
+        expected = paper_zero_shot(module.model, tok, task, rows(bench_files, task), n=6, seed=2, demonstrations=demos)
+        assert out["results"][task] == {"acc": expected, "n": 6}
+    assert "Zero-shot (paper protocol" in capsys.readouterr().out

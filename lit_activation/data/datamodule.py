@@ -6,12 +6,18 @@ Every item is a *group* of rows that must stay in one batch on one rank:
   (X, Y) is X_a[i] with Y_a[i], and of (X, X) is X_a[i] with X_b[i] (docs/method.md §3). Every sample is
   scored once however many dataset pairs it takes part in.
 - mode `sts`: the two sentences of one STS pair, with the gold score.
+- mode `set`: ONE group holding every text of one set (all-pairs similarity), optionally with human
+  ratings over them. The N texts are one forward/backward batch, so N is bounded by the device:
+  each text is scored once and scores are never stored, so a pair can only be compared when both
+  texts share the batch (blocks of texts would give no Gram across blocks). Beyond the limit:
+  fewer or shorter texts (max_length), model.checkpoint_blocks, a larger device; sharding
+  (ModelParallelStrategy) splits the weights, not the batch, and data parallelism cannot help one group.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
@@ -20,20 +26,22 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_activation.data.registry import get_spec
-from lit_activation.data.samples import sample_inputs, sample_sts_pairs
+from lit_activation.data.samples import RATED_SETS, RatedPairs, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
 from lit_activation.models import EMBEDDED_DEFAULT, load_tokenizer
 
-Mode = Literal["single", "pairs", "sts"]
+Mode = Literal["single", "pairs", "sts", "set"]
 
 
 @dataclass(frozen=True)
 class Group:
-    """Rows scored together: token ids per row, dataset index per row, optional gold score."""
+    """Rows scored together: token ids per row, dataset index per row, optional gold score, and
+    the rows' texts where the lexical baseline needs them (modes `sts` and `set`)."""
 
     index: int
     rows: list[list[int]]
     datasets: list[int]
     gold: float = float("nan")
+    texts: list[str] = field(default_factory=list)
 
 
 def pad_groups(groups: Sequence[Group], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
@@ -88,18 +96,24 @@ class ActivationDataModule(LightningDataModule):
     """Seeded samples of registered datasets, as padded batches of groups.
 
     Args:
-        datasets: registered dataset names (see `lit_activation.data.registry.REGISTRY`).
+        datasets: registered dataset names (see `lit_activation.data.registry.REGISTRY`); mode `set`
+            also takes a shipped rated set (`lit_activation.data.samples.RATED_SETS`: lee).
         tokenizer: model name or path whose tokenizer is used; None takes the LightningModule's `model`.
-        mode: `single`, `pairs` or `sts` (see the module docstring).
+        mode: `single`, `pairs`, `sts` or `set` (see the module docstring).
         num_samples: samples per dataset (pairs per dataset pair in `pairs`/`sts`); paper: 64.
+            Unused in mode `set`, which takes every text of its set.
         max_length: prompts longer than this keep their last tokens (warned); bounds memory.
         window: token length of the random windows taken from corpora (paper: 256).
         batch_size: groups per batch; one batch costs one forward/backward of batch_size × rows.
-            In mode `single` a batch holds one dataset (the last of each may be smaller).
+            In mode `single` a batch holds one dataset (the last of each may be smaller); mode
+            `set` is one group, so 1.
         seed: fixes which samples are drawn.
         data_files: dataset name -> local file(s) in the benchmark's field layout (offline use).
         padding_side: `right` or `left`; scores do not depend on it.
         trust_remote_code: passed to the tokenizer (the CLI links it to the model's setting).
+        similarity: mode `set` only: human ratings of the set's texts (row i = text i in file
+            order), a `.json` {"matrix": N × N} or {"pairs": [[i, j, score], ...]}, a `.npy` or a
+            `.txt` N × N matrix; checked against the texts before the model loads.
     """
 
     def __init__(
@@ -115,16 +129,26 @@ class ActivationDataModule(LightningDataModule):
         data_files: dict[str, str | list[str]] | None = None,
         padding_side: Literal["left", "right"] = "right",
         trust_remote_code: bool = False,
+        similarity: str | None = None,
     ) -> None:
         super().__init__()
         if not datasets:
             raise ValueError("datasets is empty; give at least one registered dataset name")
         for name in datasets:
-            get_spec(name)  # fail early on unknown names
+            if not (mode == "set" and name in RATED_SETS):
+                get_spec(name)  # fail early on unknown names
         if len(set(datasets)) != len(datasets):
             raise ValueError(f"datasets lists a name twice: {datasets}")
         if mode == "sts" and len(datasets) != 1:
             raise ValueError(f"mode 'sts' takes exactly one STS dataset, got {datasets}")
+        if mode == "set" and len(datasets) != 1:
+            raise ValueError(f"mode 'set' takes exactly one set of texts, got {datasets}")
+        if similarity is not None and mode != "set":
+            raise ValueError(f"similarity (human ratings of a set's texts) needs mode 'set', got mode {mode!r}")
+        if similarity is not None and datasets[0] in RATED_SETS:
+            raise ValueError(f"{datasets[0]!r} ships its own human ratings; similarity is for other sets")
+        if mode == "set" and batch_size != 1:
+            raise ValueError(f"mode 'set' scores its texts as one group, one batch: set batch_size 1, got {batch_size}")
         for name in data_files or {}:
             get_spec(name)  # a typo in a data_files key would otherwise silently fall back to the hub
         if batch_size < 1:
@@ -132,10 +156,14 @@ class ActivationDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.dataset_names = list(datasets)
         self.groups: list[Group] = []
+        self.ratings: RatedPairs | None = None  # mode `set`: human-rated pairs (i, j, score) of texts
 
     @property
     def group_size(self) -> int:
-        """Rows per group: 1 (single), 2 per dataset (pairs), 2 (sts)."""
+        """Rows per group: 1 (single), 2 per dataset (pairs), 2 (sts), N texts (set; before setup,
+        when N is not known yet, num_samples stands in)."""
+        if self.hparams.mode == "set":
+            return len(self.groups[0].rows) if self.groups else self.hparams.num_samples
         return {"single": 1, "pairs": 2 * len(self.dataset_names), "sts": 2}[self.hparams.mode]
 
     def _inputs(self, name: str, n: int, tokenizer) -> list[list[int]]:
@@ -156,8 +184,11 @@ class ActivationDataModule(LightningDataModule):
             return groups
         if hp.mode == "sts":
             name = self.dataset_names[0]
-            first, second, gold = sample_sts_pairs(name, n, tokenizer, hp.seed, hp.max_length, (hp.data_files or {}).get(name))
-            return [Group(i, [a, b], [0, 0], g) for i, (a, b, g) in enumerate(zip(first, second, gold, strict=True))]
+            first, second, gold = sample_sts_texts(name, n, hp.seed, (hp.data_files or {}).get(name))
+            rows = zip(tokenize(first, tokenizer, hp.max_length, name), tokenize(second, tokenizer, hp.max_length, name), strict=True)
+            return [Group(i, [a, b], [0, 0], g, [s, t]) for i, ((a, b), g, s, t) in enumerate(zip(rows, gold, first, second, strict=True))]
+        if hp.mode == "set":
+            return [self._set_group()]
         # pairs: 2n distinct samples per dataset; first half "a", second half "b"
         drawn = [self._inputs(name, 2 * n, tokenizer) for name in self.dataset_names]
         groups = []
@@ -168,6 +199,19 @@ class ActivationDataModule(LightningDataModule):
                 datasets += [d, d]
             groups.append(Group(i, rows, datasets))
         return groups
+
+    def _set_group(self) -> Group:
+        """Mode `set`: every text of the set as one group; its ratings checked against the texts."""
+        hp, name = self.hparams, self.dataset_names[0]
+        texts = set_texts(name, (hp.data_files or {}).get(name))
+        if len(texts) < 2:
+            raise ValueError(f"Set {name!r} has {len(texts)} text(s); all-pairs similarity needs at least 2")
+        if name in RATED_SETS:
+            self.ratings = rated_pairs(RATED_SETS[name].similarity(), len(texts))
+        elif hp.similarity is not None:
+            self.ratings = rated_pairs(read_similarity(hp.similarity), len(texts))
+        rows = tokenize(texts, self.tokenizer, hp.max_length, name)  # after the ratings: a bad file fails first
+        return Group(0, rows, [0] * len(rows), texts=texts)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.groups:

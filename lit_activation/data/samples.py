@@ -5,10 +5,15 @@ Pure functions of (records, tokenizer, sizes, seed); no Lightning here.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -112,15 +117,10 @@ def sample_inputs(
     return tokenize(prompt_texts(name, chosen), tokenizer, max_length, name)
 
 
-def sample_sts_pairs(
-    name: str,
-    n: int,
-    tokenizer: PreTrainedTokenizerBase,
-    seed: int = 0,
-    max_length: int = 256,
-    data_files: str | Sequence[str] | None = None,
-) -> tuple[list[list[int]], list[list[int]], list[float]]:
-    """`n` seeded sentence pairs: (first sentences' ids, second sentences' ids, gold scores)."""
+def sample_sts_texts(
+    name: str, n: int, seed: int = 0, data_files: str | Sequence[str] | None = None
+) -> tuple[list[str], list[str], list[float]]:
+    """`n` seeded sentence pairs as text: (first sentences, second sentences, gold scores)."""
     spec = get_spec(name)
     if spec.kind != "sts":
         raise ValueError(f"{name!r} is not a sentence-pair dataset; STS sets: stsb, sick")
@@ -130,9 +130,20 @@ def sample_sts_pairs(
     if missing:
         raise ValueError(f"{name!r} records lack fields {sorted(missing)}; expected {[f1, f2, fs]}")
     chosen = [records[i] for i in choose(len(records), n, seed, name)]
-    first = tokenize([str(r[f1]) for r in chosen], tokenizer, max_length, name)
-    second = tokenize([str(r[f2]) for r in chosen], tokenizer, max_length, name)
-    return first, second, [float(r[fs]) for r in chosen]
+    return [str(r[f1]) for r in chosen], [str(r[f2]) for r in chosen], [float(r[fs]) for r in chosen]
+
+
+def sample_sts_pairs(
+    name: str,
+    n: int,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = 0,
+    max_length: int = 256,
+    data_files: str | Sequence[str] | None = None,
+) -> tuple[list[list[int]], list[list[int]], list[float]]:
+    """`n` seeded sentence pairs: (first sentences' ids, second sentences' ids, gold scores)."""
+    first, second, gold = sample_sts_texts(name, n, seed, data_files)
+    return tokenize(first, tokenizer, max_length, name), tokenize(second, tokenizer, max_length, name), gold
 
 
 def calibration_ids(
@@ -173,3 +184,145 @@ def evaluation_stream(name: str, tokenizer: PreTrainedTokenizerBase, data_files:
     _corpus_texts(name, records)  # validates that there is text at all
     # Keep empty lines: the standard protocol joins WikiText-2's raw lines, blanks included.
     return token_stream([str(r.get("text") or "") for r in records], tokenizer)
+
+
+# --- Text sets (data mode `set`): every text of one set, optionally with human similarity ratings ---
+
+RatedPairs = list[tuple[int, int, float]]
+
+
+@dataclass(frozen=True)
+class RatedSet:
+    """A shipped set of texts with a human similarity matrix over them (row i = text i)."""
+
+    name: str
+    description: str
+    texts: Callable[[], list[str]]
+    similarity: Callable[[], np.ndarray]
+
+
+def _gensim_file(name: str) -> str:
+    from gensim.test.utils import datapath  # gensim is slow to import: only when asked
+
+    return datapath(name)
+
+
+def lee_texts() -> list[str]:
+    """The 50 news documents of Lee, Pincombe & Welsh (2005), one per line of gensim's lee.cor."""
+    lines = Path(_gensim_file("lee.cor")).read_text(encoding="latin-1").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def lee_similarity() -> np.ndarray:
+    """Their 50 × 50 mean human similarity (0-1); the file holds the upper triangle, mirrored here."""
+    upper = np.loadtxt(_gensim_file("similarities0-1.txt"))
+    if np.any(np.tril(upper, -1)):
+        raise ValueError("similarities0-1.txt is expected to hold an upper-triangular matrix")
+    return np.triu(upper) + np.triu(upper, 1).T
+
+
+# Shipped rated sets, usable as the dataset of mode `set` (they belong beside the registry's sets).
+RATED_SETS: dict[str, RatedSet] = {
+    "lee": RatedSet(
+        "lee", "Lee et al. (2005): 50 news documents with mean human similarity ratings (gensim test data)", lee_texts, lee_similarity,
+    ),
+}
+
+
+def set_texts(name: str, data_files: str | Sequence[str] | None = None) -> list[str]:
+    """Every text of a set, in file order (ratings index them): a rated set's documents, a prompt
+    set's formatted prompts, or a corpus's records (each record's `text`, whole)."""
+    if name in RATED_SETS:
+        return RATED_SETS[name].texts()
+    spec = get_spec(name)
+    if spec.kind == "sts":
+        raise ValueError(f"{name!r} is a sentence-pair (STS) dataset; use mode 'sts'")
+    records = load_records(name, data_files)
+    if spec.kind == "prompt":
+        return prompt_texts(name, records)
+    texts = [str(r.get("text") or "") for r in records]
+    for i, text in enumerate(texts):
+        if not text.strip():  # not skipped: ratings index the records, so none may go missing
+            raise ValueError(f"Set {name!r} record {i} has an empty `text`; every record of a set is one text")
+    return texts
+
+
+def read_similarity(path: str | Path) -> np.ndarray | list:
+    """Human ratings from a file: `.json` {"matrix": N × N} or {"pairs": [[i, j, score], ...]},
+    `.npy` (an N × N array) or `.txt` (a whitespace-separated N × N matrix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Similarity file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".txt":
+        return np.loadtxt(path, ndmin=2)
+    if path.suffix != ".json":
+        raise ValueError(f"Unsupported similarity file {str(path)!r}: accepted .json ({{matrix: ...}} or {{pairs: ...}}), .npy, .txt")
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in ("matrix", "pairs"):
+        raise ValueError(f"{str(path)!r} must hold one key, 'matrix' (N × N) or 'pairs' ([[i, j, score], ...])")
+    key, value = next(iter(data.items()))
+    if key == "pairs":
+        return list(value)
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{str(path)!r}: 'matrix' must be N lists of N numbers ({err})") from err
+
+
+def matrix_pairs(matrix: np.ndarray, n_texts: int) -> RatedPairs:
+    """The rated pairs of a symmetric N × N matrix: its upper triangle, row-major (the diagonal is unused)."""
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"Similarity matrix is {' × '.join(map(str, matrix.shape))}, not N × N")
+    if matrix.shape[0] != n_texts:
+        raise ValueError(f"Similarity matrix is {matrix.shape[0]} × {matrix.shape[0]} but the set has {n_texts} texts (one row per text)")
+    off = ~np.eye(n_texts, dtype=bool)
+    if not np.isfinite(matrix[off]).all():
+        raise ValueError("Similarity matrix has NaN/inf off the diagonal; for a partial rating give pairs {\"pairs\": [[i, j, score], ...]}")
+    gap = np.abs(matrix - matrix.T) - 1e-9 * np.maximum(1.0, np.abs(matrix))  # > 0 where not symmetric
+    gap[~off] = -1.0
+    if n_texts and gap.max() > 0:
+        i, j = (int(k) for k in np.unravel_index(int(gap.argmax()), gap.shape))
+        raise ValueError(f"Similarity matrix is not symmetric: [{i}, {j}] = {float(matrix[i, j])!r} but [{j}, {i}] = {float(matrix[j, i])!r}")
+    upper = np.triu_indices(n_texts, 1)
+    return [(int(i), int(j), float(matrix[i, j])) for i, j in zip(*upper, strict=True)]
+
+
+def _index(x: object) -> int | None:
+    """x as a text index when it is a whole number (JSON may write 3 as 3.0), else None."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int):
+        return x
+    return int(x) if isinstance(x, float) and x.is_integer() else None
+
+
+def check_pairs(pairs: Sequence, n_texts: int) -> RatedPairs:
+    """Rated pairs [i, j, score] as (i, j, score) tuples, checked against a set of n_texts texts."""
+    out = []
+    for k, pair in enumerate(pairs):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 3:
+            raise ValueError(f"Rated pair {k} is {pair!r}; expected [i, j, score]")
+        i, j, score = _index(pair[0]), _index(pair[1]), pair[2]
+        if i is None or j is None:
+            raise ValueError(f"Rated pair {k} {list(pair)} has a non-integer text index")
+        if not (0 <= i < n_texts and 0 <= j < n_texts):
+            raise ValueError(f"Rated pair {k} {list(pair)} has a text index outside 0..{n_texts - 1} (the set has {n_texts} texts)")
+        if i == j:
+            raise ValueError(f"Rated pair {k} {list(pair)} rates text {i} with itself")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ValueError(f"Rated pair {k} {list(pair)} has a non-finite or non-numeric score")
+        out.append((i, j, float(score)))
+    return out
+
+
+def rated_pairs(ratings: np.ndarray | Sequence, n_texts: int) -> RatedPairs:
+    """Check human ratings (an N × N matrix or [i, j, score] pairs) against a set of n_texts texts.
+
+    Spearman needs at least 3 rated pairs; fewer is an error, raised before any scoring.
+    """
+    pairs = matrix_pairs(ratings.astype(np.float64), n_texts) if isinstance(ratings, np.ndarray) else check_pairs(ratings, n_texts)
+    if len(pairs) < 3:
+        raise ValueError(f"{len(pairs)} rated pair(s); Spearman needs at least 3")
+    return pairs

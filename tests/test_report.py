@@ -1,0 +1,408 @@
+"""`lit-activation report`: verdicts on constructed runs whose answer is known, statistics by hand, seeded intervals.
+
+Every input is written here, in the writers' layouts (callbacks/counts.py, callbacks/llmdcos.py,
+callbacks/sts.py, lit_activation/comparison.py), with contents built to hold or built not to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lit_activation import findings as F
+from lit_activation import io
+from lit_activation.cli import main as cli_main
+from lit_activation.comparison import HEADER
+from lit_activation.report import main as report_main
+
+SEED, RESAMPLES = 0, 500  # fewer resamples than the default: fast, and still far from every boundary below
+
+
+# ---------------------------------------------------------------------------------------------
+# constructed run directories
+
+
+def counts_run(path: Path, profiles: dict[str, list[int]], gamma: float = 2e-5) -> Path:
+    """A counts run: each dataset's γ counts, and its q0.5 counts at half of them (same shape)."""
+    n_layers = len(next(iter(profiles.values())))
+    datasets = {
+        name: {
+            "n_samples": 64, "layer_counts": counts, "module_counts": {"mlp.down_proj": counts},
+            "quantile_counts": {"q0.5": {"threshold": 1e-6, "layer_counts": [c // 2 for c in counts]}},
+            "log10_histogram": {"lo": -9, "hi": -3, "counts": [[1] * 4] * n_layers, "zeros": [0] * n_layers},
+            "mean_score_per_layer": [1e-6] * n_layers,
+        }
+        for name, counts in profiles.items()
+    }
+    io.write_json(path / "counts.json", {
+        "model": "fake-llama", "target": "max_logit", "gamma": gamma, "n_layers": n_layers, "layer_params": [10_000] * n_layers, "datasets": datasets,
+    })
+    (path / "counts.png").write_bytes(b"\x89PNG fake")
+    return path
+
+
+def noisy(level: list[float], n: int, seed: int, noise: float = 0.01) -> list[list[float]]:
+    """n sample pairs × layers: `level` per layer plus small uniform noise, inside [0, 1]."""
+    rng = random.Random(seed)
+    return [[min(1.0, max(0.0, v + rng.uniform(-noise, noise))) for v in level] for _ in range(n)]
+
+
+def llmdcos_run(path: Path, per_pair: dict[str, list[list[float]]], datasets: list[str], matrix_layers: list[int] | None) -> Path:
+    n_pairs, n_layers = len(next(iter(per_pair.values()))), len(next(iter(per_pair.values()))[0])
+    layers = range(matrix_layers[0], matrix_layers[1] + 1) if matrix_layers else range(n_layers // 2, n_layers - 2)
+
+    def entry(x: str, y: str) -> float:
+        rows = per_pair.get(f"{x}-{y}", per_pair.get(f"{y}-{x}"))
+        return sum(sum(r[i] for i in layers) / len(layers) for r in rows) / len(rows)
+
+    record = {
+        "model": "fake-llama", "datasets": datasets, "n_pairs": n_pairs, "n_layers": n_layers,
+        "matrix": [[entry(x, y) for y in datasets] for x in datasets], "llmdcos": per_pair,
+    }
+    if matrix_layers:
+        record["matrix_layers"] = matrix_layers
+    io.write_json(path / "llmdcos.json", record)
+    for png in ("llmdcos_box.png", "similarity_matrix.png"):
+        (path / png).write_bytes(b"\x89PNG fake")
+    return path
+
+
+def sts_run(path: Path, sign: int, **extra) -> Path:
+    rng = random.Random(3)
+    gold = [i / 40 for i in range(40)]
+    layer_sum = [sign * g * 5 + rng.uniform(-0.05, 0.05) for g in gold]
+    result = stats.spearmanr(layer_sum, gold)
+    io.write_json(path / "sts.json", {
+        "model": "fake-llama", "dataset": "stsb", "n_pairs": len(gold), "layers": [6, 9], "spearman": float(result.statistic),
+        "p_value": float(result.pvalue), "per_layer_spearman": [0.1, 0.2, 0.3], "gold": gold, "layer_sum": layer_sum, **extra,
+    })
+    return path
+
+
+def compare_run(path: Path, perplexity: dict[str, list[float]], calibration: str = "c4", zeroshot: dict[str, dict] | None = None) -> Path:
+    rows = [["dense", 0.0, 0, 8.0, "ppl/wikitext2/test/seqlen64", 0.0, "{}", 1.0]]
+    for method, values in perplexity.items():
+        for seed, ppl in enumerate(values):
+            rows.append([method, 0.5, seed, ppl, "ppl/wikitext2/test/seqlen64", 0.5, json.dumps(zeroshot or {}), 1.0])
+    io.write_csv(path / "results.csv", HEADER, rows)
+    io.write_json(path / "comparison.json", {
+        "fixed": {
+            "model": "fake-llama", "evaluation": "ppl/wikitext2/test/seqlen64", "metric": "wanda",
+            "calibration": {"dataset": calibration, "samples": 4, "seqlen": 32}, "zeroshot": {"protocol": "lm-evaluation-harness"},
+        },
+        "allocations": {}, "resolved_counts": {},
+    })
+    (path / "compare.png").write_bytes(b"\x89PNG fake")
+    return path
+
+
+L = 12
+FALLING = {  # steeply falling with depth; the corpus stays higher in the deep half
+    "boolq": [1200 - 100 * i for i in range(L)],
+    "mmlu": [1300 - 105 * i for i in range(L)],
+    "c4": [1250 - 40 * i for i in range(L)],
+}
+RISING = {  # rising with depth; the corpus lower in the deep half
+    "boolq": [100 + 100 * i for i in range(L)],
+    "mmlu": [120 + 110 * i for i in range(L)],
+    "c4": [100 + 20 * i for i in range(L)],
+}
+N_PAIRS, DEPTH = 24, 9
+DOWN = [0.8] * 3 + [0.5] * 3 + [0.2] * 3  # first third 0.8, last third 0.2
+UP = DOWN[::-1]
+FLAT = [0.6] * DEPTH
+
+
+def holding_llmdcos(path: Path) -> Path:
+    return llmdcos_run(path, {
+        "boolq-boolq": noisy(FLAT, N_PAIRS, 1), "boolq-humaneval": noisy(DOWN, N_PAIRS, 2), "humaneval-humaneval": noisy(FLAT, N_PAIRS, 3),
+    }, ["boolq", "humaneval"], [6, 8])
+
+
+def failing_llmdcos(path: Path) -> Path:
+    return llmdcos_run(path, {  # cross-domain rises; same-domain falls; in deep layers the other dataset is closer
+        "boolq-boolq": noisy(DOWN, N_PAIRS, 1), "boolq-humaneval": noisy(UP, N_PAIRS, 2), "humaneval-humaneval": noisy(DOWN, N_PAIRS, 3),
+    }, ["boolq", "humaneval"], [6, 8])
+
+
+def make(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "runs" / name / "version_0"
+    path.mkdir(parents=True)
+    return path
+
+
+def run_report(tmp_path: Path, *dirs: Path, seed: int = SEED) -> tuple[Path, dict]:
+    path = report_main([*map(str, dirs), "--output", str(tmp_path / "reports"), "--seed", str(seed), "--resamples", str(RESAMPLES)])
+    return path, json.loads((path.parent / "report.json").read_text())
+
+
+def verdicts(record: dict, section: str) -> list[str]:
+    return [a["verdict"] for a in record["sections"][section]["summary"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics against hand computation
+
+
+def test_finding1_statistics_match_hand_computation():
+    counts = [50, 900, 1000, 700, 650, 600, 300, 200, 100, 80]
+    a = F.count_profile("c", counts, seed=SEED, resamples=RESAMPLES)
+    shallow, deep = counts[:5], counts[5:]
+    ms, md = sum(shallow) / 5, sum(deep) / 5
+    assert a.detail["peak_layer"] == 2
+    assert a.detail["shallow_mean"] == pytest.approx(ms) and a.detail["deep_mean"] == pytest.approx(md)
+    assert a.detail["ratio"] == pytest.approx((ms + 1) / (md + 1))
+    assert a.statistic == pytest.approx(math.log((ms + 1) / (md + 1)))
+    assert a.detail["first_layer_below_next_two"] is True
+    assert a.interval[0] <= a.statistic <= a.interval[1]
+    odd = F.count_profile("c", [5, 4, 3, 99, 2, 1, 0], seed=SEED, resamples=RESAMPLES)  # odd depth: the middle layer is in neither half
+    assert odd.detail["shallow_mean"] == pytest.approx(4.0) and odd.detail["deep_mean"] == pytest.approx(1.0)
+
+
+def test_finding2_and_3_statistics_match_hand_computation():
+    rows_cross, rows_self = noisy(DOWN, N_PAIRS, 2, noise=0.05), noisy(FLAT, N_PAIRS, 1, noise=0.05)
+    a = F.depth_drop("c", rows_cross, same_domain=False, seed=SEED, resamples=RESAMPLES)
+    drops = [sum(r[:3]) / 3 - sum(r[6:]) / 3 for r in rows_cross]
+    assert a.statistic == pytest.approx(sum(drops) / len(drops))
+    assert a.detail["first_layers"] == [0, 2] and a.detail["last_layers"] == [6, 8]
+    deep = [6, 7, 8]
+    own = [sum(r[i] for i in deep) / 3 for r in rows_self]
+    other = [sum(r[i] for i in deep) / 3 for r in rows_cross]
+    m = F.self_margin("c", own, {"x": other}, seed=SEED, resamples=RESAMPLES)
+    assert m.statistic == pytest.approx(sum(own) / len(own) - sum(other) / len(other))
+
+
+def test_sts_interval_centres_on_scipy_rho_and_ties_match_scipy():
+    x, y = [1, 2, 2, 3, 5, 4, 7, 7, 9], [2, 1, 3, 3, 4, 6, 5, 8, 9]
+    assert float(F._rank_correlation(np.array(x, float), np.array(y, float))) == pytest.approx(stats.spearmanr(x, y).statistic)
+    a = F.sts_correlation("c", None, None, x, y, seed=SEED, resamples=RESAMPLES)
+    assert a.statistic == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert a.detail["p_value"] == pytest.approx(stats.spearmanr(x, y).pvalue)
+
+
+def test_seeded_bootstrap_is_reproducible():
+    values = noisy(DOWN, N_PAIRS, 2, noise=0.3)
+    one = F.depth_drop("c", values, same_domain=False, seed=7, resamples=RESAMPLES)
+    two = F.depth_drop("c", values, same_domain=False, seed=7, resamples=RESAMPLES)
+    other = F.depth_drop("c", values, same_domain=False, seed=8, resamples=RESAMPLES)
+    assert one.interval == two.interval
+    assert other.interval != one.interval
+
+
+def test_combine_is_held_only_when_every_part_is():
+    held, no, unsure = (F.Assessment("p", v) for v in (F.HELD, F.NOT_HELD, F.INCONCLUSIVE))
+    assert F.combine("c", [held, held]).verdict == F.HELD
+    assert F.combine("c", [held, unsure]).verdict == F.INCONCLUSIVE
+    assert F.combine("c", [held, unsure, no]).verdict == F.NOT_HELD
+    assert F.combine("c", [F.cannot("p", "why")]).verdict == F.CANNOT
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts on whole reports
+
+
+def test_profiles_built_to_hold_are_held(tmp_path):
+    dirs = [
+        counts_run(make(tmp_path, "counts"), FALLING), holding_llmdcos(make(tmp_path, "llmdcos")),
+        sts_run(make(tmp_path, "sts"), +1), compare_run(tmp_path / "compare", {"uniform": [10.0, 10.1, 9.9], "activation": [9.0, 9.1, 8.9]}),
+    ]
+    path, record = run_report(tmp_path, *dirs)
+    assert verdicts(record, "finding1") == [F.HELD, F.HELD]
+    assert verdicts(record, "finding2") == [F.HELD, F.HELD]
+    assert verdicts(record, "finding3") == [F.HELD]
+    assert verdicts(record, "validation3") == [F.HELD]
+    assert verdicts(record, "validation1") == [F.HELD]
+    assert verdicts(record, "validation2") == [F.NOT_RUN]
+    # the report's own numbers are the hand-computed ones
+    boolq = next(p for p in record["sections"]["finding1"]["parts"] if p["detail"].get("dataset") == "boolq" and p["detail"]["threshold"].startswith("γ"))
+    counts = FALLING["boolq"]
+    ms, md = sum(counts[:6]) / 6, sum(counts[6:]) / 6
+    assert boolq["statistic"] == pytest.approx(math.log((ms + 1) / (md + 1)))
+    v1 = record["sections"]["validation1"]["parts"][0]
+    assert v1["statistic"] == pytest.approx(-1.0) and v1["detail"]["spread"] == pytest.approx(0.2)
+    text = path.read_text()
+    assert "## Validation 2" in text and "not run" in text
+
+
+def test_profiles_built_not_to_hold_are_not_held(tmp_path):
+    dirs = [
+        counts_run(make(tmp_path, "counts"), RISING), failing_llmdcos(make(tmp_path, "llmdcos")),
+        sts_run(make(tmp_path, "sts"), -1), compare_run(tmp_path / "compare", {"uniform": [9.0, 9.1, 8.9], "activation": [10.0, 10.1, 9.9]}),
+    ]
+    _, record = run_report(tmp_path, *dirs)
+    assert verdicts(record, "finding1") == [F.NOT_HELD, F.NOT_HELD]
+    assert verdicts(record, "finding2") == [F.NOT_HELD, F.NOT_HELD]
+    assert verdicts(record, "finding3") == [F.NOT_HELD]
+    assert verdicts(record, "validation3") == [F.NOT_HELD]
+    assert verdicts(record, "validation1") == [F.NOT_HELD]
+
+
+def test_same_seed_gives_the_same_report_statistics(tmp_path):
+    dirs = [counts_run(make(tmp_path, "counts"), FALLING), holding_llmdcos(make(tmp_path, "llmdcos"))]
+    first, a = run_report(tmp_path, *dirs)
+    second, b = run_report(tmp_path, *dirs)
+    assert first.parent.name == "version_0" and second.parent.name == "version_1"  # never overwritten
+    assert a["sections"] == b["sections"]
+
+
+def test_missing_runs_say_not_run_and_missing_fields_cannot_assess(tmp_path):
+    path, record = run_report(tmp_path, llmdcos_run(make(tmp_path, "llmdcos"), {"a-a": noisy(FLAT, 5, 1), "a-b": noisy(DOWN, 5, 2), "b-b": noisy(FLAT, 5, 3)},
+                                                    ["a", "b"], None))
+    for section in ("finding1", "validation1", "validation2", "validation3", "allpairs", "zeroshot"):
+        assert verdicts(record, section) in ([F.NOT_RUN], []), section
+    (f3,) = record["sections"]["finding3"]["summary"]
+    assert f3["verdict"] == F.CANNOT and "matrix_layers" in f3["reason"]
+    text = path.read_text()
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    assert all(len(s.strip().splitlines()) > 1 for s in sections), "no empty section"
+    assert "cannot assess: llmdcos.json in" in text
+
+
+def test_one_seed_is_inconclusive_and_calibration_sets_are_compared(tmp_path):
+    zs_mmlu = {"mmlu": {"acc": 0.45, "acc_stderr": 0.01}, "siqa": {"acc": 0.40, "acc_stderr": 0.01}}
+    zs_siqa = {"mmlu": {"acc": 0.38, "acc_stderr": 0.01}, "siqa": {"acc": 0.47, "acc_stderr": 0.01}}
+    mmlu = compare_run(tmp_path / "cmp_mmlu", {"uniform": [10.0], "activation": [9.0]}, "mmlu", zs_mmlu)
+    siqa = compare_run(tmp_path / "cmp_siqa", {"uniform": [10.0], "activation": [9.0]}, "siqa", zs_siqa)
+    _, record = run_report(tmp_path, mmlu, siqa)
+    labels = [a["label"] for a in record["sections"]["validation1"]["summary"]]
+    assert labels == ["inconclusive (1 seed)"] * 2
+    assert all(p["label"] == "inconclusive (1 seed)" for p in record["sections"]["validation1"]["parts"])
+    v2 = record["sections"]["validation2"]
+    assert [a["verdict"] for a in v2["summary"]] == [F.HELD, F.HELD]  # uniform and activation, each: mmlu helps mmlu, siqa helps siqa
+    diff = next(p for p in v2["parts"] if p["detail"]["task"] == "mmlu")
+    assert diff["statistic"] == pytest.approx(0.07)
+    assert diff["interval"][0] == pytest.approx(0.07 - F.Z95 * math.sqrt(2) * 0.01)
+
+
+def test_sts_baselines_are_shown_when_present(tmp_path):
+    gold = [i / 40 for i in range(40)]
+    tfidf = [g if i % 2 else 1 - g for i, g in enumerate(gold)]  # half the pairs in reverse order: a weak baseline
+    run = sts_run(make(tmp_path, "sts"), +1, tfidf_spearman=float(stats.spearmanr(tfidf, gold).statistic), tfidf_p_value=1e-3, tfidf=tfidf,
+                  hidden_spearman=0.2, hidden_per_layer_spearman=[0.1, 0.5, 0.3])
+    path, record = run_report(tmp_path, run)
+    (v3,) = record["sections"]["validation3"]["summary"]
+    assert v3["detail"]["baselines"]["hidden_spearman"] == 0.2 and "tfidf" not in v3["detail"]["baselines"]  # per-pair lists stay out
+    versus = v3["detail"]["versus_baselines"]["tfidf"]
+    ours = json.loads((run / "sts.json").read_text())
+    expected = stats.spearmanr(ours["layer_sum"], gold).statistic - stats.spearmanr(tfidf, gold).statistic
+    assert versus["difference"] == pytest.approx(expected) and versus["interval"][0] > 0
+    assert "hidden" not in v3["detail"]["versus_baselines"]  # no hidden_layer_sum stored: no difference claimed
+    assert "0.5 (layer 1)" in path.read_text()
+
+
+def test_figures_are_linked_relative_to_the_report(tmp_path):
+    path, _ = run_report(tmp_path, counts_run(make(tmp_path, "counts"), FALLING), holding_llmdcos(make(tmp_path, "llmdcos")))
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", path.read_text())
+    assert sorted(Path(link).name for link in links) == ["counts.png", "llmdcos_box.png", "similarity_matrix.png"]
+    assert all(not Path(link).is_absolute() and (path.parent / link).is_file() for link in links)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def test_cli_prints_the_report_path_last(tmp_path, capsys):
+    run = counts_run(make(tmp_path, "counts"), FALLING)
+    cli_main(["report", str(run), "--output", str(tmp_path / "out"), "--resamples", "200"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == str(tmp_path / "out" / "version_0" / "report.md") and Path(last).is_file()
+
+
+def test_a_logger_dir_stands_for_its_newest_run_with_results(tmp_path, capsys):
+    older = counts_run(make(tmp_path, "counts"), RISING)
+    for n in (2, 10, 11):
+        (older.parent / f"version_{n}").mkdir()
+    counts_run(older.parent / "version_2", RISING)
+    newest = counts_run(older.parent / "version_10", FALLING)  # numerically newest: 10 > 2
+    # version_11 stays empty: an interrupted run without results is passed over
+    path = report_main([str(older.parent), "--output", str(tmp_path / "reports"), "--resamples", str(RESAMPLES)])
+    record = json.loads((path.parent / "report.json").read_text())
+    assert [run["path"] for run in record["inputs"]] == [str(newest)]
+    assert f"reading its newest run, {newest.name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("make_dir, expected", [
+    (lambda p: p.mkdir() or p, "holds none of the files report reads: counts.json"),
+    (lambda p: p, "does not exist"),
+    (lambda p: (p / "version_0").mkdir(parents=True) or p, "holds none of the files report reads"),  # an empty version
+])
+def test_a_bad_run_dir_is_one_error_line_with_status_2(tmp_path, capsys, make_dir, expected):
+    bad = make_dir(tmp_path / "bad")
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["report", str(bad), "--output", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(bad) in err[0] and expected in err[0]
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_bad_options_are_one_error_line(tmp_path, capsys):
+    run = counts_run(make(tmp_path, "counts"), FALLING)
+    for args in (["--resamples", "5"], ["--seed", "x"], []):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["report", *([str(run)] if args else []), *args])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+
+
+def test_corpora_vs_tasks_pools_counts_runs_and_is_not_run_without_a_corpus(tmp_path):
+    tasks = counts_run(make(tmp_path, "counts"), {k: FALLING[k] for k in ("boolq", "mmlu")})
+    _, record = run_report(tmp_path, tasks)
+    assert verdicts(record, "finding1") == [F.HELD, F.NOT_RUN]
+    corpora = counts_run(make(tmp_path, "counts_corpora"), {k: FALLING[k] for k in ("c4", "boolq")})  # boolq twice: kept apart, by run
+    _, record = run_report(tmp_path, tasks, corpora)
+    assert verdicts(record, "finding1") == [F.HELD, F.HELD]
+    names = {p["detail"].get("dataset") for p in record["sections"]["finding1"]["parts"]}
+    assert {"boolq [run 1]", "boolq [run 2]", "mmlu", "c4"} <= names
+
+
+def test_validate_runs_with_zero_shot_feed_validation_2_by_protocol(tmp_path):
+    for calib, accs in (("mmlu", {"mmlu": 0.50, "siqa": 0.40}), ("siqa", {"mmlu": 0.40, "siqa": 0.50})):
+        run = make(tmp_path, f"prune_{calib}")
+        io.write_json(run / "pruning.json", {"model": "fake-llama", "method": "activation", "target_sparsity": 0.5,
+                                             "calibration": {"dataset": calib, "seed": 0}})
+        io.write_json(run / "zeroshot.json", {"protocol": "paper", "tasks": list(accs), "results": {t: {"acc": a, "n": 256} for t, a in accs.items()}})
+    path, record = run_report(tmp_path, tmp_path / "runs" / "prune_mmlu" / "version_0", tmp_path / "runs" / "prune_siqa" / "version_0")
+    (v2,) = record["sections"]["validation2"]["summary"]
+    assert v2["verdict"] == F.HELD and "paper" in v2["claim"]
+    se = math.sqrt(0.5 * 0.5 / 256) ** 2 + math.sqrt(0.4 * 0.6 / 256) ** 2
+    part = record["sections"]["validation2"]["parts"][0]
+    assert part["interval"][0] == pytest.approx(0.1 - F.Z95 * math.sqrt(se))
+    assert "| paper |" in path.read_text()  # the zero-shot table names the protocol
+
+
+def test_allpairs_is_read_defensively_and_shown_without_a_verdict(tmp_path):
+    run = make(tmp_path, "allpairs")
+    io.write_json(run / "allpairs.json", {"model": "fake-llama", "n_pairs": 10, "llmdcos_per_layer_spearman": [0.1, 0.4, None],
+                                          "tfidf_spearman": 0.3, "something_else": {"x": 1}})
+    (run / "allpairs_layers.png").write_bytes(b"\x89PNG fake")
+    path, record = run_report(tmp_path, run)
+    assert record["sections"]["allpairs"]["summary"] == []
+    text = path.read_text()
+    assert "0.4 (layer 1)" in text and "tfidf_spearman | 0.3" in text and "allpairs_layers.png" in text
+
+
+def test_a_broken_run_file_is_one_error_line(tmp_path, capsys):
+    run = make(tmp_path, "counts")
+    (run / "counts.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit):
+        cli_main(["report", str(run), "--output", str(tmp_path / "out")])
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("error: ") and "counts.json holds a JSON list" in err
+
+
+def test_a_counts_run_without_datasets_cannot_be_assessed(tmp_path):
+    run = make(tmp_path, "counts")
+    io.write_json(run / "counts.json", {"model": "fake-llama", "gamma": 2e-5, "n_layers": 12})
+    path, record = run_report(tmp_path, run)
+    (f1,) = record["sections"]["finding1"]["summary"]
+    assert f1["verdict"] == F.CANNOT and "lacks 'datasets'" in f1["reason"]
+    assert "cannot assess" in path.read_text()
