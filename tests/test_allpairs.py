@@ -111,7 +111,8 @@ def test_rated_pairs_and_unrated_sets(tmp_path):
     assert rated["spearman"] == stats.spearmanr(rated["layer_sum"], [0.2, 0.9, 0.4]).statistic
     unrated, _ = run_set(tmp_path, None, name="unrated")
     assert "spearman" not in unrated and "ratings" not in unrated
-    np.testing.assert_allclose(unrated["llmdcos"], rated["llmdcos"], rtol=1e-12)  # the same texts, the same scores
+    # the same texts, the same scores: to rounding (not bit for bit, so that it holds under tests/nudge.py too)
+    np.testing.assert_allclose(unrated["llmdcos"], rated["llmdcos"], rtol=1e-5)
     assert np.array_equal(llmdcos, np.swapaxes(llmdcos, 1, 2))  # made exactly symmetric
 
 

@@ -25,8 +25,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from lit_activation.data.embedded import RATED_SETS
 from lit_activation.data.registry import get_spec
-from lit_activation.data.samples import RATED_SETS, RatedPairs, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
+from lit_activation.data.samples import RatedPairs, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
 from lit_activation.models import EMBEDDED_DEFAULT, load_tokenizer
 
 Mode = Literal["single", "pairs", "sts", "set"]
@@ -97,7 +98,7 @@ class ActivationDataModule(LightningDataModule):
 
     Args:
         datasets: registered dataset names (see `lit_activation.data.registry.REGISTRY`); mode `set`
-            also takes a shipped rated set (`lit_activation.data.samples.RATED_SETS`: lee).
+            also takes a shipped rated set (`lit_activation.data.embedded.RATED_SETS`: lee).
         tokenizer: model name or path whose tokenizer is used; None takes the LightningModule's `model`.
         mode: `single`, `pairs`, `sts` or `set` (see the module docstring).
         num_samples: samples per dataset (pairs per dataset pair in `pairs`/`sts`); paper: 64.

@@ -5,6 +5,8 @@ Each set is named as what it is; none of them is WikiText-2 or C4:
 - `wiki`: 106 Wikipedia articles from gensim's test dump; the offline stand-in for wikitext2.
 - `news`: 300 news articles (gensim's Lee background corpus); the offline stand-in for c4.
 - `reviews`: 200 movie-review sentences (gensim's Pang & Lee polarity sample), labels removed.
+- `lee` (mode `set` only): Lee, Pincombe & Welsh's 50 news documents with their mean human
+  similarity ratings (gensim's test data), for the all-pairs job.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import bz2
 import gzip
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+import numpy as np
 
 _WIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
@@ -75,3 +81,35 @@ def reviews_records() -> tuple[dict, ...]:
         if text:
             records.append({"text": text.strip(), "label": label.removeprefix("__label__")})
     return tuple(records)
+
+
+@dataclass(frozen=True)
+class RatedSet:
+    """A shipped set of texts with a human similarity matrix over them (row i = text i)."""
+
+    name: str
+    description: str
+    texts: Callable[[], list[str]]
+    similarity: Callable[[], np.ndarray]
+
+
+def lee_texts() -> list[str]:
+    """The 50 news documents of Lee, Pincombe & Welsh (2005), one per line of gensim's lee.cor."""
+    lines = Path(_gensim_file("lee.cor")).read_text(encoding="latin-1").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def lee_similarity() -> np.ndarray:
+    """Their 50 × 50 mean human similarity (0-1); the file holds the upper triangle, mirrored here."""
+    upper = np.loadtxt(_gensim_file("similarities0-1.txt"))
+    if np.any(np.tril(upper, -1)):
+        raise ValueError("similarities0-1.txt is expected to hold an upper-triangular matrix")
+    return np.triu(upper) + np.triu(upper, 1).T
+
+
+# Shipped rated sets, usable as the dataset of mode `set` (they belong beside the registry's sets).
+RATED_SETS: dict[str, RatedSet] = {
+    "lee": RatedSet(
+        "lee", "Lee et al. (2005): 50 news documents with mean human similarity ratings (gensim test data)", lee_texts, lee_similarity,
+    ),
+}

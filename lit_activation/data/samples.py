@@ -9,14 +9,14 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from lit_activation.data.embedded import RATED_SETS
 from lit_activation.data.registry import get_spec, load_records
 
 log = logging.getLogger(__name__)
@@ -189,44 +189,6 @@ def evaluation_stream(name: str, tokenizer: PreTrainedTokenizerBase, data_files:
 # --- Text sets (data mode `set`): every text of one set, optionally with human similarity ratings ---
 
 RatedPairs = list[tuple[int, int, float]]
-
-
-@dataclass(frozen=True)
-class RatedSet:
-    """A shipped set of texts with a human similarity matrix over them (row i = text i)."""
-
-    name: str
-    description: str
-    texts: Callable[[], list[str]]
-    similarity: Callable[[], np.ndarray]
-
-
-def _gensim_file(name: str) -> str:
-    from gensim.test.utils import datapath  # gensim is slow to import: only when asked
-
-    return datapath(name)
-
-
-def lee_texts() -> list[str]:
-    """The 50 news documents of Lee, Pincombe & Welsh (2005), one per line of gensim's lee.cor."""
-    lines = Path(_gensim_file("lee.cor")).read_text(encoding="latin-1").splitlines()
-    return [line.strip() for line in lines if line.strip()]
-
-
-def lee_similarity() -> np.ndarray:
-    """Their 50 × 50 mean human similarity (0-1); the file holds the upper triangle, mirrored here."""
-    upper = np.loadtxt(_gensim_file("similarities0-1.txt"))
-    if np.any(np.tril(upper, -1)):
-        raise ValueError("similarities0-1.txt is expected to hold an upper-triangular matrix")
-    return np.triu(upper) + np.triu(upper, 1).T
-
-
-# Shipped rated sets, usable as the dataset of mode `set` (they belong beside the registry's sets).
-RATED_SETS: dict[str, RatedSet] = {
-    "lee": RatedSet(
-        "lee", "Lee et al. (2005): 50 news documents with mean human similarity ratings (gensim test data)", lee_texts, lee_similarity,
-    ),
-}
 
 
 def set_texts(name: str, data_files: str | Sequence[str] | None = None) -> list[str]:
