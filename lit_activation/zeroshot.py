@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lit_activation.data import prompts
+
 ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
 ACC_NORM = ACC + [{"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
 
@@ -158,10 +160,6 @@ def _require(task: str, record: Mapping[str, Any], fields: Sequence[str], where:
             raise ValueError(f"Task {task!r}: {where} lacks field {name!r}; the paper protocol reads {list(fields)}")
 
 
-def _listed(choices: Sequence[str], labels: Sequence[str]) -> str:
-    return "".join(f"\n{label}. {choice}" for label, choice in zip(labels, choices, strict=True))
-
-
 def _choices(task: str, record: Mapping[str, Any]) -> list[str]:
     """The answer options in label order; their count must match the task's labels."""
     options = {
@@ -175,31 +173,26 @@ def _choices(task: str, record: Mapping[str, Any]) -> list[str]:
     return [str(o) for o in options]
 
 
-def _mmlu_question(record: Mapping[str, Any]) -> str:
-    return f"{record['question']}{_listed(_choices('mmlu', record), PAPER_LABELS['mmlu'])}\nAnswer:"
-
-
 def paper_prompt(task: str, record: Mapping[str, Any], demonstrations: Sequence[Mapping[str, Any]] = ()) -> str:
     """The prompt the paper's scorer reads, ending in `Answer:` (docs/method.md §6).
 
-    BoolQ, SIQA, HellaSwag and MMLU are the §7 formats; PIQA lists its options as `0.`/`1.`, the
-    labels it is scored on. MMLU puts `demonstrations` (with their answers) after the header, each
-    followed by a blank line, as in the standard 5-shot MMLU prompt; other tasks ignore them.
+    BoolQ, SIQA, HellaSwag and MMLU are the §7 formats (lit_activation.data.prompts); PIQA lists its
+    options as `0.`/`1.`, the labels it is scored on. MMLU puts `demonstrations` (with their
+    answers) after the header, each followed by a blank line, as in the standard 5-shot MMLU
+    prompt; other tasks ignore them.
     """
-    r = record
-    if task == "boolq":
-        return f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:"
+    if task not in PAPER_LABELS:
+        raise ValueError(f"Task {task!r} has no label scheme in the paper protocol; accepted: {sorted(PAPER_LABELS)}")
+    if task != "boolq":
+        _choices(task, record)  # a wrong number of options fails here, naming the task
     if task == "piqa":
-        return f"{r['goal']}{_listed(_choices(task, r), PAPER_LABELS[task])}\nAnswer:"
-    if task == "siqa":
-        return f"{r['context']}\nQuestion: {r['question']}{_listed(_choices(task, r), PAPER_LABELS[task])}\nAnswer:"
-    if task == "hellaswag":
-        return f"{r['ctx']}{_listed(_choices(task, r), PAPER_LABELS[task])}\nAnswer:"
+        return f"{record['goal']}\n0. {record['sol1']}\n1. {record['sol2']}\nAnswer:"
     if task == "mmlu":
-        subject = str(r["subject"]).replace("_", " ")
-        shots = "".join(f"{_mmlu_question(d)} {PAPER_LABELS['mmlu'][paper_gold('mmlu', d)]}\n\n" for d in demonstrations)
-        return f"The following are multiple choice questions (with answers) about {subject}.\n\n{shots}{_mmlu_question(r)}"
-    raise ValueError(f"Task {task!r} has no label scheme in the paper protocol; accepted: {sorted(PAPER_LABELS)}")
+        for d in demonstrations:
+            _choices(task, d)
+        shots = "".join(f"{prompts.mmlu_question(d)} {PAPER_LABELS['mmlu'][paper_gold('mmlu', d)]}\n\n" for d in demonstrations)
+        return f"{prompts.mmlu_header(str(record['subject']))}{shots}{prompts.mmlu_question(record)}"
+    return getattr(prompts, task)(record)
 
 
 def paper_gold(task: str, record: Mapping[str, Any]) -> int:
@@ -258,7 +251,8 @@ def paper_items(
     chosen = seeded_sample(records, n, seed)
     for i in chosen:
         _require(task, records[i], PAPER_FIELDS[task], f"record {i}")
-    return [paper_prompt(task, records[i], shots) for i in chosen], [paper_gold(task, records[i]) for i in chosen]
+    gold = [paper_gold(task, records[i]) for i in chosen]  # first: a bad label is named here, not by a prompt format
+    return [paper_prompt(task, records[i], shots) for i in chosen], gold
 
 
 @contextmanager

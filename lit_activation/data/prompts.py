@@ -27,11 +27,19 @@ def boolq(r: Record, with_answer: bool = False) -> str:
     return f"{r['passage']}\nQuestion: {r['question']}?\nAnswer:{answer}"
 
 
+def mmlu_header(subject: str) -> str:
+    """The MMLU header naming the subject (underscores as spaces), then a blank line."""
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def mmlu_question(r: Record) -> str:
+    """One MMLU question: the question, lettered choices, then `Answer:` (no header)."""
+    return f"{r['question']}{_options(r['choices'])}\nAnswer:"
+
+
 def mmlu(r: Record, with_answer: bool = False) -> str:
     """The MMLU header with the subject, the question, lettered choices, then `Answer:`."""
-    subject = str(r.get("subject", "")).replace("_", " ")
-    head = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
-    return f"{head}{r['question']}{_options(r['choices'])}\nAnswer:{_answer(r.get('answer'), with_answer)}"
+    return f"{mmlu_header(str(r.get('subject', '')))}{mmlu_question(r)}{_answer(r.get('answer'), with_answer)}"
 
 
 def humaneval(r: Record, with_answer: bool = False) -> str:
