@@ -115,13 +115,16 @@ def load_run(index: int, path: Path) -> Run:
     return Run(index, path, data)
 
 
+def versions(parent: Path) -> list[tuple[int, Path]]:
+    """The version_N entries under `parent` (the logger's layout), as (N, path), highest first; a stray
+    file of that name counts too, so that a new version never tries to take its name."""
+    found = [(int(m.group(1)), p) for p in parent.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    return sorted(found, reverse=True)
+
+
 def newest_version(path: Path) -> Path | None:
     """The highest-numbered version_N under `path` that holds a file report reads (None if there is none)."""
-    versions = [(int(m.group(1)), p) for p in path.iterdir() if p.is_dir() and (m := re.fullmatch(r"version_(\d+)", p.name))]
-    for _, version in sorted(versions, reverse=True):
-        if any((version / name).is_file() for name in KINDS):
-            return version
-    return None
+    return next((v for _, v in versions(path) if any((v / name).is_file() for name in KINDS)), None)
 
 
 def _need(obj: Any, key: str, where: str) -> Any:
@@ -696,8 +699,7 @@ def next_version(parent: Path) -> Path:
     """Create and return parent/version_N, N one above the highest there (claimed atomically by mkdir)."""
     parent.mkdir(parents=True, exist_ok=True)
     while True:
-        taken = [int(m.group(1)) for p in parent.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
-        path = parent / f"version_{max(taken, default=-1) + 1}"
+        path = parent / f"version_{max((n for n, _ in versions(parent)), default=-1) + 1}"
         try:
             path.mkdir()
             return path
