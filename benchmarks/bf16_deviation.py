@@ -19,9 +19,8 @@ import torch
 
 from lit_activation.counts import layer_counts
 from lit_activation.data.samples import sample_inputs
+from lit_activation.engine import EngineSettings, LayerGram, ScoreSum, stream_taylor_scores
 from lit_activation.models import layer_map, linear_modules, load_causal_lm
-from lit_activation.reduce import LayerGram, ScoreSum
-from lit_activation.scores import stream_taylor_scores
 from lit_activation.similarity import cosine_from_gram, interleave
 
 
@@ -32,7 +31,8 @@ def mean_scores(model: torch.nn.Module, ids: torch.Tensor, batch: int, compute: 
     for start in range(0, ids.shape[0], batch):
         rows = slice(start, start + batch)
         sums.begin(ids[rows].shape[0])
-        stream_taylor_scores(model, ids[rows], mask[rows], sums.update, compute_dtype=compute)
+        stream_taylor_scores(model, ids[rows], mask[rows], sums.update, EngineSettings(compute_dtype=str(compute).removeprefix("torch.")))
+        sums.end()
     return sums.means()
 
 
@@ -42,7 +42,8 @@ def pair_llmdcos(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, compu
     layer_of, _, n_layers = layer_map(model)
     gram = LayerGram(layer_of, n_layers)
     gram.begin(a.shape[0], 2, ids.device)
-    stream_taylor_scores(model, ids, mask, gram.update, compute_dtype=compute)
+    stream_taylor_scores(model, ids, mask, gram.update, EngineSettings(compute_dtype=str(compute).removeprefix("torch.")))
+    gram.end()
     return cosine_from_gram(gram.gram.double())[..., 0, 1]
 
 

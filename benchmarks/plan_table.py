@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from lit_activation.architectures import model_config
+from lit_activation.engine import EngineSettings
 from lit_activation.memory import GB
 from lit_activation.plan import Evaluation, Job, Pruning, Scoring, plan_memory
 
@@ -26,8 +27,8 @@ WORKLOADS = {
 def row(model: str, workload: str, devices: int, sharded: bool, memory_gb: float, checkpoint_blocks: bool) -> str:
     """One Markdown table row: the plan's largest phase and its main items."""
     job = Job(
-        model=model, dtype="bfloat16", device_type="cuda", devices=devices, sharded=sharded, checkpoint_blocks=checkpoint_blocks,
-        **WORKLOADS[workload],
+        model=model, dtype="bfloat16", engine=EngineSettings(checkpoint_blocks=checkpoint_blocks), device_type="cuda", devices=devices,
+        sharded=sharded, **WORKLOADS[workload],
     )
     plan = plan_memory(job, model_config(model), int(memory_gb * GB))
     phase, peak = plan.peak()
@@ -36,7 +37,8 @@ def row(model: str, workload: str, devices: int, sharded: bool, memory_gb: float
     state = items.get("Finding 1 sums (fp32)", 0) / GB
     work = sum(v for k, v in items.items() if k.startswith(("activations", "calibration", "forward", "loss", "OWL"))) / GB
     verdict = "yes" if plan.fits() else "**no**"
-    return f"| {model} | {workload} | {phase} | {weights:.1f} | {state:.1f} | {work:.1f} | {peak / GB:.1f} | {verdict} |"
+    host = max(plan.host.values()) / GB
+    return f"| {model} | {workload} | {phase} | {weights:.1f} | {state:.1f} | {work:.1f} | {peak / GB:.1f} | {verdict} | {host:.1f} | {host * devices:.1f} |"
 
 
 def main() -> None:
@@ -51,8 +53,8 @@ def main() -> None:
     where = f"{args.devices} × {args.memory_gb:g} GB" + (" (sharded)" if args.sharded else "")
     where += ", blocks recomputed" if args.checkpoint_blocks else ""
     print(f"Per device, {where}; GB = 2^30 bytes\n")
-    print("| model | job | peak phase | weights | Finding 1 sums | activations / buffers | peak | fits |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | job | peak phase | weights | Finding 1 sums | activations / buffers | peak | fits | host per rank | host per node |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for workload in args.workloads:
             print(row(model, workload, args.devices, args.sharded, args.memory_gb, args.checkpoint_blocks), flush=True)

@@ -29,9 +29,8 @@ from queue import Empty
 import torch
 from machine import describe, peak_memory_gb, sync
 
+from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 from lit_activation.models import linear_modules, load_causal_lm, resolve_dtype, weight_out_in
-from lit_activation.reduce import ScoreSum
-from lit_activation.scores import stream_taylor_scores
 
 
 def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -54,13 +53,14 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
     return model, torch.tensor(sample_inputs("wiki", args.samples, tokenizer, seed=0, window=args.tokens), device=args.device)
 
 
-def run_batched(model: torch.nn.Module, ids: torch.Tensor, batch: int, compute: torch.dtype, tile_mb: float | None) -> ScoreSum:
+def run_batched(model: torch.nn.Module, ids: torch.Tensor, batch: int, settings: EngineSettings) -> ScoreSum:
     modules = linear_modules(model)
     sums = ScoreSum(modules)
     for start in range(0, ids.shape[0], batch):
         chunk = ids[start : start + batch]
         sums.begin(chunk.shape[0])
-        stream_taylor_scores(model, chunk, torch.ones_like(chunk), sums.update, modules=modules, compute_dtype=compute, tile_mb=tile_mb)
+        stream_taylor_scores(model, chunk, torch.ones_like(chunk), sums.update, settings, modules)
+        sums.end()
     return sums
 
 
@@ -112,9 +112,10 @@ def worker(method: str, batch: int, tile_mb: float | None, args: argparse.Namesp
     torch.manual_seed(0)
     model, ids = build(args)
     compute = resolve_dtype(args.compute_dtype)
+    settings = EngineSettings(compute_dtype=args.compute_dtype, matmul=args.matmul, tile_mb=tile_mb)
     # The bound is timed before and after the runs and the smaller kept: a conservative fraction.
     bound = bound_seconds(model, batch, args.tokens, compute, args.device) if method != "paper" else None
-    run = (lambda x: run_paper(model, x)) if method == "paper" else (lambda x: run_batched(model, x, batch, compute, tile_mb))
+    run = (lambda x: run_paper(model, x)) if method == "paper" else (lambda x: run_batched(model, x, batch, settings))
     run(ids[: max(batch, 1)])  # warm-up
     times = []
     for _ in range(args.repeats):
@@ -158,6 +159,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", help="weights' stored dtype")
     parser.add_argument("--compute-dtype", default="float32")
+    parser.add_argument("--matmul", default="auto", choices=["auto", "ieee", "split"], help="how fp32 products are formed (EngineSettings.matmul)")
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--batch", type=int, nargs="+", default=[4, 8], help="batch sizes of the batched scorer")

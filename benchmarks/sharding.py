@@ -22,9 +22,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from machine import describe
 
+from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 from lit_activation.models import linear_modules, load_causal_lm
-from lit_activation.reduce import ScoreSum
-from lit_activation.scores import stream_taylor_scores
 from lit_activation.sharding import own_rows, shard_model
 
 
@@ -56,7 +55,8 @@ def worker(rank: int, args: argparse.Namespace, out: dict) -> None:
 
     def score(sums: ScoreSum, rows_of: dict) -> None:
         sums.begin(args.batch)
-        stream_taylor_scores(model, ids, mask, sums.update, modules=modules, rows=rows_of)
+        stream_taylor_scores(model, ids, mask, sums.update, EngineSettings(rows=rows_of), modules)
+        sums.end()
 
     score(own, rows)  # warm-up
     rows_pass = best(lambda: score(own, rows), args.repeats)

@@ -44,7 +44,7 @@ class AllPairsSimilarity(GroupGramCallback):
     Limit: the N texts are ONE forward/backward batch (N × max_length tokens of activations;
     `lit-activation plan` says whether it fits). Scores are never stored, so two texts can only be
     compared inside one batch: splitting the set into blocks would give no pair across blocks.
-    Beyond the limit, shorten or drop texts, set model.checkpoint_blocks, or use a larger device.
+    Beyond the limit, shorten or drop texts, set model.engine.checkpoint_blocks, or use a larger device.
     One target D per run: each needs its own backward, the whole scoring cost (STSCorrelation).
 
     Writes allpairs.json (matrices [layer][i][j], ρ and the values it is computed from),

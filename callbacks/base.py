@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation.scores import ScoreTile
+from lit_activation.engine.scores import ScoreTile
 
 
 class ScoreCallback(Callback):

@@ -10,9 +10,9 @@ from lightning.pytorch import LightningModule, Trainer
 from lit_activation import counts as C
 from lit_activation import io, plots
 from lit_activation.callbacks.base import ScoreCallback, model_name, run_dir, tensorboard
+from lit_activation.engine.reduce import ScoreSum
+from lit_activation.engine.scores import ScoreTile
 from lit_activation.models import layer_map
-from lit_activation.reduce import ScoreSum
-from lit_activation.scores import ScoreTile
 from lit_activation.sharding import replica_sum, shards
 
 OUTPUTS = ("counts.json", "counts.csv", "counts.png")
@@ -73,11 +73,14 @@ class ActivationCounts(ScoreCallback):
     def on_score_tile(self, tile: ScoreTile) -> None:
         self.sums.update(tile)
 
+    def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
+        self.sums.end()  # NaN/inf in the batch's scores stops the run here, naming module and samples
+
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.finish_datasets_before(trainer, len(self.names))
         self.results = {
             "model": model_name(pl_module),
-            "target": pl_module.hparams.target,
+            "target": pl_module.engine.target,
             "gamma": self.gamma,
             "n_layers": self.n_layers,
             "layer_params": self.layer_params(pl_module),

@@ -9,9 +9,9 @@ from lightning.pytorch import LightningModule, Trainer
 from lit_activation import io
 from lit_activation.baselines import BlockOutputGram
 from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
+from lit_activation.engine.reduce import LayerGram
+from lit_activation.engine.scores import ScoreTile
 from lit_activation.models import decoder_layers, layer_map
-from lit_activation.reduce import LayerGram
-from lit_activation.scores import ScoreTile
 from lit_activation.sharding import shard_rank
 from lit_activation.similarity import cosine_from_gram
 
@@ -61,6 +61,7 @@ class GroupGramCallback(ScoreCallback):
         self.gram.update(tile)
 
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
+        self.gram.end()  # NaN/inf in the batch's scores stops the run here, naming module and samples
         index = batch["group_index"].cpu()
         self.grams[index] = self.gram.gram.double().cpu()  # a sharded rank's rows: partial sums, added across ranks
         hidden = None

@@ -1,6 +1,6 @@
 """lit-activation: Taylor activation patterns of LLM parameters, LLMDcos, and activation-guided pruning.
 
-Start with `lit_activation.scores.taylor_scores` (the math), `lit_activation.module.ActivationModule`
+Start with `lit_activation.engine.scores.taylor_scores` (the math), `lit_activation.module.ActivationModule`
 (the LightningModule) and the callbacks in `lit_activation.callbacks`; `lit-activation --help` runs it.
 """
 

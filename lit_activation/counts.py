@@ -1,20 +1,36 @@
 """Finding 1 (docs/method.md §2): how many parameters per layer have a mean activation above γ.
 
-Inputs are mean scores per module (name -> tensor) and the module -> layer mapping; outputs are
-tensors of counts and histograms, then plain lists and dicts ready for JSON. Pure PyTorch, no
-Lightning. When each process holds only some rows of the means (a sharded run), every partial
-result goes through `Shards`, whose sums and extrema combine the processes' parts exactly (the
-counts are integers); one process uses `LOCAL`, which changes nothing.
+Inputs are mean scores per module (name -> tensor, on any device) and the module -> layer
+mapping; outputs are plain lists and dicts ready for JSON. A dataset is finished where its
+means live, in two passes over them, with nothing parameter-sized ever crossing to the host: at
+Llama-2-7B scale the means are 6.5e9 values, and a pass that moved them (or an index per value)
+to the host took longer than scoring dozens of batches.
+
+- Pass 1 (`_layer_stats`), per layer: the extrema of the positive means, the zeros, the fp64 sum
+  and the counts above γ per module kind.
+- Pass 2 (`_bucket_counts`), per layer: how many means fall between consecutive edges of the
+  log10 histogram, by comparing each value with the edges (fp32, as the values are).
+
+Both read the values a cache-sized chunk at a time, so each chunk's several reductions read it
+from memory once. Counts above a quantile threshold are read off pass 2: a threshold is an edge,
+and "above edge k" is "in a bucket past k", exactly. When each process holds only some rows of
+the means (a sharded run), every partial result goes through `Shards`, whose sums and extrema
+combine the processes' parts exactly (the counts are integers); one process uses `LOCAL`.
+Pure PyTorch, no Lightning.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+# Elements per chunk: 16 MB of fp32 stays in a GPU's L2 or a CPU's L3 between the reductions of a
+# pass, and bounds their temporaries (a masked copy, int32 bucket indices) whatever the module size.
+CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -29,44 +45,50 @@ class Shards:
 LOCAL = Shards()
 
 
-def layer_counts(means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int, threshold: float) -> Tensor:
-    """Per layer, the number of parameters with mean A > threshold (7 modules pooled for Llama)."""
-    counts = torch.zeros(n_layers, dtype=torch.int64)
-    for name, mean in means.items():
-        counts[layer_of[name]] += int((mean > threshold).sum())
-    return counts
+def _chunks(values: Tensor) -> Iterator[Tensor]:
+    flat = values.reshape(-1)
+    for start in range(0, flat.numel(), CHUNK):
+        yield flat[start : start + CHUNK]
 
 
-def module_counts(
-    means: Mapping[str, Tensor], layer_of: Mapping[str, int], kind_of: Mapping[str, str], n_layers: int, threshold: float
-) -> tuple[list[str], Tensor]:
-    """(module kinds, counts (kinds, layers)): per kind (e.g. 'mlp.down_proj') and layer, mean A > threshold."""
+def _device(means: Mapping[str, Tensor]) -> torch.device:
+    return next(iter(means.values())).device
+
+
+@dataclass
+class LayerStats:
+    """Pass 1's per-layer results, still on the means' device (no host sync while they are formed)."""
+
+    min_positive: Tensor  # (layers,) fp32, inf where a layer has no positive mean
+    max: Tensor  # (layers,) fp32
+    zeros: Tensor  # (layers,) int64: means exactly 0 (left out of the log histogram)
+    sums: Tensor  # (layers,) fp64: the sum of the means
+    kinds: list[str]  # module kinds, e.g. 'mlp.up_proj', in first-seen order
+    above_gamma: Tensor  # (kinds, layers) int64: means > γ
+
+
+def layer_stats(means: Mapping[str, Tensor], layer_of: Mapping[str, int], kind_of: Mapping[str, str], n_layers: int, gamma: float) -> LayerStats:
+    """Pass 1 over the means (see the module docstring)."""
+    device = _device(means)
     kinds = list(dict.fromkeys(kind_of[n] for n in means))
-    counts = torch.zeros((len(kinds), n_layers), dtype=torch.int64)
+    stats = LayerStats(
+        min_positive=torch.full((n_layers,), math.inf, device=device),
+        max=torch.full((n_layers,), -math.inf, device=device),
+        zeros=torch.zeros(n_layers, dtype=torch.int64, device=device),
+        sums=torch.zeros(n_layers, dtype=torch.float64, device=device),
+        kinds=kinds,
+        above_gamma=torch.zeros((len(kinds), n_layers), dtype=torch.int64, device=device),
+    )
+    inf = torch.tensor(math.inf, device=device)
     for name, mean in means.items():
-        counts[kinds.index(kind_of[name]), layer_of[name]] = int((mean > threshold).sum())
-    return kinds, counts
-
-
-def layer_score_sums(means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int) -> tuple[Tensor, Tensor]:
-    """Per layer, (sum of mean A in fp64, number of parameters): their ratio is the layer's average."""
-    totals = torch.zeros(n_layers, dtype=torch.float64)
-    sizes = torch.zeros(n_layers, dtype=torch.float64)
-    for name, mean in means.items():
-        totals[layer_of[name]] += float(mean.double().sum())
-        sizes[layer_of[name]] += mean.numel()
-    return totals, sizes
-
-
-def log10_extent(means: Mapping[str, Tensor]) -> tuple[float, float]:
-    """(min, max) of log10 of the positive mean scores; (inf, -inf) when there are none."""
-    lo, hi = math.inf, -math.inf
-    for mean in means.values():
-        positive = mean[mean > 0]
-        if positive.numel():
-            # fp64: a float32 log10 of a value within 1e-7 of a decade could floor to the wrong one
-            lo, hi = min(lo, float(positive.min().double().log10())), max(hi, float(positive.max().double().log10()))
-    return lo, hi
+        layer, kind = layer_of[name], kinds.index(kind_of[name])
+        for chunk in _chunks(mean):
+            stats.min_positive[layer] = torch.minimum(stats.min_positive[layer], torch.where(chunk > 0, chunk, inf).amin())
+            stats.max[layer] = torch.maximum(stats.max[layer], chunk.amax())
+            stats.zeros[layer] += (chunk == 0).sum()
+            stats.sums[layer] += chunk.sum(dtype=torch.float64)
+            stats.above_gamma[kind, layer] += (chunk > gamma).sum()
+    return stats
 
 
 def histogram_range(lo: float, hi: float) -> tuple[int, int]:
@@ -77,24 +99,41 @@ def histogram_range(lo: float, hi: float) -> tuple[int, int]:
     return first, last if last > first else first + 1
 
 
-def layer_histograms(
-    means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int, lo: float, hi: float, bins: int = 100
-) -> Tensor:
-    """(n_layers, bins) histogram of log10(mean A) over [lo, hi]; values outside are clamped in."""
-    hist = torch.zeros((n_layers, bins), dtype=torch.int64)
-    for name, mean in means.items():
-        logs = mean[mean > 0].double().log10().clamp(lo, hi)
-        idx = ((logs - lo) / (hi - lo) * bins).long().clamp(0, bins - 1)
-        hist[layer_of[name]] += torch.bincount(idx.cpu(), minlength=bins)
-    return hist
+def log10_extent(stats: LayerStats, shards: Shards = LOCAL) -> tuple[float, float]:
+    """(min, max) of log10 of the positive means over every layer (and shard); (inf, -inf) if none.
+
+    fp64 logs of the fp32 extrema: a float32 log10 of a value within 1e-7 of a decade could
+    floor to the wrong one.
+    """
+    smallest, largest = shards.min(float(stats.min_positive.min())), shards.max(float(stats.max.max()))
+    if smallest == math.inf or largest <= 0:
+        return math.inf, -math.inf
+    return math.log10(smallest), math.log10(largest)
 
 
-def zero_counts(means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int) -> Tensor:
-    """Per layer, the number of parameters whose mean A is exactly zero (left out of the log histogram)."""
-    counts = torch.zeros(n_layers, dtype=torch.int64)
+def bin_edges(lo: float, hi: float, bins: int, device: torch.device | str = "cpu") -> Tensor:
+    """The bins + 1 edges 10^(lo + k·(hi − lo)/bins) as fp32 values: what the means are compared with."""
+    return torch.tensor([10 ** (lo + k * (hi - lo) / bins) for k in range(bins + 1)], dtype=torch.float64).float().to(device)
+
+
+def bucket_counts(means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int, edges: Tensor) -> Tensor:
+    """Pass 2: (layers, bins + 2) counts of means in the buckets the edges e_0 < … < e_bins cut:
+    bucket 0 holds v ≤ e_0, bucket i holds e_(i−1) < v ≤ e_i, bucket bins + 1 holds v > e_bins."""
+    counts = torch.zeros((n_layers, edges.numel() + 1), dtype=torch.int64, device=edges.device)
     for name, mean in means.items():
-        counts[layer_of[name]] += int((mean == 0).sum())
+        for chunk in _chunks(mean):
+            counts[layer_of[name]] += torch.bincount(torch.bucketize(chunk, edges, out_int32=True), minlength=edges.numel() + 1)
     return counts
+
+
+def histogram_of(buckets: Tensor, zeros: Tensor) -> Tensor:
+    """(layers, bins) histogram of log10(mean) over [lo, hi] from pass 2's buckets: zeros left
+    out, values on or just outside the outer edges (fp32 rounding of the extent) counted in the
+    outer bins."""
+    hist = buckets[:, 1:-1].clone()
+    hist[:, 0] += buckets[:, 0] - zeros
+    hist[:, -1] += buckets[:, -1]
+    return hist
 
 
 def check_quantiles(quantiles: Sequence[float]) -> list[float]:
@@ -105,22 +144,17 @@ def check_quantiles(quantiles: Sequence[float]) -> list[float]:
     return list(quantiles)
 
 
-def histogram_quantiles(hist: Tensor, zeros: int, lo: float, hi: float, quantiles: Sequence[float]) -> list[float]:
-    """Thresholds at quantiles of the pooled mean-A distribution, read from the log10 histogram.
+def quantile_bins(hist: Tensor, zeros: int, quantiles: Sequence[float]) -> list[int]:
+    """For each quantile of the pooled mean-A distribution (zeros included), the histogram bin holding it.
 
-    Exact sorting of every parameter (billions for a 7B model) is avoided on purpose: each threshold
-    is the upper edge of the bin holding the quantile, so it is within one bin width (in log10) of
-    the exact one, and the counts reported at it are exact.
+    Exact sorting of every parameter (billions for a 7B model) is avoided on purpose: a quantile's
+    threshold is the upper edge of its bin, within one bin width (in log10) of the exact one, and
+    the counts reported at it are exact.
     """
-    pooled = hist.sum(0).double()
+    pooled = hist.sum(0).double().cpu()
     total = float(pooled.sum()) + zeros
     cumulative = (torch.cumsum(pooled, 0) + zeros) / total
-    width = (hi - lo) / hist.shape[1]
-    out = []
-    for q in check_quantiles(quantiles):
-        b = int(torch.searchsorted(cumulative, torch.tensor(q, dtype=torch.float64)).clamp(max=hist.shape[1] - 1))
-        out.append(10 ** (lo + (b + 1) * width))
-    return out
+    return [int(torch.searchsorted(cumulative, torch.tensor(q, dtype=torch.float64)).clamp(max=hist.shape[1] - 1)) for q in check_quantiles(quantiles)]
 
 
 def dataset_summary(
@@ -134,22 +168,37 @@ def dataset_summary(
     shards: Shards = LOCAL,
 ) -> dict:
     """One dataset's Finding 1 results (counts at γ and at quantile thresholds, histograms), JSON-ready."""
-    lo, hi = log10_extent(means)
-    lo, hi = histogram_range(shards.min(lo), shards.max(hi))
-    hist = shards.sum(layer_histograms(means, layer_of, n_layers, lo, hi, bins))
-    zeros = shards.sum(zero_counts(means, layer_of, n_layers))
-    thresholds = histogram_quantiles(hist, int(zeros.sum()), lo, hi, quantiles)
-    kinds, per_module = module_counts(means, layer_of, kind_of, n_layers, gamma)
-    per_module = shards.sum(per_module)
-    totals, sizes = (shards.sum(t) for t in layer_score_sums(means, layer_of, n_layers))
-
-    def counts_at(threshold: float) -> list[int]:
-        return shards.sum(layer_counts(means, layer_of, n_layers, threshold)).tolist()
-
+    stats = layer_stats(means, layer_of, kind_of, n_layers, gamma)
+    lo, hi = histogram_range(*log10_extent(stats, shards))
+    edges = bin_edges(lo, hi, bins, _device(means))
+    buckets = shards.sum(bucket_counts(means, layer_of, n_layers, edges))
+    zeros = shards.sum(stats.zeros)
+    hist = histogram_of(buckets, zeros)
+    per_module = shards.sum(stats.above_gamma)
+    totals = shards.sum(stats.sums)
+    sizes = torch.zeros(n_layers, dtype=torch.float64)
+    for name, mean in means.items():
+        sizes[layer_of[name]] += mean.numel()
+    sizes = shards.sum(sizes)
+    above = buckets.flip(1).cumsum(1).flip(1)  # above[:, i]: means in buckets ≥ i
+    edge_values = edges.double().cpu()
+    quantile_counts = {}
+    for q, b in zip(quantiles, quantile_bins(hist, int(zeros.sum()), quantiles), strict=True):
+        # threshold: the bin's upper edge e_(b+1); above it: buckets b + 2 onwards
+        quantile_counts[f"q{q:g}"] = {"threshold": float(edge_values[b + 1]), "layer_counts": above[:, b + 2].tolist()}
     return {
-        "layer_counts": counts_at(gamma),
-        "module_counts": dict(zip(kinds, per_module.tolist(), strict=True)),
-        "quantile_counts": {f"q{q:g}": {"threshold": t, "layer_counts": counts_at(t)} for q, t in zip(quantiles, thresholds, strict=True)},
+        "layer_counts": per_module.sum(0).tolist(),
+        "module_counts": dict(zip(stats.kinds, per_module.tolist(), strict=True)),
+        "quantile_counts": quantile_counts,
         "log10_histogram": {"lo": lo, "hi": hi, "counts": hist.tolist(), "zeros": zeros.tolist()},
-        "mean_score_per_layer": (totals / sizes.clamp_min(1)).tolist(),
+        "mean_score_per_layer": (totals.cpu() / sizes.cpu().clamp_min(1)).tolist(),
     }
+
+
+def layer_counts(means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int, threshold: float) -> Tensor:
+    """Per layer, the number of parameters with mean A > threshold (7 modules pooled for Llama),
+    summed on the means' device: one small tensor comes back."""
+    counts = torch.zeros(n_layers, dtype=torch.int64, device=_device(means))
+    for name, mean in means.items():
+        counts[layer_of[name]] += (mean > threshold).sum()
+    return counts.cpu()

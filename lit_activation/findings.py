@@ -374,9 +374,15 @@ def rho_difference(
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, sample std (0 for one value), n)."""
+    """(mean, sample std (0 for one value, NaN if a value is NaN or infinite), n)."""
     v = [float(x) for x in values]
-    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
+    if len(v) < 2:
+        std = 0.0
+    elif all(math.isfinite(x) for x in v):
+        std = statistics.stdev(v)
+    else:  # a diverged run (perplexity inf or nan): statistics.stdev raises on non-finite values
+        std = math.nan
+    return statistics.fmean(v), std, len(v)
 
 
 def versus_uniform(claim: str, method: Sequence[float], uniform: Sequence[float]) -> Assessment:

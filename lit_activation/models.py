@@ -128,6 +128,23 @@ def _source(name_or_path: str) -> tuple[str, dict]:
     return name_or_path, {}
 
 
+def local_source(name_or_path: str) -> str:
+    """A local directory with the model's files: the converted cache of the embedded default or of a
+    .gguf file, a local directory as it is, or a hub id's snapshot (downloaded once: needs a network)."""
+    source, _ = _source(name_or_path)
+    if Path(source).is_dir():
+        return source
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
+    except Exception as err:  # offline, unknown, gated: the hub client raises many kinds
+        raise ValueError(
+            f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
+            f"a local Hugging Face directory or a .gguf file ({type(err).__name__})"
+        ) from err
+
+
 def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Tokenizer for the model; a pad token is set (to EOS) when the model has none."""
     if name_or_path.startswith(TINY_PREFIX):

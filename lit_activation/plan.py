@@ -10,16 +10,18 @@ every real run checks it first and stops, before loading the model, if it cannot
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import PretrainedConfig
 
 from lit_activation import simulate
 from lit_activation.architectures import fake_model, text_config
+from lit_activation.engine.settings import EngineSettings
+from lit_activation.engine.tiling import default_tile_mb
 from lit_activation.memory import GB, MEMORY_LIMIT_ENV, available_memory, process_memory
 from lit_activation.models import decoder_layers, linear_modules, resolve_dtype
-from lit_activation.tiling import default_tile_mb
+from lit_activation.sharding import replicated_layout_warning, shard_group_size
 
 CUDA_CONTEXT = 0.5 * GB  # CUDA context and kernels: outside torch's allocator, about this much per GPU
 
@@ -60,13 +62,11 @@ class Job:
 
     model: str
     dtype: str = "float32"
-    compute_dtype: str = "float32"
-    target: str = "max_logit"
-    tile_mb: float | None = None
-    checkpoint_blocks: bool = False  # blocks recomputed in the backward (ActivationModule option)
+    engine: EngineSettings = field(default_factory=EngineSettings)  # target, compute dtype, products, tile, recompute
     device_type: str = "cpu"
-    devices: int = 1
-    sharded: bool = False  # FSDP2 (ModelParallelStrategy): weights and accumulator split over devices
+    devices: int = 1  # per node
+    sharded: bool = False  # FSDP2 (ModelParallelStrategy): weights and accumulator split over a shard group
+    shard_group: int | None = None  # ranks that split each weight (tensor_parallel_size; None: `devices`)
     scoring: Scoring | None = None
     pruning: Pruning | None = None
     evaluation: Evaluation | None = None
@@ -81,6 +81,12 @@ class MemoryPlan:
     host: dict[str, int] = field(default_factory=dict)  # items kept in host RAM beside a GPU job
     available: int | None = None
 
+    @property
+    def shards(self) -> int:
+        """How many ranks each weight is split over (1 unless sharded)."""
+        job = self.job
+        return (job.shard_group or job.devices) if job.sharded else 1
+
     def peak(self) -> tuple[str, int]:
         """(phase, bytes) of the largest phase."""
         name = max(self.phases, key=lambda p: sum(self.phases[p].values()))
@@ -92,37 +98,49 @@ class MemoryPlan:
     def table(self) -> str:
         """The plan as aligned text, one block per phase, the peak marked."""
         job = self.job
-        where = f"{job.devices} × {job.device_type}" + (" (sharded)" if job.sharded else "")
-        lines = [f"Memory plan: {job.model}, weights {job.dtype}, compute {job.compute_dtype}, per device of {where}"]
+        where = f"{job.devices} × {job.device_type}" + (f" (sharded over groups of {self.shards})" if job.sharded else "")
+        lines = [f"Memory plan: {job.model}, weights {job.dtype}, compute {job.engine.compute_dtype}, per device of {where}"]
+        warning = replicated_layout_warning(job.devices, self.shards) if job.sharded else None
+        if warning:
+            lines.append(f"  warning: {warning}")
         peak_phase, peak = self.peak()
         for phase, items in self.phases.items():
             mark = "  <- peak" if phase == peak_phase else ""
             lines.append(f"  {phase}: {sum(items.values()) / GB:.2f} GB{mark}")
             lines += [f"    {name:<34} {value / GB:8.2f} GB" for name, value in items.items()]
         if self.host:
-            lines.append(f"  host RAM besides: {sum(self.host.values()) / GB:.2f} GB ({', '.join(self.host)})")
+            per_rank = max(self.host.values())
+            lines.append(
+                f"  host RAM per rank: {per_rank / GB:.2f} GB at most ({', '.join(f'{k} {v / GB:.2f} GB' for k, v in self.host.items())}); "
+                f"per node of {job.devices}: {job.devices * per_rank / GB:.2f} GB"
+            )
         if self.available is not None:
             verdict = "fits" if self.fits() else "DOES NOT FIT"
             lines.append(f"  available per device: {self.available / GB:.2f} GB -> {verdict} (peak {peak / GB:.2f} GB)")
         return "\n".join(lines)
 
 
-def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """(all parameters, scored linear parameters, largest decoder block's, the rest's: embeddings, head, norm)."""
+def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    """(all parameters, scored linear parameters, largest decoder block's, the rest's: embeddings,
+    head, norm; the largest single tensor's)."""
     mode = simulate.FakeTensorMode()
     model = fake_model(config, dtype, mode)
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    params = list({id(p): p for p in model.parameters()}.values())
+    total = sum(p.numel() for p in params)
     scored = sum(m.weight.numel() for m in linear_modules(model).values())
     blocks = [sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1]]
-    return total, scored, max(blocks), total - sum(blocks)
+    return total, scored, max(blocks), total - sum(blocks), max(p.numel() for p in params)
 
 
 def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None) -> MemoryPlan:
     """Predict every phase's peak per device for `job` on the architecture `config`."""
-    dtype, compute = resolve_dtype(job.dtype), resolve_dtype(job.compute_dtype)
-    tile = (job.tile_mb or default_tile_mb(job.device_type)) * 2**20
-    total, scored, block, root = _params(config, dtype)
-    shards = job.devices if job.sharded else 1
+    dtype, engine = resolve_dtype(job.dtype), job.engine
+    compute = engine.dtype
+    tile = (engine.tile_mb or default_tile_mb(job.device_type)) * 2**20
+    split = engine.split_products(job.device_type)
+    total, scored, block, root, largest = _params(config, dtype)
+    plan = MemoryPlan(job, available=available)
+    shards = plan.shards
     weights = {"weights": total * dtype.itemsize // shards}
     if job.sharded:  # FSDP2 gathers one block (and prefetches the next) in the compute dtype; the root
         weights["gathered blocks (2, unsharded)"] = 2 * block * compute.itemsize  # unit (embeddings, head)
@@ -131,7 +149,9 @@ def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None
         weights["runtime (this process now)"] = process_memory()
     else:
         weights["CUDA context"] = int(CUDA_CONTEXT)
-    plan = MemoryPlan(job, available=available)
+    if job.device_type != "cpu":  # the weights pass through host memory on their way to the device
+        plan.host["weights while loading"] = total * dtype.itemsize // shards + (largest * 4 // shards if job.sharded else 0)
+    plain = replace(engine, rows=None)
     if job.scoring is not None:
         s = job.scoring
         items = dict(weights)
@@ -142,8 +162,8 @@ def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None
             items["Finding 1 sums (fp32)"] = state
         if s.tables_bytes:
             items["LLMDcos tables"] = s.tables_bytes
-        items["activations + one tile"] = simulate.scoring_peak(config, dtype, compute, s.rows, s.length, job.target, tile, job.checkpoint_blocks)
-        if job.target == "loss":
+        items["activations + one tile"] = simulate.scoring_peak(config, dtype, plain, s.rows, s.length, tile, split)
+        if engine.target == "loss":
             items["loss head chunks"] = int(tile)
         plan.phases["scoring"] = items
     if job.pruning is not None:
@@ -157,7 +177,7 @@ def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None
             n, length = p.activation_counts
             counts = dict(weights)
             counts["Finding 1 sums (fp32)"] = scored * 4 // shards
-            counts["activations + one tile"] = simulate.scoring_peak(config, dtype, compute, min(n, 4), length, "max_logit", tile)
+            counts["activations + one tile"] = simulate.scoring_peak(config, dtype, replace(plain, target="max_logit"), min(n, 4), length, tile, split)
             plan.phases["allocation counts"] = counts
     if job.evaluation is not None:
         e = job.evaluation
@@ -175,8 +195,8 @@ def suggestions(plan: MemoryPlan) -> list[str]:
     items, job, out = plan.phases[phase], plan.job, []
     if "Finding 1 sums (fp32)" in items:
         out.append("keep the Finding 1 sums in host RAM (callbacks: ActivationCounts state_device: cpu)")
-    if "activations + one tile" in items and not job.checkpoint_blocks:
-        out.append("recomputed blocks (model.checkpoint_blocks: true; about a third more compute)")
+    if "activations + one tile" in items and not job.engine.checkpoint_blocks:
+        out.append("recomputed blocks (model.engine.checkpoint_blocks: true; about a third more compute)")
     if any(k.startswith("activations") or k.startswith("calibration") or k.startswith("forward") for k in items):
         out.append("a smaller batch or length (data.init_args.batch_size / max_length / window; pruning batch_size or seqlen)")
     if job.dtype == "float32":
@@ -207,11 +227,10 @@ def job_from_run(module, datamodule, callbacks: Iterable, trainer) -> Job:  # no
     from lit_activation.data.perplexity import PerplexityDataModule
 
     hp = module.hparams
-    strategy = type(trainer.strategy).__name__
+    sharded = type(trainer.strategy).__name__ == "ModelParallelStrategy"
     job = Job(
-        model=hp.model, dtype=hp.dtype, compute_dtype=hp.compute_dtype, target=hp.target, tile_mb=hp.tile_mb,
-        checkpoint_blocks=hp.checkpoint_blocks,
-        device_type=trainer.strategy.root_device.type, devices=trainer.num_devices, sharded=strategy == "ModelParallelStrategy",
+        model=hp.model, dtype=hp.dtype, engine=module.engine, device_type=trainer.strategy.root_device.type, devices=trainer.num_devices,
+        sharded=sharded, shard_group=shard_group_of(trainer.strategy) if sharded else None,
     )
     callbacks = list(callbacks)
     if isinstance(datamodule, ActivationDataModule):
@@ -229,6 +248,16 @@ def job_from_run(module, datamodule, callbacks: Iterable, trainer) -> Job:  # no
         if isinstance(cb, WandaPruning) and cb.sparsity > 0:
             job.pruning = cb.memory_needs()
     return job
+
+
+def shard_group_of(strategy) -> int | None:  # noqa: ANN001 - a ModelParallelStrategy
+    """The strategy's tensor_parallel size (the shard group), None while it is Lightning's 'auto'
+    (then every device of a node: the plan uses `devices`)."""
+    mesh = getattr(strategy, "_device_mesh", None)
+    if mesh is not None:
+        return shard_group_size(mesh)
+    size = getattr(strategy, "_tensor_parallel_size", "auto")
+    return None if size == "auto" else int(size)
 
 
 def model_config_of(hparams) -> PretrainedConfig:  # noqa: ANN001 - ActivationModule hparams

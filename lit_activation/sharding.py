@@ -3,8 +3,10 @@
 Layout. The strategy's device mesh is (data_parallel, tensor_parallel). `fully_shard` on that 2D
 mesh is HSDP: every weight is split by rows (dim 0) over the second dimension and replicated over
 the first. Lightning's sampler deals batches out by the first dimension only, so the ranks of the
-second dimension, one *shard group*, score the same batches. The default strategy on one node is
-DP=1 × TP=N: one shard group of N ranks.
+second dimension, one *shard group*, score the same batches. So this project's shard group is
+Lightning's `tensor_parallel` dimension: the reverse of Lightning's own FSDP examples, which shard
+over `data_parallel`. The default strategy on one node is DP=1 × TP=N: one shard group of N ranks.
+A layout with TP=1 on several devices shards nothing (N full copies): `warn_if_replicated` says so.
 
 Scores. Inside a block's forward and backward FSDP gathers the whole weight, so every rank can form
 any row of the per-sample gradients G_s. Each rank forms only the rows of its own shard. Its
@@ -40,6 +42,32 @@ from lit_activation.models import decoder_layers
 
 SHARD_DIM = "tensor_parallel"  # the mesh dimension whose ranks share batches and split rows
 REPLICA_DIM = "data_parallel"
+
+
+def shard_group_size(mesh) -> int:  # noqa: ANN001 - a DeviceMesh
+    """How many ranks split each weight: the mesh's tensor_parallel size."""
+    return mesh[SHARD_DIM].size()
+
+
+def replicated_layout_warning(devices: int, shard_group: int) -> str | None:
+    """The line a layout that shards nothing deserves (None when it shards, or runs on one device)."""
+    if devices <= 1 or shard_group > 1:
+        return None
+    return (
+        f"ModelParallelStrategy with tensor_parallel_size 1 shards nothing: each of the {devices} devices holds a full copy "
+        f"of the model (data-parallel replicas). This project shards over Lightning's tensor_parallel dimension (the reverse "
+        f"of Lightning's FSDP examples): to split the weights over {devices} devices set tensor_parallel_size: {devices}, "
+        f"data_parallel_size: 1 (or leave both 'auto')"
+    )
+
+
+def warn_if_replicated(mesh) -> None:  # noqa: ANN001 - a DeviceMesh
+    """Warn once (rank 0) when the strategy's layout shards nothing; the run goes on as replicas."""
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    message = replicated_layout_warning(mesh.size(), shard_group_size(mesh))
+    if message:
+        rank_zero_warn(message)
 
 
 def is_sharded(tensor: Tensor) -> bool:

@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_activation.engine import EngineSettings, LayerGram, stream_taylor_scores
 from lit_activation.models import layer_map
-from lit_activation.reduce import LayerGram
-from lit_activation.scores import stream_taylor_scores
 
 
 def cosine_from_gram(gram: Tensor) -> Tensor:
@@ -38,7 +37,9 @@ def interleave(batch_a: Mapping[str, Tensor], batch_b: Mapping[str, Tensor]) -> 
     return ids.flatten(0, 1), mask.flatten(0, 1)
 
 
-def llmdcos(model: nn.Module, batch_a: Mapping[str, Tensor], batch_b: Mapping[str, Tensor], target: str = "max_logit") -> Tensor:
+def llmdcos(
+    model: nn.Module, batch_a: Mapping[str, Tensor], batch_b: Mapping[str, Tensor], settings: EngineSettings = EngineSettings(),  # noqa: B008 - frozen
+) -> Tensor:
     """LLMDcos of pair i = (row i of batch_a, row i of batch_b), per layer: shape (n_pairs, n_layers).
 
     Both members of a pair share one forward/backward; memory holds one module's scores at a time.
@@ -47,7 +48,8 @@ def llmdcos(model: nn.Module, batch_a: Mapping[str, Tensor], batch_b: Mapping[st
     layer_of, _, n_layers = layer_map(model)
     gram = LayerGram(layer_of, n_layers)
     gram.begin(ids.shape[0] // 2, 2, ids.device)
-    stream_taylor_scores(model, ids, mask, gram.update, target)
+    stream_taylor_scores(model, ids, mask, gram.update, settings)
+    gram.end()
     return cosine_from_gram(gram.gram)[..., 0, 1]
 
 

@@ -17,6 +17,7 @@ import copy
 import functools
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -25,10 +26,11 @@ from torch.utils._pytree import tree_flatten
 from transformers import PretrainedConfig
 
 from lit_activation.architectures import fake_model
+from lit_activation.engine.scores import scoring_pass
+from lit_activation.engine.settings import EngineSettings
+from lit_activation.engine.targets import sequence_nll
+from lit_activation.engine.tiling import tile_rows
 from lit_activation.models import linear_modules
-from lit_activation.scores import scoring_pass
-from lit_activation.targets import sequence_nll
-from lit_activation.tiling import tile_rows
 
 
 class LiveBytes(TorchDispatchMode):
@@ -99,13 +101,13 @@ def _state(model: torch.nn.Module, *inputs: torch.Tensor) -> list[torch.Tensor]:
 
 @cached
 def scoring_peak(
-    config: PretrainedConfig, dtype: torch.dtype, compute_dtype: torch.dtype, rows: int, length: int, target: str, tile_bytes: float,
-    checkpoint_blocks: bool = False,
+    config: PretrainedConfig, dtype: torch.dtype, settings: EngineSettings, rows: int, length: int, tile_bytes: float, split: bool = False,
 ) -> int:
     """Peak bytes (beyond the weights) of one scoring pass over `rows` sequences of `length` tokens.
 
     Simulated with padding (the masked copies) and D at the last position. The `loss` target adds
-    its checkpointed head chunks (one tile budget) on top, counted by the caller.
+    its checkpointed head chunks (one tile budget) on top, counted by the caller. Split products
+    (`split`) are simulated as a CPU runs them, with fp32 parts: an upper bound of a GPU's bf16 ones.
     """
     mode = FakeTensorMode()
     model = fake_model(config, dtype, mode)
@@ -113,16 +115,15 @@ def scoring_peak(
     with mode:
         ids = torch.zeros((rows, length), dtype=torch.long)
         mask = torch.ones_like(ids)
-    d_target = "max_logit" if target == "loss" else target
+    d_target = "max_logit" if settings.target == "loss" else settings.target
     # The tile loop holds one tile at a time: scoring one tile's rows per module peaks the same,
     # and spares simulating thousands of identical tiles of a large model.
     one_tile = {}
     for name, m in modules.items():
         cols = m.weight.shape[1]
         one_tile[name] = (0, min(m.weight.shape[0], tile_rows(tile_bytes, rows * cols * 4)))
-    run = lambda: scoring_pass(  # noqa: E731
-        model, ids, mask, lambda tile: None, d_target, modules, compute_dtype, tile_bytes, one_tile, True, checkpoint_blocks
-    )
+    simulated = replace(settings, target=d_target, tile_mb=tile_bytes / 2**20, rows=one_tile)
+    run = lambda: scoring_pass(model, ids, mask, lambda tile: None, modules, simulated, True, split)  # noqa: E731
     return peak_bytes(run, mode, _state(model, ids, mask))
 
 

@@ -87,7 +87,7 @@ class ActivationTrainer(Trainer):
         out.mkdir(parents=True, exist_ok=True)
         hp = model.hparams
         fixed = {
-            "model": hp.model, "dtype": hp.dtype, "compute_dtype": hp.compute_dtype, "evaluation": datamodule.metric_name,
+            "model": hp.model, "dtype": hp.dtype, "compute_dtype": model.engine.compute_dtype, "evaluation": datamodule.metric_name,
             "metric": pruning.metric, "calibration": {k: v for k, v in dataclasses.asdict(pruning.calibration).items() if k != "seed"},
             "zeroshot": zeroshot.describe(),
         }

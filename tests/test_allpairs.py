@@ -16,6 +16,7 @@ from test_similarity import naive_pooled, trainer_for
 from lit_activation.callbacks.allpairs import AllPairsSimilarity
 from lit_activation.callbacks.sts import STSCorrelation
 from lit_activation.data.datamodule import ActivationDataModule
+from lit_activation.engine import EngineSettings
 from lit_activation.models import decoder_layers, layer_index
 from lit_activation.module import ActivationModule
 from lit_activation.tiny import tiny_model
@@ -61,7 +62,7 @@ def run_set(tmp_path, ratings: dict | None, checkpoint_blocks: bool = False, nam
         (tmp_path / "ratings.json").write_text(json.dumps(ratings))
         similarity = str(tmp_path / "ratings.json")
     dm = ActivationDataModule(["news"], mode="set", max_length=64, batch_size=1, data_files={"news": str(docs)}, similarity=similarity)
-    module = ActivationModule(model="tiny-llama", checkpoint_blocks=checkpoint_blocks)
+    module = ActivationModule(model="tiny-llama", engine=EngineSettings(checkpoint_blocks=checkpoint_blocks))
     trainer_for(tmp_path / name, AllPairsSimilarity(layers=[0, 1])).predict(module, datamodule=dm, return_predictions=False)
     out = tmp_path / name / "t" / "version_0"
     assert (out / "allpairs_layers.png").is_file() and (out / "allpairs_heatmap.png").is_file()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +23,12 @@ from tolerant import (
     numpy_histogram,
     parts_of,
 )
+from torch.overrides import TorchFunctionMode
 
 from lit_activation import counts as C
 from lit_activation.callbacks.counts import ActivationCounts
 from lit_activation.data.datamodule import ActivationDataModule
-from lit_activation.models import decoder_layers, module_kind
+from lit_activation.models import decoder_layers, linear_modules, module_kind
 from lit_activation.module import ActivationModule
 from lit_activation.tiny import tiny_model
 
@@ -36,37 +39,108 @@ LAYER = {"l0.a": 0, "l0.b": 0, "l1.a": 1}
 KIND = {"l0.a": "a", "l0.b": "b", "l1.a": "a"}
 
 
+def fp32(x: float) -> float:
+    """x as the fp32 value the means are compared with."""
+    return float(torch.tensor(x, dtype=torch.float64).float())
+
+
 def test_counts_by_hand():
-    assert C.layer_counts(MEANS, LAYER, 2, 2e-5).tolist() == [3, 1]  # 3e-5, 5e-5, 1e-4 | 5e-4 (2e-5 is not > 2e-5)
-    kinds, per_module = C.module_counts(MEANS, LAYER, KIND, 2, 2e-5)
-    assert dict(zip(kinds, per_module.tolist(), strict=True)) == {"a": [1, 1], "b": [2, 0]}
-    assert C.zero_counts(MEANS, LAYER, 2).tolist() == [1, 2]
-    assert C.log10_extent(MEANS) == pytest.approx((math.log10(3e-7), math.log10(5e-4)), rel=1e-6)
-    assert C.histogram_range(*C.log10_extent(MEANS)) == (-7, -3)
-    totals, sizes = C.layer_score_sums(MEANS, LAYER, 2)
-    assert sizes.tolist() == [6, 4]
-    assert (totals / sizes).tolist() == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, (5e-4 + 3e-7) / 4], rel=1e-6)
+    stats = C.layer_stats(MEANS, LAYER, KIND, 2, 2e-5)
+    assert stats.min_positive.tolist() == [fp32(1e-6), fp32(3e-7)]
+    assert stats.max.tolist() == [fp32(1e-4), fp32(5e-4)]
+    assert stats.zeros.tolist() == [1, 2]
+    # above γ per kind and layer: a: 3e-5 | 5e-4; b: 5e-5, 1e-4 | none (2e-5 is not > 2e-5)
+    assert dict(zip(stats.kinds, stats.above_gamma.tolist(), strict=True)) == {"a": [1, 1], "b": [2, 0]}
+    assert stats.sums.tolist() == pytest.approx([1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4, 5e-4 + 3e-7], rel=1e-6)
+    assert C.log10_extent(stats) == pytest.approx((math.log10(3e-7), math.log10(5e-4)), rel=1e-6)
+    assert C.histogram_range(*C.log10_extent(stats)) == (-7, -3)
+    assert C.layer_counts(MEANS, LAYER, 2, 2e-5).tolist() == [3, 1]
+
+
+def test_buckets_histogram_and_exact_counts_above_an_edge_by_hand():
+    """Edges 1e-7 … 1e-3 (4 bins): bucket i holds e_(i-1) < v ≤ e_i; a value equal to an edge
+    (1e-6, 1e-4: the same fp32 value on both sides) belongs to the bucket below it."""
+    edges = C.bin_edges(-7, -3, 4)
+    assert edges.tolist() == [fp32(10.0**k) for k in range(-7, -2)]
+    buckets = C.bucket_counts(MEANS, LAYER, 2, edges)
+    assert buckets.tolist() == [[1, 1, 0, 4, 0, 0], [2, 1, 0, 0, 1, 0]]
+    stats = C.layer_stats(MEANS, LAYER, KIND, 2, 2e-5)
+    assert C.histogram_of(buckets, stats.zeros).tolist() == [[1, 0, 4, 0], [1, 0, 0, 1]]
+    summary = C.dataset_summary(MEANS, LAYER, KIND, 2, 2e-5, [0.45, 0.85], bins=4)
+    # 3 zeros + 7 values; cumulative share per bin (zeros first): 0.5, 0.5, 0.9, 1.0
+    assert summary["quantile_counts"] == {
+        "q0.45": {"threshold": fp32(1e-6), "layer_counts": [4, 1]},  # > 1e-6: 2e-5, 3e-5, 5e-5, 1e-4 | 5e-4
+        "q0.85": {"threshold": fp32(1e-4), "layer_counts": [0, 1]},  # > 1e-4: nothing (1e-4 itself is not) | 5e-4
+    }
+    assert summary["layer_counts"] == [3, 1]
+    assert summary["module_counts"] == {"a": [1, 1], "b": [2, 0]}
+    assert summary["log10_histogram"] == {"lo": -7, "hi": -3, "counts": [[1, 0, 4, 0], [1, 0, 0, 1]], "zeros": [1, 2]}
+    assert summary["mean_score_per_layer"] == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, (5e-4 + 3e-7) / 4], rel=1e-6)
+
+
+def test_a_dataset_is_finished_in_chunks_without_a_parameter_sized_host_copy(monkeypatch):
+    """Chunked passes give the same result as one chunk, and nothing value-sized leaves the device."""
+    g = torch.Generator().manual_seed(0)
+    means = {f"m{i}": torch.rand(300, 70, generator=g) ** 4 for i in range(4)}
+    means["m0"][:3] = 0
+    layer, kind = {f"m{i}": i // 2 for i in range(4)}, {f"m{i}": "ab"[i % 2] for i in range(4)}
+    whole = C.dataset_summary(means, layer, kind, 2, 0.01, [0.5, 0.9], bins=20)
+
+    monkeypatch.setattr(C, "CHUNK", 1000)  # 21 chunks per module
+    with HostExits() as exits:
+        chunked = C.dataset_summary(means, layer, kind, 2, 0.01, [0.5, 0.9], bins=20)
+    assert chunked["mean_score_per_layer"] == pytest.approx(whole.pop("mean_score_per_layer"), rel=1e-12)  # fp64 sums, other order
+    assert {k: v for k, v in chunked.items() if k != "mean_score_per_layer"} == whole  # counts: exact whatever the chunks
+    assert 0 < exits.largest < 100  # per-layer results only (2 layers × 20 bins); a chunk is 1000 values
+
+
+class HostExits(TorchFunctionMode):
+    """Records the largest tensor that the project's own code sends to the host (.cpu(), .tolist(),
+    .numpy(), .item(), float()), even when it is on the host already: on a CPU-only machine the
+    call is still what would copy it from a GPU. Lightning's own moves (e.g. the model back to the
+    CPU at teardown) and `.to(device)` (models call it with their own device) are left out."""
+
+    OURS = (str(Path(C.__file__).parents[1] / "lit_activation"), str(Path(C.__file__).parents[1] / "callbacks"))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        caller = sys._getframe(1).f_code.co_filename
+        if name in ("cpu", "tolist", "numpy", "item", "__float__", "__int__") and caller.startswith(self.OURS) and isinstance(args[0], torch.Tensor):
+            self.largest = max(self.largest, args[0].numel())
+        return func(*args, **(kwargs or {}))
+
+
+def test_no_parameter_sized_tensor_goes_to_the_host_during_a_counts_run(tmp_path, bench_files):
+    smallest = min(m.weight.numel() for m in linear_modules(tiny_model("llama")).values())
+    with HostExits() as exits:
+        run_counts(tmp_path, bench_files, 1e-3, num_samples=2, batch_size=2, max_length=32)
+    assert 0 < exits.largest < smallest, f"a tensor of {exits.largest} values went to the host; the smallest module has {smallest}"
 
 
 def test_histogram_and_quantile_thresholds():
     # one point at the centre of each of 400 bins (0.01 decades) over [1e-6, 1e-2], plus a second one
     # in bin 0: 401 points, so q·401 never equals a cumulative count (no tie at a quantile)
     centres = -6 + (torch.arange(400, dtype=torch.float64) + 0.5) * 0.01
-    means = {"m": 10 ** torch.cat([centres[:1], centres])}
-    hist = C.layer_histograms(means, {"m": 0}, 1, -6, -2, bins=400)
+    means = {"m": (10 ** torch.cat([centres[:1], centres])).float()}
+    edges = C.bin_edges(-6, -2, 400)
+    zeros = torch.zeros(1, dtype=torch.int64)
+    hist = C.histogram_of(C.bucket_counts(means, {"m": 0}, 1, edges), zeros)
     assert hist[0].tolist() == [2] + [1] * 399
-    (t50, t90) = C.histogram_quantiles(hist, 0, -6, -2, [0.5, 0.9])
     # cumulative count of bin b is b + 2: q = 0.5 needs 200.5, reached in bin 199 (upper edge 1e-4);
     # q = 0.9 needs 360.9, reached in bin 359 (upper edge 10^-2.4)
-    assert t50 == pytest.approx(1e-4, rel=1e-9)
-    assert t90 == pytest.approx(10**-2.4, rel=1e-9)
-    # zeros count below every bin: 401 zeros more put the median at the first bin's upper edge
-    (t50,) = C.histogram_quantiles(hist, 401, -6, -2, [0.5])
-    assert t50 == pytest.approx(10**-5.99, rel=1e-9)
+    assert C.quantile_bins(hist, 0, [0.5, 0.9]) == [199, 359]
+    assert float(edges[200]) == fp32(1e-4) and float(edges[360]) == fp32(10**-2.4)
+    # zeros count below every bin: 401 zeros more put the median in the first bin
+    assert C.quantile_bins(hist, 401, [0.5]) == [0]
     with pytest.raises(ValueError, match="outside"):
-        C.histogram_quantiles(hist, 0, -6, -2, [1.0])
+        C.quantile_bins(hist, 0, [1.0])
+    stats = C.layer_stats({"m": torch.zeros(3)}, {"m": 0}, {"m": "k"}, 1, 0.1)
     with pytest.raises(ValueError, match="zero"):
-        C.histogram_range(*C.log10_extent({"m": torch.zeros(3)}))
+        C.histogram_range(*C.log10_extent(stats))
 
 
 def run_counts(tmp_path, files, gamma, **dm_kwargs):
@@ -117,7 +191,7 @@ def test_callback_counts_equal_naive_mean_then_threshold(tmp_path, bench_files):
         for key, entry in got["quantile_counts"].items():
             q, t = float(key[1:]), entry["threshold"]
             b = round((math.log10(t) - lo) / width) - 1
-            assert t == pytest.approx(10 ** (lo + (b + 1) * width), rel=1e-12), "not a bin edge"
+            assert t == fp32(10 ** (lo + (b + 1) * width)), "not a bin edge (as the fp32 value the means are compared with)"
             below = int((pooled < t).sum()) + near_threshold(everything, t)
             assert below / pooled.numel() >= q, f"{key}: only {below} of {pooled.numel()} naive means are below {t}"
             if b > 0:
@@ -154,14 +228,47 @@ def test_predict_under_inference_mode_is_a_clear_error(tmp_path, bench_files):
 
 
 def test_nan_scores_stop_the_run_naming_dataset_module_and_sample():
-    from lit_activation.reduce import ScoreSum
-    from lit_activation.scores import ScoreTile
+    from lit_activation.engine import ScoreSum
+    from lit_activation.engine.scores import ScoreTile, finite_rows
 
     module = tiny_model("llama").model.layers[1].mlp.up_proj
     sums = ScoreSum({"model.layers.1.mlp.up_proj": module})
     sums.begin(3, "dataset 'boolq'", [7, 8, 9])
+    x, delta = torch.ones(3, 5, module.weight.shape[1]), torch.ones(3, 5, module.weight.shape[0])
+    x[1, 2, 5] = float("nan")  # sample 1 (id 8) carries a NaN into its gradient
+    finite = finite_rows(x, delta)
+    assert finite.tolist() == [True, False, True]
     grad = torch.ones((3, 4, module.weight.shape[1]))
     grad[1, 2, 5] = float("nan")
-    tile = ScoreTile("model.layers.1.mlp.up_proj", slice(4, 8), grad, module.weight[4:8].abs())
+    sums.update(ScoreTile("model.layers.1.mlp.up_proj", slice(4, 8), grad, module.weight[4:8].abs(), finite))
+    # no host sync per tile: the check waits for the batch's end
     with pytest.raises(FloatingPointError, match=r"in dataset 'boolq', module model.layers.1.mlp.up_proj \(rows 4-7\), sample\(s\) \[8\]"):
-        sums.update(tile)
+        sums.end()
+
+
+def test_an_overflow_with_finite_inputs_names_the_batch():
+    from lit_activation.engine import ScoreSum
+    from lit_activation.engine.scores import ScoreTile
+
+    module = tiny_model("llama").model.layers[0].mlp.up_proj
+    sums = ScoreSum({"up": module})
+    sums.begin(2, "dataset 'x'", [3, 4])
+    grad = torch.full((2, 2, module.weight.shape[1]), 3e38)  # finite, but their sum overflows
+    sums.update(ScoreTile("up", slice(0, 2), grad, module.weight[:2].abs(), torch.tensor([True, True])))
+    with pytest.raises(FloatingPointError, match=r"module up \(rows 0-1\), an overflow in the products of the batch's sample\(s\) \[3, 4\]"):
+        sums.end()
+
+
+def test_a_nan_input_stops_a_scoring_run_at_the_batch_end_naming_its_sample():
+    """End to end through the engine: a NaN embedding row reaches one sample's scores only."""
+    from lit_activation.engine import ScoreSum, stream_taylor_scores
+
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.model.embed_tokens.weight[50] = float("nan")
+    ids = torch.tensor([[5, 6, 7, 8], [5, 50, 7, 8], [9, 10, 11, 12]])
+    sums = ScoreSum(linear_modules(model))
+    sums.begin(3, "dataset 'boolq'", [10, 11, 12])
+    stream_taylor_scores(model, ids, torch.ones_like(ids), sums.update)
+    with pytest.raises(FloatingPointError, match=r"dataset 'boolq', module model\.layers\.1\..*sample\(s\) \[11\]"):
+        sums.end()

@@ -13,8 +13,9 @@ import torch
 
 from lit_activation.architectures import model_config
 from lit_activation.cli import build_cli
+from lit_activation.engine import EngineSettings
+from lit_activation.engine.scores import scoring_pass
 from lit_activation.models import linear_modules
-from lit_activation.scores import scoring_pass
 from lit_activation.simulate import LiveBytes, scoring_peak
 from lit_activation.tiny import tiny_model
 
@@ -29,17 +30,17 @@ def test_fake_simulation_matches_the_same_pass_on_real_tensors(arch):
     mask = torch.ones_like(ids)
     tracker = LiveBytes([*model.parameters(), *model.buffers(), ids, mask])
     with tracker:
-        scoring_pass(model, ids, mask, lambda tile: None, "max_logit", linear_modules(model), torch.float32, 2**14, {}, True)
-    simulated = scoring_peak(model.config, torch.float32, torch.float32, 4, 48, "max_logit", 2**14)
+        scoring_pass(model, ids, mask, lambda tile: None, linear_modules(model), EngineSettings(tile_mb=2**14 / 2**20), True)
+    simulated = scoring_peak(model.config, torch.float32, EngineSettings(), 4, 48, 2**14)
     assert tracker.peak > 0
     assert simulated == pytest.approx(tracker.peak, rel=0.10)
 
 
 def test_larger_batches_and_lengths_need_more(tmp_path):
     config = model_config("tiny-llama")
-    small = scoring_peak(config, torch.float32, torch.float32, 2, 32, "max_logit", 2**20)
-    assert scoring_peak(config, torch.float32, torch.float32, 4, 32, "max_logit", 2**20) > 1.5 * small
-    assert scoring_peak(config, torch.float32, torch.float32, 2, 64, "max_logit", 2**20) > 1.5 * small
+    small = scoring_peak(config, torch.float32, EngineSettings(), 2, 32, 2**20)
+    assert scoring_peak(config, torch.float32, EngineSettings(), 4, 32, 2**20) > 1.5 * small
+    assert scoring_peak(config, torch.float32, EngineSettings(), 2, 64, 2**20) > 1.5 * small
 
 
 def test_plan_command_prints_every_phase(capsys, bench_files):

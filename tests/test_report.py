@@ -6,6 +6,7 @@ callbacks/sts.py, lit_activation/comparison.py), with contents built to hold or 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -406,3 +407,70 @@ def test_a_counts_run_without_datasets_cannot_be_assessed(tmp_path):
     (f1,) = record["sections"]["finding1"]["summary"]
     assert f1["verdict"] == F.CANNOT and "lacks 'datasets'" in f1["reason"]
     assert "cannot assess" in path.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# decision edges that run through report.py (issue 18; the pure rules are in tests/test_findings.py)
+
+
+def test_report_intervals_are_scipy_s_with_the_given_seed_and_resamples(tmp_path):
+    """The report passes --seed and --resamples to the bootstrap: its Finding 1 interval is scipy's, recomputed here."""
+    _, record = run_report(tmp_path, counts_run(make(tmp_path, "counts"), FALLING), seed=5)
+    part = next(p for p in record["sections"]["finding1"]["parts"] if p["detail"].get("dataset") == "mmlu" and p["detail"]["threshold"].startswith("γ"))
+    counts = np.asarray(FALLING["mmlu"], dtype=float)
+    rng = {"rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state": np.random.default_rng(5)}
+    ci = stats.bootstrap((counts[:6], counts[6:]), lambda s, d: math.log((s.mean() + 1) / (d.mean() + 1)), paired=False, vectorized=False,
+                         n_resamples=RESAMPLES, confidence_level=0.95, method="percentile", **rng).confidence_interval
+    assert part["interval"] == pytest.approx([ci.low, ci.high], rel=1e-12)
+
+
+def test_finding3_with_three_datasets_compares_each_with_its_largest_other(tmp_path):
+    """Finding 3 over three datasets: a (0.50) is below a-b (0.55) though above the mean of its others (0.425): not held."""
+    levels = {"a-a": 0.50, "a-b": 0.55, "a-c": 0.30, "b-b": 0.80, "b-c": 0.30, "c-c": 0.80}
+    per_pair = {pair: noisy([v] * DEPTH, N_PAIRS, i, noise=0.004) for i, (pair, v) in enumerate(levels.items())}
+    _, record = run_report(tmp_path, llmdcos_run(make(tmp_path, "llmdcos"), per_pair, ["a", "b", "c"], [6, 8]))
+    assert verdicts(record, "finding3") == [F.NOT_HELD]
+    parts = {p["detail"]["dataset"]: p for p in record["sections"]["finding3"]["parts"]}
+    assert [parts[x]["verdict"] for x in "abc"] == [F.NOT_HELD, F.HELD, F.HELD]
+    assert parts["a"]["detail"]["best_other"] == "b"
+    deep = {pair: [sum(r[6:9]) / 3 for r in rows] for pair, rows in per_pair.items()}
+    mean = {pair: sum(v) / len(v) for pair, v in deep.items()}
+    assert parts["a"]["statistic"] == pytest.approx(mean["a-a"] - mean["a-b"])
+    assert parts["c"]["statistic"] == pytest.approx(mean["c-c"] - max(mean["a-c"], mean["b-c"]))
+
+
+def pruned_run(tmp_path: Path, calibration: str, seed: int, accs: dict[str, float]) -> Path:
+    """A `validate` run: pruning.json and an lm-eval zeroshot.json with acc_stderr 0.01 per task."""
+    run = make(tmp_path, f"prune_{calibration}_{seed}")
+    io.write_json(run / "pruning.json", {"model": "fake-llama", "method": "activation", "target_sparsity": 0.5,
+                                         "calibration": {"dataset": calibration, "seed": seed}})
+    io.write_json(run / "zeroshot.json", {"protocol": "lm-evaluation-harness", "tasks": list(accs),
+                                          "results": {t: {"acc": a, "acc_stderr": 0.01} for t, a in accs.items()}})
+    return run
+
+
+@pytest.mark.parametrize("shift, verdict", [(+0.0405, F.HELD), (-0.0380, F.INCONCLUSIVE), (-0.0405, F.NOT_HELD)])
+def test_validation2_two_seeds_each_decide_at_the_interval_edge(tmp_path, shift, verdict):
+    """Validation 2 with 2 seeds per calibration set: mmlu calibrated on mmlu minus on siqa = shift; its interval's edge decides.
+
+    Per side se = sqrt(0.01² + var(seeds) / 2) = sqrt(0.0002), so the half width is 1.96 · 0.02 ≈ 0.0392: ±0.0405 clears it, ±0.038 does not.
+    """
+    dirs = [pruned_run(tmp_path, "mmlu", s, {"mmlu": 0.40 + 0.02 * s, "siqa": 0.50 + 0.02 * s}) for s in (0, 1)]
+    dirs += [pruned_run(tmp_path, "siqa", s, {"mmlu": 0.40 + 0.02 * s - shift, "siqa": 0.60 + 0.02 * s}) for s in (0, 1)]
+    _, record = run_report(tmp_path, *dirs)
+    v2 = record["sections"]["validation2"]
+    part = next(p for p in v2["parts"] if p["detail"]["task"] == "mmlu")
+    assert part["detail"]["matched_seeds"] == part["detail"]["other_seeds"] == 2
+    half = 1.959963984540054 * math.sqrt(2 * (0.01**2 + np.var([0.40, 0.42], ddof=1) / 2))
+    assert part["statistic"] == pytest.approx(shift) and part["interval"] == pytest.approx([shift - half, shift + half])
+    assert part["verdict"] == verdict
+    assert [p["verdict"] for p in v2["parts"] if p["detail"]["task"] == "siqa"] == [F.HELD]  # +0.1
+    assert [a["verdict"] for a in v2["summary"]] == [verdict]
+
+
+def test_a_diverged_seed_makes_validation1_inconclusive_not_a_crash(tmp_path):
+    """A NaN perplexity in results.csv (a diverged run) gives "inconclusive (non-finite perplexity)" and a report, not a traceback."""
+    run = compare_run(tmp_path / "compare", {"uniform": [10.0, 10.1, 9.9], "activation": [9.0, math.nan, 8.9]})
+    path, record = run_report(tmp_path, run)
+    assert [a["label"] for a in record["sections"]["validation1"]["summary"]] == ["inconclusive (non-finite perplexity)"]
+    assert path.is_file()

@@ -6,9 +6,9 @@ import pytest
 import torch
 from naive import naive_scores
 
+from lit_activation.engine import EngineSettings, stream_taylor_scores, taylor_scores
+from lit_activation.engine.targets import last_positions
 from lit_activation.models import linear_modules
-from lit_activation.scores import stream_taylor_scores, taylor_scores
-from lit_activation.targets import last_positions
 from lit_activation.tiny import ARCHITECTURES, tiny_model
 
 # Batched against naive per-sample scores: fp32 noise, measured up to 3.8e-6 × the module's largest
@@ -31,7 +31,7 @@ def padded_batch(side: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def assert_matches_naive(model, ids, mask, target) -> None:
-    batched = taylor_scores(model, ids, mask, target)
+    batched = taylor_scores(model, ids, mask, EngineSettings(target=target))
     for r in range(ids.shape[0]):
         reference = naive_scores(model, ids[r][mask[r].bool()], target)
         assert batched.keys() == reference.keys()
@@ -71,7 +71,7 @@ def test_tiles_cover_each_module_once_and_scores_are_nonzero():
         seen.setdefault(tile.name, []).extend(range(tile.rows.start, tile.rows.stop))
 
     # a budget of 600 bytes: a few rows per tile, so every module is cut into several tiles
-    values = stream_taylor_scores(model, *padded_batch("left"), consumer, tile_mb=600 / 2**20)
+    values = stream_taylor_scores(model, *padded_batch("left"), consumer, EngineSettings(tile_mb=600 / 2**20))
     modules = linear_modules(model)
     assert set(seen) == set(modules)
     for name, rows in seen.items():
@@ -92,7 +92,7 @@ def test_bf16_weights_give_exact_fp32_scores(arch, target):
     stored, twin = bf16_and_fp32_twin(arch)
     ids, mask = padded_batch("right")
     # a small tile budget: the upcast, the scores and the chunked loss all run tile by tile
-    batched = taylor_scores(stored, ids, mask, target, tile_mb=4096 / 2**20)
+    batched = taylor_scores(stored, ids, mask, EngineSettings(target=target, tile_mb=4096 / 2**20))
     for r in range(ids.shape[0]):
         reference = naive_scores(twin, ids[r][mask[r].bool()], target)  # fp32 autograd, same weights
         for name, ref in reference.items():
@@ -108,7 +108,7 @@ def test_tiny_tiles_and_loss_chunks_equal_naive(arch):
     model = tiny_model(arch)
     ids, mask = padded_batch("left")
     for target in ("max_logit", "loss"):
-        batched = taylor_scores(model, ids, mask, target, tile_mb=1000 / 2**20)
+        batched = taylor_scores(model, ids, mask, EngineSettings(target=target, tile_mb=1000 / 2**20))
         for r in range(ids.shape[0]):
             for name, ref in naive_scores(model, ids[r][mask[r].bool()], target).items():
                 torch.testing.assert_close(batched[name][r], ref, rtol=1e-4, atol=ATOL * float(ref.abs().max()))
@@ -117,7 +117,7 @@ def test_tiny_tiles_and_loss_chunks_equal_naive(arch):
 def test_bf16_fast_mode_is_close_and_lower_precision_is_refused():
     stored, twin = bf16_and_fp32_twin("llama")
     ids, mask = padded_batch("right")
-    fast = taylor_scores(stored, ids, mask, compute_dtype=torch.bfloat16)
+    fast = taylor_scores(stored, ids, mask, EngineSettings(compute_dtype="bfloat16"))
     exact = taylor_scores(twin, ids, mask)
     for name in exact:
         assert fast[name].dtype == torch.float32
@@ -132,7 +132,7 @@ def test_bf16_fast_mode_is_close_and_lower_precision_is_refused():
         rel = ((fast[name] - exact[name]).abs() / exact[name])[big]
         assert float(rel.max()) < 0.6 and float(rel.median()) < 0.03, (name, float(rel.max()), float(rel.median()))
     with pytest.raises(ValueError, match="compute_dtype torch.bfloat16 is below the weights' dtype"):
-        taylor_scores(tiny_model("llama"), ids, mask, compute_dtype=torch.bfloat16)
+        taylor_scores(tiny_model("llama"), ids, mask, EngineSettings(compute_dtype="bfloat16"))
 
 
 def test_weights_stay_frozen_and_gradless():
@@ -149,7 +149,7 @@ def test_inference_mode_is_a_clear_error():
 def test_bad_target_and_empty_row_are_errors():
     ids, mask = padded_batch("right")
     with pytest.raises(ValueError, match="max_logit"):
-        taylor_scores(tiny_model("llama"), ids, mask, target="entropy")
+        EngineSettings(target="entropy")
     mask[1] = 0
     with pytest.raises(ValueError, match="no real token"):
         taylor_scores(tiny_model("llama"), ids, mask)
@@ -166,7 +166,7 @@ def test_recomputed_blocks_give_the_same_scores(arch, target):
     """checkpoint_blocks: each module's input comes from the block's recomputation in the backward."""
     model = tiny_model(arch, layers=3)
     ids, mask = padded_batch("left")
-    batched = taylor_scores(model, ids, mask, target, checkpoint_blocks=True)
+    batched = taylor_scores(model, ids, mask, EngineSettings(target=target, checkpoint_blocks=True))
     for r in range(ids.shape[0]):
         for name, ref in naive_scores(model, ids[r][mask[r].bool()], target).items():
             torch.testing.assert_close(batched[name][r], ref, rtol=1e-4, atol=ATOL * float(ref.abs().max()))

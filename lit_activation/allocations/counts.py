@@ -19,9 +19,9 @@ from lit_activation import counts as C
 from lit_activation.allocations.base import AllocationContext
 from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.datamodule import Group, pad_groups
+from lit_activation.engine import EngineSettings, RowRanges, stream_taylor_scores
+from lit_activation.engine.reduce import ScoreSum
 from lit_activation.models import layer_map, linear_modules
-from lit_activation.reduce import ScoreSum
-from lit_activation.scores import RowRanges, stream_taylor_scores
 
 
 def activation_layer_counts(
@@ -39,7 +39,8 @@ def activation_layer_counts(
         batch = pad_groups([Group(i, [list(r)], [0]) for i, r in enumerate(samples[start : start + batch_size])], pad_id=0)
         size = len(batch["input_ids"])
         sums.begin(size, "the on-the-fly activation counts", range(start, start + size))
-        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update, modules=modules, rows=rows)
+        stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update, EngineSettings(rows=rows), modules)
+        sums.end()
     layer_of, _, n_layers = layer_map(model)
     return shards.sum(C.layer_counts(sums.means(), layer_of, n_layers, gamma)).tolist()
 

@@ -10,7 +10,7 @@ Every item is a *group* of rows that must stay in one batch on one rank:
   ratings over them. The N texts are one forward/backward batch, so N is bounded by the device:
   each text is scored once and scores are never stored, so a pair can only be compared when both
   texts share the batch (blocks of texts would give no Gram across blocks). Beyond the limit:
-  fewer or shorter texts (max_length), model.checkpoint_blocks, a larger device; sharding
+  fewer or shorter texts (max_length), model.engine.checkpoint_blocks, a larger device; sharding
   (ModelParallelStrategy) splits the weights, not the batch, and data parallelism cannot help one group.
 """
 

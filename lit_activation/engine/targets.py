@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lit_activation.precision import linear_in
-from lit_activation.tiling import row_tiles, tile_rows
+from lit_activation.engine.tiling import row_tiles, tile_rows
 
 TARGETS = ("max_logit", "log_prob", "loss")
 
@@ -73,7 +72,7 @@ def chunked_token_nll(
         states, targets, counts = hidden[rows, steps], input_ids[rows, steps + 1], valid.sum(-1)
 
     def nll(h: Tensor, t: Tensor) -> Tensor:
-        logits = linear_in(head, h).float()
+        logits = head.forward(h).float()  # forward, not __call__: past the head's hooks, through compute_precision's patch
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         return -F.log_softmax(logits, dim=-1).gather(-1, t[:, None]).squeeze(-1)

@@ -1,35 +1,58 @@
 """Streaming reductions of score tiles: what the callbacks keep instead of score vectors.
 
 Each reducer's `update(tile)` is (part of) a `ScoreConsumer`: it folds one tile of per-sample
-scores into small or parameter-sized state and lets it go. Any NaN or inf stops the run at once,
-naming the module (hence layer) and the samples. Pure PyTorch; distributed reduction is the
-caller's business.
+scores into small or parameter-sized state and lets it go. Any NaN or inf stops the run at the
+batch's end (`end()`), naming the module (hence layer) and the samples; the check reads no value
+on the host per tile, so the device never waits for it mid-batch. Pure PyTorch; distributed
+reduction is the caller's business.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lit_activation.scores import RowRanges, ScoreTile
+from lit_activation.engine.scores import ScoreTile
+from lit_activation.engine.settings import RowRanges
 
 
-def check_finite(values: Tensor, tile: ScoreTile, where: str, sample_ids: Sequence[int]) -> None:
-    """Raise if a reduced tile of non-negative values holds NaN/inf, naming the module and samples.
+class FiniteGuard:
+    """Checks that reduced tiles hold no NaN/inf, with one host sync per batch instead of per tile.
 
-    One pass: the total of non-negative values is finite exactly when every value is.
+    Each `note` keeps the (device) sum of a reduced tile of non-negative values: it is finite
+    exactly when every value is. `check` looks at all of them at once and names the first bad
+    module, its rows and the samples whose inputs or gradients there were not finite.
     """
-    if math.isfinite(float(values.sum())):
-        return
-    bad = (~torch.isfinite(tile.abs_grad)).flatten(1).any(1).nonzero().flatten().tolist()
-    samples = [sample_ids[i] for i in bad] if sample_ids else bad
-    raise FloatingPointError(
-        f"NaN/inf Taylor scores in {where}, module {tile.name} (rows {tile.rows.start}-{tile.rows.stop - 1}), "
-        f"sample(s) {samples[:8]}; try compute_dtype float32 or check the inputs"
-    )
+
+    def __init__(self) -> None:
+        self.totals: list[Tensor] = []
+        self.tiles: list[tuple[str, slice, Tensor | None]] = []
+
+    def note(self, tile: ScoreTile, reduced: Tensor) -> None:
+        self.totals.append(reduced.sum())
+        self.tiles.append((tile.name, tile.rows, tile.finite_samples))
+
+    def check(self, where: str, sample_ids: Sequence[int]) -> None:
+        """Raise FloatingPointError if any noted tile was not finite; forget the noted tiles."""
+        totals, tiles = self.totals, self.tiles
+        self.totals, self.tiles = [], []
+        if not totals:
+            return
+        finite = torch.isfinite(torch.stack(totals))
+        if bool(finite.all()):
+            return
+        name, rows, finite_samples = tiles[int((~finite).nonzero()[0])]
+        if finite_samples is not None and not bool(finite_samples.all()):
+            bad = (~finite_samples).nonzero().flatten().tolist()
+            which = f"sample(s) {[sample_ids[i] if sample_ids else i for i in bad][:8]}"
+        else:  # finite inputs and gradients: the products overflowed
+            which = f"an overflow in the products of the batch's sample(s) {list(sample_ids)[:8]}"
+        raise FloatingPointError(
+            f"NaN/inf Taylor scores in {where}, module {name} (rows {rows.start}-{rows.stop - 1}), {which}; "
+            "try compute_dtype float32 or check the inputs"
+        )
 
 
 class ScoreSum:
@@ -38,7 +61,8 @@ class ScoreSum:
     State: one fp32 value per scored parameter (of `rows`, default all), whatever the number of
     datasets: read `means()` when a dataset is done, then `reset()` for the next. Each batch is
     reduced on its own device first (Σ_s |G_s|, then × |W| once, by |W ⊙ G_s| = |W| ⊙ |G_s|), so
-    only a tile of sums ever crosses to a `device="cpu"` state.
+    only a tile of sums ever crosses to a `device="cpu"` state. Call `begin` before a batch and
+    `end` after it (the NaN/inf check).
     """
 
     def __init__(self, modules: Mapping[str, nn.Module], device: torch.device | str | None = None, rows: RowRanges | None = None) -> None:
@@ -50,6 +74,7 @@ class ScoreSum:
             self.sums[name] = torch.zeros((last - first, *m.weight.shape[1:]), device=device or m.weight.device)
         self.samples = 0
         self.where, self.sample_ids = "a batch", []
+        self.guard = FiniteGuard()
         self._scratch: dict[torch.device, Tensor] = {}
 
     def begin(self, batch_size: int, where: str = "a batch", sample_ids: Sequence[int] = ()) -> None:
@@ -67,10 +92,14 @@ class ScoreSum:
 
     def update(self, tile: ScoreTile) -> None:
         total = self._batch_sum(tile)
-        check_finite(total, tile, self.where, self.sample_ids)
+        self.guard.note(tile, total)
         state = self.sums[tile.name]
         offset = self.offsets[tile.name]
         state[tile.rows.start - offset : tile.rows.stop - offset] += total.mul_(tile.abs_weight).to(state.device)
+
+    def end(self) -> None:
+        """The batch is done: raise if any of its scores was NaN/inf (one host sync)."""
+        self.guard.check(self.where, self.sample_ids)
 
     def means(self) -> dict[str, Tensor]:
         """Mean A per parameter (docs/method.md §2: mean first, then threshold), in place: the sums
@@ -91,13 +120,14 @@ class LayerGram:
 
     Cosine, norm and dot product of any two rows of a group follow from it, over the layer's
     modules concatenated. State per batch: (groups, layers, rows, rows), fp64 (the sum of many
-    tiles' partial products): a few numbers per pair, never a score vector.
+    tiles' partial products) on the batch's device: a few numbers per pair, never a score vector.
     """
 
     def __init__(self, layer_of: Mapping[str, int], n_layers: int) -> None:
         self.layer_of, self.n_layers = dict(layer_of), n_layers
         self.gram: Tensor | None = None
         self.where, self.sample_ids = "a batch", []
+        self.guard = FiniteGuard()
 
     def begin(self, n_groups: int, group_size: int, device: torch.device | str, where: str = "a batch", sample_ids: Sequence[int] = ()) -> None:
         """Start a batch of n_groups × group_size rows (group g owns rows g*R … g*R+R-1)."""
@@ -108,5 +138,9 @@ class LayerGram:
         groups, _, size, _ = self.gram.shape
         flat = tile.scores().reshape(groups, size, -1)
         product = torch.bmm(flat, flat.transpose(1, 2))
-        check_finite(product, tile, self.where, self.sample_ids)
+        self.guard.note(tile, product)
         self.gram[:, self.layer_of[tile.name]] += product.to(self.gram.device, torch.float64)
+
+    def end(self) -> None:
+        """The batch is done: raise if any of its scores was NaN/inf (one host sync)."""
+        self.guard.check(self.where, self.sample_ids)

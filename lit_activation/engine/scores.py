@@ -10,6 +10,8 @@ memory is the model, the reducers' state, one tile and the batch's activations, 
 of a module. Weights stay frozen (no .grad is ever allocated).
 
 |·| is non-linear, so A can never come from a batch-summed gradient: that is why G_s is per sample.
+How the products are formed (plain fp32, or fp32-accurate bf16 parts on tensor cores) is the
+`EngineSettings.matmul` choice (engine/products.py); the pass pins the matmul precision either way.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers.pytorch_utils import Conv1D
 
+from lit_activation.engine.precision import compute_precision
+from lit_activation.engine.products import IEEEProducts, pinned_matmul_precision, products_for, split_works_on
+from lit_activation.engine.settings import EngineSettings, RowRanges
+from lit_activation.engine.targets import chunked_mean_nll, head_input, last_token_target, softcap_of
+from lit_activation.engine.tiling import budget_bytes, row_tiles, tile_rows
 from lit_activation.models import decoder_layers, linear_modules
-from lit_activation.precision import compute_precision
-from lit_activation.targets import check_target, chunked_mean_nll, head_input, last_token_target, softcap_of
-from lit_activation.tiling import budget_bytes, row_tiles, tile_rows
 
 
 @dataclass
@@ -34,13 +38,16 @@ class ScoreTile:
     """Rows `rows` (of the weight as stored: (out, in), Conv1D (in, out)) of one module's scores.
 
     abs_grad: |G_s| of these rows per sample, (batch, rows, cols) fp32. abs_weight: |W| of these
-    rows, (rows, cols) fp32. Both are valid only during the consumer call.
+    rows, (rows, cols) fp32. finite_samples: (batch,) bool, whether each sample's inputs and output
+    gradients of this module are all finite (names the samples when a reducer finds NaN/inf).
+    All are valid only during the consumer call.
     """
 
     name: str
     rows: slice
     abs_grad: Tensor
     abs_weight: Tensor
+    finite_samples: Tensor | None = None
     _scores: Tensor | None = field(default=None, repr=False)
 
     def scores(self) -> Tensor:
@@ -51,9 +58,6 @@ class ScoreTile:
 
 
 ScoreConsumer = Callable[[ScoreTile], None]
-
-# One module's rows [start, stop) to score; a sharded run scores each rank's own rows only.
-RowRanges = Mapping[str, tuple[int, int]]
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -81,22 +85,29 @@ class Workspace:
 
 
 def _tiles(
-    name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float, space: Workspace
+    name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float, space: Workspace,
+    products: IEEEProducts, finite: Tensor | None = None,
 ) -> Iterator[ScoreTile]:
     """The score tiles of one module from its inputs x (B, T, in) and output gradients δ (B, T, out)."""
     # G_s = δ_sᵀ x_s, (out, in); Conv1D stores the weight as (in, out), so there G_s = x_sᵀ δ_s.
     by_row, other = (x, delta) if isinstance(module, Conv1D) else (delta, x)
     by_row = by_row.transpose(1, 2).contiguous()  # (B, rows, T): a row tile is one contiguous block
-    weight = module.weight.detach()
     batch, cols = by_row.shape[0], other.shape[-1]
+    by_row, other = products.gradient_operands(by_row, other)
+    weight = module.weight.detach()
     per_tile = tile_rows(budget, batch * cols * 4)
     for r in row_tiles(weight.shape[0], per_tile, *rows):
-        grad = space.view(batch, r.stop - r.start, cols)
-        if by_row.dtype == torch.float32:
-            torch.bmm(by_row[:, r], other, out=grad)
-        else:  # the explicit low-precision mode: products in that dtype, reduced in fp32
-            grad.copy_(torch.bmm(by_row[:, r], other))
-        yield ScoreTile(name, r, grad.abs_(), weight[r].float().abs())
+        grad = products.gradient(by_row[:, r], other, space.view(batch, r.stop - r.start, cols))
+        yield ScoreTile(name, r, grad.abs_(), weight[r].float().abs(), finite)
+
+
+def finite_rows(*tensors: Tensor) -> Tensor:
+    """(batch,) bool: whether every value of each row (dim 0) of every tensor is finite. No host sync."""
+    ok = None
+    for t in tensors:
+        row_ok = torch.isfinite(t).flatten(1).all(1)
+        ok = row_ok if ok is None else ok & row_ok
+    return ok
 
 
 class BlockRecompute:
@@ -142,7 +153,7 @@ class BlockRecompute:
 @contextmanager
 def _score_hooks(
     modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges, padded: bool,
-    recompute: BlockRecompute | None = None,
+    products: IEEEProducts, recompute: BlockRecompute | None = None,
 ) -> Iterator[None]:
     """Hooks that turn each module's (input, output gradient) into score tiles for `consumer`.
 
@@ -163,11 +174,12 @@ def _score_hooks(
         x, delta = inputs.pop(name), grads.pop(name)
         # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs are
         # zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
-        x_s = x.reshape(batch, -1, x.shape[-1])
+        x_s, delta_s = x.reshape(batch, -1, x.shape[-1]), delta.reshape(batch, -1, delta.shape[-1])
         if padded:
             x_s = x_s.masked_fill(pads, 0)
         span = rows.get(name, (0, module.weight.shape[0]))
-        for tile in _tiles(name, module, x_s, delta.reshape(batch, -1, delta.shape[-1]), span, budget, space):
+        finite = finite_rows(x_s, delta_s)
+        for tile in _tiles(name, module, x_s, delta_s, span, budget, space, products, finite):
             consumer(tile)
 
     def forward_hook(name: str) -> Callable:
@@ -219,28 +231,20 @@ def stream_taylor_scores(
     input_ids: Tensor,
     attention_mask: Tensor,
     consumer: ScoreConsumer,
-    target: str = "max_logit",
+    settings: EngineSettings = EngineSettings(),  # noqa: B008 - frozen: one shared default is safe
     modules: Mapping[str, nn.Module] | None = None,
-    compute_dtype: torch.dtype = torch.float32,
-    tile_mb: float | None = None,
-    rows: RowRanges | None = None,
-    checkpoint_blocks: bool = False,
 ) -> Tensor:
     """Compute every scored module's per-sample scores and pass them to `consumer`, tile by tile.
 
-    compute_dtype: the forward and backward run in it whatever the weights' stored dtype (fp32:
-    exact scores; the weights' own bf16/fp16 is the explicit fast mode). tile_mb: the tile budget
-    (default: benchmarked per device type). rows: per module, the rows to score (default: all).
-    checkpoint_blocks: recompute each decoder block's forward in the backward (BlockRecompute).
+    settings: target, compute dtype, products, tile budget, rows, recomputation (EngineSettings).
+    modules: the scored modules (default: every linear of every decoder block).
     Returns D(s) per row (detached). Modules arrive in backward order (deep layers first).
     """
-    check_target(target)
     if attention_mask.sum(-1).min() < 1:
         raise ValueError("A row of the batch has no real token (attention_mask all zero)")
-    budget = budget_bytes(tile_mb, input_ids.device.type)
     padded = not bool(attention_mask.bool().all())
     modules = linear_modules(model) if modules is None else modules
-    return scoring_pass(model, input_ids, attention_mask, consumer, target, modules, compute_dtype, budget, rows or {}, padded, checkpoint_blocks)
+    return scoring_pass(model, input_ids, attention_mask, consumer, modules, settings, padded)
 
 
 def scoring_pass(
@@ -248,23 +252,27 @@ def scoring_pass(
     input_ids: Tensor,
     attention_mask: Tensor,
     consumer: ScoreConsumer,
-    target: str,
     modules: Mapping[str, nn.Module],
-    compute_dtype: torch.dtype,
-    budget: float,
-    rows: RowRanges,
+    settings: EngineSettings,
     padded: bool,
-    checkpoint_blocks: bool = False,
+    split: bool | None = None,
 ) -> Tensor:
     """One forward and backward that streams score tiles: `stream_taylor_scores` without its input
-    checks. Nothing here reads tensor values, so the memory planner can run it on fake tensors."""
+    checks. Nothing here reads tensor values, so the memory planner can run it on fake tensors
+    (`split` then says which products to simulate; default: the settings' choice for the device)."""
+    budget = budget_bytes(settings.tile_mb, input_ids.device.type)
+    if split is None:  # a device's first split pass checks the products against fp64 (products.py)
+        split = settings.split_products(input_ids.device) and (not input_ids.is_cuda or split_works_on(input_ids.device))
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1D))]
+    products = products_for(split, weights_bf16=all(m.weight.dtype == torch.bfloat16 for m in linears))
     embeds: list[Tensor] = []
     hidden: list[Tensor] = []
-    recompute = BlockRecompute() if checkpoint_blocks else None
+    recompute = BlockRecompute() if settings.checkpoint_blocks else None
     blocks = recompute.around(decoder_layers(model)[1]) if recompute else nullcontext()
-    with torch.enable_grad(), compute_precision(model, compute_dtype, int(budget)), blocks:
-        with _differentiable_embeddings(model, compute_dtype, embeds), head_input(model, attention_mask, target, hidden):
-            with _score_hooks(modules, attention_mask, consumer, budget, rows, padded, recompute):
+    target = settings.target
+    with torch.enable_grad(), pinned_matmul_precision(), compute_precision(model, settings.dtype, products, int(budget)), blocks:
+        with _differentiable_embeddings(model, settings.dtype, embeds), head_input(model, attention_mask, target, hidden):
+            with _score_hooks(modules, attention_mask, consumer, budget, settings.rows or {}, padded, products, recompute):
                 logits = model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
@@ -289,10 +297,7 @@ def taylor_scores(
     model: nn.Module,
     input_ids: Tensor,
     attention_mask: Tensor,
-    target: str = "max_logit",
-    compute_dtype: torch.dtype = torch.float32,
-    tile_mb: float | None = None,
-    checkpoint_blocks: bool = False,
+    settings: EngineSettings = EngineSettings(),  # noqa: B008 - frozen: one shared default is safe
 ) -> dict[str, Tensor]:
     """A(s, w) for every scored module: name -> float32 tensor of shape (batch, *weight.shape).
 
@@ -306,6 +311,5 @@ def taylor_scores(
     def keep(tile: ScoreTile) -> None:
         out[tile.name][:, tile.rows] = tile.scores()
 
-    stream_taylor_scores(model, input_ids, attention_mask, keep, target, modules, compute_dtype, tile_mb, None, checkpoint_blocks)
+    stream_taylor_scores(model, input_ids, attention_mask, keep, settings, modules)
     return out
-

@@ -1,0 +1,255 @@
+"""Issue 16's GPU measurements in one run, one table: the engine against the paper's loop, on a GPU.
+
+    python benchmarks/gpu.py --make-model /tmp/llama7b          # on the GPU machine (H100/H200)
+    python benchmarks/gpu.py --toy                              # a dry run on a CPU, toy shapes, seconds
+
+Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this process):
+- the paper's way in bf16 and in fp32: batch 1, full backward with the weights requiring grad,
+  w·grad copied out per scored parameter;
+- the engine: exact fp32 with plain products (`matmul: ieee`), with split-bf16 products
+  (`matmul: split`), and the bf16 fast mode; a tile sweep of the split engine;
+- the matmul bound: the 6·P·T FLOPs at the model's shapes in fp32, timed alone;
+- accuracy: a 4-layer model at the same widths, the worst max-normalised error of each exact mode
+  against an fp64 per-sample loop, and Finding 1 layer counts of split against ieee;
+- the CLI: `lit-activation predict` with configs/counts_embedded.yaml (and similarity_embedded.yaml)
+  on the model directory, wall time and the predict loop (benchmarks/timing.py) against the
+  engine's time for the same batches.
+
+`--make-model DIR` writes a random bf16 model of `--shape` (a published config, e.g. llama-2-7b)
+with the embedded default's tokenizer (from the converted cache) or, for --toy, the tiny one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from machine import describe, sync
+
+from lit_activation.architectures import model_config
+from lit_activation.counts import layer_counts
+from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
+from lit_activation.models import cache_dir, layer_map, linear_modules, weight_out_in
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_model(directory: Path, shape: str, layers: int | None, toy: bool) -> None:
+    """A random bf16 model of a published shape (or the tiny one) with a tokenizer, saved to `directory`."""
+    from transformers import AutoModelForCausalLM
+
+    from lit_activation.tiny import tiny_config, tiny_tokenizer
+
+    config = tiny_config("llama", 2, 64) if toy else model_config(shape)
+    if layers:
+        config.num_hidden_layers = layers
+    if not toy:
+        embedded = cache_dir() / "smollm2-135m"
+        config.vocab_size = 49152  # the embedded tokenizer's vocabulary
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(directory)
+    if toy:
+        tiny_tokenizer().save_pretrained(directory)
+    else:
+        for file in embedded.glob("tokenizer*.json"):
+            (directory / file.name).write_bytes(file.read_bytes())
+        for file in ("special_tokens_map.json",):
+            if (embedded / file).is_file():
+                (directory / file).write_bytes((embedded / file).read_bytes())
+
+
+def load(directory: Path, dtype: torch.dtype, device: str):  # noqa: ANN201 - a PreTrainedModel
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval().requires_grad_(False)
+
+
+def timed(run, device: str, repeats: int = 2) -> float:  # noqa: ANN001
+    """Best wall time of `run()` after one warm-up call."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        run()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def engine_pass(model, ids: torch.Tensor, batch: int, settings: EngineSettings) -> ScoreSum:  # noqa: ANN001
+    modules = linear_modules(model)
+    sums = ScoreSum(modules)
+    for start in range(0, ids.shape[0], batch):
+        chunk = ids[start : start + batch]
+        sums.begin(chunk.shape[0])
+        stream_taylor_scores(model, chunk, torch.ones_like(chunk), sums.update, settings, modules)
+        sums.end()
+    return sums
+
+
+def paper_pass(model, ids: torch.Tensor) -> None:  # noqa: ANN001
+    """The paper's loop: one sample at a time, every parameter requiring grad, w·grad copied out."""
+    modules = linear_modules(model)
+    sums = {n: torch.zeros(m.weight.shape, device=ids.device) for n, m in modules.items()}
+    model.requires_grad_(True)
+    for row in ids:
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=row[None]).logits[0, -1]
+        logits[logits.argmax()].backward()
+        with torch.no_grad():
+            for name, m in modules.items():
+                sums[name] += (m.weight * m.weight.grad).abs().float()
+    model.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+
+
+def bound_seconds(model, batch: int, tokens: int, device: str) -> float:  # noqa: ANN001
+    """The three fp32 matmuls per scored module (forward, input gradient, per-sample gradients), timed alone."""
+    shapes = Counter(tuple(weight_out_in(m).shape) for m in linear_modules(model).values())
+    total = 0.0
+    for (out, inp), count in shapes.items():
+        x, d, w = (torch.randn(s, device=device) for s in ((batch * tokens, inp), (batch * tokens, out), (out, inp)))
+        d_t, x_b = d.view(batch, tokens, out).transpose(1, 2).contiguous(), x.view(batch, tokens, inp)
+        total += count * timed(lambda x=x, d=d, w=w, d_t=d_t, x_b=x_b: (x @ w.t(), d @ w, torch.bmm(d_t, x_b)), device, 3)
+    return total
+
+
+def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
+    """Worst max-normalised error of each exact mode against an fp64 per-sample loop; counts agreement."""
+    model = load(directory, torch.bfloat16, device)
+    ids = torch.randint(0, model.config.vocab_size, (samples, tokens), generator=torch.Generator().manual_seed(1)).to(device)
+    twin = load(directory, torch.bfloat16, device).double()
+    modules = linear_modules(twin)
+    reference = []
+    twin.requires_grad_(True)
+    for row in ids:
+        twin.zero_grad(set_to_none=True)
+        logits = twin(input_ids=row[None]).logits[0, -1]
+        logits[logits.argmax()].backward()
+        reference.append({n: (m.weight * m.weight.grad).abs().detach() for n, m in modules.items()})
+    del twin
+    out: dict = {}
+    means = {}
+    for matmul in ("ieee", "split"):
+        got: dict[str, torch.Tensor] = {}
+
+        def keep(tile, got=got) -> None:  # noqa: ANN001
+            got.setdefault(tile.name, torch.zeros((samples, *linear_modules(model)[tile.name].weight.shape), device=device))[:, tile.rows] = tile.scores()
+
+        stream_taylor_scores(model, ids, torch.ones_like(ids), keep, EngineSettings(matmul=matmul))
+        worst = max(float((got[n][r].double() - ref[n]).abs().max() / ref[n].abs().max()) for r, ref in enumerate(reference) for n in ref)
+        out[f"max_normalised_error_{matmul}"] = worst
+        means[matmul] = {n: g.mean(0) for n, g in got.items()}
+    layer_of, _, n_layers = layer_map(model)
+    pooled = torch.cat([m.flatten() for m in means["ieee"].values()])
+    for q in (0.5, 0.9):
+        threshold = float(pooled.float().quantile(q) if pooled.numel() < 2**24 else pooled[torch.randperm(pooled.numel())[: 2**24]].quantile(q))
+        a, b = (layer_counts(means[m], layer_of, n_layers, threshold).double() for m in ("ieee", "split"))
+        out[f"counts_max_rel_diff_q{q}"] = float(((a - b).abs() / a.clamp_min(1)).max())
+    return out
+
+
+def cli_run(config: str, directory: Path, extra: list[str], out: Path) -> dict:
+    """`lit-activation predict` as a user runs it: wall time, and the predict loop's own time."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable, "-m", "lit_activation", "predict", "--config", str(ROOT / "configs" / config), "--model.model", str(directory),
+        "--model.dtype", "bfloat16", "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks+", "timing.PredictTimer", *extra,
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"{config}: {done.stderr[-2000:]}")
+    loop = float(re.search(r"PREDICT_LOOP_S ([0-9.]+)", done.stdout + done.stderr).group(1))
+    batches = int(re.search(r"PREDICT_BATCHES (\d+)", done.stdout + done.stderr).group(1))
+    return {"wall_s": wall, "predict_loop_s": loop, "batches": batches}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, default=None, help="a model directory (default: the one --make-model writes)")
+    parser.add_argument("--make-model", type=Path, default=None, help="write a random bf16 model of --shape here first")
+    parser.add_argument("--shape", default="llama-2-7b")
+    parser.add_argument("--toy", action="store_true", help="CPU dry run: tiny shapes, few samples")
+    parser.add_argument("--samples", type=int, default=16, help="samples timed per row")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--tiles", type=float, nargs="*", default=[64, 256, 1024, 4096], help="tile budgets (MB) of the sweep")
+    parser.add_argument("--cli-samples", type=int, default=80, help="num_samples per dataset of the CLI runs (4 datasets)")
+    parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    device = "cpu" if args.toy or not torch.cuda.is_available() else "cuda"
+    if args.toy:
+        args.samples, args.batch, args.tokens, args.tiles, args.cli_samples = 4, 2, 16, [1, 4], 2
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / "lit_activation_gpu_bench"
+    directory = args.model_dir or args.make_model or work / "model"
+    if args.make_model or not (directory / "config.json").is_file():
+        make_model(directory, args.shape, None, args.toy)
+    small = work / "model_4_layers"
+    if not (small / "config.json").is_file():
+        make_model(small, args.shape, 4 if not args.toy else None, args.toy)
+
+    report: dict = {"machine": describe(device), "date": time.strftime("%Y-%m-%d"), "shape": "toy" if args.toy else args.shape}
+    import lightning
+    import transformers
+
+    report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "lightning": lightning.__version__}
+    rows: list[tuple[str, float, str]] = []
+    model = load(directory, torch.bfloat16, device)
+    ids = torch.randint(0, model.config.vocab_size, (args.samples, args.tokens), generator=torch.Generator().manual_seed(0)).to(device)
+    per = lambda seconds: seconds / args.samples  # noqa: E731
+    paper16 = per(timed(lambda: paper_pass(model, ids), device, 1))
+    rows.append(("paper's way, bf16 weights and grads", paper16, "1.00x"))
+    settings = {"engine, exact fp32, matmul ieee": EngineSettings(matmul="ieee"), "engine, exact fp32, matmul split": EngineSettings(matmul="split"),
+                "engine, bf16 fast mode": EngineSettings(compute_dtype="bfloat16")}
+    engine_seconds = {}
+    for label, s in settings.items():
+        engine_seconds[label] = per(timed(lambda s=s: engine_pass(model, ids, args.batch, s), device))
+        rows.append((label, engine_seconds[label], f"{paper16 / engine_seconds[label]:.2f}x"))
+    for tile in args.tiles:
+        seconds = per(timed(lambda tile=tile: engine_pass(model, ids, args.batch, EngineSettings(matmul="split", tile_mb=tile)), device, 1))
+        rows.append((f"engine, split, tile {tile:g} MB", seconds, f"{paper16 / seconds:.2f}x"))
+    bound = bound_seconds(model, args.batch, args.tokens, device) / args.batch
+    rows.append(("fp32 matmul bound (6·P·T, CUDA cores)", bound, f"{paper16 / bound:.2f}x"))
+    del model
+    fp32 = load(directory, torch.float32, device)
+    paper32 = per(timed(lambda: paper_pass(fp32, ids), device, 1))
+    rows.insert(1, ("paper's way, fp32", paper32, f"{paper16 / paper32:.2f}x"))
+    del fp32
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    report["accuracy_4_layers"] = accuracy(small, device, args.tokens, min(4, args.samples))
+    if not args.skip_cli:
+        extra = ["--data.init_args.num_samples", str(args.cli_samples), "--data.init_args.batch_size", str(args.batch)]
+        counts = cli_run("counts_embedded.yaml", directory, extra, work / "runs")
+        engine_same = engine_seconds["engine, exact fp32, matmul split" if device == "cuda" else "engine, exact fp32, matmul ieee"] * 4 * args.cli_samples
+        counts["predict_loop_over_engine"] = counts["predict_loop_s"] / engine_same
+        report["cli_counts"] = counts
+        report["cli_similarity"] = cli_run("similarity_embedded.yaml", directory, ["--data.init_args.num_samples", str(args.cli_samples)], work / "runs")
+    report["rows"] = [{"what": w, "seconds_per_sample": s, "vs_paper_bf16": r} for w, s, r in rows]
+    print(f"{report['machine']} {report['versions']} {report['date']}")
+    print(f"\n| what ({args.batch} × {args.tokens} tokens) | s / sample | speed vs the paper's bf16 loop |\n|---|---|---|")
+    for what, seconds, ratio in rows:
+        print(f"| {what} | {seconds:.4f} | {ratio} |")
+    print(json.dumps({k: v for k, v in report.items() if k not in ("rows", "machine")}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

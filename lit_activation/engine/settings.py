@@ -1,0 +1,70 @@
+"""The engine's settings: one typed object that the module, the planner and the benchmarks pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from lit_activation.engine.targets import check_target
+
+MATMULS: tuple[str, ...] = ("auto", "ieee", "split")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# One module's rows [start, stop) to score; a sharded run scores each rank's own rows only.
+RowRanges = dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How Taylor scores are computed (docs/method.md §1, §9).
+
+    Attributes:
+        target: D(s), whose gradient defines the score: `max_logit` (the paper), `log_prob`, `loss`.
+        compute_dtype: the forward and backward run in it whatever the weights' stored dtype.
+            `float32` (default) gives exact fp32 scores, upcasting one weight tile at a time (no
+            fp32 copy of the model); the weights' own bf16/fp16 is the fast, approximate mode.
+        matmul: how fp32 products are formed. `ieee`: plain fp32 (a GPU's CUDA cores). `split`:
+            from bf16 parts on tensor cores, as accurate as fp32 (engine/split.py), several times
+            faster on GPUs, slower on CPUs. `auto` (default): `split` on CUDA, `ieee` elsewhere.
+            Either way the engine sets the process's fp32 matmul precision for its own products
+            and restores it after, so `torch.set_float32_matmul_precision` never changes a score.
+        tile_mb: budget of one tile of per-sample scores (None: the default per device type).
+        checkpoint_blocks: recompute each decoder block's forward in the backward, so that the
+            backward holds one block's activations instead of every block's (a third more compute).
+        rows: per module, the rows [start, stop) to score (None: all). Set by a sharded run for
+            each rank's own rows; leave it unset.
+    """
+
+    target: Literal["max_logit", "log_prob", "loss"] = "max_logit"
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    matmul: Literal["auto", "ieee", "split"] = "auto"
+    tile_mb: float | None = None
+    checkpoint_blocks: bool = False
+    rows: RowRanges | None = None
+
+    def __post_init__(self) -> None:
+        check_target(self.target)
+        if self.compute_dtype not in DTYPES:
+            raise ValueError(f"Unknown compute_dtype {self.compute_dtype!r}; accepted: {sorted(DTYPES)}")
+        if self.matmul not in MATMULS:
+            raise ValueError(f"Unknown matmul {self.matmul!r}; accepted: {list(MATMULS)}")
+        if self.tile_mb is not None and not self.tile_mb > 0:
+            raise ValueError(f"tile_mb must be > 0 (MB), got {self.tile_mb}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """compute_dtype as a torch dtype."""
+        return DTYPES[self.compute_dtype]
+
+    def split_products(self, device: torch.device | str) -> bool:
+        """Whether fp32 products come from bf16 parts on this device (only for fp32 compute)."""
+        if self.dtype != torch.float32:
+            return False
+        return self.matmul == "split" or (self.matmul == "auto" and torch.device(device).type == "cuda")
+
+    def cache_key(self) -> tuple:
+        """A hashable identity (rows as a sorted tuple), for caches of simulated peaks."""
+        rows = tuple(sorted((self.rows or {}).items()))
+        return (self.target, self.compute_dtype, self.matmul, self.tile_mb, self.checkpoint_blocks, rows)

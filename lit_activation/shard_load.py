@@ -1,0 +1,159 @@
+"""Load a model straight into its FSDP2 shards: no rank ever holds the whole model.
+
+`from_pretrained` on every rank, then `fully_shard`, would hold a full copy per rank first:
+Llama-2-70B on the 8 ranks of a node would need about 1 TB of host memory. Instead:
+
+1. the model is built with its parameters on the meta device (no memory) and its buffers for real
+   (rotary frequencies and the like are computed in the constructors, whatever the architecture);
+2. `shard_model` splits every parameter by rows over the shard group (sharding.py);
+3. the shards are materialised on the rank's device and the buffers put back;
+4. each rank reads only its own rows of each tensor from the checkpoint's safetensors files.
+
+Step 4 opens the file once per tensor: safetensors maps the file, and the pages a read touches
+count in the process's resident memory until the file is closed, so one open file for all tensors
+would end up holding as much as the rank's whole shard a second time. A rank's host memory thus
+peaks at its shard plus one slice of one tensor.
+
+Sources without safetensors files, or whose tensor names the model renames on load (the random
+`tiny-*` test models, some checkpoints), go through rank 0 instead: it loads the full model and
+torch's `set_model_state_dict` broadcasts it one tensor at a time, so rank 0 alone holds it all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from accelerate import init_empty_weights
+from safetensors import safe_open
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from lit_activation.models import TINY_PREFIX, load_causal_lm, local_source, resolve_dtype
+from lit_activation.sharding import shard_model
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_files(directory: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file of a Hugging Face model directory ({} when it has none)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        return {name: directory / file for name, file in json.loads(index.read_text())["weight_map"].items()}
+    single = directory / "model.safetensors"
+    if not single.is_file():
+        return {}
+    with safe_open(single, framework="pt") as f:
+        return dict.fromkeys(f.keys(), single)
+
+
+def checkpoint_key(name: str, files: Mapping[str, Path], prefix: str) -> str | None:
+    """The checkpoint's name for parameter `name`: as it is, or without the base model's prefix
+    (GPT-2's hub files say `h.0…` for `transformer.h.0…`); None when neither is there."""
+    if name in files:
+        return name
+    short = name.removeprefix(f"{prefix}.") if prefix else name
+    return short if short in files else None
+
+
+def read_slice(path: Path, key: str, index: tuple[slice, ...]) -> Tensor:
+    """One slice of one tensor of a safetensors file; the file is closed again (see the module doc)."""
+    with safe_open(path, framework="pt") as f:
+        return f.get_slice(key)[index]
+
+
+def own_slice(param: Tensor) -> tuple[slice, ...]:
+    """The index of this rank's part of a (DTensor) parameter in the full tensor."""
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    if not isinstance(param, DTensor):
+        return tuple(slice(0, n) for n in param.shape)
+    shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+    return tuple(slice(o, o + n) for o, n in zip(offset, shape, strict=True))
+
+
+def _local(param: Tensor) -> Tensor:
+    return param.to_local() if hasattr(param, "to_local") else param
+
+
+def meta_model(config: PretrainedConfig, dtype: torch.dtype, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The architecture with parameters on the meta device and buffers computed for real (on the host)."""
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model.eval().requires_grad_(False)
+
+
+def materialize(model: nn.Module, device: torch.device) -> None:
+    """Allocate the (sharded) parameters on `device`, uninitialised, keeping the buffers' values."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, value in buffers.items():
+            model.get_buffer(name).copy_(value)
+
+
+def missing_keys(model: nn.Module, files: Mapping[str, Path]) -> list[str]:
+    """Parameters the checkpoint files do not name (tied copies never appear in named_parameters)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return [name for name, _ in model.named_parameters() if checkpoint_key(name, files, prefix) is None]
+
+
+@torch.no_grad()
+def load_own_rows(model: nn.Module, files: Mapping[str, Path]) -> None:
+    """Copy each parameter's own rows (its shard) from the safetensors files, one tensor at a time."""
+    prefix = getattr(model, "base_model_prefix", "")
+    for name, param in model.named_parameters():
+        key = checkpoint_key(name, files, prefix)
+        _local(param).copy_(read_slice(files[key], key, own_slice(param)))
+    persistent = dict(model.named_buffers())
+    for name in model.state_dict():
+        key = checkpoint_key(name, files, prefix) if name in persistent else None
+        if key is not None:
+            persistent[name].copy_(read_slice(files[key], key, own_slice(persistent[name])))
+
+
+def broadcast_from_rank0(model: nn.Module, name_or_path: str, dtype: str, trust_remote_code: bool) -> None:
+    """Rank 0 loads the full model and sends each rank its shards, one tensor at a time."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full: dict[str, Tensor] = {}
+    if dist.get_rank() == 0:
+        full = load_causal_lm(name_or_path, dtype, trust_remote_code)[0].state_dict()
+    # strict=False: a tied head has no entry of its own in a state dict that names it once
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False))
+
+
+def load_sharded(
+    name_or_path: str, config: PretrainedConfig, dtype: str, mesh, compute_dtype: torch.dtype, device: torch.device,  # noqa: ANN001 - a DeviceMesh
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """The model sharded over `mesh` (sharding.shard_model), each rank having read only its own rows.
+
+    A collective: every rank of the world calls it.
+    """
+    model = meta_model(config, resolve_dtype(dtype), trust_remote_code)
+    shard_model(model, mesh, compute_dtype)
+    materialize(model, device)
+    files: dict[str, Path] = {}
+    if not name_or_path.startswith(TINY_PREFIX):
+        # rank 0 first: a source made on first use (the embedded default, a .gguf) is made once
+        if dist.get_rank() == 0:
+            directory = local_source(name_or_path)
+        dist.barrier()
+        directory = local_source(name_or_path) if dist.get_rank() else directory
+        files = checkpoint_files(Path(directory))
+    missing = missing_keys(model, files) if files else ["(no safetensors files)"]
+    if missing:
+        log.info("Loading %s through rank 0 (its files do not name %s)", name_or_path, missing[:3])
+        broadcast_from_rank0(model, name_or_path, dtype, trust_remote_code)
+    else:
+        load_own_rows(model, files)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{name_or_path}: {left[:4]} still on the meta device after loading")
+    return model
