@@ -226,11 +226,11 @@ def main() -> None:
         rows.append((f"engine, split, tile {tile:g} MB", seconds, f"{paper16 / seconds:.2f}x"))
     bound = bound_seconds(model, args.batch, args.tokens, device) / args.batch
     rows.append(("fp32 matmul bound (6·P·T, CUDA cores)", bound, f"{paper16 / bound:.2f}x"))
-    del model
+    model = None  # the bf16 copy goes before the fp32 one loads
     fp32 = load(directory, torch.float32, device)
     paper32 = per(timed(lambda: paper_pass(fp32, ids), device, 1))
     rows.insert(1, ("paper's way, fp32", paper32, f"{paper16 / paper32:.2f}x"))
-    del fp32
+    fp32 = None
     if device == "cuda":
         torch.cuda.empty_cache()
     report["accuracy_4_layers"] = accuracy(small, device, args.tokens, min(4, args.samples))

@@ -21,7 +21,7 @@ import torch
 from lit_activation.data.perplexity import chunk_stream
 from lit_activation.data.samples import calibration_ids, evaluation_stream
 from lit_activation.models import decoder_layers, load_causal_lm
-from lit_activation.wanda import prune_wanda
+from lit_activation.pruning.wanda import prune_wanda
 
 
 def peak_rss_gb() -> float:

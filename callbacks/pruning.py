@@ -12,19 +12,21 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import io, plots
-from lit_activation.allocations import Allocation, AllocationContext, Uniform
 from lit_activation.architectures import model_config, text_config
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
 from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import calibration_ids
-from lit_activation.export import full_state_dict, save_pruned
 from lit_activation.memory import release_memory
 from lit_activation.models import decoder_layers, layer_index, linear_modules, load_tokenizer
 from lit_activation.plan import Pruning
+from lit_activation.pruning.allocations import Allocation, Uniform
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.export import full_state_dict, save_pruned
+from lit_activation.pruning.metrics import PruningMetric, Wanda
+from lit_activation.pruning.sparsity import check_nm, weighted_mean
+from lit_activation.pruning.wanda import prune_wanda
 from lit_activation.sharding import local, shards
-from lit_activation.sparsity import check_nm, weighted_mean
-from lit_activation.wanda import Metric, check_metric, prune_wanda
 
 OUTPUTS = ("pruning.json", "sparsity.png")
 
@@ -75,7 +77,9 @@ class WandaPruning(Callback):
             paper, from Finding 1 counts) or `OWL`, each with its own options (class_path).
         nm: N:M semi-structured pruning, e.g. '2:4': every layer at n/m, so sparsity must be n/m
             and the allocation Uniform.
-        metric: `wanda` (|W|·‖X‖) or `magnitude` (|W|, the baseline).
+        metric: which weights of a row go first: `Wanda` (|W|·‖X‖, default), `Magnitude` (|W|),
+            `Taylor` (the mean Taylor score, this project's engine), `GBLM` (Wanda plus a
+            gradient term), each with its own options (class_path).
         calibration: the calibration batch (dataset, samples, seqlen, seed, files, batch_size).
         save_dir: save the pruned model there in Hugging Face format (never overwrites).
     """
@@ -85,7 +89,7 @@ class WandaPruning(Callback):
         sparsity: float = 0.0,
         allocation: Allocation = lazy_instance(Uniform),  # noqa: B008 - jsonargparse's default for a class_path option
         nm: str | None = None,
-        metric: Metric = "wanda",
+        metric: PruningMetric = lazy_instance(Wanda),  # noqa: B008 - jsonargparse's default for a class_path option
         calibration: Calibration = Calibration(),  # noqa: B008 - a frozen dataclass: jsonargparse's nested group
         save_dir: str | None = None,
     ) -> None:
@@ -93,9 +97,10 @@ class WandaPruning(Callback):
             raise ValueError(f"Sparsity {sparsity} is outside [0, 1): 0 keeps every weight, 0.5 prunes half")
         n, m = parse_nm(nm)
         check_nm(sparsity, n, m)
+        if not isinstance(metric, PruningMetric):
+            raise ValueError(f"metric {metric!r} is not a pruning metric; accepted: Wanda, Magnitude, Taylor, GBLM (lit_activation.pruning.metrics)")
         if m and not isinstance(allocation, Uniform):
             raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be Uniform, got {type(allocation).__name__}")
-        check_metric(metric)
         if save_dir and Path(save_dir).exists():
             raise FileExistsError(f"save_dir {save_dir} already exists; a saved model is never overwritten")
         self.sparsity, self.allocation, self.nm, self.metric = sparsity, allocation, nm, metric
@@ -105,7 +110,8 @@ class WandaPruning(Callback):
         self.record: dict | None = None
 
     def replaced(self, **changes: Any) -> WandaPruning:
-        """A fresh callback with some options changed (a comparison's runs): nothing carried over."""
+        """A fresh callback with some options changed (a comparison's runs): a copy of the allocation;
+        the metric itself, whose dense-model scores (Taylor, GBLM) are keyed by model and batch."""
         options = {k: getattr(self, k) for k in ("sparsity", "allocation", "nm", "metric", "calibration", "save_dir")}
         options["allocation"] = copy.deepcopy(options["allocation"])
         return WandaPruning(**{**options, **changes})
@@ -113,7 +119,10 @@ class WandaPruning(Callback):
     def memory_needs(self) -> Pruning:
         """What pruning adds to memory (for the plan): the calibration batch and the allocation's work."""
         c = self.calibration
-        return Pruning(c.samples, c.seqlen, c.batch_size, self.allocation.on_the_fly_counts(), owl=self.allocation.needs_wanda_scores())
+        return Pruning(
+            c.samples, c.seqlen, c.batch_size, self.allocation.on_the_fly_counts(), owl=self.allocation.needs_wanda_scores(),
+            metric_state=self.metric.state_bytes(1) > 0, metric_target=self.metric.scoring_target(),
+        )
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Before the weights load: check the allocation against the model and build the calibration batch."""
@@ -139,17 +148,17 @@ class WandaPruning(Callback):
         prefix, layers = decoder_layers(model)
         record = {
             "model": model_name(pl_module), "method": "dense" if self.sparsity == 0 else self.allocation.label,
-            "allocation": self.allocation.describe(), "metric": self.metric, "target_sparsity": self.sparsity, "nm": self.nm,
-            "calibration": asdict(self.calibration),
+            "allocation": self.allocation.describe(), "metric": self.metric.label, "metric_options": self.metric.describe(),
+            "target_sparsity": self.sparsity, "nm": self.nm, "calibration": asdict(self.calibration),
         }
         if self.sparsity > 0:
             self.setup(trainer, pl_module, "validate")  # a no-op when Lightning already called it
             calib = self.calibration_ids.to(next(model.parameters()).device)
             c = self.calibration
-            context = AllocationContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer))
+            context = PruningContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer))
             sparsities = self.allocation.layer_sparsity(self.sparsity, context)
             release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
-            pruned = prune_wanda(model, calib, sparsities, self.n, self.m, self.metric, c.batch_size)
+            pruned = prune_wanda(model, calib, sparsities, self.n, self.m, self.metric, c.batch_size, context)
             del calib, context
             release_memory()  # before evaluation
             record.update(layer_sparsity=sparsities, allocation=self.allocation.describe())

@@ -25,9 +25,11 @@ Each claim: statistic; what the bootstrap resamples; held / not held (else incon
 - F3 / Fig. 6, each dataset is most similar to itself (per dataset X): margin = mean deep LLMDcos
   (matrix layers) of X-X − the largest X-Y, Y ≠ X; sample groups, paired across all pairs; held
   if every margin's low > 0, not held if some margin's high < 0.
-- V1, the activation allocation beats uniform (per sparsity): mean perplexity over seeds,
-  activation − uniform; no bootstrap (a handful of seeds): a verdict only with ≥ 2 seeds each and
-  abs(diff) > std_activation + std_uniform; held if diff < 0, not held if diff > 0.
+- V1, the activation allocation beats uniform (per sparsity and metric): mean perplexity over
+  seeds, activation − uniform; no bootstrap (a handful of seeds): a verdict only with ≥ 2 seeds
+  each and abs(diff) > std_activation + std_uniform; held if diff < 0, not held if diff > 0.
+- V1 frontier, beyond the paper (per sparsity): the method (allocation + metric) of lowest mean
+  perplexity; held if its lead over the runner-up exceeds the two seed spreads, ≥ 2 seeds each.
 - V2, calibrating on task C helps task C (per pair of calibration sets C, O): accuracy on C when
   calibrated on C − when calibrated on O; normal interval diff ± 1.96·√(se_C² + se_O²), se from
   lm-eval's stderr and the seed spread; held if low > 0, not held if high < 0.
@@ -402,6 +404,29 @@ def versus_uniform(claim: str, method: Sequence[float], uniform: Sequence[float]
     if abs(diff) <= sa + su:
         return Assessment(claim, INCONCLUSIVE, diff, reason="difference within the seed spread", detail=detail)
     return Assessment(claim, HELD if diff < 0 else NOT_HELD, diff, detail=detail)
+
+
+def frontier_winner(claim: str, points: Mapping[str, Sequence[float]]) -> Assessment:
+    """Beyond the paper, at one sparsity: which method (allocation + metric) has the lowest mean
+    perplexity, and whether its lead over the runner-up exceeds the two seed spreads added (the
+    Validation 1 rule). Statistic: runner-up mean − winner mean. Held: the lead exceeds the spread
+    with ≥ 2 seeds each; inconclusive otherwise (there is no "not held": some method always leads).
+    """
+    finite = {k: mean_std(v) for k, v in points.items() if v}
+    if len(finite) < 2:
+        return cannot(claim, f"needs two methods with runs, got {sorted(finite)}")
+    ranked = sorted(finite.items(), key=lambda kv: (math.isnan(kv[1][0]), kv[1][0]))
+    (winner, (mw, sw, nw)), (second, (ms, ss, ns)) = ranked[0], ranked[1]
+    lead = ms - mw
+    detail = {"winner": winner, "runner_up": second, "mean": mw, "std": sw, "seeds": nw, "runner_up_mean": ms, "runner_up_std": ss,
+              "runner_up_seeds": ns, "spread": sw + ss}
+    if not (math.isfinite(mw) and math.isfinite(ms)):
+        return Assessment(claim, INCONCLUSIVE, lead, reason="non-finite perplexity", detail=detail)
+    if min(nw, ns) < 2:
+        return Assessment(claim, INCONCLUSIVE, lead, reason=f"{min(nw, ns)} seed", detail=detail)
+    if lead <= sw + ss:
+        return Assessment(claim, INCONCLUSIVE, lead, reason="lead within the seed spread", detail=detail)
+    return Assessment(claim, HELD, lead, detail=detail)
 
 
 @dataclass(frozen=True)

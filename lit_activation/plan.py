@@ -46,6 +46,8 @@ class Pruning:
     batch_size: int
     activation_counts: tuple[int, int] | None = None  # on-the-fly counts: (samples, length)
     owl: bool = False
+    metric_state: bool = False  # the metric keeps one fp32 value per scored parameter (Taylor, GBLM)
+    metric_target: str | None = None  # the metric's scoring passes over the calibration batch use this D
 
 
 @dataclass
@@ -173,6 +175,15 @@ def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None
         if p.owl:
             items["OWL scores of one block (fp32)"] = block * 4
         plan.phases["pruning"] = items
+        if p.metric_target is not None:
+            scores = dict(weights)
+            if p.metric_state:
+                scores["metric state (fp32)"] = scored * 4 // shards
+            target = "max_logit" if p.metric_target == "loss" else p.metric_target
+            scores["activations + one tile"] = simulate.scoring_peak(config, dtype, replace(plain, target=target), p.batch_size, p.seqlen, tile, split)
+            if p.metric_target == "loss":
+                scores["loss head chunks"] = int(tile)
+            plan.phases["metric scores"] = scores
         if p.activation_counts is not None:
             n, length = p.activation_counts
             counts = dict(weights)

@@ -141,7 +141,7 @@ def _one_block(config: PretrainedConfig) -> PretrainedConfig:
 def wanda_peak(config: PretrainedConfig, dtype: torch.dtype, samples: int, seqlen: int, batch_size: int) -> int:
     """Peak bytes (beyond the weights) of sequential Wanda on one block: the calibration batch's
     block inputs and outputs, the block's call arguments and one chunk's forward through it."""
-    from lit_activation.wanda import sequential_blocks
+    from lit_activation.pruning.wanda import sequential_blocks
 
     mode = FakeTensorMode()
     model = fake_model(_one_block(config), dtype, mode)

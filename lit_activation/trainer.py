@@ -13,14 +13,16 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation import comparison as cmp
 from lit_activation import io
-from lit_activation.allocations import OWL, Activation, Allocation, AllocationContext, GivenCounts, OnTheFlyCounts, Uniform
 from lit_activation.callbacks.pruning import WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.memory import GB, available_memory, release_memory
 from lit_activation.models import load_causal_lm
 from lit_activation.plan import MemoryPlan, job_from_run, model_config_of, plan_memory
+from lit_activation.pruning import comparison as cmp
+from lit_activation.pruning.allocations import OWL, Activation, Allocation, GivenCounts, OnTheFlyCounts, Uniform
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.metrics import PruningMetric
 
 
 class ActivationTrainer(Trainer):
@@ -64,15 +66,19 @@ class ActivationTrainer(Trainer):
         model: LightningModule,
         datamodule: LightningDataModule,
         allocations: list[Allocation] | None = None,
+        metrics: list[PruningMetric] | None = None,
         sparsities: list[float] = [0.5, 0.6, 0.7],  # noqa: B006 - jsonargparse needs a literal
         seeds: list[int] = [0, 1, 2],  # noqa: B006
         output_dir: str = "runs/compare",
     ) -> Path:
-        """Dense vs each allocation × sparsity × calibration seed: prune, validate, record; resumable.
+        """Dense vs each allocation × metric × sparsity × calibration seed: prune, validate, record; resumable.
 
         Args:
-            allocations: the methods compared (default: Uniform, Activation, OWL), each with its
-                options; the `pruning` group gives everything else (calibration, metric).
+            allocations: the layer-wise methods compared (default: Uniform, Activation, OWL), each
+                with its options; the `pruning` group gives everything else (calibration).
+            metrics: the within-layer metrics compared (default: the `pruning` group's metric).
+                A metric's dense-model scores (Taylor, GBLM) are computed once per calibration
+                seed and shared by that seed's runs.
             sparsities: overall targets in (0, 1). seeds: calibration seeds (mean ± std over them).
             output_dir: results.csv, summary.md/csv, compare.png and one directory per run. Run the
                 same command again to resume.
@@ -82,16 +88,18 @@ class ActivationTrainer(Trainer):
         if pruning.save_dir or pruning.nm:
             raise ValueError("compare sweeps unstructured sparsities and saves no model: leave pruning.nm and pruning.save_dir unset")
         allocations = allocations if allocations is not None else [Uniform(), Activation(), OWL()]
-        runs = cmp.sweep(allocations, sparsities, seeds)
+        metrics = metrics if metrics is not None else [pruning.metric]
+        runs = cmp.sweep(allocations, metrics, sparsities, seeds)
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         hp = model.hparams
         fixed = {
             "model": hp.model, "dtype": hp.dtype, "compute_dtype": model.engine.compute_dtype, "evaluation": datamodule.metric_name,
-            "metric": pruning.metric, "calibration": {k: v for k, v in dataclasses.asdict(pruning.calibration).items() if k != "seed"},
+            "calibration": {k: v for k, v in dataclasses.asdict(pruning.calibration).items() if k != "seed"},
             "zeroshot": zeroshot.describe(),
         }
-        record = cmp.pin_configuration(out, fixed, {a.label: a.describe() for a in allocations})
+        methods = {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics}
+        record = cmp.pin_configuration(out, fixed, methods)
         self._resolve_counts(model, pruning, allocations, record, out)
         done = cmp.recorded(out)
         todo = [r for r in runs if r.key not in done]
@@ -99,9 +107,9 @@ class ActivationTrainer(Trainer):
         for k, run in enumerate(todo, len(runs) - len(todo) + 1):
             print(cmp.progress(k, len(runs), run, elapsed), flush=True)
             start = time.perf_counter()
-            metrics, achieved, zero_shot = self._one_run(model, datamodule, pruning, zeroshot, run, out)
+            perplexity, achieved, zero_shot = self._one_run(model, datamodule, pruning, zeroshot, run, out)
             seconds = time.perf_counter() - start
-            row = [run.method, run.sparsity, run.seed, metrics, datamodule.metric_name, achieved, json.dumps(zero_shot), round(seconds, 1)]
+            row = [run.method, run.metric, run.sparsity, run.seed, perplexity, datamodule.metric_name, achieved, json.dumps(zero_shot), round(seconds, 1)]
             io.append_csv_row(out / cmp.RESULTS, cmp.HEADER, row)
             cmp.write_summary(out, hp.model)
             elapsed.append(seconds)
@@ -123,7 +131,7 @@ class ActivationTrainer(Trainer):
             if counts is None:
                 hp, c = model.hparams, pruning.calibration
                 dense, tokenizer = load_causal_lm(hp.model, hp.dtype, hp.trust_remote_code, device=self.strategy.root_device)
-                context = AllocationContext(dense, tokenizer, torch.empty(0, dtype=torch.long), c.dataset, c.files, c.batch_size)
+                context = PruningContext(dense, tokenizer, torch.empty(0, dtype=torch.long), c.dataset, c.files, c.batch_size)
                 counts = allocation.counts.layer_counts(context)
                 del dense, context
                 release_memory()
@@ -137,7 +145,10 @@ class ActivationTrainer(Trainer):
         """Fresh dense weights, this run's pruning, one validate: (perplexity, achieved sparsity, zero-shot)."""
         run_dir = out / "runs" / run.name
         cmp.set_aside(run_dir)
-        prune = pruning.replaced(sparsity=run.sparsity, allocation=run.allocation or Uniform(), calibration=replace(pruning.calibration, seed=run.seed))
+        prune = pruning.replaced(
+            sparsity=run.sparsity, allocation=run.allocation or Uniform(), metric=run.pruning_metric or pruning.metric,
+            calibration=replace(pruning.calibration, seed=run.seed),
+        )
         evaluate = zeroshot.fresh()
         self.callbacks = [cb for cb in self.callbacks if not isinstance(cb, (WandaPruning, ZeroShotEval))] + [prune, evaluate]
         self.loggers = [TensorBoardLogger(out / "runs", name=run.name, version="")]

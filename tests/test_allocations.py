@@ -11,20 +11,21 @@ import torch
 from naive import naive_scores, per_layer
 from tolerant import gap_threshold, parts_of
 
-from lit_activation.allocations import (
+from lit_activation.models import decoder_layers, layer_map, linear_modules, weight_out_in
+from lit_activation.pruning.allocations import (
     OWL,
     Activation,
-    AllocationContext,
+    AlphaPruning,
     CountsFile,
     GivenCounts,
     OnTheFlyCounts,
     Uniform,
     activation_layer_counts,
 )
-from lit_activation.models import decoder_layers, layer_map, linear_modules, weight_out_in
-from lit_activation.sparsity import activation_sparsity
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.sparsity import activation_sparsity
+from lit_activation.pruning.wanda import owl_outlier_ratios
 from lit_activation.tiny import tiny_model, tiny_tokenizer
-from lit_activation.wanda import owl_outlier_ratios
 
 
 def naive_outlier_ratios(model, calibration: torch.Tensor, m: float, batch_size: int) -> tuple[list[float], list[int]]:
@@ -74,7 +75,7 @@ def test_owl_ratios_equal_an_independent_computation(arch):
 def test_owl_allocation_uses_those_ratios():
     model = tiny_model("llama", layers=3)
     calibration = torch.randint(4, 100, (4, 16), generator=torch.Generator().manual_seed(2))
-    context = AllocationContext(model, tiny_tokenizer(), calibration, "c4", None, 2)
+    context = PruningContext(model, tiny_tokenizer(), calibration, "c4", None, 2)
     got = OWL(m=3.0, lam=0.05).layer_sparsity(0.5, context)
     ratios, _ = naive_outlier_ratios(model, calibration, 3.0, 2)
     # by hand: min-max scaled to [0, 2·lam], centred; more outliers -> lower sparsity
@@ -114,7 +115,7 @@ def test_alpha_over_i_protects_the_first_layers_by_hand():
 
 def test_activation_allocation_records_its_counts():
     model = tiny_model("llama")
-    context = AllocationContext(model, tiny_tokenizer(), torch.zeros((1, 4), dtype=torch.long), "c4", None, 1)
+    context = PruningContext(model, tiny_tokenizer(), torch.zeros((1, 4), dtype=torch.long), "c4", None, 1)
     allocation = Activation(GivenCounts([10, 1000]), alpha=2.0, beta=0.2)
     assert allocation.layer_sparsity(0.5, context) == activation_sparsity([10, 1000], 0.5, 2.0, 0.2)
     assert allocation.describe()["layer_counts"] == [10.0, 1000.0]
@@ -135,3 +136,31 @@ def test_counts_file_checks_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="OnTheFlyCounts needs gamma >= 0"):
         OnTheFlyCounts(gamma=-1)
     assert decoder_layers(tiny_model("llama"))[0] == "model.layers"
+
+
+def test_alphapruning_allocation_equals_numpy_spectra_and_the_mapping_by_hand():
+    """Per block: Σ over its linears of the Hill α of the eigenvalues of WᵀW (numpy's SVD here),
+    mapped onto [1 − ε, 1 + ε], scaled to the parameter-weighted target."""
+    model = tiny_model("llama", layers=3)
+    prefix, layers = decoder_layers(model)
+    metrics, sizes = [], []
+    for index in range(3):
+        total, params = 0.0, 0
+        for name, module in linear_modules(model).items():
+            if name.startswith(f"{prefix}.{index}."):
+                eig = np.sort(np.linalg.svd(weight_out_in(module).double().numpy(), compute_uv=False) ** 2)
+                tail = eig[len(eig) // 2 :]
+                total += 1 + len(tail) / np.log(tail / tail[0]).sum()
+                params += module.weight.numel()
+        metrics.append(total)
+        sizes.append(params)
+    assert len({round(m, 6) for m in metrics}) == 3  # precondition: the blocks' spectra differ
+    ratios = [0.7 + 0.6 * (m - min(metrics)) / (max(metrics) - min(metrics)) for m in metrics]
+    expected = [r * 0.5 * sum(sizes) / sum(p * q for p, q in zip(sizes, ratios, strict=True)) for r in ratios]
+    allocation = AlphaPruning(epsilon=0.3)
+    context = PruningContext(model, None, torch.zeros(1, 2, dtype=torch.long), "c4", None, 1)
+    assert allocation.layer_sparsity(0.5, context) == pytest.approx(expected, rel=1e-5)  # fp32 SVD against fp64
+    assert allocation.block_alphas == pytest.approx(metrics, rel=1e-5)
+    assert allocation.describe()["method"] == "alphapruning"
+    with pytest.raises(ValueError, match="epsilon must be in \\[0, 1\\)"):
+        AlphaPruning(epsilon=1.5)

@@ -384,3 +384,20 @@ def test_validation3_nan_pairs_and_too_few_pairs():
     assert stored.verdict == F.HELD and stored.interval is None  # the run's own ρ and p still decide
     mismatch = F.sts_correlation("c", 0.9, 0.001, [1.0, 2.0, 3.0], [1.0, 2.0], seed=SEED)
     assert mismatch.verdict == F.CANNOT
+
+
+@pytest.mark.parametrize(("runner_up", "verdict"), [([10.15, 10.15], F.HELD), ([10.13, 10.13], F.INCONCLUSIVE)])
+def test_frontier_lead_just_either_side_of_the_seed_spread(runner_up, verdict):
+    """Winner 10.0 ± 0.1414 (two seeds 9.9, 10.1); runner-up without spread: the lead must exceed 0.1414."""
+    a = F.frontier_winner("x", {"a + wanda": [9.9, 10.1], "b + taylor": runner_up, "c + wanda": [12.0, 12.0]})
+    assert a.detail["winner"] == "a + wanda" and a.detail["runner_up"] == "b + taylor"
+    assert a.statistic == pytest.approx(runner_up[0] - 10.0)
+    assert a.detail["spread"] == pytest.approx(statistics.stdev([9.9, 10.1]))
+    assert a.verdict == verdict
+
+
+def test_frontier_needs_two_seeds_each_and_two_methods():
+    assert F.frontier_winner("x", {"a": [9.0], "b": [10.0, 10.0]}).reason == "1 seed"
+    assert F.frontier_winner("x", {"a": [9.0, 9.0]}).verdict == F.CANNOT
+    nan = F.frontier_winner("x", {"a": [9.0, 9.0], "b": [math.nan, 10.0]})
+    assert nan.detail["winner"] == "a" and nan.reason == "non-finite perplexity"

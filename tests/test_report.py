@@ -20,7 +20,7 @@ from scipy import stats
 from lit_activation import findings as F
 from lit_activation import io
 from lit_activation.cli import main as cli_main
-from lit_activation.comparison import HEADER
+from lit_activation.pruning.comparison import HEADER
 from lit_activation.report import main as report_main
 
 SEED, RESAMPLES = 0, 500  # fewer resamples than the default: fast, and still far from every boundary below
@@ -88,10 +88,10 @@ def sts_run(path: Path, sign: int, **extra) -> Path:
 
 
 def compare_run(path: Path, perplexity: dict[str, list[float]], calibration: str = "c4", zeroshot: dict[str, dict] | None = None) -> Path:
-    rows = [["dense", 0.0, 0, 8.0, "ppl/wikitext2/test/seqlen64", 0.0, "{}", 1.0]]
+    rows = [["dense", "-", 0.0, 0, 8.0, "ppl/wikitext2/test/seqlen64", 0.0, "{}", 1.0]]
     for method, values in perplexity.items():
         for seed, ppl in enumerate(values):
-            rows.append([method, 0.5, seed, ppl, "ppl/wikitext2/test/seqlen64", 0.5, json.dumps(zeroshot or {}), 1.0])
+            rows.append([method, "wanda", 0.5, seed, ppl, "ppl/wikitext2/test/seqlen64", 0.5, json.dumps(zeroshot or {}), 1.0])
     io.write_csv(path / "results.csv", HEADER, rows)
     io.write_json(path / "comparison.json", {
         "fixed": {
@@ -219,7 +219,7 @@ def test_profiles_built_to_hold_are_held(tmp_path):
     assert verdicts(record, "finding2") == [F.HELD, F.HELD]
     assert verdicts(record, "finding3") == [F.HELD]
     assert verdicts(record, "validation3") == [F.HELD]
-    assert verdicts(record, "validation1") == [F.HELD]
+    assert verdicts(record, "validation1") == [F.HELD, F.HELD]  # the paper's claim; the winner's lead (activation) beyond the spread
     assert verdicts(record, "validation2") == [F.NOT_RUN]
     # the report's own numbers are the hand-computed ones
     boolq = next(p for p in record["sections"]["finding1"]["parts"] if p["detail"].get("dataset") == "boolq" and p["detail"]["threshold"].startswith("γ"))
@@ -242,7 +242,7 @@ def test_profiles_built_not_to_hold_are_not_held(tmp_path):
     assert verdicts(record, "finding2") == [F.NOT_HELD, F.NOT_HELD]
     assert verdicts(record, "finding3") == [F.NOT_HELD]
     assert verdicts(record, "validation3") == [F.NOT_HELD]
-    assert verdicts(record, "validation1") == [F.NOT_HELD]
+    assert verdicts(record, "validation1") == [F.NOT_HELD, F.HELD]  # uniform wins, beyond the spread
 
 
 def test_same_seed_gives_the_same_report_statistics(tmp_path):
@@ -273,7 +273,7 @@ def test_one_seed_is_inconclusive_and_calibration_sets_are_compared(tmp_path):
     siqa = compare_run(tmp_path / "cmp_siqa", {"uniform": [10.0], "activation": [9.0]}, "siqa", zs_siqa)
     _, record = run_report(tmp_path, mmlu, siqa)
     labels = [a["label"] for a in record["sections"]["validation1"]["summary"]]
-    assert labels == ["inconclusive (1 seed)"] * 2
+    assert labels == ["inconclusive (1 seed)"] * 4  # per run: the paper's claim and the winner's lead
     assert all(p["label"] == "inconclusive (1 seed)" for p in record["sections"]["validation1"]["parts"])
     v2 = record["sections"]["validation2"]
     assert [a["verdict"] for a in v2["summary"]] == [F.HELD, F.HELD]  # uniform and activation, each: mmlu helps mmlu, siqa helps siqa
@@ -472,5 +472,49 @@ def test_a_diverged_seed_makes_validation1_inconclusive_not_a_crash(tmp_path):
     """A NaN perplexity in results.csv (a diverged run) gives "inconclusive (non-finite perplexity)" and a report, not a traceback."""
     run = compare_run(tmp_path / "compare", {"uniform": [10.0, 10.1, 9.9], "activation": [9.0, math.nan, 8.9]})
     path, record = run_report(tmp_path, run)
-    assert [a["label"] for a in record["sections"]["validation1"]["summary"]] == ["inconclusive (non-finite perplexity)"]
+    assert [a["label"] for a in record["sections"]["validation1"]["summary"]] == ["inconclusive (non-finite perplexity)"] * 2
     assert path.is_file()
+
+
+def frontier_run(path: Path, points: dict[tuple[str, str], list[float]], with_metric: bool = True) -> Path:
+    """A compare run with several allocations × metrics at 50 % (seeds as given)."""
+    header = HEADER if with_metric else [h for h in HEADER if h != "pruning_metric"]
+    rows = [["dense", "-", 0.0, 0, 8.0, "ppl/x", 0.0, "{}", 1.0]]
+    for (method, metric), values in points.items():
+        rows += [[method, metric, 0.5, seed, ppl, "ppl/x", 0.5, "{}", 1.0] for seed, ppl in enumerate(values)]
+    if not with_metric:
+        rows = [r[:1] + r[2:] for r in rows]
+    io.write_csv(path / "results.csv", header, rows)
+    io.write_json(path / "comparison.json", {"fixed": {"model": "fake-llama", "evaluation": "ppl/x", "calibration": {"dataset": "c4"}}})
+    return path
+
+
+def test_the_winning_allocation_and_metric_per_sparsity_and_its_lead_over_the_spread(tmp_path):
+    """Four allocation + metric points: the winner is the lowest mean (owl + taylor), its lead over
+    the runner-up (activation + wanda) is 0.5 against a spread of 0.2 (held); the paper's claim is
+    decided with the paper's metric (wanda) only, against uniform + wanda."""
+    points = {
+        ("uniform", "wanda"): [10.0, 10.1, 9.9], ("activation", "wanda"): [9.5, 9.6, 9.4],
+        ("uniform", "taylor"): [9.8, 9.9, 9.7], ("owl", "taylor"): [9.0, 9.1, 8.9],
+    }
+    path, record = run_report(tmp_path, frontier_run(tmp_path / "cmp", points))
+    v1 = record["sections"]["validation1"]
+    winner = next(p for p in v1["parts"] if "winner" in p["detail"])
+    assert (winner["detail"]["winner"], winner["detail"]["runner_up"]) == ("owl + taylor", "activation + wanda")
+    assert winner["statistic"] == pytest.approx(0.5) and winner["detail"]["spread"] == pytest.approx(0.2) and winner["verdict"] == F.HELD
+    paper = next(p for p in v1["parts"] if p["detail"].get("method") == "activation")
+    assert paper["detail"]["metric"] == "wanda" and paper["statistic"] == pytest.approx(-0.5)  # against uniform + wanda, not + taylor
+    assert "| 50% | owl + taylor | 9 ± 0.1 | activation + wanda | 0.5 | 0.2 | held |" in path.read_text()
+
+
+def test_a_lead_within_the_seed_spread_is_inconclusive(tmp_path):
+    points = {("uniform", "wanda"): [10.0, 10.2], ("activation", "wanda"): [9.75, 9.95]}  # lead 0.25, spread 2·0.1414 = 0.283
+    _, record = run_report(tmp_path, frontier_run(tmp_path / "cmp", points))
+    winner = next(p for p in record["sections"]["validation1"]["parts"] if "winner" in p["detail"])
+    assert winner["detail"]["winner"] == "activation + wanda" and winner["label"] == "inconclusive (lead within the seed spread)"
+
+
+def test_results_of_before_the_metric_column_read_as_wanda(tmp_path):
+    points = {("uniform", "wanda"): [10.0, 10.1], ("activation", "wanda"): [9.0, 9.1]}
+    _, record = run_report(tmp_path, frontier_run(tmp_path / "cmp", points, with_metric=False))
+    assert verdicts(record, "validation1") == [F.HELD, F.HELD]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from naive import naive_scores
 
 from lit_activation.models import decoder_layers, linear_modules, weight_out_in
+from lit_activation.pruning.metrics import GBLM, Magnitude, Taylor
+from lit_activation.pruning.wanda import prune_wanda, wanda_mask
 from lit_activation.tiny import tiny_model
-from lit_activation.wanda import prune_wanda, wanda_mask
 
 
 def pruned_columns(mask: torch.Tensor) -> list[list[int]]:
@@ -57,13 +61,33 @@ def test_bad_arguments():
         prune_wanda(tiny_model("llama"), torch.randint(4, 100, (2, 8)), [0.5])
 
 
-def naive_prune(model, calibration: torch.Tensor, sparsity: list[float], batch_size: int) -> None:
-    """Independent Wanda: for each layer, a full-model forward (earlier layers already pruned) with
-    hooks on that layer's modules, then each row's lowest scores zeroed, chosen by a Python sort."""
+def smallest(scores: list[float], k: int) -> list[int]:
+    """Indices of the k smallest scores by a plain Python sort, ties to the lower index."""
+    return sorted(range(len(scores)), key=lambda c: (scores[c], c))[:k]
+
+
+def assert_clear_cut(values: list[float], order: list[int], k: int, where: str, rel: float) -> None:
+    """Precondition of comparing masks exactly: the k-th and (k+1)-th smallest are more than `rel`
+    apart, so no rounding difference between two computations of the scores could swap them."""
+    if rel and 0 < k < len(order):
+        kth, next_ = values[order[k - 1]], values[order[k]]
+        assert next_ - kth > rel * abs(next_), f"{where}: scores {kth!r} and {next_!r} nearly tie at the pruning cut"
+
+
+def naive_prune(
+    model, calibration: torch.Tensor, sparsity: list[float], batch_size: int, score=None, nm: tuple[int, int] = (0, 0), rel: float = 1e-5
+) -> None:
+    """Independent sequential pruning: for each layer, a full-model forward (earlier layers already
+    pruned) with hooks on that layer's modules for ‖X‖, then each row's (or each group of m's)
+    lowest scores zeroed, chosen by a Python sort. score(name, weight (out, in), norm) defaults to
+    Wanda's |W|·‖X‖. rel: how far apart the scores at the cut must be (assert_clear_cut): 1e-5 where
+    both sides compute bit-identical norms, more where the scores come from another computation."""
+    score = score or (lambda name, weight, norm: weight.abs().float() * norm.float()[None])
     _, layers = decoder_layers(model)
     modules = linear_modules(model)
+    n, m = nm
     for index, _ in enumerate(layers):
-        mine = {n: m for n, m in modules.items() if f".{index}." in n}
+        mine = {name: mod for name, mod in modules.items() if f".{index}." in name}
         sumsq = dict.fromkeys(mine, 0.0)
 
         def hook(name, sumsq=sumsq):  # this layer's sums, bound now
@@ -73,7 +97,7 @@ def naive_prune(model, calibration: torch.Tensor, sparsity: list[float], batch_s
 
             return fn
 
-        handles = [m.register_forward_hook(hook(n)) for n, m in mine.items()]
+        handles = [mod.register_forward_hook(hook(name)) for name, mod in mine.items()]
         with torch.no_grad():
             for chunk in calibration.split(batch_size):
                 model(input_ids=chunk, use_cache=False)
@@ -82,14 +106,19 @@ def naive_prune(model, calibration: torch.Tensor, sparsity: list[float], batch_s
         with torch.no_grad():
             for name, module in mine.items():
                 weight = weight_out_in(module)
-                score = weight.abs().float() * sumsq[name].sqrt().float()[None]
-                k = int(weight.shape[1] * sparsity[index])
+                s = score(name, weight, sumsq[name].sqrt())
                 for row in range(weight.shape[0]):
-                    order = sorted(range(weight.shape[1]), key=lambda c: (score[row, c].item(), c))
-                    # precondition of comparing masks exactly: the k-th and (k+1)-th smallest scores
-                    # are far apart, so not even an ulp-level change of the norms could swap them
-                    kth, next_ = score[row, order[k - 1]].item(), score[row, order[k]].item()
-                    assert next_ - kth > 1e-5 * next_, f"{name} row {row}: scores {kth!r} and {next_!r} nearly tie at the pruning cut"
+                    values = s[row].tolist()
+                    if m:
+                        for g in range(0, len(values), m):
+                            group = values[g : g + m]
+                            order = sorted(range(m), key=lambda c, group=group: (group[c], c))
+                            assert_clear_cut(group, order, n, f"{name} row {row} group {g}", rel)
+                            weight[row, [g + c for c in order[:n]]] = 0
+                        continue
+                    k = int(weight.shape[1] * sparsity[index])
+                    order = smallest(values, len(values))
+                    assert_clear_cut(values, order, k, f"{name} row {row}", rel)
                     weight[row, order[:k]] = 0
 
 
@@ -114,15 +143,89 @@ def test_sequential_pruning_equals_naive_per_layer_loop(arch):
         assert fractions[name] == pytest.approx(int(fan_in * sparsity[index]) / fan_in, rel=1e-6), name
 
 
-def test_two_of_four_model_and_magnitude_metric():
-    model = tiny_model("llama")
-    assert all(bool((m.weight != 0).all()) for m in linear_modules(model).values())  # dense: no zero to start with
-    prune_wanda(model, torch.randint(4, 100, (2, 8)), [0.5, 0.5], n=2, m=4)
-    for module in linear_modules(model).values():
-        zeros = (module.weight == 0).view(module.weight.shape[0], -1, 4).sum(-1)
-        assert (zeros == 2).all()
-    magnitude, dense = tiny_model("llama"), tiny_model("llama")
-    prune_wanda(magnitude, torch.randint(4, 100, (2, 8)), [0.5, 0.5], metric="magnitude")
-    for pruned, original in zip(linear_modules(magnitude).values(), linear_modules(dense).values(), strict=True):
-        expected = wanda_mask(weight_out_in(original), torch.ones(original.weight.shape[1]), 0.5)
-        assert torch.equal(weight_out_in(pruned) == 0, expected)  # |W| alone decides; inputs ignored
+def test_two_of_four_prunes_the_two_lowest_wanda_scores_of_each_group():
+    calibration = torch.randint(4, 100, (2, 8), generator=torch.Generator().manual_seed(3))
+    model, reference = tiny_model("llama"), tiny_model("llama")
+    assert all(bool((mod.weight != 0).all()) for mod in linear_modules(model).values())  # dense: no zero to start with
+    prune_wanda(model, calibration, [0.5, 0.5], n=2, m=4)
+    naive_prune(reference, calibration, [0.5, 0.5], batch_size=1, nm=(2, 4))
+    for (name, ours), theirs in zip(linear_modules(model).items(), linear_modules(reference).values(), strict=True):
+        assert torch.equal(ours.weight == 0, theirs.weight == 0), name  # which two, not only how many
+
+
+def test_magnitude_ignores_the_inputs():
+    model, dense = tiny_model("llama"), tiny_model("llama")
+    prune_wanda(model, torch.randint(4, 100, (2, 8)), [0.5, 0.3], metric=Magnitude())
+    for (name, pruned), original in zip(linear_modules(model).items(), linear_modules(dense).values(), strict=True):
+        weight = weight_out_in(original)
+        k = int(weight.shape[1] * (0.5 if ".0." in name else 0.3))
+        for row in range(weight.shape[0]):
+            values = weight[row].abs().tolist()
+            order = smallest(values, len(values))
+            # both sides sort the very same |W| values with ties to the lower index: no precondition
+            assert sorted(torch.nonzero(weight_out_in(pruned)[row] == 0).flatten().tolist()) == sorted(order[:k]), (name, row)
+
+
+def naive_mean_taylor(model, calibration: torch.Tensor, target: str = "max_logit") -> dict[str, torch.Tensor]:
+    """Mean |w · ∂D/∂w| over the calibration rows, one plain backward per row (tests/naive.py)."""
+    per = [naive_scores(model, row, target) for row in calibration]
+    return {name: torch.stack([p[name] for p in per]).mean(0) for name in per[0]}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_taylor_metric_prunes_by_mean_taylor_scores_of_the_dense_model(arch):
+    calibration = torch.randint(4, 100, (4, 12), generator=torch.Generator().manual_seed(5))
+    sparsity = [0.5, 0.4]
+    model, reference = tiny_model(arch), tiny_model(arch)
+    means = naive_mean_taylor(reference, calibration)  # before any pruning: the dense model's scores
+    prune_wanda(model, calibration, sparsity, metric=Taylor(), batch_size=3)
+    modules = linear_modules(reference)
+    naive_prune(reference, calibration, sparsity, batch_size=3, score=lambda name, weight, norm: weight_out_in(modules[name], means[name]), rel=1e-4)
+    for (name, ours), theirs in zip(linear_modules(model).items(), modules.values(), strict=True):
+        assert torch.equal(ours.weight == 0, theirs.weight == 0), name
+
+
+def test_sequential_taylor_scores_each_block_on_the_model_pruned_so_far():
+    calibration = torch.randint(4, 100, (3, 10), generator=torch.Generator().manual_seed(11))
+    model, reference = tiny_model("llama"), tiny_model("llama")
+    prune_wanda(model, calibration, [0.5, 0.5], metric=Taylor(sequential=True), batch_size=2)
+    modules = linear_modules(reference)
+    current: dict[str, torch.Tensor] = {}
+
+    def score(name, weight, norm):
+        if name not in current:  # first module of a layer: the layer's scores on the model as pruned now
+            layer = name.split(".")[2]
+            with torch.enable_grad():
+                current.update({k: v for k, v in naive_mean_taylor(reference, calibration).items() if k.split(".")[2] == layer})
+        return weight_out_in(modules[name], current[name])
+
+    naive_prune(reference, calibration, [0.5, 0.5], batch_size=2, score=score, rel=1e-4)
+    for (name, ours), theirs in zip(linear_modules(model).items(), modules.values(), strict=True):
+        assert torch.equal(ours.weight == 0, theirs.weight == 0), name
+
+
+def test_gblm_metric_equals_its_definition():
+    """|W| · (‖X‖/√N + α·√Σ_s g_s²) with g_s the gradient of row s's mean next-token loss, on the dense model."""
+    calibration = torch.randint(4, 100, (4, 12), generator=torch.Generator().manual_seed(7))
+    model, reference = tiny_model("llama"), tiny_model("llama")
+    modules = linear_modules(reference)
+    squares = dict.fromkeys(modules, 0.0)
+    reference.requires_grad_(True)
+    for row in calibration:
+        reference.zero_grad(set_to_none=True)
+        logits = reference(input_ids=row[None]).logits[0]
+        torch.nn.functional.cross_entropy(logits[:-1], row[1:]).backward()
+        for name, module in modules.items():
+            squares[name] = squares[name] + module.weight.grad.double() ** 2
+    reference.requires_grad_(False)
+    reference.zero_grad(set_to_none=True)
+    alpha = 100.0
+    prune_wanda(model, calibration, [0.5, 0.5], metric=GBLM(alpha), batch_size=2)
+
+    def score(name, weight, norm):
+        gradient = weight_out_in(modules[name], squares[name]).sqrt()
+        return weight.abs().double() * (norm.double()[None] / math.sqrt(4) + alpha * gradient)
+
+    naive_prune(reference, calibration, [0.5, 0.5], batch_size=2, score=score, rel=1e-4)
+    for (name, ours), theirs in zip(linear_modules(model).items(), modules.values(), strict=True):
+        assert torch.equal(ours.weight == 0, theirs.weight == 0), name

@@ -144,3 +144,26 @@ class LayerGram:
     def end(self) -> None:
         """The batch is done: raise if any of its scores was NaN/inf (one host sync)."""
         self.guard.check(self.where, self.sample_ids)
+
+
+class GradientSquares:
+    """Per parameter, Σ_s G_s² over the samples: the per-sample gradients' squared ℓ2 norm, the
+    ingredient of gradient-based pruning metrics (GBLM). One fp32 value per scored parameter."""
+
+    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
+        self.sums = {name: torch.zeros(m.weight.shape, device=m.weight.device) for name, m in modules.items()}
+        self.where, self.sample_ids = "a batch", []
+        self.guard = FiniteGuard()
+
+    def begin(self, where: str = "a batch", sample_ids: Sequence[int] = ()) -> None:
+        """Start a batch; `where`/`sample_ids` name its samples in errors."""
+        self.where, self.sample_ids = where, list(sample_ids)
+
+    def update(self, tile: ScoreTile) -> None:
+        squares = tile.abs_grad.square().sum(0)
+        self.guard.note(tile, squares)
+        self.sums[tile.name][tile.rows] += squares.to(self.sums[tile.name].device)
+
+    def end(self) -> None:
+        """The batch is done: raise if any of its gradients was NaN/inf (one host sync)."""
+        self.guard.check(self.where, self.sample_ids)

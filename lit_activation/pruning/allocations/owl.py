@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from lit_activation.allocations.base import Allocation, AllocationContext
-from lit_activation.sparsity import owl_from_ratios
-from lit_activation.wanda import owl_outlier_ratios
+from lit_activation.pruning.allocations.base import Allocation
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.sparsity import owl_from_ratios
+from lit_activation.pruning.wanda import owl_outlier_ratios
 
 
 class OWL(Allocation):
@@ -22,7 +23,7 @@ class OWL(Allocation):
             raise ValueError(f"OWL needs m > 0 and lam >= 0, got m={m}, lam={lam}")
         self.m, self.lam = m, lam
 
-    def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
+    def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
         ratios = owl_outlier_ratios(context.model, context.calibration_ids, self.m, context.batch_size, context.shards)
         return owl_from_ratios(ratios, sparsity, self.lam)
 

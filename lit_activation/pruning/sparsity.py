@@ -87,3 +87,49 @@ def check_nm(sparsity: float, n: int, m: int) -> None:
         raise ValueError(f"N:M needs 0 < n < m (e.g. 2:4), got {n}:{m}")
     if m and not math.isclose(sparsity, n / m):
         raise ValueError(f"N:M {n}:{m} prunes {n / m:.3f} of the weights, but sparsity {sparsity} was asked; set sparsity to {n / m}")
+
+
+def hill_alpha(eigenvalues: Tensor, xmin: str = "mid") -> float:
+    """Power-law exponent α of the tail of an eigenvalue spectrum, by the Hill estimator.
+
+    With the eigenvalues sorted ascending λ_1 ≤ … ≤ λ_N and the tail starting at λ_i (`mid`: the
+    median, i = ⌊N/2⌋, 0-based), n = N − i values: α = 1 + n / Σ_{j ≥ i} ln(λ_j / λ_i), the maximum-
+    likelihood exponent of a density ∝ λ^−α above λ_i. Computed in fp64.
+    """
+    if xmin != "mid":
+        raise ValueError(f"xmin {xmin!r} is not supported; accepted: 'mid' (the tail starts at the median eigenvalue)")
+    values = eigenvalues.detach().double().flatten().sort().values
+    if values.numel() < 2 or not bool(torch.isfinite(values).all()) or float(values[values.numel() // 2]) <= 0:
+        raise ValueError(f"the spectrum needs at least 2 finite eigenvalues with a positive median, got {values.numel()}")
+    tail = values[values.numel() // 2 :]
+    logs = (tail / tail[0]).log().sum()
+    if float(logs) <= 0:
+        raise ValueError("the spectrum's upper half is flat (all eigenvalues equal): no power-law tail to fit")
+    return float(1 + tail.numel() / logs)
+
+
+def esd_alpha(weight: Tensor, xmin: str = "mid") -> float:
+    """α of a weight's empirical spectral density: the eigenvalues of WᵀW, i.e. its squared
+    singular values, in fp32 (as AlphaPruning computes them)."""
+    return hill_alpha(torch.linalg.svdvals(weight.detach().float()).square(), xmin)
+
+
+def alpha_sparsity(block_metrics: Sequence[float], layer_params: Sequence[int], s: float, epsilon: float = 0.3) -> list[float]:
+    """AlphaPruning's layer sparsities from per-block heavy-tail metrics (sum of the blocks' α).
+
+    r_l = 1 − ε + 2ε · (m_l − min m) / (max m − min m): a higher α (a less trained block) gets more
+    sparsity; then S_l = r_l · s · Σ P / Σ P·r, so that the parameter-weighted mean is s. Equal
+    metrics give s everywhere. Results outside [0, 1) are refused, as for the other allocations.
+    """
+    _check_target(s)
+    if not 0 <= epsilon < 1:
+        raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
+    m = torch.tensor([float(v) for v in block_metrics], dtype=torch.float64)
+    params = torch.tensor([float(p) for p in layer_params], dtype=torch.float64)
+    if m.numel() != params.numel() or m.numel() < 1 or not bool(torch.isfinite(m).all()):
+        raise ValueError(f"need one finite metric per layer and one size per layer, got {m.numel()} and {params.numel()}")
+    spread = m.max() - m.min()
+    unit = (m - m.min()) / spread if spread > 0 else torch.full_like(m, 0.5)
+    ratios = 1 - epsilon + 2 * epsilon * unit
+    sparsities = ratios * s * params.sum() / (params * ratios).sum()
+    return _check_result(sparsities.tolist(), "AlphaPruning")

@@ -16,12 +16,12 @@ from pathlib import Path
 from torch import nn
 
 from lit_activation import counts as C
-from lit_activation.allocations.base import AllocationContext
 from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.datamodule import Group, pad_groups
 from lit_activation.engine import EngineSettings, RowRanges, stream_taylor_scores
 from lit_activation.engine.reduce import ScoreSum
 from lit_activation.models import layer_map, linear_modules
+from lit_activation.pruning.context import PruningContext
 
 
 def activation_layer_counts(
@@ -52,7 +52,7 @@ class CountsSource(ABC):
         """Fail before any work if the counts cannot belong to this model."""
 
     @abstractmethod
-    def layer_counts(self, context: AllocationContext) -> list[float]:
+    def layer_counts(self, context: PruningContext) -> list[float]:
         """One count per decoder layer."""
 
     def describe(self) -> dict:
@@ -70,7 +70,7 @@ class GivenCounts(CountsSource):
         if len(self.counts) != n_layers:
             raise ValueError(f"GivenCounts has {len(self.counts)} counts; {model_name!r} has {n_layers} decoder layers (one count per layer)")
 
-    def layer_counts(self, context: AllocationContext) -> list[float]:
+    def layer_counts(self, context: PruningContext) -> list[float]:
         return self.counts
 
 
@@ -117,7 +117,7 @@ class CountsFile(CountsSource):
         if len(counts) != n_layers:
             raise ValueError(f"counts file {self.path!r} has counts for {len(counts)} layers; {model_name!r} has {n_layers}")
 
-    def layer_counts(self, context: AllocationContext) -> list[float]:
+    def layer_counts(self, context: PruningContext) -> list[float]:
         _, entry = self._entry()
         return entry["layer_counts"] if self.key == "gamma" else entry["quantile_counts"][self.key]["layer_counts"]
 
@@ -142,7 +142,7 @@ class OnTheFlyCounts(CountsSource):
         self.gamma, self.samples, self.length = gamma, samples, length
         self.dataset, self.files, self.seed, self.batch_size = dataset, files, seed, batch_size
 
-    def layer_counts(self, context: AllocationContext) -> list[float]:
+    def layer_counts(self, context: PruningContext) -> list[float]:
         from lit_activation.data.samples import sample_inputs
 
         dataset = self.dataset or context.calibration_dataset

@@ -4,33 +4,15 @@ A new method is one subclass in one file of this package, selected in YAML by `c
 
     pruning:
       allocation:
-        class_path: lit_activation.allocations.OWL
+        class_path: lit_activation.pruning.allocations.OWL
         init_args: {m: 5.0, lam: 0.08}
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
 
-from torch import Tensor, nn
-
-from lit_activation.counts import LOCAL, Shards
-
-
-@dataclass
-class AllocationContext:
-    """What an allocation may use: the dense model, its tokenizer, the calibration batch and settings."""
-
-    model: nn.Module
-    tokenizer: Any
-    calibration_ids: Tensor  # (samples, seqlen)
-    calibration_dataset: str
-    calibration_files: str | list[str] | None
-    batch_size: int  # calibration sequences per block call
-    rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # a sharded rank's own rows (scores)
-    shards: Shards = LOCAL  # how a sharded rank's partial sums combine
+from lit_activation.pruning.context import PruningContext
 
 
 class Allocation(ABC):
@@ -41,7 +23,7 @@ class Allocation(ABC):
         """Fail before any work (no weights loaded yet) if the allocation cannot apply to this model."""
 
     @abstractmethod
-    def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
+    def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
         """One sparsity per decoder layer for the overall `sparsity`, computed on the dense model."""
 
     def on_the_fly_counts(self) -> tuple[int, int] | None:

@@ -1,4 +1,4 @@
-"""Validation 1 as a sweep: dense vs allocations × sparsities × calibration seeds, perplexity.
+"""Validation 1 as a sweep: dense vs allocations × metrics × sparsities × calibration seeds, perplexity.
 
 `lit-activation compare` runs each point as its own Lightning validate run (fresh dense weights,
 WandaPruning, perplexity, zero-shot when configured) and appends it to `results.csv` the moment it
@@ -18,67 +18,76 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lit_activation import io, plots
-from lit_activation.allocations import Allocation
+from lit_activation.pruning.allocations import Allocation
+from lit_activation.pruning.metrics import PruningMetric
 
 RESULTS = "results.csv"
-HEADER = ["method", "sparsity", "seed", "perplexity", "metric", "achieved_sparsity", "zeroshot", "seconds"]
+HEADER = ["method", "pruning_metric", "sparsity", "seed", "perplexity", "metric", "achieved_sparsity", "zeroshot", "seconds"]
 
 
 @dataclass(frozen=True)
 class Run:
-    """One point of the sweep; `allocation` is None for the dense reference."""
+    """One point of the sweep; `allocation` and `pruning_metric` are None for the dense reference."""
 
     method: str
+    metric: str
     sparsity: float
     seed: int
     allocation: Allocation | None = None
+    pruning_metric: PruningMetric | None = None
 
     @property
-    def key(self) -> tuple[str, str, str]:
+    def key(self) -> tuple[str, str, str, str]:
         """How the run is found in results.csv."""
-        return self.method, f"{self.sparsity:g}", str(self.seed)
+        return self.method, self.metric, f"{self.sparsity:g}", str(self.seed)
 
     @property
     def name(self) -> str:
         """Its run directory's name."""
-        return "dense" if self.method == "dense" else f"{self.method}_s{self.sparsity:g}_seed{self.seed}"
+        return "dense" if self.method == "dense" else f"{self.method}_{self.metric}_s{self.sparsity:g}_seed{self.seed}"
 
 
-def sweep(allocations: Sequence[Allocation], sparsities: Sequence[float], seeds: Sequence[int]) -> list[Run]:
-    """The dense reference, then every (sparsity, allocation, seed)."""
-    labels = [a.label for a in allocations]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"allocations {labels} name a method twice; compare each method once")
+def sweep(allocations: Sequence[Allocation], metrics: Sequence[PruningMetric], sparsities: Sequence[float], seeds: Sequence[int]) -> list[Run]:
+    """The dense reference, then every (seed, sparsity, allocation, metric)."""
+    for kind, labels in (("allocations", [a.label for a in allocations]), ("metrics", [m.label for m in metrics])):
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"{kind} {labels} name a method twice; compare each once")
+    if not metrics:
+        raise ValueError("metrics is empty; give at least one, e.g. [Wanda]")
     for s in sparsities:
         if not 0.0 < s < 1.0:
             raise ValueError(f"sparsity {s} is outside (0, 1); the dense reference runs anyway")
     if not seeds:
         raise ValueError("seeds is empty; give at least one calibration seed, e.g. [0]")
-    return [Run("dense", 0.0, 0)] + [Run(a.label, s, seed, a) for s in sparsities for a in allocations for seed in seeds]
+    # seeds outermost: a metric's dense-model scores depend on the calibration seed only, so the
+    # runs of one seed reuse them (pruning/metrics/taylor.py); an early stop also has every method
+    return [Run("dense", "-", 0.0, 0)] + [
+        Run(a.label, m.label, s, seed, a, m) for seed in seeds for s in sparsities for a in allocations for m in metrics
+    ]
 
 
-def recorded(out: Path) -> set[tuple[str, str, str]]:
+def recorded(out: Path) -> set[tuple[str, str, str, str]]:
     """Keys of the runs already in results.csv."""
     _, rows = io.read_csv(out / RESULTS)
-    return {(r["method"], f"{float(r['sparsity']):g}", r["seed"]) for r in rows}
+    return {(r["method"], r["pruning_metric"], f"{float(r['sparsity']):g}", r["seed"]) for r in rows}
 
 
-def pin_configuration(out: Path, fixed: dict, allocations: dict[str, dict]) -> dict:
+def pin_configuration(out: Path, fixed: dict, methods: dict[str, dict]) -> dict:
     """Record what the runs share in comparison.json, or check it against an earlier record.
 
-    New allocations may join a comparison; anything else that differs is refused, naming it.
+    methods: each allocation's and metric's options by label. New ones may join a comparison; anything else that differs is refused, naming it.
     Returns the record (with any counts computed by earlier runs).
     """
     path = out / "comparison.json"
     record = json.loads(path.read_text()) if path.is_file() else {"fixed": fixed, "allocations": {}, "resolved_counts": {}}
     changed = sorted(k for k in set(fixed) | set(record["fixed"]) if fixed.get(k) != record["fixed"].get(k))
-    changed += sorted(f"allocation {k}" for k, v in allocations.items() if k in record["allocations"] and record["allocations"][k] != v)
+    changed += sorted(f"allocation {k}" for k, v in methods.items() if k in record["allocations"] and record["allocations"][k] != v)
     if changed:
         raise ValueError(
             f"{out} holds a comparison with other settings ({', '.join(changed)}); resume it with the same settings, "
             "or choose a new output_dir"
         )
-    record["allocations"].update(allocations)
+    record["allocations"].update(methods)
     io.write_json(path, record, overwrite=True)
     return record
 
@@ -98,11 +107,16 @@ def progress(k: int, n: int, run: Run, elapsed: Sequence[float]) -> str:
     return f"Compare: run {k} of {n}: {run.name}{left}"
 
 
+def label(method: str, metric: str) -> str:
+    """How a (allocation, metric) pair is named in tables: 'owl + taylor'; the dense one 'dense'."""
+    return "dense" if method == "dense" else f"{method} + {metric}"
+
+
 def summarize(rows: Sequence[dict]) -> list[dict]:
-    """Mean ± std (sample std over seeds; 0 for one seed) of perplexity per (method, sparsity)."""
+    """Mean ± std (sample std over seeds; 0 for one seed) of perplexity per (allocation + metric, sparsity)."""
     groups: dict[tuple[str, float], list[float]] = {}
     for r in rows:
-        groups.setdefault((r["method"], float(r["sparsity"])), []).append(float(r["perplexity"]))
+        groups.setdefault((label(r["method"], r["pruning_metric"]), float(r["sparsity"])), []).append(float(r["perplexity"]))
     return [
         {"method": m, "sparsity": s, "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "runs": len(v)}
         for (m, s), v in groups.items()
@@ -141,7 +155,7 @@ def write_summary(out: Path, model: str) -> None:
     dense = [r["mean"] for r in summary if r["method"] == "dense"]
     if dense:
         series["dense"] = dense * len(sparsities)
-    fig = plots.line_figure(sparsities, series, "sparsity", f"perplexity ({metric})", f"{model}: Wanda layer-wise allocations")
+    fig = plots.line_figure(sparsities, series, "sparsity", f"perplexity ({metric})", f"{model}: layer-wise allocations + metrics")
     fig.axes[0].set_yscale("log")
     io.save_figure(out / "compare.png", fig, overwrite=True)
     plots.close(fig)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from lit_activation.allocations.base import Allocation, AllocationContext
 from lit_activation.models import decoder_layers
-from lit_activation.sparsity import uniform_sparsity
+from lit_activation.pruning.allocations.base import Allocation
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.sparsity import uniform_sparsity
 
 
 class Uniform(Allocation):
     """Every decoder layer pruned to the overall sparsity."""
 
-    def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
+    def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
         return uniform_sparsity(len(decoder_layers(context.model)[1]), sparsity)

@@ -1,18 +1,19 @@
-"""Wanda pruning (docs/method.md §5): score |W_jk|·‖X_k‖₂, prune the lowest per output row, block by block.
+"""Wanda pruning (docs/method.md §5): score each weight, prune the lowest per output row, block by block.
 
-`wanda_mask` is the metric on one weight matrix. `prune_wanda` runs it sequentially: the inputs of
+`prune_mask` turns one weight matrix's scores into a mask; `wanda_mask` is it with Wanda's scores
+|W_jk|·‖X_k‖₂. `prune_wanda` runs sequentially with any metric (pruning/metrics): the inputs of
 block 0 are captured on the calibration set (with the exact arguments the model passes to its
 decoder layers, rotary position embeddings included), then for each block the input norms of its
-linear modules are collected with hooks, the block is pruned, and the PRUNED block is re-run to
-make the next block's inputs. No weight is updated. Memory: one block's calibration activations.
+linear modules are collected with hooks, the block is pruned by the metric's scores, and the
+PRUNED block is re-run to make the next block's inputs. No weight is updated. Memory: one block's
+calibration activations.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,41 +21,29 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_activation.counts import LOCAL, Shards
 from lit_activation.models import block_linears, decoder_layers, weight_out_in
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.metrics import PruningMetric, Wanda
+from lit_activation.pruning.sparsity import check_nm
 from lit_activation.sharding import is_sharded, local, row_offset
-from lit_activation.sparsity import check_nm
-
-Metric = Literal["wanda", "magnitude"]
-METRICS = ("wanda", "magnitude")
 
 
-def check_metric(metric: str) -> str:
-    """The pruning metric's name, or a clear error listing the accepted ones."""
-    if metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; accepted: {list(METRICS)}")
-    return metric
+def prune_mask(score: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
+    """Boolean mask (True = set to zero) from the scores of a weight of shape (out, in).
 
-
-def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
-    """Boolean mask (True = set to zero) for a weight of shape (out, in).
-
-    Score S_jk = |W_jk| · ‖X_k‖₂ (input_norm = ones gives magnitude pruning). Unstructured: in every
-    output row the ⌊in · sparsity⌋ lowest scores are pruned. N:M (n, m > 0): in every group of m
-    consecutive inputs of a row, the n lowest. Ties: the sort is stable, so among equal scores the
-    LOWER input index is pruned first — deterministic, which matters for dequantized (GGUF)
-    weights where equal magnitudes are common.
+    Unstructured: in every output row the ⌊in · sparsity⌋ lowest scores are pruned. N:M (n, m > 0):
+    in every group of m consecutive inputs of a row, the n lowest. Ties: the sort is stable, so
+    among equal scores the LOWER input index is pruned first — deterministic, which matters for
+    dequantized (GGUF) weights where equal magnitudes are common.
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"Sparsity {sparsity} is outside [0, 1)")
     check_nm(sparsity, n, m)
-    out_features, in_features = weight.shape
-    if input_norm.shape != (in_features,):
-        raise ValueError(f"input_norm has shape {tuple(input_norm.shape)}; expected ({in_features},)")
-    score = weight.detach().abs().float() * input_norm.float()[None, :]
+    out_features, in_features = score.shape
     mask = torch.zeros_like(score, dtype=torch.bool)
     if m:
         if in_features % m:
             raise ValueError(f"N:M with m={m} needs in_features divisible by m, got {in_features}")
-        grouped = score.view(out_features, in_features // m, m)
+        grouped = score.reshape(out_features, in_features // m, m)
         order = grouped.argsort(dim=-1, stable=True)[..., :n]
         mask.view(out_features, in_features // m, m).scatter_(-1, order, True)
         return mask
@@ -64,8 +53,11 @@ def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, 
     return mask
 
 
-class _Captured(Exception):
-    """Raised by the capture hook to stop the forward pass after block 0's inputs are known."""
+def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
+    """`prune_mask` of Wanda's scores S_jk = |W_jk| · ‖X_k‖₂ (input_norm = ones: magnitude pruning)."""
+    if input_norm.shape != (weight.shape[1],):
+        raise ValueError(f"input_norm has shape {tuple(input_norm.shape)}; expected ({weight.shape[1]},)")
+    return prune_mask(weight.detach().abs().float() * input_norm.float()[None, :], sparsity, n, m)
 
 
 @dataclass
@@ -82,24 +74,40 @@ def _hidden_of(args: tuple, kwargs: dict) -> Tensor:
 
 
 def capture_first_block_inputs(model: nn.Module, calibration_ids: Tensor, batch_size: int = 1) -> BlockInputs:
-    """Run the model on the calibration set up to block 0 and keep exactly what it receives."""
+    """Run the model on the calibration set up to block 0 and keep exactly what it receives.
+
+    The forward is not cut short by an exception: under FSDP2 that would leave the root module's
+    forward half done (its post-forward never runs). Every decoder block returns its input
+    unchanged instead (a tensor, as transformers' blocks do) and the head sees one position, so
+    the forward finishes at the cost of the embeddings; a sharded block still gathers its weights.
+    """
     _, layers = decoder_layers(model)
     captured = BlockInputs()
     device = next(model.parameters()).device
 
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        captured.hidden.append(_hidden_of(args, kwargs))
+    def first_block(*args: object, **kwargs: object) -> Tensor:
+        hidden = _hidden_of(args, kwargs)
+        captured.hidden.append(hidden)
         captured.args.append(args[1:])
         captured.kwargs.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
-        raise _Captured
+        return hidden
 
-    handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    def later_block(*args: object, **kwargs: object) -> Tensor:
+        return _hidden_of(args, kwargs)
+
+    def one_position(module: nn.Module, args: tuple) -> tuple:
+        return (args[0][:, :1],) + args[1:]
+
+    for index, block in enumerate(layers):
+        block.forward = first_block if index == 0 else later_block
+    handle = model.get_output_embeddings().register_forward_pre_hook(one_position)
     try:
         for chunk in calibration_ids.split(batch_size):
-            with contextlib.suppress(_Captured):
-                model(input_ids=chunk.to(device), use_cache=False)
+            model(input_ids=chunk.to(device), use_cache=False)
     finally:
         handle.remove()
+        for block in layers:
+            del block.forward  # the class's forward again
     return captured
 
 
@@ -148,22 +156,23 @@ def sequential_blocks(
         inputs.hidden = _run_block(block, inputs)
 
 
-def prune_module(module: nn.Module, input_norm: Tensor, sparsity: float, n: int = 0, m: int = 0) -> float:
-    """Zero the lowest Wanda scores of every output row of one linear, in place; returns the pruned fraction.
+def prune_module(module: nn.Module, score_of: Callable[[Tensor], Tensor], sparsity: float, n: int = 0, m: int = 0) -> float:
+    """Zero the lowest-scored weights of every output row of one linear, in place; returns the pruned fraction.
 
-    A sharded weight (FSDP2) holds whole rows of a Linear on each rank: its mask is formed there. A
-    Conv1D stores (in, out), so its Wanda rows are spread over the ranks: it is gathered, per module.
+    score_of: the scores of a weight (out, in) given as such (a metric's, pruning/metrics). A
+    sharded weight (FSDP2) holds whole rows of a Linear on each rank: its mask is formed there. A
+    Conv1D stores (in, out), so its rows are spread over the ranks: it is gathered, per module.
     """
     weight = module.weight.detach()
     part = local(weight)
     if not is_sharded(weight) or isinstance(module, Conv1D):
         full = weight.full_tensor() if is_sharded(weight) else weight
-        mask = wanda_mask(weight_out_in(module, full), input_norm, sparsity, n, m)
+        mask = prune_mask(score_of(weight_out_in(module, full)), sparsity, n, m)
         mask = mask.t() if isinstance(module, Conv1D) else mask  # back to the stored layout
         start = row_offset(weight)
         part.masked_fill_(mask[start : start + part.shape[0]], 0)
         return float(mask.float().mean())
-    mask = wanda_mask(part, input_norm, sparsity, n, m)
+    mask = prune_mask(score_of(part), sparsity, n, m)
     part.masked_fill_(mask, 0)
     return float(mask.float().mean())  # every row prunes as many: this rank's fraction is the module's
 
@@ -174,27 +183,33 @@ def prune_wanda(
     layer_sparsity: Sequence[float],
     n: int = 0,
     m: int = 0,
-    metric: Metric = "wanda",
+    metric: PruningMetric | None = None,
     batch_size: int = 1,
+    context: PruningContext | None = None,
 ) -> dict[str, float]:
     """Prune the model in place; returns the pruned fraction of every linear module (by full name).
 
     calibration_ids: (n_samples, seqlen) LongTensor. layer_sparsity: one float per decoder layer.
-    metric `magnitude` ignores the inputs (‖X‖ = 1): the baseline Wanda improves on. A sharded
-    model (FSDP2) is pruned shard by shard: every rank runs the same calibration batch.
+    metric: the scores (default Wanda's |W|·‖X‖; `Magnitude` ignores the inputs). context: what the
+    metric may read (default: built from the arguments). A sharded model (FSDP2) is pruned shard
+    by shard: every rank runs the same calibration batch.
     """
     prefix, layers = decoder_layers(model)
     if len(layer_sparsity) != len(layers):
         raise ValueError(f"layer_sparsity has {len(layer_sparsity)} values; the model has {len(layers)} decoder layers")
-    check_metric(metric)
     if calibration_ids.ndim != 2:
         raise ValueError(f"calibration_ids must be (n_samples, seqlen), got shape {tuple(calibration_ids.shape)}")
+    metric = metric or Wanda()
+    context = context or PruningContext(model, None, calibration_ids, "", None, batch_size)
+    metric.prepare(context)
     pruned: dict[str, float] = {}
 
     def visit(index: int, block: nn.Module, norms: dict[str, Tensor]) -> None:
+        metric.enter_block(index, context)
         for name, module in block_linears(block).items():
-            norm = norms[name] if metric == "wanda" else torch.ones_like(norms[name])
-            pruned[f"{prefix}.{index}.{name}"] = prune_module(module, norm, layer_sparsity[index], n, m)
+            full = f"{prefix}.{index}.{name}"
+            score_of = lambda weight, full=full, module=module, norm=norms[name]: metric.scores(full, module, weight, norm)  # noqa: E731
+            pruned[full] = prune_module(module, score_of, layer_sparsity[index], n, m)
 
     sequential_blocks(model, calibration_ids, visit, batch_size)
     return pruned

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from lit_activation.allocations.base import Allocation, AllocationContext
-from lit_activation.allocations.counts import CountsSource, OnTheFlyCounts
-from lit_activation.sparsity import activation_sparsity
+from lit_activation.pruning.allocations.base import Allocation
+from lit_activation.pruning.allocations.counts import CountsSource, OnTheFlyCounts
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.sparsity import activation_sparsity
 
 
 class Activation(Allocation):
@@ -27,7 +28,7 @@ class Activation(Allocation):
     def check(self, model_name: str, n_layers: int) -> None:
         self.counts.check(model_name, n_layers)
 
-    def layer_sparsity(self, sparsity: float, context: AllocationContext) -> list[float]:
+    def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
         self.resolved = [float(c) for c in self.counts.layer_counts(context)]
         return activation_sparsity(self.resolved, sparsity, self.alpha, self.beta)
 

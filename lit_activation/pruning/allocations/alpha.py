@@ -1,0 +1,49 @@
+"""AlphaPruning (Lu et al., NeurIPS 2024): layer sparsity from the heavy-tailed spectra of the weights."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lit_activation.models import block_linears, decoder_layers, weight_out_in
+from lit_activation.pruning.allocations.base import Allocation
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.sparsity import alpha_sparsity, esd_alpha
+from lit_activation.sharding import is_sharded
+
+
+class AlphaPruning(Allocation):
+    """Per block, the sum of its linear weights' power-law exponents α (Hill estimator on the
+    eigenvalues of WᵀW); blocks mapped linearly onto [1 − ε, 1 + ε] (higher α, less trained: more
+    sparsity), then scaled so that the parameter-weighted mean sparsity is the target. Data-free.
+
+    Args:
+        epsilon: ε, half the spread of the ratios (AlphaPruning's default 0.3; its LLaMA scripts use
+            0.2-0.5 by model and pruning method).
+        xmin: where the fitted tail starts: `mid`, the median eigenvalue.
+    Cost: one SVD per linear weight (fp32, one weight at a time; a sharded weight is gathered for it).
+    """
+
+    def __init__(self, epsilon: float = 0.3, xmin: Literal["mid"] = "mid") -> None:
+        if not 0 <= epsilon < 1:
+            raise ValueError(f"AlphaPruning epsilon must be in [0, 1), got {epsilon}")
+        if xmin != "mid":
+            raise ValueError(f"AlphaPruning xmin {xmin!r} is not supported; accepted: 'mid'")
+        self.epsilon, self.xmin = epsilon, xmin
+        self.block_alphas: list[float] | None = None  # what the allocation used, for the record
+
+    def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
+        metrics, sizes = [], []
+        for block in decoder_layers(context.model)[1]:
+            total, params = 0.0, 0
+            for module in block_linears(block).values():
+                weight = module.weight.full_tensor() if is_sharded(module.weight) else module.weight
+                total += esd_alpha(weight_out_in(module, weight), self.xmin)
+                params += weight.numel()
+            metrics.append(total)
+            sizes.append(params)
+        self.block_alphas = metrics
+        return alpha_sparsity(metrics, sizes, sparsity, self.epsilon)
+
+    @property
+    def label(self) -> str:
+        return "alphapruning"

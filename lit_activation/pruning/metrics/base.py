@@ -1,0 +1,54 @@
+"""What every within-layer pruning metric is: a class with its own options (docs/method.md §5).
+
+A metric scores each weight of a block's linear modules; in every output row the lowest-scored
+⌊in · s_l⌋ weights are pruned (or n of every m for N:M). A new metric is one subclass in one file
+of this package, selected in YAML by `class_path`:
+
+    pruning:
+      metric:
+        class_path: lit_activation.pruning.metrics.Taylor
+        init_args: {target: max_logit}
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+from lit_activation.pruning.context import PruningContext
+
+
+class PruningMetric(ABC):
+    """Per weight of a linear, how much it matters: the higher, the longer it is kept."""
+
+    def prepare(self, context: PruningContext) -> None:
+        """Work on the dense model before any block is pruned (default: nothing)."""
+
+    def enter_block(self, index: int, context: PruningContext) -> None:
+        """Work when sequential pruning reaches block `index`, its predecessors pruned (default: nothing)."""
+
+    @abstractmethod
+    def scores(self, name: str, module: nn.Module, weight: Tensor, input_norm: Tensor) -> Tensor:
+        """Scores of `weight`, the module's weight as (out, in), fp32 of the same shape.
+
+        name: the module's full name; input_norm: ‖X_k‖₂ per input channel over every calibration
+        token (the block's inputs as pruning reached it).
+        """
+
+    def scoring_target(self) -> str | None:
+        """The target D of the scoring passes it runs over the calibration batch (the plan); None: none."""
+        return None
+
+    def state_bytes(self, scored_parameters: int) -> int:
+        """Memory the metric keeps besides the model (the plan): nothing for Wanda."""
+        return 0
+
+    @property
+    def label(self) -> str:
+        """Short name in records and tables: the class name, lower case."""
+        return type(self).__name__.lower()
+
+    def describe(self) -> dict:
+        """JSON-ready record of the metric and its options."""
+        return {"metric": self.label, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}

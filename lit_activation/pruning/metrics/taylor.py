@@ -1,0 +1,88 @@
+"""The paper's own quantity as a pruning metric: the mean Taylor score |W ⊙ ∂D/∂W| over calibration samples."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
+from lit_activation.models import block_linears, decoder_layers, linear_modules, weight_out_in
+from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.metrics.base import PruningMetric
+
+
+def calibration_means(model: nn.Module, ids: Tensor, batch_size: int, settings: EngineSettings, modules: Mapping[str, nn.Module]) -> dict[str, Tensor]:
+    """Mean Taylor score per parameter of `modules` over the calibration sequences (unpadded rows)."""
+    sums = ScoreSum(modules, rows=settings.rows)
+    for start in range(0, ids.shape[0], batch_size):
+        chunk = ids[start : start + batch_size]
+        sums.begin(chunk.shape[0], "the calibration batch", range(start, start + chunk.shape[0]))
+        stream_taylor_scores(model, chunk, torch.ones_like(chunk), sums.update, settings, modules)
+        sums.end()
+    return sums.means()
+
+
+def calibration_key(model: nn.Module, ids: Tensor) -> str:
+    """Identifies (architecture, calibration batch): what dense-model scores depend on in one process."""
+    digest = hashlib.sha256(ids.cpu().numpy().tobytes())
+    digest.update(model.config.to_json_string().encode())
+    return digest.hexdigest()
+
+
+def refuse_sharded(metric: PruningMetric, model: nn.Module) -> None:
+    """Metrics that keep per-parameter state do not combine row shards yet: say so before any work."""
+    from lit_activation.sharding import is_sharded
+
+    if any(is_sharded(p) for p in model.parameters()):
+        raise ValueError(f"metric {metric.label} does not support a sharded model (ModelParallelStrategy) yet; accepted there: Wanda, Magnitude")
+
+
+class Taylor(PruningMetric):
+    """S_jk = mean over the calibration samples of A(s, w_jk) = |w_jk · ∂D(s)/∂w_jk| (docs/method.md §1).
+
+    Args:
+        target: D(s): `max_logit` (the paper), `log_prob` or `loss`.
+        sequential: False (default): one scoring pass over the calibration batch on the dense model
+            gives every block's scores before pruning (cost: one forward and backward of the batch;
+            memory: one fp32 value per scored parameter). Within one process the scores of the same
+            model and batch are computed once (a comparison's runs share them). True: one pass per
+            block, when pruning reaches it, on the model as pruned so far, as Wanda's input norms are
+            (cost: one pass per block; memory: one block's values).
+    """
+
+    def __init__(self, target: Literal["max_logit", "log_prob", "loss"] = "max_logit", sequential: bool = False) -> None:
+        self.settings = EngineSettings(target=target)
+        self.target, self.sequential = target, sequential
+        self._means: dict[str, Tensor] = {}
+        self._dense: dict[str, dict[str, Tensor]] = {}
+
+    def prepare(self, context: PruningContext) -> None:
+        refuse_sharded(self, context.model)
+        if self.sequential:
+            return
+        key = calibration_key(context.model, context.calibration_ids)
+        if key not in self._dense:
+            self._dense = {key: calibration_means(context.model, context.calibration_ids, context.batch_size, self.settings, linear_modules(context.model))}
+        self._means = self._dense[key]
+
+    def enter_block(self, index: int, context: PruningContext) -> None:
+        if self.sequential:
+            prefix, layers = decoder_layers(context.model)
+            block = {f"{prefix}.{index}.{name}": m for name, m in block_linears(layers[index]).items()}
+            self._means = calibration_means(context.model, context.calibration_ids, context.batch_size, self.settings, block)
+
+    def scores(self, name: str, module: nn.Module, weight: Tensor, input_norm: Tensor) -> Tensor:
+        return weight_out_in(module, self._means[name])
+
+    def scoring_target(self) -> str | None:
+        return self.target
+
+    def state_bytes(self, scored_parameters: int) -> int:
+        return 0 if self.sequential else 4 * scored_parameters
+
+    def describe(self) -> dict:
+        return {"metric": self.label, "target": self.target, "sequential": self.sequential}
