@@ -36,18 +36,18 @@ def naive_scores(model, row_ids: torch.Tensor, target: str = "max_logit") -> dic
         model.requires_grad_(False)
 
 
-def naive_means(datasets: list[str], files: dict[str, str], datamodule_kwargs: dict) -> tuple[dict, dict[str, int], int]:
+def naive_means(datasets: list[str], files: dict[str, str], datamodule_kwargs: dict, model_name: str = "tiny-llama") -> tuple[dict, dict[str, int], int]:
     """Per dataset, the mean A per parameter over the datamodule's samples, one naive backward each.
 
-    Returns (dataset -> module -> mean, module -> layer index, number of layers) for `tiny-llama`.
+    Returns (dataset -> module -> mean, module -> layer index, number of layers) for `model_name`
+    (a tiny model or a model directory), loaded in fp32.
     """
     from lit_activation.data.datamodule import ActivationDataModule
-    from lit_activation.models import decoder_layers, layer_index
-    from lit_activation.tiny import tiny_model
+    from lit_activation.models import decoder_layers, layer_index, load_causal_lm
 
-    model = tiny_model("llama")
+    model, _ = load_causal_lm(model_name)
     prefix, layers = decoder_layers(model)
-    dm = ActivationDataModule(datasets, tokenizer="tiny-llama", data_files=files, **datamodule_kwargs)
+    dm = ActivationDataModule(datasets, tokenizer=model_name, data_files=files, **datamodule_kwargs)
     dm.setup()
     means = {}
     for d, name in enumerate(dm.dataset_names):

@@ -28,3 +28,47 @@ class ShardProbe(Callback):
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(sizes))
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status field in bytes (VmRSS: resident now, VmHWM: the peak since the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+class LoadMemoryProbe(Callback):
+    """Writes out_dir/rank<r>.json: this process's resident memory when the model starts loading
+    (configure_model) and its peak until it is loaded (Linux: the kernel's peak, VmHWM, reset first).
+    Measured by the kernel, not from FSDP's metadata."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        load = pl_module.configure_model  # Lightning calls setup hooks first, then configure_model
+
+        def measured() -> None:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+            baseline = _status("VmRSS")
+            load()
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            record = {"baseline": baseline, "peak": _status("VmHWM")}
+            (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+        pl_module.configure_model = measured
+
+
+class BatchProbe(Callback):
+    """Writes out_dir/rank<r>.json: the group indices of every batch this rank scored."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir, self.groups = Path(out_dir), []
+
+    def on_predict_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int, dataloader_idx: int = 0) -> None:  # noqa: ANN001
+        self.groups += batch["group_index"].tolist()
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.groups))

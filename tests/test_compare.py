@@ -99,7 +99,7 @@ def test_a_sweep_killed_inside_a_run_resumes_to_the_uninterrupted_numbers(tmp_pa
     assert len(kept) == 1 and kept[0].startswith("uniform_wanda_s0.5_seed1.interrupted-")  # set aside, never deleted
     for name in RUNS[1:]:  # every run pruned a dense model: its zeros are exactly the ones it made
         record = json.loads((tmp_path / "cmp" / "runs" / name / "pruning.json").read_text())
-        assert record["achieved_zero_fraction"] == pytest.approx(record["achieved_sparsity"], rel=1e-12), name
+        assert record["achieved_zero_fraction"] == pytest.approx(record["achieved_sparsity"], rel=1e-6), name
     compare(tmp_path, bench_files)
     assert "(5 runs, 0 run now)" in capsys.readouterr().out
     summary = (tmp_path / "cmp" / "summary.md").read_text()

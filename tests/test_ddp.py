@@ -1,23 +1,21 @@
-"""Two CPU processes (gloo) give the same numbers as one: counts, LLMDcos, STS, and Wanda masks.
+"""Two CPU processes (gloo) give the same numbers as one: counts, LLMDcos, STS.
 
-Two layouts: DDP (each rank scores other batches) and sharded (ModelParallelStrategy: FSDP2, both
-ranks score every batch, each its own weight rows). The one-process references run once per module.
+Two layouts: DDP (each rank scores other batches, shown by which batches each rank scored) and
+sharded (ModelParallelStrategy: FSDP2, both ranks score every batch, each its own weight rows).
+The one-process references run once per module. Pruning on shards and larger layouts:
+tests/test_sharding.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from naive import naive_means, per_layer
-from safetensors.torch import load_file
 from scipy import stats
 from tolerant import (
     assert_decades_clear,
@@ -32,27 +30,19 @@ from tolerant import (
 )
 
 from lit_activation.data.datamodule import ActivationDataModule
+from runs import SHARDED, probe_records
+from runs import cli as run_cli
 
 pytestmark = pytest.mark.ddp
 
 
-SHARDED = json.dumps({"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"})  # as the README shows it
-STRATEGIES = {"one": [], "ddp": ["--trainer.strategy", "ddp"], "sharded": ["--trainer.strategy", SHARDED]}
+STRATEGIES = {"one": (1, None), "ddp": (2, "ddp"), "sharded": (2, SHARDED)}
 
 
 def cli(tmp_path: Path, name: str, layout: str, args: list[str], subcommand: str = "predict", config: Path | None = None) -> Path:
     """Run `python -m lit_activation <subcommand>` on 1 CPU process (layout 'one') or 2; return its run dir."""
-    cmd = [
-        sys.executable, "-m", "lit_activation", subcommand, *(["--config", str(config)] if config else []), "--model.model", "tiny-llama",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1" if layout == "one" else "2", *STRATEGIES[layout],
-        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
-        "--trainer.logger.init_args.name", name, *args,
-    ]
-    tests = str(Path(__file__).parent)  # the probe callback lives here
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": tests}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return tmp_path / name / "version_0"
+    devices, strategy = STRATEGIES[layout]
+    return run_cli(tmp_path, name, args, devices, strategy, subcommand, config)[0]
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +95,15 @@ def test_counts_two_processes_equal_one(tmp_path, bench_files, reference, layout
         rows = [g.rows[0] for g in dm.groups if g.datasets[0] == d]
         assert any(len(rows[i]) != len(rows[i + 1]) for i in range(0, len(rows) - 1, 2)), f"dataset {d}: no batch is padded"
     probe = ["--trainer.callbacks+", "probe.ShardProbe", "--trainer.callbacks.out_dir", str(tmp_path / "probe")]
+    batches = ["--trainer.callbacks+", "probe.BatchProbe", "--trainer.callbacks.out_dir", str(tmp_path / "batches")]
     one = reference["counts"]
-    two = json.loads((cli(tmp_path, "two", layout, [*counts_args(bench_files, gamma), *probe]) / "counts.json").read_text())
-    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    two = json.loads((cli(tmp_path, "two", layout, [*counts_args(bench_files, gamma), *probe, *batches]) / "counts.json").read_text())
+    ranks = probe_records(tmp_path / "probe", 2)
+    scored = [set(groups) for groups in probe_records(tmp_path / "batches", 2)]
+    if layout == "ddp":  # each group scored by exactly one rank, every group by some rank
+        assert scored[0] and scored[1] and not scored[0] & scored[1] and scored[0] | scored[1] == set(range(14))
+    else:  # a shard group scores the same batches, each rank its own rows
+        assert scored[0] == scored[1] == set(range(14))
     for name, sizes in ranks[0].items():
         local_sizes = [rank[name] for rank in ranks]
         if layout == "sharded":  # each rank holds half of every decoder weight and of the accumulator
@@ -133,10 +129,14 @@ def test_counts_two_processes_equal_one(tmp_path, bench_files, reference, layout
         for run in (hist, other):
             assert_hist_close(run["counts"], [numpy_histogram(v, lo, hi, bins) for v in values], slack)
         width = (hi - lo) / bins
+        # precondition (loud, never skipped): no naive mean sits within rounding of a bin edge, so
+        # the two runs' histograms, thresholds and counts at them must be identical
+        near = [int(k.sum()) for k in slack]
+        assert not any(near), f"{name}: {near} values per layer sit within rounding of a bin edge; move the data"
+        assert other["counts"] == hist["counts"]
         for q, entry in a["quantile_counts"].items():
             theirs = b["quantile_counts"][q]
-            if not any(k.any() for k in slack):  # no value near an edge: the thresholds and their counts are identical
-                assert entry == theirs
+            assert entry == theirs
             # a threshold is a bin edge; values moved across edges can move it by one bin at most
             assert abs(math.log10(entry["threshold"]) - math.log10(theirs["threshold"])) <= width * (1 + 1e-9)
             for run in (entry, theirs):  # each run's counts at its own threshold, against plain counting
@@ -167,25 +167,3 @@ def test_sts_two_processes_equal_one(tmp_path, bench_files, reference, layout):
         assert run["spearman"] == stats.spearmanr(run["layer_sum"], run["gold"]).statistic
     assert_distinct(np.array(one["layer_sum"]), rel=1e-4)
     assert one["spearman"] == two["spearman"]
-
-
-def test_sharded_pruning_saves_the_same_model_as_one_process(tmp_path, bench_files):
-    """OWL (its ratios from the shards' sums) and Wanda on row shards, then the gathered model."""
-    config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
-    args = [
-        "--data.init_args.dataset", "wikitext2", "--data.init_args.data_files", bench_files["wikitext2"],
-        "--data.init_args.seqlen", "64", "--data.init_args.max_chunks", "2", "--pruning.calibration.dataset", "c4",
-        "--pruning.calibration.files", bench_files["c4"], "--pruning.calibration.samples", "4",
-        "--pruning.calibration.seqlen", "32", "--pruning.calibration.batch_size", "2",
-    ]
-    runs = {}
-    for layout in ("one", "sharded"):
-        run = cli(tmp_path, layout, layout, [*args, "--pruning.save_dir", str(tmp_path / f"saved_{layout}")], "validate", config)
-        runs[layout] = json.loads((run / "pruning.json").read_text())
-    assert runs["one"]["layer_sparsity"] == pytest.approx(runs["sharded"]["layer_sparsity"], abs=1e-12)
-    assert runs["one"]["achieved_sparsity"] == runs["sharded"]["achieved_sparsity"]
-    one, sharded = (load_file(tmp_path / f"saved_{layout}" / "model.safetensors") for layout in ("one", "sharded"))
-    assert one.keys() == sharded.keys()
-    for key in one:
-        assert torch.equal(one[key] == 0, sharded[key] == 0), key  # the same masks
-        assert torch.equal(one[key], sharded[key]), key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -82,36 +83,18 @@ def test_a_run_that_cannot_fit_stops_before_loading(tmp_path, monkeypatch, bench
     assert "state_device: cpu" in message and "smaller batch" in message and "ModelParallelStrategy" in message
 
 
-MEASURE = (
-    "import resource, sys\n"
-    "from lit_activation.cli import main\n"
-    "sys.argv = ['lit-activation', *sys.argv[1:]]\n"
-    "main()\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-)
+PHASE_BOUNDS = [("state", 0.98, 1.05), ("counts", 0.95, 1.2), ("llmdcos", 0.95, 1.2), ("loss", 0.95, 1.2), ("recompute", 0.95, 1.2)]
 
 
-@pytest.mark.embedded
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["predict", "--config", "counts_embedded.yaml", "--data.init_args.num_samples", "2"],
-        ["predict", "--config", "llmdcos_embedded.yaml", "--data.init_args.num_samples", "1"],
-        [
-            "validate", "--config", "prune_embedded.yaml", "--data.init_args.max_chunks", "2",
-            "--pruning.allocation.init_args.counts.init_args.samples", "4", "--pruning.calibration.samples", "8",
-        ],
-    ],
-    ids=["counts", "llmdcos", "pruning"],
-)
-def test_predicted_peak_is_within_20_percent_of_the_measured_one(args, tmp_path):
-    """On the embedded default: the plan a run makes before loading, against that run's peak RSS."""
-    args = [a if not a.endswith(".yaml") else str(CONFIGS / a) for a in args]
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE, *args, "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
+@pytest.mark.parametrize(("phase", "low", "high"), PHASE_BOUNDS)
+def test_predicted_phase_peaks_match_the_real_allocator(phase, low, high):
+    """Each phase's predicted peak (the Finding 1 state; activations and one tile of the counts, LLMDcos,
+    loss-target and recomputed-block passes) against the real allocator: the growth of the process's
+    resident memory over a baseline taken just before the phase (tests/phase_peak.py). Measured on
+    this project's machine: 1.01 (state), 1.03-1.11 (passes); the bounds leave room for other CPUs."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "phase_peak.py"), phase], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    predicted = float(re.search(r"predicted peak ([0-9.]+) GB", done.stderr + done.stdout).group(1))
-    measured = int(re.search(r"PEAK_RSS_KB (\d+)", done.stdout).group(1)) / 2**20
-    assert predicted == pytest.approx(measured, rel=0.20), f"predicted {predicted:.2f} GB, measured {measured:.2f} GB"
+    result = json.loads(done.stdout.splitlines()[-1])
+    ratio = result["measured"] / result["predicted"]
+    assert low <= ratio <= high, f"{phase}: predicted {result['predicted'] / 2**20:.1f} MiB, measured {result['measured'] / 2**20:.1f} MiB"

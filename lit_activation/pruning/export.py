@@ -13,11 +13,16 @@ from lit_activation.sharding import is_sharded
 
 
 def _unsharded(model: Any, state: dict[str, Any]) -> Any:
-    """A plain copy of the model's architecture holding the gathered weights (host memory)."""
-    from transformers import AutoModelForCausalLM
+    """A plain copy of the model's architecture around the gathered weights themselves: built on the
+    meta device and given the tensors (assign=True), so rank 0 never holds a second, random copy."""
+    from lit_activation.shard_load import meta_model
 
-    plain = AutoModelForCausalLM.from_config(model.config, dtype=next(iter(state.values())).dtype)
-    plain.load_state_dict(state)
+    plain = meta_model(model.config, next(iter(state.values())).dtype)
+    plain.load_state_dict(state, strict=False, assign=True)  # a tied head is named once in `state`
+    plain.tie_weights()
+    missing = [name for name, p in plain.named_parameters() if p.is_meta]
+    if missing:
+        raise RuntimeError(f"the gathered state lacks {missing[:4]}: the sharded model cannot be saved whole")
     return plain
 
 

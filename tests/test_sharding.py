@@ -1,0 +1,161 @@
+"""Sharding that holds at scale (issue 17), with gloo CPU processes: a shard group inside a replicated
+layout (DP=2 × TP=2) on rows that do not divide evenly, each rank loading only its own rows, a
+layout that shards nothing said so, and GPT-2's Conv1D pruned on shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from naive import naive_means, per_layer
+from safetensors.torch import load_file
+from tolerant import gap_threshold, parts_of
+
+from lit_activation.engine import EngineSettings
+from lit_activation.plan import Job, Scoring, plan_memory
+from lit_activation.tiny import tiny_config
+from runs import cli, probe_records, sharded, write_model
+
+pytestmark = pytest.mark.ddp
+
+# intermediate 37 and vocabulary 105 rows split 19/18 and 53/52 over a shard group of 2
+UNEVEN = dict(intermediate_size=37, vocab_size=105)
+
+
+@pytest.fixture(scope="module")
+def uneven_model(tmp_path_factory) -> str:
+    return str(write_model(tmp_path_factory.mktemp("uneven") / "model", **UNEVEN))
+
+
+def counts_args(files: dict[str, str], gamma: float) -> list[str]:
+    return [
+        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "single", "--data.datasets", "[boolq, mmlu]",
+        "--data.num_samples", "5", "--data.batch_size", "2", "--data.max_length", "40",
+        "--data.data_files", json.dumps({k: files[k] for k in ("boolq", "mmlu")}),
+        "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts", "--trainer.callbacks.gamma", repr(gamma),
+    ]
+
+
+LLMDCOS = [
+    "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "pairs", "--data.datasets", "[boolq, gsm8k]",
+    "--data.num_samples", "3", "--data.batch_size", "1", "--data.max_length", "40", "--trainer.callbacks+", "lit_activation.callbacks.llmdcos.LLMDcos",
+]
+HSDP = ["--model.engine.checkpoint_blocks", "true"]
+
+
+def test_dp2_tp2_counts_on_uneven_rows_with_recomputed_blocks_equal_one_process(tmp_path, bench_files, uneven_model):
+    data = {"num_samples": 5, "batch_size": 2, "max_length": 40}
+    means, layer_of, n_layers = naive_means(["boolq", "mmlu"], bench_files, data, uneven_model)
+    gamma = gap_threshold([p for d in means.values() for p in parts_of(d)], 0.5)  # no mean within rounding of γ
+    probe = ["--trainer.callbacks+", "probe.ShardProbe", "--trainer.callbacks.out_dir", str(tmp_path / "probe")]
+    one, _ = cli(tmp_path, "one", counts_args(bench_files, gamma), model=uneven_model)
+    four, _ = cli(tmp_path, "four", [*counts_args(bench_files, gamma), *HSDP, *probe], 4, sharded(2, 2), model=uneven_model)
+    one, four = (json.loads((run / "counts.json").read_text()) for run in (one, four))
+    for name in ("boolq", "mmlu"):
+        expected = [int((v > gamma).sum()) for v in per_layer(means[name], layer_of, n_layers)]
+        assert one["datasets"][name]["layer_counts"] == four["datasets"][name]["layer_counts"] == expected
+        assert one["datasets"][name]["module_counts"] == four["datasets"][name]["module_counts"]
+        assert one["datasets"][name]["n_samples"] == four["datasets"][name]["n_samples"] == 5
+    ranks = probe_records(tmp_path / "probe", 4)
+    for name, sizes in ranks[0].items():  # ranks 2r and 2r+1 form a shard group: each holds its own rows, together all
+        rows = [r[name]["weight_local"] for r in ranks]
+        assert rows[0] + rows[1] == rows[2] + rows[3] == sizes["weight"] and rows[0] != 0, name
+        assert [r[name]["state"] for r in ranks] == rows, name  # the accumulator: the same rows
+    assert any(r[n]["weight_local"] != ranks[1][n]["weight_local"] for r in ranks[:1] for n in r)  # some split unevenly
+
+
+def test_dp2_tp2_llmdcos_on_uneven_rows_with_recomputed_blocks_equals_one_process(tmp_path, bench_files, uneven_model):
+    one, _ = cli(tmp_path, "one", LLMDCOS + ["--data.data_files", json.dumps({k: bench_files[k] for k in ("boolq", "gsm8k")})], model=uneven_model)
+    four, _ = cli(
+        tmp_path, "four", LLMDCOS + ["--data.data_files", json.dumps({k: bench_files[k] for k in ("boolq", "gsm8k")}), *HSDP], 4, sharded(2, 2),
+        model=uneven_model,
+    )
+    one, four = (json.loads((run / "llmdcos.json").read_text()) for run in (one, four))
+    assert one["llmdcos"].keys() == four["llmdcos"].keys()
+    for pair in one["llmdcos"]:
+        torch.testing.assert_close(torch.tensor(four["llmdcos"][pair]), torch.tensor(one["llmdcos"][pair]), rtol=0, atol=1e-6)
+
+
+PRUNE = lambda files: [  # noqa: E731
+    "--data.init_args.dataset", "wikitext2", "--data.init_args.data_files", files["wikitext2"], "--data.init_args.seqlen", "64",
+    "--data.init_args.max_chunks", "2", "--pruning.calibration.dataset", "c4", "--pruning.calibration.files", files["c4"],
+    "--pruning.calibration.samples", "4", "--pruning.calibration.seqlen", "32", "--pruning.calibration.batch_size", "2",
+]
+
+
+def saved_models_equal(tmp_path, runs: dict[str, dict]) -> None:
+    """The saved pruned models of every layout are the one-process one, and something was pruned."""
+    one = load_file(tmp_path / "saved_one" / "model.safetensors")
+    for layout, record in runs.items():
+        assert record["layer_sparsity"] == pytest.approx(runs["one"]["layer_sparsity"], abs=1e-12)
+        assert record["achieved_sparsity"] == runs["one"]["achieved_sparsity"] > 0.4
+        assert record["achieved_zero_fraction"] == pytest.approx(record["achieved_sparsity"], rel=1e-6)  # from dense weights (float sums vs counts)
+        other = load_file(tmp_path / f"saved_{layout}" / "model.safetensors")
+        assert one.keys() == other.keys()
+        for key in one:
+            assert torch.equal(one[key], other[key]), (layout, key)
+
+
+def test_dp2_tp2_pruning_on_uneven_rows_saves_the_one_process_model(tmp_path, bench_files, uneven_model):
+    config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
+    runs = {}
+    for layout, devices, strategy in (("one", 1, None), ("four", 4, sharded(2, 2))):
+        run, _ = cli(tmp_path, layout, [*PRUNE(bench_files), "--pruning.save_dir", str(tmp_path / f"saved_{layout}")], devices, strategy,
+                     "validate", config, model=uneven_model)
+        runs[layout] = json.loads((run / "pruning.json").read_text())
+    saved_models_equal(tmp_path, runs)
+
+
+def test_gpt2_conv1d_sharded_pruning_saves_the_one_process_model(tmp_path, bench_files):
+    config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
+    runs = {}
+    for layout, devices, strategy in (("one", 1, None), ("two", 2, sharded(1, 2))):
+        run, _ = cli(tmp_path, layout, [*PRUNE(bench_files), "--pruning.save_dir", str(tmp_path / f"saved_{layout}")], devices, strategy,
+                     "validate", config, model="tiny-gpt2")
+        runs[layout] = json.loads((run / "pruning.json").read_text())
+    saved_models_equal(tmp_path, runs)
+
+
+def test_each_rank_loads_only_its_rows(tmp_path, bench_files):
+    """A 2-rank shard group: each process's resident memory grows, while the model loads, by its
+    half of the weights (at least 0.4 of them: the probe does see the shard) and stays below 0.75 of
+    them: no rank ever holds the whole model. Measured by the kernel (VmHWM), not by FSDP."""
+    big = write_model(tmp_path / "big", hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
+    size = sum(t.numel() * t.element_size() for t in load_file(big / "model.safetensors").values())
+    assert size > 80 * 2**20  # precondition: large enough that allocator noise does not matter
+    args = ["--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.datasets", "[boolq]", "--data.num_samples", "2",
+            "--data.max_length", "8", "--data.data_files", json.dumps({"boolq": bench_files["boolq"]}),
+            "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts", "--trainer.callbacks+", "probe.LoadMemoryProbe",
+            "--trainer.callbacks.out_dir", str(tmp_path / "two")]
+    cli(tmp_path, "two", args, 2, sharded(1, 2), model=str(big))
+    for rank in probe_records(tmp_path / "two", 2):
+        grew = rank["peak"] - rank["baseline"]
+        assert 0.4 * size < grew < 0.75 * size, f"a rank grew by {grew / 2**20:.0f} MiB loading {size / 2**20:.0f} MiB"
+
+
+def test_a_layout_that_shards_nothing_says_so_and_runs_as_replicas(tmp_path, bench_files):
+    data = {"num_samples": 5, "batch_size": 2, "max_length": 40}
+    means, layer_of, n_layers = naive_means(["boolq", "mmlu"], bench_files, data)
+    gamma = gap_threshold([p for d in means.values() for p in parts_of(d)], 0.5)
+    run, stderr = cli(tmp_path, "replicas", counts_args(bench_files, gamma), 2, sharded(2, 1))
+    assert stderr.count("tensor_parallel_size 1 shards nothing: each of the 2 devices holds a full copy") == 1
+    assert "set tensor_parallel_size: 2" in stderr
+    counts = json.loads((run / "counts.json").read_text())
+    for name in ("boolq", "mmlu"):
+        assert counts["datasets"][name]["layer_counts"] == [int((v > gamma).sum()) for v in per_layer(means[name], layer_of, n_layers)]
+
+
+@pytest.mark.parametrize(("devices", "group", "divisor"), [(8, None, 8), (8, 4, 4), (8, 1, 1), (2, 2, 2)])
+def test_the_plan_divides_by_the_shard_group(devices, group, divisor):
+    """Lightning's 'auto' layout is one group of every device; HSDP 2 × 4 divides by 4, not 8."""
+    config = tiny_config("llama", layers=2, hidden=32)
+    common = dict(model="tiny-llama", engine=EngineSettings(), device_type="cuda", scoring=Scoring(rows=2, length=16, accumulator=True))
+    whole = plan_memory(Job(**common), config)
+    plan = plan_memory(Job(**common, devices=devices, sharded=True, shard_group=group), config)
+    assert plan.phases["scoring"]["weights"] == whole.phases["scoring"]["weights"] // divisor
+    assert plan.phases["scoring"]["Finding 1 sums (fp32)"] == whole.phases["scoring"]["Finding 1 sums (fp32)"] // divisor
+    warned = "shards nothing" in plan.table()
+    assert warned == (divisor == 1)  # the edge: a group of 1 on 8 devices warns, 2 or more does not
+    assert f"per node of {devices}" in plan.table()  # host memory per rank and per node
