@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(CLI) predict --config configs/similarity_embedded.yaml
 	$(CLI) predict --config configs/llmdcos_embedded.yaml
 	$(CLI) predict --config configs/allpairs_embedded.yaml
-	$(CLI) compare --config configs/compare_embedded.yaml --sparsities "[0.5]" --seeds "[0]" --output_dir runs/compare_quick
+	$(CLI) compare --config configs/compare_embedded.yaml --sparsities "[0.5]" --seeds "[0]" --metrics "[Wanda]" --output_dir runs/compare_quick
 	# the newest version of each run above; the report's path is the last line it prints
 	$(CLI) report runs/counts_embedded runs/similarity_embedded runs/llmdcos_embedded runs/allpairs_embedded runs/compare_quick
 

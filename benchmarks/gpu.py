@@ -13,7 +13,7 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
   against an fp64 per-sample loop, and Finding 1 layer counts of split against ieee;
 - the CLI: `lit-activation predict` with configs/counts_embedded.yaml (and similarity_embedded.yaml)
   on the model directory, wall time and the predict loop (benchmarks/timing.py) against the
-  engine's time for the same batches.
+  engine's time for the same batches, and the memory plan's prediction against torch's peak.
 
 `--make-model DIR` writes a random bf16 model of `--shape` (a published config, e.g. llama-2-7b)
 with the embedded default's tokenizer (from the converted cache) or, for --toy, the tiny one.
@@ -28,16 +28,16 @@ import re
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
 from machine import describe, sync
+from scoring import bound_seconds, run_batched, run_paper
 
 from lit_activation.architectures import model_config
 from lit_activation.counts import layer_counts
-from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
-from lit_activation.models import cache_dir, layer_map, linear_modules, weight_out_in
+from lit_activation.engine import EngineSettings, stream_taylor_scores
+from lit_activation.models import cache_dir, layer_map, linear_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,44 +88,6 @@ def timed(run, device: str, repeats: int = 2) -> float:  # noqa: ANN001
     return best
 
 
-def engine_pass(model, ids: torch.Tensor, batch: int, settings: EngineSettings) -> ScoreSum:  # noqa: ANN001
-    modules = linear_modules(model)
-    sums = ScoreSum(modules)
-    for start in range(0, ids.shape[0], batch):
-        chunk = ids[start : start + batch]
-        sums.begin(chunk.shape[0])
-        stream_taylor_scores(model, chunk, torch.ones_like(chunk), sums.update, settings, modules)
-        sums.end()
-    return sums
-
-
-def paper_pass(model, ids: torch.Tensor) -> None:  # noqa: ANN001
-    """The paper's loop: one sample at a time, every parameter requiring grad, w·grad copied out."""
-    modules = linear_modules(model)
-    sums = {n: torch.zeros(m.weight.shape, device=ids.device) for n, m in modules.items()}
-    model.requires_grad_(True)
-    for row in ids:
-        model.zero_grad(set_to_none=True)
-        logits = model(input_ids=row[None]).logits[0, -1]
-        logits[logits.argmax()].backward()
-        with torch.no_grad():
-            for name, m in modules.items():
-                sums[name] += (m.weight * m.weight.grad).abs().float()
-    model.requires_grad_(False)
-    model.zero_grad(set_to_none=True)
-
-
-def bound_seconds(model, batch: int, tokens: int, device: str) -> float:  # noqa: ANN001
-    """The three fp32 matmuls per scored module (forward, input gradient, per-sample gradients), timed alone."""
-    shapes = Counter(tuple(weight_out_in(m).shape) for m in linear_modules(model).values())
-    total = 0.0
-    for (out, inp), count in shapes.items():
-        x, d, w = (torch.randn(s, device=device) for s in ((batch * tokens, inp), (batch * tokens, out), (out, inp)))
-        d_t, x_b = d.view(batch, tokens, out).transpose(1, 2).contiguous(), x.view(batch, tokens, inp)
-        total += count * timed(lambda x=x, d=d, w=w, d_t=d_t, x_b=x_b: (x @ w.t(), d @ w, torch.bmm(d_t, x_b)), device, 3)
-    return total
-
-
 def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
     """Worst max-normalised error of each exact mode against an fp64 per-sample loop; counts agreement."""
     model = load(directory, torch.bfloat16, device)
@@ -174,9 +136,16 @@ def cli_run(config: str, directory: Path, extra: list[str], out: Path) -> dict:
     wall = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(f"{config}: {done.stderr[-2000:]}")
-    loop = float(re.search(r"PREDICT_LOOP_S ([0-9.]+)", done.stdout + done.stderr).group(1))
-    batches = int(re.search(r"PREDICT_BATCHES (\d+)", done.stdout + done.stderr).group(1))
-    return {"wall_s": wall, "predict_loop_s": loop, "batches": batches}
+    text = done.stdout + done.stderr
+    out = {"wall_s": wall, "predict_loop_s": float(re.search(r"PREDICT_LOOP_S ([0-9.]+)", text).group(1)),
+           "batches": int(re.search(r"PREDICT_BATCHES (\d+)", text).group(1))}
+    planned = re.search(r"predicted peak ([0-9.]+) GB", text)
+    measured = re.search(r"PEAK_ALLOCATED_GB ([0-9.]+)", text)
+    if planned:  # the memory plan against torch's allocator (CUDA), issue 18's GPU check
+        out["plan_predicted_gb"] = float(planned.group(1))
+    if measured:
+        out["peak_allocated_gb"] = float(measured.group(1))
+    return out
 
 
 def main() -> None:
@@ -213,22 +182,22 @@ def main() -> None:
     model = load(directory, torch.bfloat16, device)
     ids = torch.randint(0, model.config.vocab_size, (args.samples, args.tokens), generator=torch.Generator().manual_seed(0)).to(device)
     per = lambda seconds: seconds / args.samples  # noqa: E731
-    paper16 = per(timed(lambda: paper_pass(model, ids), device, 1))
+    paper16 = per(timed(lambda: run_paper(model, ids), device, 1))
     rows.append(("paper's way, bf16 weights and grads", paper16, "1.00x"))
     settings = {"engine, exact fp32, matmul ieee": EngineSettings(matmul="ieee"), "engine, exact fp32, matmul split": EngineSettings(matmul="split"),
                 "engine, bf16 fast mode": EngineSettings(compute_dtype="bfloat16")}
     engine_seconds = {}
     for label, s in settings.items():
-        engine_seconds[label] = per(timed(lambda s=s: engine_pass(model, ids, args.batch, s), device))
+        engine_seconds[label] = per(timed(lambda s=s: run_batched(model, ids, args.batch, s), device))
         rows.append((label, engine_seconds[label], f"{paper16 / engine_seconds[label]:.2f}x"))
     for tile in args.tiles:
-        seconds = per(timed(lambda tile=tile: engine_pass(model, ids, args.batch, EngineSettings(matmul="split", tile_mb=tile)), device, 1))
+        seconds = per(timed(lambda tile=tile: run_batched(model, ids, args.batch, EngineSettings(matmul="split", tile_mb=tile)), device, 1))
         rows.append((f"engine, split, tile {tile:g} MB", seconds, f"{paper16 / seconds:.2f}x"))
-    bound = bound_seconds(model, args.batch, args.tokens, device) / args.batch
+    bound = bound_seconds(model, args.batch, args.tokens, torch.float32, device) / args.batch
     rows.append(("fp32 matmul bound (6·P·T, CUDA cores)", bound, f"{paper16 / bound:.2f}x"))
     model = None  # the bf16 copy goes before the fp32 one loads
     fp32 = load(directory, torch.float32, device)
-    paper32 = per(timed(lambda: paper_pass(fp32, ids), device, 1))
+    paper32 = per(timed(lambda: run_paper(fp32, ids), device, 1))
     rows.insert(1, ("paper's way, fp32", paper32, f"{paper16 / paper32:.2f}x"))
     fp32 = None
     if device == "cuda":

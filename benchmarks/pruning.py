@@ -1,10 +1,12 @@
-"""Time and peak memory of Wanda pruning and of perplexity evaluation, in the same run.
+"""Time and peak memory of pruning with each metric and of perplexity evaluation, in the same run.
 
     python benchmarks/pruning.py [--model smollm2-135m] [--samples 32] [--seqlen 256] [--eval-chunks 16]
+    python benchmarks/pruning.py --metrics Wanda Taylor GBLM
 
-Pruning: calibration capture + per-block norms + prune + re-run (uniform 50 %). Evaluation: dense
-forward over non-overlapping seqlen chunks, tokens/s. Baseline in the same run: one plain forward
-of the calibration batch (what a pruning pass must cost at least twice: norms + re-run).
+Pruning: calibration capture + per-block norms + prune + re-run (uniform 50 %), with each metric
+(Taylor and GBLM add their scoring pass over the calibration batch on the dense model). Evaluation:
+dense forward over non-overlapping seqlen chunks, tokens/s. Baseline in the same run: one plain
+forward of the calibration batch (what a pruning pass must cost at least twice: norms + re-run).
 Each phase runs in its own process so each peak RSS is its own.
 """
 
@@ -21,6 +23,7 @@ import torch
 from lit_activation.data.perplexity import chunk_stream
 from lit_activation.data.samples import calibration_ids, evaluation_stream
 from lit_activation.models import decoder_layers, load_causal_lm
+from lit_activation.pruning import metrics
 from lit_activation.pruning.wanda import prune_wanda
 
 
@@ -34,13 +37,14 @@ def phase(name: str, args: argparse.Namespace, queue: mp.Queue) -> None:
     calib = calibration_ids("news", tokenizer, args.samples, args.seqlen, 0)
     chunks = chunk_stream(evaluation_stream("wiki", tokenizer), args.seqlen, args.eval_chunks)
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad():  # the Taylor and GBLM passes turn gradients on for themselves
         if name == "forward":
             for batch in calib.split(args.batch):
                 model(input_ids=batch, use_cache=False)
             tokens = calib.numel()
-        elif name == "prune":
-            prune_wanda(model, calib, [0.5] * len(decoder_layers(model)[1]), batch_size=args.batch)
+        elif name.startswith("prune"):
+            metric = getattr(metrics, name.split(":")[1])()
+            prune_wanda(model, calib, [0.5] * len(decoder_layers(model)[1]), metric=metric, batch_size=args.batch)
             tokens = calib.numel()
         else:
             for batch in chunks.split(args.batch):
@@ -57,16 +61,19 @@ def main() -> None:
     parser.add_argument("--seqlen", type=int, default=256)
     parser.add_argument("--eval-chunks", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--metrics", nargs="+", default=["Wanda", "Taylor", "GBLM"], help="pruning metrics (lit_activation.pruning.metrics)")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     report = {"model": args.model, "calibration": f"news {args.samples}x{args.seqlen}", "threads": torch.get_num_threads()}
-    for name in ("forward", "prune", "evaluate"):
+    for name in ("forward", *(f"prune:{m}" for m in args.metrics), "evaluate"):
         queue = ctx.Queue()
         proc = ctx.Process(target=phase, args=(name, args, queue))
         proc.start()
         report[name] = queue.get()
         proc.join()
-    report["prune_over_forward"] = report["prune"]["seconds"] / report["forward"]["seconds"]
+    for m in args.metrics:
+        report[f"prune:{m}"]["over_forward"] = report[f"prune:{m}"]["seconds"] / report["forward"]["seconds"]
+        report[f"prune:{m}"]["over_wanda"] = report[f"prune:{m}"]["seconds"] / report[f"prune:{args.metrics[0]}"]["seconds"]
     print(json.dumps(report, indent=2))
 
 

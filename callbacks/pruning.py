@@ -74,7 +74,8 @@ class WandaPruning(Callback):
     Args:
         sparsity: overall target in [0, 1); 0 evaluates the dense model.
         allocation: how the sparsity is spread over the layers: `Uniform`, `Activation` (the
-            paper, from Finding 1 counts) or `OWL`, each with its own options (class_path).
+            paper, from Finding 1 counts), `OWL` or `AlphaPruning`, each with its own options
+            (class_path).
         nm: N:M semi-structured pruning, e.g. '2:4': every layer at n/m, so sparsity must be n/m
             and the allocation Uniform.
         metric: which weights of a row go first: `Wanda` (|W|·‖X‖, default), `Magnitude` (|W|),

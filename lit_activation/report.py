@@ -611,8 +611,10 @@ def _zero_shot_records(runs: Sequence[Run]) -> tuple[list[dict], list[str]]:
                 except json.JSONDecodeError:
                     notes.append(f"{run.path}: a zeroshot cell is not JSON")
                     continue
+                metric = r.get("pruning_metric") or "wanda"  # runs of another metric are other methods
+                method = r["method"] if metric == "wanda" else f"{r['method']} + {metric}"
                 records.append({
-                    "model": fixed.get("model", "?"), "protocol": (fixed.get("zeroshot") or {}).get("protocol", "?"), "method": r["method"],
+                    "model": fixed.get("model", "?"), "protocol": (fixed.get("zeroshot") or {}).get("protocol", "?"), "method": method,
                     "sparsity": _float(r["sparsity"]), "seed": r.get("seed"), "calibration": fixed["calibration"].get("dataset", "?"),
                     "results": results, "source": run.name,
                 })

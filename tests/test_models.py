@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -121,3 +124,20 @@ def test_a_users_gguf_is_dequantized_once_per_content(tmp_path, monkeypatch):
     load_causal_lm(str(f))
     assert calls == [b"GGUF version 1", b"GGUF version 2"]
     assert len(list((tmp_path / "cache").glob("gguf-model.Q4_1-*"))) == 2
+
+
+@pytest.mark.embedded
+def test_embedded_reference_values_hold():
+    """Stored numbers of the embedded default (tests/reference_values.py): NOT an independent check —
+    the engine produced them — but a guard against silent drift while the engine is optimised.
+    Tolerances: float sums in another order move a mean score by ~1e-6 relative and an LLMDcos by
+    ~1e-7; a count only where a mean sits within rounding of its threshold (a few of a layer's ~3.5 M)."""
+    from reference_values import PATH, compute
+
+    stored, now = json.loads(PATH.read_text()), compute()
+    assert now["layer_sizes"] == stored["layer_sizes"]
+    np.testing.assert_allclose(now["mean_score_per_layer"], stored["mean_score_per_layer"], rtol=1e-4)
+    np.testing.assert_allclose(now["llmdcos"], stored["llmdcos"], rtol=0, atol=1e-5)
+    for gamma, counts in stored["layer_counts"].items():
+        for layer, (a, b) in enumerate(zip(now["layer_counts"][gamma], counts, strict=True)):
+            assert abs(a - b) <= 1e-5 * stored["layer_sizes"][layer], (gamma, layer, a, b)

@@ -229,3 +229,18 @@ def test_gblm_metric_equals_its_definition():
     naive_prune(reference, calibration, [0.5, 0.5], batch_size=2, score=score, rel=1e-4)
     for (name, ours), theirs in zip(linear_modules(model).items(), modules.values(), strict=True):
         assert torch.equal(ours.weight == 0, theirs.weight == 0), name
+
+
+def test_taylor_dense_scores_are_shared_by_runs_of_one_calibration_batch(monkeypatch):
+    """A comparison prunes a fresh dense model per run: runs of one calibration batch reuse the scores,
+    another batch computes its own."""
+    from lit_activation.pruning.context import PruningContext
+    from lit_activation.pruning.metrics import taylor
+
+    passes = []
+    original = taylor.calibration_means
+    monkeypatch.setattr(taylor, "calibration_means", lambda *a, **k: passes.append(1) or original(*a, **k))
+    metric, batch = Taylor(), torch.randint(4, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    for ids in (batch, batch, batch + 1):
+        metric.prepare(PruningContext(tiny_model("llama"), None, ids, "c4", None, 2))
+    assert len(passes) == 2
