@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from pathlib import Path
 
 from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lit_activation import report
 from lit_activation.callbacks.pruning import WandaPruning
@@ -38,18 +42,50 @@ _GENERIC = (
 )
 
 
+# A class option given a name that is no class: jsonargparse tried it as a config file, then as an import path.
+_NOT_A_CLASS = re.compile(r"^- Expected a dot import path string: (.+)$")
+
+
 def one_line(message: str) -> str:
-    """The reason in a (possibly nested, multi-line) parser error: its first specific line."""
+    """The reason in a (possibly nested, multi-line) parser error: its first specific line, after the
+    option it is about (`Parser key "...":`) when the error names one."""
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     if len(lines) <= 1:
         return lines[0] if lines else str(message)
+    key = lines[0] if lines[0].startswith("Parser key ") and lines[0].endswith(":") else None
+    unknown = [m.group(1) for m in map(_NOT_A_CLASS.match, lines) if m]
+    if key and unknown and any(line.startswith("- Expected a path but ") for line in lines):
+        return f"{key} {unknown[0]!r} is neither a class name nor a class_path of this option; --help lists the accepted classes"
     specific = [line.lstrip("- ").strip() for line in lines if line.startswith("- ") and not line.lstrip("- ").startswith(_GENERIC)]
     if specific:
-        return specific[0]
+        return f"{key} {specific[0]}" if key else specific[0]
     return " ".join(lines) if len(lines) <= 3 else lines[0]
 
 # Subcommands that prune and evaluate: they get the fixed `pruning` and `zeroshot` groups.
 PRUNING_SUBCOMMANDS = ("validate", "compare", "plan")
+# Subcommands that write their results to the logger's version dir (compare writes to its output_dir, plan nothing).
+WRITING_SUBCOMMANDS = ("predict", "validate")
+
+
+def check_new_log_dirs(loggers: list, config) -> None:  # noqa: ANN001 - the parsed `trainer.logger` value
+    """A logger given an explicit version must not point at an existing run dir (runs/NAME/version_N).
+
+    Checked after the classes are built and before the subcommand runs, so the model is never loaded
+    for a run that would stop at Lightning's SaveConfigCallback (config.yaml exists) or overwrite results.
+    Loggers without a version (the default) take the next free version_N and are not checked.
+    """
+    configs = config if isinstance(config, list) else [config]
+    for logger, entry in zip(loggers, configs, strict=False):
+        init_args = getattr(entry, "init_args", None) or {}
+        version = init_args.get("version") if hasattr(init_args, "get") else None
+        if version is None or not isinstance(logger, (TensorBoardLogger, CSVLogger)):
+            continue
+        path = Path(logger.log_dir)
+        if path.exists():
+            raise FileExistsError(
+                f"log dir {path} already exists (trainer.logger version {version!r}); a run's results are never overwritten. "
+                "Choose another --trainer.logger.init_args.version or name, or leave version unset (null) for the next free version_N"
+            )
 
 
 class ActivationCLI(LightningCLI):
@@ -76,6 +112,12 @@ class ActivationCLI(LightningCLI):
             parser.add_lightning_class_args(WandaPruning, "pruning")
             parser.add_lightning_class_args(ZeroShotEval, "zeroshot")
         return parser
+
+    def after_instantiate_classes(self) -> None:
+        """Refuse an explicit logger version whose run dir exists, before any model loads (rank 0 only:
+        the processes Lightning starts for the other ranks parse the same command after rank 0 made it)."""
+        if self.subcommand in WRITING_SUBCOMMANDS and rank_zero_only.rank == 0:
+            check_new_log_dirs(self.trainer.loggers, self.config[self.subcommand].trainer.logger)
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
         # The data are tokenized for the model being analysed, with its trust setting, always.

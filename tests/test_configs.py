@@ -3,6 +3,7 @@ config runs end to end on a tiny model."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import re
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lit_activation.cli import build_cli
 from lit_activation.trainer import ActivationTrainer
@@ -64,25 +66,74 @@ def run_tiny(config: Path, tmp_path: Path, *extra: str) -> ActivationTrainer:
 EMBEDDED = [c for c in CONFIGS if c.stem.endswith("_embedded")]
 
 
+# The figures each writer documents (its docstring, README "Outputs", docs/method.md), by class name.
+FIGURES = {
+    "ActivationCounts": {"counts.png"},
+    "LLMDcos": {"llmdcos_box.png", "similarity_matrix.png"},
+    "STSCorrelation": {"sts_layers.png"},
+    "AllPairsSimilarity": {"allpairs_layers.png", "allpairs_heatmap.png"},
+    "WandaPruning": {"sparsity.png"},
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def documented_figures(config: Path) -> tuple[str, set[str]]:
+    """(logger name, the PNGs the config's callbacks, and for validate its pruning group, are documented to write)."""
+    parsed = yaml.safe_load(config.read_text())
+    callbacks = [cb["class_path"].rsplit(".", 1)[-1] for cb in parsed["trainer"].get("callbacks") or []]
+    if subcommand(config) == "validate":
+        callbacks.append("WandaPruning")
+    assert set(callbacks) <= set(FIGURES), f"{config.name}: add the figures of {set(callbacks) - set(FIGURES)} to FIGURES"
+    return parsed["trainer"]["logger"]["init_args"]["name"], set().union(*(FIGURES[c] for c in callbacks))
+
+
+def assert_figures(tmp_path: Path, name: str, expected: set[str]) -> None:
+    """Exactly the documented PNGs, real PNG files, all in the run's version dir."""
+    assert expected, "a run checked here documents at least one figure"
+    pngs = sorted(tmp_path.rglob("*.png"))
+    assert {p.name for p in pngs} == expected and len(pngs) == len(expected), [str(p.relative_to(tmp_path)) for p in pngs]
+    for png in pngs:
+        assert png.parent == tmp_path / name / "version_0", png
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 1000, png
+
+
 @pytest.mark.parametrize("config", [c for c in EMBEDDED if subcommand(c) == "predict"], ids=lambda c: c.stem)
 def test_embedded_predict_config_runs_on_a_tiny_model(config, tmp_path):
+    name, expected = documented_figures(config)
     run_tiny(config, tmp_path)
-    produced = {p.name for p in tmp_path.rglob("*.png")}
-    assert produced, f"{config.name} wrote no figure"
+    assert_figures(tmp_path, name, expected)
+
+
+def test_sts_config_writes_its_figure_on_a_tiny_model(tmp_path, bench_files):
+    """No embedded config uses STSCorrelation: the hub config, offline on the test's STS-B file."""
+    config = ROOT / "configs" / "sts.yaml"
+    name, expected = documented_figures(config)
+    assert expected == {"sts_layers.png"}
+    run_tiny(config, tmp_path, "--data.init_args.num_samples", "8", "--data.init_args.data_files", json.dumps({"stsb": bench_files["stsb"]}),
+             "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--model.dtype", "float32")
+    assert_figures(tmp_path, name, expected)
 
 
 @pytest.mark.parametrize("config", [c for c in EMBEDDED if subcommand(c) == "validate"], ids=lambda c: c.stem)
 def test_embedded_validate_config_runs_on_a_tiny_model(config, tmp_path):
+    name, expected = documented_figures(config)
     trainer = run_tiny(config, tmp_path)
-    record = json.loads(next(tmp_path.rglob("pruning.json")).read_text())
+    record = json.loads((tmp_path / name / "version_0" / "pruning.json").read_text())
     assert record["target_sparsity"] == 0.5 and 0.45 < record["achieved_sparsity"] <= 0.5
     assert any(k.startswith("ppl/wiki/") for k in trainer.callback_metrics)
+    assert_figures(tmp_path, name, expected)
 
 
 def test_embedded_compare_config_runs_on_a_tiny_model(tmp_path):
     run_tiny(ROOT / "configs" / "compare_embedded.yaml", tmp_path, "--sparsities", "[0.5]", "--seeds", "[0]", "--output_dir", str(tmp_path / "cmp"))
-    rows = (tmp_path / "cmp" / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("method,sparsity,seed,perplexity") and len(rows) == 1 + 4  # dense + 3 allocations
+    parsed = yaml.safe_load((ROOT / "configs" / "compare_embedded.yaml").read_text())
+    methods = len(parsed["allocations"]) * len(parsed["metrics"])  # every allocation with every metric, at 0.5, seed 0
+    with open(tmp_path / "cmp" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:5] == ["method", "pruning_metric", "sparsity", "seed", "perplexity"]
+    assert [(r["method"], r["sparsity"]) for r in rows[:1]] == [("dense", "0.0")] and len(rows) == 1 + methods
+    assert len({(r["method"], r["pruning_metric"]) for r in rows[1:]}) == methods and {r["sparsity"] for r in rows[1:]} == {"0.5"}
+    assert all(float(r["perplexity"]) > 1 for r in rows)
     assert (tmp_path / "cmp" / "summary.md").is_file() and (tmp_path / "cmp" / "compare.png").is_file()
 
 
@@ -107,7 +158,9 @@ def test_console_script_exits_zero_after_a_run(tmp_path):
             ["--pruning.nm", "2:4", "--pruning.sparsity", "0.6", "--pruning.allocation", "Uniform"],
             r"^error: N:M 2:4 prunes 0.500 of the weights, but sparsity 0.6 was asked",
         ),
-        (["--pruning.metric", "sparsegpt"], r"^error: Parser key \"pruning.metric\": Expected a typing.Literal\['wanda', 'magnitude'\]"),
+        (["--pruning.metric", "sparsegpt"], r"^error: Parser key \"pruning.metric\": 'sparsegpt' is neither a class name nor a class_path of this option"),
+        (["--pruning.allocation", "Bogus"], r"^error: Parser key \"pruning.allocation\": 'Bogus' is neither a class name nor a class_path"),
+        (["--pruning.calibration.samples", "x"], r"^error: Parser key \"pruning.calibration.samples\": Expected a <class 'int'>. Got value: x$"),
         (["--data.init_args.dataset", "boolq"], r"^error: Perplexity needs running text; 'boolq' is a prompt set"),
         (["--nonsense", "3"], r"^error: unrecognized arguments: --nonsense 3"),
     ],
@@ -133,3 +186,85 @@ def test_the_console_script_says_one_line_and_debug_shows_the_traceback(tmp_path
     assert "Traceback" not in done.stderr
     debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "Sparsity 1.5 is outside" in debug.stderr
+
+
+class ModelLoaded(Exception):
+    """Raised by the patched loader: the run got as far as loading the model."""
+
+
+def predict_into(tmp_path: Path, monkeypatch, capsys, *extra: str) -> tuple[int | None, str]:
+    """`lit-activation predict --config configs/counts_embedded.yaml` into tmp_path/X through main(), with
+    the model loader replaced by one that raises ModelLoaded: (exit code or None, stderr)."""
+    from lit_activation.cli import main
+
+    def no_loading(*args, **kwargs):
+        raise ModelLoaded
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    args = [
+        "predict", "--config", str(ROOT / "configs" / "counts_embedded.yaml"), "--model.model", "tiny-llama", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", "X", *extra,
+    ]
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return exit_.code, capsys.readouterr().err
+    return None, capsys.readouterr().err
+
+
+def existing_run(tmp_path: Path) -> Path:
+    """runs/X/version_0 of an earlier run: its config and a result."""
+    run = tmp_path / "X" / "version_0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {}\n")
+    (run / "counts.json").write_text("{}")
+    return run
+
+
+def test_an_existing_logger_version_is_one_error_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    run = existing_run(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    code, err = predict_into(tmp_path, monkeypatch, capsys, "--trainer.logger.init_args.version", "0")  # ModelLoaded would propagate
+    assert code == 2, err[-1500:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert lines == [
+        f"error: log dir {run} already exists (trainer.logger version 0); a run's results are never overwritten. "
+        "Choose another --trainer.logger.init_args.version or name, or leave version unset (null) for the next free version_N"
+    ], err[-1500:]
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before and sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],  # version null: the next free version_N
+        ["--trainer.logger.init_args.version", "1"],  # a version that does not exist yet
+        ["--trainer.logger", "CSVLogger", "--trainer.logger.init_args.save_dir", "{tmp}", "--trainer.logger.init_args.name", "csv",
+         "--trainer.logger.init_args.version", "0"],  # another logger's dir
+    ],
+    ids=["version-null", "new-version", "csv-logger"],
+)
+def test_runs_that_do_not_reuse_a_version_dir_go_on_to_load_the_model(tmp_path, monkeypatch, capsys, extra):
+    existing_run(tmp_path)
+    with pytest.raises(ModelLoaded):
+        predict_into(tmp_path, monkeypatch, capsys, *[a.replace("{tmp}", str(tmp_path)) for a in extra])
+
+
+def test_an_existing_csv_logger_version_is_refused_too(tmp_path, monkeypatch, capsys):
+    (tmp_path / "csv" / "version_3").mkdir(parents=True)
+    code, err = predict_into(
+        tmp_path, monkeypatch, capsys, "--trainer.logger", "CSVLogger", "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.logger.init_args.name", "csv", "--trainer.logger.init_args.version", "3",
+    )
+    assert code == 2 and f"error: log dir {tmp_path / 'csv' / 'version_3'} already exists" in err and "Traceback" not in err
+
+
+def test_the_processes_of_other_ranks_do_not_refuse_the_dir_rank_0_made(tmp_path, monkeypatch, capsys):
+    """Lightning starts ranks 1.. by running the same command again (LOCAL_RANK set) after rank 0 began."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    (tmp_path / "X" / "version_0").mkdir(parents=True)  # as rank 0 made it (this process saves the config as rank 0 would)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with pytest.raises(ModelLoaded):
+        predict_into(tmp_path, monkeypatch, capsys, "--trainer.logger.init_args.version", "0")

@@ -32,15 +32,27 @@ def validate(tmp_path, files, callbacks=(), seqlen=64, version=None) -> tuple[di
     return metrics, module, dm
 
 
+def naive_perplexity(model: torch.nn.Module, chunks: torch.Tensor) -> float:
+    """exp of the mean next-token NLL over every chunk: one chunk per plain forward, F.cross_entropy, float64 sums."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in chunks:
+            logits = model(input_ids=chunk[None]).logits[0]
+            total += float(F.cross_entropy(logits[:-1].double(), chunk[1:], reduction="sum"))
+            count += len(chunk) - 1
+    return math.exp(total / count)
+
+
+def evaluation_chunks(files, seqlen: int = 64, max_chunks: int = 6) -> torch.Tensor:
+    return chunk_stream(evaluation_stream("wikitext2", tiny_tokenizer(), files["wikitext2"]), seqlen, max_chunks)
+
+
 def test_perplexity_is_exp_mean_token_nll(tmp_path, bench_files):
     metrics, _, dm = validate(tmp_path, bench_files)
     assert dm.metric_name == "ppl/wikitext2/files/seqlen64/first6"
-    chunks = chunk_stream(evaluation_stream("wikitext2", tiny_tokenizer(), bench_files["wikitext2"]), 64, 6)
-    model = tiny_model("llama")
-    with torch.no_grad():
-        logits = model(input_ids=chunks).logits
-    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), chunks[:, 1:].reshape(-1))
-    assert metrics[dm.metric_name] == pytest.approx(math.exp(float(nll)), rel=1e-5)
+    chunks = evaluation_chunks(bench_files)
+    assert chunks.shape == (6, 64)
+    assert metrics[dm.metric_name] == pytest.approx(naive_perplexity(tiny_model("llama"), chunks), rel=1e-5)
 
 
 def test_chunks_do_not_overlap_and_drop_the_remainder():
@@ -60,15 +72,27 @@ def test_pruning_callback_records_and_saves(tmp_path, bench_files):
         sparsity=0.5, allocation=Activation(OnTheFlyCounts(gamma=1e-3, samples=4, length=32)),
         calibration=calibration(bench_files), save_dir=str(save),
     )
-    dense_metrics, _, dm = validate(tmp_path / "dense", bench_files)
-    metrics, module, _ = validate(tmp_path, bench_files, [callback])
-    assert metrics[dm.metric_name] != dense_metrics[dm.metric_name]
+    metrics, module, dm = validate(tmp_path, bench_files, [callback])
     record = json.loads((tmp_path / "t" / "version_0" / "pruning.json").read_text())
+    # pruning only zeroes weights: every row of a module of layer l loses exactly ⌊in · s_l⌋ of them, the rest keep their values
+    prefix, _ = decoder_layers(module.model)
+    rebuilt = tiny_model("llama")  # the dense weights, masked below where the pruned model has zeros
+    masked = linear_modules(rebuilt)
+    for name, m in linear_modules(module.model).items():
+        zeros = (m.weight == 0).sum(dim=1)
+        assert (zeros == int(m.weight.shape[1] * record["layer_sparsity"][layer_index(name, prefix)])).all() and zeros.min() > 0, name
+        assert torch.equal(m.weight, torch.where(m.weight == 0, 0.0, masked[name].weight)), name
+        with torch.no_grad():
+            masked[name].weight[m.weight == 0] = 0.0
+    # the logged perplexity is the pruned weights' perplexity (the dense model's differs by far more than the tolerance)
+    chunks = evaluation_chunks(bench_files)
+    expected = naive_perplexity(rebuilt, chunks)
+    assert metrics[dm.metric_name] == pytest.approx(expected, rel=1e-5)
+    assert abs(math.log(expected / naive_perplexity(tiny_model("llama"), chunks))) > 1e-3
     assert record["method"] == "activation" and record["calibration"]["dataset"] == "c4" and record["calibration"]["seqlen"] == 32
     assert record["allocation"]["counts"]["source"] == "OnTheFlyCounts" and len(record["allocation"]["layer_counts"]) == 2
     assert len(record["layer_sparsity"]) == 2 and sum(record["layer_sparsity"]) / 2 == pytest.approx(0.5)
     # every row of a module of layer l loses ⌊in · s_l⌋ weights: the exact pruned fraction
-    prefix, _ = decoder_layers(module.model)
     shapes = [(layer_index(n, prefix), *m.weight.shape) for n, m in linear_modules(module.model).items()]
     pruned = sum(int(fan_in * record["layer_sparsity"][layer]) * out for layer, out, fan_in in shapes)
     assert record["achieved_sparsity"] == pytest.approx(pruned / sum(out * fan_in for _, out, fan_in in shapes), rel=1e-6)
