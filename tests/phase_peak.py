@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
-from lit_activation.engine.tiling import default_tile_mb
 from lit_activation.memory import release_memory
 from lit_activation.models import linear_modules
-from lit_activation.simulate import scoring_peak
+from lit_activation.plan import Job, Scoring, plan_memory
 
 CONFIG = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, vocab_size=4000,
               max_position_embeddings=512, tie_word_embeddings=False)
@@ -54,23 +52,22 @@ def measure(run) -> int:  # noqa: ANN001
 
 
 def main(phase: str) -> dict:
+    """The plan's items for the phase (plan.plan_memory, as a run makes it) against the measured growth."""
     torch.manual_seed(0)
     config = LlamaConfig(**CONFIG)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().requires_grad_(False)
     modules = linear_modules(model)
+    settings, rows, length = PHASES.get(phase, PHASES["counts"])
+    job = Job(model="phase", engine=settings, device_type="cpu", scoring=Scoring(rows=rows, length=length, accumulator=phase == "state"))
+    items = plan_memory(job, config).phases["scoring"]
     if phase == "state":
-        scored = sum(m.weight.numel() for m in modules.values())
         holder = []
-        return {"predicted": 4 * scored, "measured": measure(lambda: holder.append(ScoreSum(modules)))}
-    settings, rows, length = PHASES[phase]
-    tile = (settings.tile_mb or default_tile_mb("cpu")) * 2**20
+        return {"predicted": items["Finding 1 sums (fp32)"], "measured": measure(lambda: holder.append(ScoreSum(modules)))}
     ids = torch.randint(0, config.vocab_size, (rows, length), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[0, :5] = 0  # one padded row: the masked copies are part of the peak
-    stream_taylor_scores(model, ids[:1, :8], mask[:1, :8].clone().fill_(1), lambda tile: None, settings)  # warm-up: lazy imports, kernels
-    predicted = scoring_peak(config, torch.float32, replace(settings, rows=None), rows, length, tile)
-    if settings.target == "loss":
-        predicted += int(tile)  # the plan adds the loss head's chunks (plan.py)
+    stream_taylor_scores(model, ids[:1, :8], torch.ones_like(ids[:1, :8]), lambda tile: None, settings)  # warm-up: lazy imports, kernels
+    predicted = items["activations + one tile"] + items.get("loss head chunks", 0)
     measured = measure(lambda: stream_taylor_scores(model, ids, mask, lambda tile: None, settings, modules))
     return {"predicted": predicted, "measured": measured}
 
