@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from naive import naive_means, per_layer
+from processes import SHARDED, probe_records
+from processes import cli as run_cli
 from scipy import stats
 from tolerant import (
     assert_decades_clear,
@@ -30,8 +32,6 @@ from tolerant import (
 )
 
 from lit_activation.data.datamodule import ActivationDataModule
-from runs import SHARDED, probe_records
-from runs import cli as run_cli
 
 pytestmark = pytest.mark.ddp
 

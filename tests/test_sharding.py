@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from naive import naive_means, per_layer
+from processes import cli, probe_records, sharded, write_model
 from safetensors.torch import load_file
 from tolerant import gap_threshold, parts_of
 
 from lit_activation.engine import EngineSettings
 from lit_activation.plan import Job, Scoring, plan_memory
 from lit_activation.tiny import tiny_config
-from runs import cli, probe_records, sharded, write_model
 
 pytestmark = pytest.mark.ddp
 
