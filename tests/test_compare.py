@@ -137,3 +137,21 @@ def test_summary_math_by_hand():
     assert comparison.progress(3, 5, run, [30.0, 90.0]) == "Compare: run 3 of 5: owl_taylor_s0.5_seed1, about 3 min left"
     with pytest.raises(ValueError, match="sparsity 1.0 is outside \\(0, 1\\)"):
         comparison.sweep([], [Wanda()], [1.0], [0])
+
+
+def test_the_summary_table_states_mean_and_sample_std_and_marks_single_seeds():
+    """Hand values: seeds 10 and 12 give mean 11, sample std √2; one seed shows no spread."""
+    results = [
+        {"method": "dense", "pruning_metric": "-", "sparsity": "0.0", "seed": "0", "perplexity": "5.0"},
+        {"method": "uniform", "pruning_metric": "wanda", "sparsity": "0.5", "seed": "0", "perplexity": "10.0"},
+        {"method": "uniform", "pruning_metric": "wanda", "sparsity": "0.5", "seed": "1", "perplexity": "12.0"},
+        {"method": "owl", "pruning_metric": "taylor", "sparsity": "0.6", "seed": "0", "perplexity": "30.0"},
+    ]
+    table = comparison.markdown_table(comparison.summarize(results), "ppl").splitlines()
+    assert table[2:] == [
+        "| method | 50% | 60% |",
+        "|---|---|---|",
+        "| dense | 5.00 (0 %) | |",
+        "| uniform + wanda | 11.00 ± 1.41 |  |",
+        "| owl + taylor |  | 30.00 (1 seed) |",
+    ]

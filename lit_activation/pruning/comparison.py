@@ -127,15 +127,24 @@ def markdown_table(summary: Sequence[dict], metric: str) -> str:
     """The summary as a Markdown table: one row per method, one column per sparsity."""
     sparsities = sorted({r["sparsity"] for r in summary if r["method"] != "dense"})
     methods = list(dict.fromkeys(r["method"] for r in summary))
-    cell = {(r["method"], r["sparsity"]): f"{r['mean']:.2f} ± {r['std']:.2f}" for r in summary}
+    # One run has no spread: its cell shows the value and the seed count, never "± 0.00".
+    cell = {
+        (r["method"], r["sparsity"]): f"{r['mean']:.2f} ± {r['std']:.2f}" if r["runs"] > 1 else f"{r['mean']:.2f} (1 seed)"
+        for r in summary
+    }
     lines = [f"Perplexity ({metric}), mean ± std over calibration seeds", "", "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |"]
     lines.append("|---" * (len(sparsities) + 1) + "|")
     for m in methods:
         if m == "dense":
-            lines.append(f"| dense | {cell[('dense', 0.0)]} (0 %) |" + " |" * (len(sparsities) - 1))
+            lines.append(f"| dense | {summary_mean(summary, 'dense')} (0 %) |" + " |" * (len(sparsities) - 1))
         else:
             lines.append(f"| {m} | " + " | ".join(cell.get((m, s), "") for s in sparsities) + " |")
     return "\n".join(lines) + "\n"
+
+
+def summary_mean(summary: Sequence[dict], method: str) -> str:
+    """The mean of a method's single cell (the dense model: one run, no seed)."""
+    return next(f"{r['mean']:.2f}" for r in summary if r["method"] == method)
 
 
 def write_summary(out: Path, model: str) -> None:
