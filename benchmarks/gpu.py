@@ -7,10 +7,12 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
 - the paper's way in bf16 and in fp32: batch 1, full backward with the weights requiring grad,
   w·grad copied out per scored parameter;
 - the engine: exact fp32 with plain products (`matmul: ieee`), with split-bf16 products
-  (`matmul: split`), and the bf16 fast mode; a tile sweep of the split engine;
+  (`matmul: split`), each also through the fused Triton kernel (`fused: true`, where triton runs),
+  and the bf16 fast mode; a tile sweep of the split engine;
 - the matmul bound: the 6·P·T FLOPs at the model's shapes in fp32, timed alone;
 - accuracy: a 4-layer model at the same widths, the worst max-normalised error of each exact mode
-  against an fp64 per-sample loop, and Finding 1 layer counts of split against ieee;
+  against an fp64 per-sample loop, Finding 1 layer counts of split against ieee, and the fused
+  kernel's Finding 1 sums against the fp64 loop's;
 - the CLI: `lit-activation predict` with configs/counts_embedded.yaml (and similarity_embedded.yaml)
   on the model directory, wall time and the predict loop (benchmarks/timing.py) against the
   engine's time for the same batches, and the memory plan's prediction against torch's peak.
@@ -36,7 +38,7 @@ from scoring import bound_seconds, run_batched, run_paper
 
 from lit_activation.architectures import model_config
 from lit_activation.counts import layer_counts
-from lit_activation.engine import EngineSettings, stream_taylor_scores
+from lit_activation.engine import EngineSettings, kernels, stream_taylor_scores
 from lit_activation.models import cache_dir, layer_map, linear_modules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +122,11 @@ def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
         threshold = float(pooled.float().quantile(q) if pooled.numel() < 2**24 else pooled[torch.randperm(pooled.numel())[: 2**24]].quantile(q))
         a, b = (layer_counts(means[m], layer_of, n_layers, threshold).double() for m in ("ieee", "split"))
         out[f"counts_max_rel_diff_q{q}"] = float(((a - b).abs() / a.clamp_min(1)).max())
+    if kernels.available(torch.device(device)):  # Finding 1's sums through the fused kernel, against fp64
+        exact = {n: sum(ref[n] for ref in reference) for n in reference[0]}
+        for matmul in ("ieee", "split"):
+            sums = run_batched(model, ids, samples, EngineSettings(matmul=matmul, fused=True)).sums
+            out[f"fused_sums_max_normalised_error_{matmul}"] = max(float((sums[n].double() - e).abs().max() / e.abs().max()) for n, e in exact.items())
     return out
 
 
@@ -186,6 +193,9 @@ def main() -> None:
     rows.append(("paper's way, bf16 weights and grads", paper16, "1.00x"))
     settings = {"engine, exact fp32, matmul ieee": EngineSettings(matmul="ieee"), "engine, exact fp32, matmul split": EngineSettings(matmul="split"),
                 "engine, bf16 fast mode": EngineSettings(compute_dtype="bfloat16")}
+    if kernels.available(torch.device(device)):  # the Triton kernel: off by default until these rows say it pays
+        settings["engine, exact fp32, split + fused kernel"] = EngineSettings(matmul="split", fused=True)
+        settings["engine, exact fp32, ieee + fused kernel"] = EngineSettings(matmul="ieee", fused=True)
     engine_seconds = {}
     for label, s in settings.items():
         engine_seconds[label] = per(timed(lambda s=s: run_batched(model, ids, args.batch, s), device))

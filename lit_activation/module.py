@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 from lit_activation.architectures import model_config
 from lit_activation.callbacks.base import ScoreCallback
 from lit_activation.engine import EngineSettings, ScoreTile, stream_taylor_scores
+from lit_activation.engine.kernels import check_fused
 from lit_activation.engine.targets import sequence_nll
 from lit_activation.engine.tiling import budget_bytes
 from lit_activation.memory import GB
@@ -37,7 +38,7 @@ class ActivationModule(LightningModule):
         dtype: the weights' stored dtype. bf16 halves their memory; scores stay exact fp32 with
             engine.compute_dtype float32.
         engine: how scores are computed (EngineSettings): target (D(s): max_logit, log_prob,
-            loss), compute_dtype, matmul (ieee / split / auto), tile_mb, checkpoint_blocks.
+            loss), compute_dtype, matmul (ieee / split / auto), tile_mb, checkpoint_blocks, fused.
         check_memory: before loading the model, predict the run's peak memory (lit-activation
             plan) and stop with the numbers and remedies if it cannot fit. Costs a few seconds.
         trust_remote_code: off by default; only for models you trust.
@@ -75,6 +76,8 @@ class ActivationModule(LightningModule):
             return
         hp = self.hparams
         trainer = self._trainer
+        if self.engine.fused and trainer is not None:  # before the weights: one line if the kernel cannot run
+            check_fused(trainer.strategy.root_device)
         if hp.check_memory and trainer is not None:  # before the weights, not after an OOM
             self.memory_plan = plan_run(self, trainer.datamodule, trainer.callbacks, trainer)
             phase, peak = self.memory_plan.peak()

@@ -10,6 +10,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py and tests/naive.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network in tests, ever
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Triton kernels run on the CPU in its interpreter, which must be chosen before triton is imported
+# (engine/kernels.py); no test has a GPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 logging.getLogger("gensim").setLevel(logging.WARNING)
 
 from fixtures import write_benchmarks  # noqa: E402

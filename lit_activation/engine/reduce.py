@@ -82,20 +82,20 @@ class ScoreSum:
         self.samples += batch_size
         self.where, self.sample_ids = where, list(sample_ids)
 
-    def _batch_sum(self, tile: ScoreTile) -> Tensor:
-        """Σ_s |G_s| of the tile, into a scratch buffer reused across tiles (no page faults)."""
-        shape = tile.abs_grad.shape[1:]
-        scratch = self._scratch.get(tile.abs_grad.device)
+    def _scratch_for(self, tile: ScoreTile) -> Tensor:
+        """A (rows, cols) buffer on the tile's device, reused across tiles (no page faults)."""
+        shape, device = tile.abs_weight.shape, tile.abs_weight.device
+        scratch = self._scratch.get(device)
         if scratch is None or scratch.numel() < shape.numel():
-            scratch = self._scratch[tile.abs_grad.device] = torch.empty(shape.numel(), device=tile.abs_grad.device)
-        return torch.sum(tile.abs_grad, 0, out=scratch[: shape.numel()].view(shape))
+            scratch = self._scratch[device] = torch.empty(shape.numel(), device=device)
+        return scratch[: shape.numel()].view(shape)
 
     def update(self, tile: ScoreTile) -> None:
-        total = self._batch_sum(tile)
+        total = tile.weighted_abs_sum(self._scratch_for(tile))  # |W| ⊙ Σ_s |G_s|
         self.guard.note(tile, total)
         state = self.sums[tile.name]
         offset = self.offsets[tile.name]
-        state[tile.rows.start - offset : tile.rows.stop - offset] += total.mul_(tile.abs_weight).to(state.device)
+        state[tile.rows.start - offset : tile.rows.stop - offset] += total.to(state.device)
 
     def end(self) -> None:
         """The batch is done: raise if any of its scores was NaN/inf (one host sync)."""

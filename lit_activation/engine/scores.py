@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers.pytorch_utils import Conv1D
 
+from lit_activation.engine.kernels import check_fused, weighted_abs_sum
 from lit_activation.engine.precision import compute_precision
 from lit_activation.engine.products import IEEEProducts, pinned_matmul_precision, products_for, split_works_on
 from lit_activation.engine.settings import EngineSettings, RowRanges
@@ -33,7 +34,6 @@ from lit_activation.engine.tiling import budget_bytes, row_tiles, tile_rows
 from lit_activation.models import decoder_layers, linear_modules
 
 
-@dataclass
 class ScoreTile:
     """Rows `rows` (of the weight as stored: (out, in), Conv1D (in, out)) of one module's scores.
 
@@ -41,20 +41,52 @@ class ScoreTile:
     rows, (rows, cols) fp32. finite_samples: (batch,) bool, whether each sample's inputs and output
     gradients of this module are all finite (names the samples when a reducer finds NaN/inf).
     All are valid only during the consumer call.
+
+    A tile of the fused engine (`EngineSettings.fused`) comes with the product's operands instead
+    of abs_grad: `weighted_abs_sum` then runs one kernel that never forms the per-sample products,
+    and abs_grad is formed only if a consumer reads it.
     """
 
-    name: str
-    rows: slice
-    abs_grad: Tensor
-    abs_weight: Tensor
-    finite_samples: Tensor | None = None
-    _scores: Tensor | None = field(default=None, repr=False)
+    def __init__(
+        self, name: str, rows: slice, abs_grad: Tensor | None, abs_weight: Tensor, finite_samples: Tensor | None = None,
+        operands: GradientOperands | None = None,
+    ) -> None:
+        if abs_grad is None and operands is None:
+            raise ValueError("a score tile needs abs_grad or the operands that form it")
+        self.name, self.rows, self.abs_weight, self.finite_samples = name, rows, abs_weight, finite_samples
+        self._abs_grad, self._operands, self._scores = abs_grad, operands, None
+
+    @property
+    def abs_grad(self) -> Tensor:
+        if self._abs_grad is None:
+            self._abs_grad = self._operands.form().abs_()
+        return self._abs_grad
 
     def scores(self) -> Tensor:
         """A = |W| ⊙ |G_s| for these rows, (batch, rows, cols); formed once, on first use."""
         if self._scores is None:
             self._scores = self.abs_grad * self.abs_weight
         return self._scores
+
+    def weighted_abs_sum(self, out: Tensor) -> Tensor:
+        """|W| ⊙ Σ_s |G_s| of these rows into `out` (rows, cols): the batch's sum of A."""
+        if self._abs_grad is None and self._operands is not None:
+            return weighted_abs_sum(self._operands.left, self._operands.right, self.abs_weight, out)
+        return torch.sum(self.abs_grad, 0, out=out).mul_(self.abs_weight)
+
+
+@dataclass
+class GradientOperands:
+    """What forms one tile's per-sample gradients: G_s = left_s @ right_s, by `products`, into `space`."""
+
+    left: Tensor
+    right: Tensor
+    products: IEEEProducts
+    space: Workspace
+
+    def form(self) -> Tensor:
+        batch, rows, cols = self.left.shape[0], self.left.shape[1], self.right.shape[-1]
+        return self.products.gradient(self.left, self.right, self.space.view(batch, rows, cols))
 
 
 ScoreConsumer = Callable[[ScoreTile], None]
@@ -86,7 +118,7 @@ class Workspace:
 
 def _tiles(
     name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float, space: Workspace,
-    products: IEEEProducts, finite: Tensor | None = None,
+    products: IEEEProducts, finite: Tensor | None = None, fused: bool = False,
 ) -> Iterator[ScoreTile]:
     """The score tiles of one module from its inputs x (B, T, in) and output gradients δ (B, T, out)."""
     # G_s = δ_sᵀ x_s, (out, in); Conv1D stores the weight as (in, out), so there G_s = x_sᵀ δ_s.
@@ -97,8 +129,11 @@ def _tiles(
     weight = module.weight.detach()
     per_tile = tile_rows(budget, batch * cols * 4)
     for r in row_tiles(weight.shape[0], per_tile, *rows):
-        grad = products.gradient(by_row[:, r], other, space.view(batch, r.stop - r.start, cols))
-        yield ScoreTile(name, r, grad.abs_(), weight[r].float().abs(), finite)
+        operands = GradientOperands(by_row[:, r], other, products, space)
+        if fused:  # formed only if a consumer asks for the per-sample values
+            yield ScoreTile(name, r, None, weight[r].float().abs(), finite, operands)
+        else:
+            yield ScoreTile(name, r, operands.form().abs_(), weight[r].float().abs(), finite)
 
 
 def finite_rows(*tensors: Tensor) -> Tensor:
@@ -158,7 +193,7 @@ class BlockRecompute:
 @contextmanager
 def _score_hooks(
     modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges, padded: bool,
-    products: IEEEProducts, recompute: BlockRecompute | None = None,
+    products: IEEEProducts, recompute: BlockRecompute | None = None, fused: bool = False,
 ) -> Iterator[None]:
     """Hooks that turn each module's (input, output gradient) into score tiles for `consumer`.
 
@@ -184,7 +219,7 @@ def _score_hooks(
             x_s = x_s.masked_fill(pads, 0)
         span = rows.get(name, (0, module.weight.shape[0]))
         finite = finite_rows(x_s, delta_s)
-        for tile in _tiles(name, module, x_s, delta_s, span, budget, space, products, finite):
+        for tile in _tiles(name, module, x_s, delta_s, span, budget, space, products, finite, fused):
             consumer(tile)
 
     def forward_hook(name: str) -> Callable:
@@ -268,6 +303,7 @@ def scoring_pass(
     budget = budget_bytes(settings.tile_mb, input_ids.device.type)
     if split is None:  # a device's first split pass checks the products against fp64 (products.py)
         split = settings.split_products(input_ids.device) and (not input_ids.is_cuda or split_works_on(input_ids.device))
+    fused = settings.fused and check_fused(input_ids.device)
     linears = [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1D))]
     products = products_for(split, weights_bf16=all(m.weight.dtype == torch.bfloat16 for m in linears))
     embeds: list[Tensor] = []
@@ -277,7 +313,7 @@ def scoring_pass(
     target = settings.target
     with torch.enable_grad(), pinned_matmul_precision(), compute_precision(model, settings.dtype, products, int(budget)), blocks:
         with _differentiable_embeddings(model, settings.dtype, embeds), head_input(model, attention_mask, target, hidden):
-            with _score_hooks(modules, attention_mask, consumer, budget, settings.rows or {}, padded, products, recompute):
+            with _score_hooks(modules, attention_mask, consumer, budget, settings.rows or {}, padded, products, recompute, fused):
                 logits = model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,

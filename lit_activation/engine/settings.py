@@ -33,6 +33,9 @@ class EngineSettings:
         tile_mb: budget of one tile of per-sample scores (None: the default per device type).
         checkpoint_blocks: recompute each decoder block's forward in the backward, so that the
             backward holds one block's activations instead of every block's (a third more compute).
+        fused: Finding 1's reduction |W| ⊙ Σ_s |G_s| in one Triton kernel per tile (engine/kernels.py),
+            so the per-sample products never go through memory. CUDA with triton only; same
+            arithmetic as the plain path. Off by default until benchmarks/gpu.py has timed it.
         rows: per module, the rows [start, stop) to score (None: all). Set by a sharded run for
             each rank's own rows; leave it unset.
     """
@@ -42,6 +45,7 @@ class EngineSettings:
     matmul: Literal["auto", "ieee", "split"] = "auto"
     tile_mb: float | None = None
     checkpoint_blocks: bool = False
+    fused: bool = False
     rows: RowRanges | None = None
 
     def __post_init__(self) -> None:
@@ -67,4 +71,4 @@ class EngineSettings:
     def cache_key(self) -> tuple:
         """A hashable identity (rows as a sorted tuple), for caches of simulated peaks."""
         rows = tuple(sorted((self.rows or {}).items()))
-        return (self.target, self.compute_dtype, self.matmul, self.tile_mb, self.checkpoint_blocks, rows)
+        return (self.target, self.compute_dtype, self.matmul, self.tile_mb, self.checkpoint_blocks, self.fused, rows)

@@ -1,0 +1,104 @@
+"""One fused Triton kernel for the Finding 1 reduction: |W| ⊙ Σ_s |δ_sᵀ x_s|, tile by tile.
+
+The plain path forms a tile's per-sample gradients (batch, rows, cols) in memory, then reads them
+back to take |·|, sum over the batch and multiply by |W|: on a GPU that is batch × rows × cols × 4
+bytes written and read again per tile, which at tensor-core speed costs about as much as the
+products. Here each program keeps one (rows, cols) block of one sample's product in registers,
+adds its absolute value to the block's batch sum, and multiplies by |W| before the only store.
+
+The operands are the engine's own (engine/products.py): fp32 ones are multiplied as IEEE fp32;
+bf16 parts laid along K (engine/split.py) give exact products summed in fp32. So the result is the
+plain path's up to the order of fp32 additions. Triton is optional: `EngineSettings.fused` asks for
+the kernel, on CUDA. TRITON_INTERPRET=1, set before triton is first imported (the tests' conftest
+does), runs it on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+try:  # a CUDA torch ships triton; the CPU wheel does not
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the installation
+    triton = None
+
+BLOCK_R, BLOCK_C, BLOCK_K = 64, 64, 32  # tl.dot needs ≥ 16 per side; a first choice, to be tuned on a GPU
+
+
+def available(device: torch.device) -> bool:
+    """Whether the kernel runs on `device`: CUDA with triton, or any device under TRITON_INTERPRET=1."""
+    if triton is None:
+        return False
+    return device.type == "cuda" or _interpreted()
+
+
+def check_fused(device: torch.device) -> bool:
+    """True when the kernel runs on `device`; else one line naming what is missing (ValueError)."""
+    if triton is None:
+        raise ValueError("engine.fused: true needs triton (a CUDA build of torch ships it); accepted on this machine: false")
+    if not available(device):
+        raise ValueError(f"engine.fused: true runs on CUDA (or under TRITON_INTERPRET=1), not on {device.type}; accepted here: false")
+    return True
+
+
+def _interpreted() -> bool:
+    # Triton's CPU interpreter (3.9) multiplies bf16 operands of tl.dot as raw bit patterns; there
+    # the parts are upcast first, which changes nothing: a product of two bf16 values is exact in fp32.
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _weighted_abs_sum(
+        a, b, w, out, batch, n_rows, n_cols, k,
+        a_s, a_r, a_k, b_s, b_k, b_c, w_r, w_c, o_r, o_c,
+        IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,  # noqa: N803 - Triton constexprs
+    ):  # fmt: skip
+        rows = tl.program_id(0) * BR + tl.arange(0, BR)
+        cols = tl.program_id(1) * BC + tl.arange(0, BC)
+        ks = tl.arange(0, BK)
+        in_rows, in_cols = rows[:, None] < n_rows, cols[None, :] < n_cols
+        total = tl.zeros((BR, BC), dtype=tl.float32)
+        for s in range(0, batch):
+            acc = tl.zeros((BR, BC), dtype=tl.float32)
+            for k0 in range(0, k, BK):
+                kk = k0 + ks
+                left = tl.load(a + s * a_s + rows[:, None] * a_r + kk[None, :] * a_k, mask=in_rows & (kk[None, :] < k), other=0.0)
+                right = tl.load(b + s * b_s + kk[:, None] * b_k + cols[None, :] * b_c, mask=(kk[:, None] < k) & in_cols, other=0.0)
+                if UPCAST:  # the same exact products in fp32 (see `weighted_abs_sum`)
+                    left, right = left.to(tl.float32), right.to(tl.float32)
+                if IEEE or UPCAST:  # fp32 operands: IEEE fp32 products, never TF32
+                    acc = tl.dot(left, right, acc, input_precision="ieee")
+                else:  # bf16 parts: exact products, fp32 sums
+                    acc = tl.dot(left, right, acc)
+            total += tl.abs(acc)
+        weight = tl.load(w + rows[:, None] * w_r + cols[None, :] * w_c, mask=in_rows & in_cols, other=0.0)
+        tl.store(out + rows[:, None] * o_r + cols[None, :] * o_c, total * weight, mask=in_rows & in_cols)
+
+
+def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tensor) -> Tensor:
+    """out = |W| ⊙ Σ_s |left_s @ right_s|, without forming the (batch, rows, cols) products.
+
+    left: (batch, rows, K), right: (batch, K, cols), both fp32 or both bf16 (parts along K);
+    abs_weight and out: (rows, cols) fp32 on the same device. Returns out.
+    """
+    if triton is None:
+        raise RuntimeError("the fused kernel needs triton (pip install triton)")
+    if left.dtype != right.dtype or left.dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"operands must both be float32 or both bfloat16; got {left.dtype} and {right.dtype}")
+    batch, n_rows, k = left.shape
+    n_cols = right.shape[-1]
+    if right.shape[:2] != (batch, k) or abs_weight.shape != (n_rows, n_cols) or out.shape != (n_rows, n_cols):
+        raise ValueError(f"shapes do not match: left {tuple(left.shape)}, right {tuple(right.shape)}, weight {tuple(abs_weight.shape)}, out {tuple(out.shape)}")
+    grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(n_cols, BLOCK_C))
+    _weighted_abs_sum[grid](
+        left, right, abs_weight, out, batch, n_rows, n_cols, k,
+        *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
+        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K,
+    )  # fmt: skip
+    return out

@@ -1,0 +1,168 @@
+"""The fused Triton kernel (engine/kernels.py), run by Triton's CPU interpreter (conftest sets
+TRITON_INTERPRET=1): |W| ⊙ Σ_s |a_s @ b_s| against fp64 sums, and Finding 1 sums through the
+engine against an fp64 per-sample loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_precision import fp64_scores
+from test_scores import bf16_and_fp32_twin, padded_batch
+
+from lit_activation.cli import main
+from lit_activation.engine import EngineSettings, ScoreSum, kernels, stream_taylor_scores
+from lit_activation.engine.split import concat_left, concat_right, split_bf16
+from lit_activation.models import linear_modules
+from lit_activation.tiny import tiny_model
+
+pytestmark = pytest.mark.skipif(kernels.triton is None, reason="triton is not installed (pip install triton): the fused kernel is not tested")
+
+EPS32 = 2.0**-24
+ROOT = Path(__file__).parents[1]
+
+
+def fp64_reference(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact result and, per element, the scale Σ_s Σ_k |a||b|·|w| that bounds fp32 rounding."""
+    exact = (a.double() @ b.double()).abs().sum(0) * w.double()
+    scale = (a.double().abs() @ b.double().abs()).sum(0) * w.double()
+    return exact, scale
+
+
+@pytest.mark.parametrize("dtype", ["float32", "split-bf16"])
+def test_weighted_abs_sum_equals_fp64_on_uneven_strided_operands(dtype):
+    """Sizes that fill no block (rows 70 and cols 90 vs 64, K 45 vs 32), a row slice of a larger
+    operand (strided, as the engine passes a tile), fp32 within its own rounding bound."""
+    g = torch.Generator().manual_seed(0)
+    batch, k = 3, 45
+    left_full, right, w = torch.randn(batch, 100, k, generator=g), torch.randn(batch, k, 90, generator=g), torch.rand(70, 90, generator=g)
+    left = left_full[:, 20:90]
+    assert not left.is_contiguous()
+    exact, scale = fp64_reference(left, right, w)
+    if dtype == "float32":
+        a, b = left, right
+    else:  # the engine's split operands: six bf16 part products laid along K
+        a, b = concat_left(split_bf16(left), 3), concat_right(split_bf16(right), 3)
+    out = kernels.weighted_abs_sum(a, b, w, torch.full((70, 90), float("nan")))
+    bound = 4 * k * EPS32 * scale  # k fp32 additions per product, the batch sum and ×|w|, with room
+    assert bool(((out.double() - exact).abs() <= bound).all()), float(((out.double() - exact).abs() / scale).max())
+
+
+def test_weighted_abs_sum_takes_the_absolute_value_per_sample_before_the_batch_sum():
+    """Hand values: sample products +2 and −2 sum to 0 but |+2| + |−2| = 4; weight 0.5 → 2."""
+    a = torch.tensor([[[1.0]], [[-1.0]]])  # (2, 1, 1)
+    b = torch.tensor([[[2.0]], [[2.0]]])
+    out = kernels.weighted_abs_sum(a, b, torch.tensor([[0.5]]), torch.empty(1, 1))
+    assert out.tolist() == [[2.0]]
+
+
+def test_mismatched_operands_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="must both be float32 or both bfloat16"):
+        kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 3, 2).bfloat16(), torch.ones(2, 2), torch.empty(2, 2))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 4, 2), torch.ones(2, 2), torch.empty(2, 2))
+
+
+def fused_sums(model, ids, mask, **settings) -> dict[str, torch.Tensor]:
+    sums = ScoreSum(linear_modules(model))
+    sums.begin(ids.shape[0])
+    stream_taylor_scores(model, ids, mask, sums.update, EngineSettings(**settings))
+    sums.end()
+    return sums.sums
+
+
+@pytest.mark.parametrize(("arch", "stored", "matmul"), [("llama", "bfloat16", "split"), ("llama", "float32", "ieee"), ("gpt2", "float32", "split")])
+def test_fused_finding1_sums_equal_an_fp64_per_sample_loop(arch, stored, matmul):
+    """Σ_s A(s, w) through the engine with the fused kernel, on a padded batch, against the fp64
+    per-sample loop; as accurate as the plain path measured the same way (GPT-2: Conv1D layout)."""
+    model = tiny_model(arch) if stored == "float32" else bf16_and_fp32_twin(arch)[0]
+    ids, mask = padded_batch("left")
+    reference = [fp64_scores(model, ids[r][mask[r].bool()]) for r in range(ids.shape[0])]
+    exact = {name: sum(ref[name] for ref in reference) for name in reference[0]}
+    errors = {}
+    for fused in (False, True):
+        got = fused_sums(model, ids, mask, matmul=matmul, fused=fused, tile_mb=0.001)  # several row tiles per module
+        errors[fused] = max(float((got[n].double() - e).abs().max() / e.abs().max()) for n, e in exact.items())
+    assert errors[True] <= 1e-5
+    assert errors[True] <= 2 * errors[False] + 1e-7, errors
+
+
+def test_a_fused_tile_forms_per_sample_values_when_a_consumer_reads_them():
+    """A consumer that needs |G_s| (LLMDcos) still gets them from a fused pass, equal to the plain pass's."""
+    model = tiny_model("llama")
+    ids, mask = padded_batch("right")
+    seen = {}
+
+    def keep(fused):
+        def consumer(tile):
+            seen[(fused, tile.name, tile.rows.start)] = tile.scores().clone()
+
+        return consumer
+
+    for fused in (False, True):
+        stream_taylor_scores(model, ids, mask, keep(fused), EngineSettings(fused=fused, tile_mb=0.001))
+    plain = {key[1:]: v for key, v in seen.items() if not key[0]}
+    assert len(plain) > len(linear_modules(model))  # several tiles per module
+    for key, value in plain.items():
+        torch.testing.assert_close(seen[(True, *key)], value, rtol=0, atol=0)
+
+
+def test_a_nan_input_under_the_fused_kernel_still_names_its_sample():
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.model.embed_tokens.weight[50] = float("nan")
+    ids = torch.tensor([[5, 6, 7, 8], [5, 50, 7, 8], [9, 10, 11, 12]])
+    sums = ScoreSum(linear_modules(model))
+    sums.begin(3, "dataset 'boolq'", [10, 11, 12])
+    stream_taylor_scores(model, ids, torch.ones_like(ids), sums.update, EngineSettings(fused=True))
+    with pytest.raises(FloatingPointError, match=r"dataset 'boolq', module model\.layers\.1\..*sample\(s\) \[11\]"):
+        sums.end()
+
+
+def test_fused_off_cuda_without_the_interpreter_is_one_clear_error(monkeypatch):
+    model = tiny_model("llama")
+    ids, mask = padded_batch("right")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="engine.fused: true runs on CUDA .*not on cpu; accepted here: false"):
+        stream_taylor_scores(model, ids, mask, lambda tile: None, EngineSettings(fused=True))
+    monkeypatch.setattr(kernels, "triton", None)
+    with pytest.raises(ValueError, match="engine.fused: true needs triton"):
+        stream_taylor_scores(model, ids, mask, lambda tile: None, EngineSettings(fused=True))
+
+
+def test_a_counts_run_under_lightning_goes_through_the_kernel(tmp_path, bench_files, monkeypatch):
+    """The option reaches the run: every tile of a Finding 1 run is reduced by the kernel (its
+    numbers are checked against fp64 above), and the counts are written."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lit_activation.callbacks.counts import ActivationCounts
+    from lit_activation.data.datamodule import ActivationDataModule
+    from lit_activation.module import ActivationModule
+
+    calls = []
+    fused = kernels.weighted_abs_sum
+    monkeypatch.setattr("lit_activation.engine.scores.weighted_abs_sum", lambda *a: calls.append(a[0].shape) or fused(*a))
+    module = ActivationModule(model="tiny-llama", engine=EngineSettings(fused=True))
+    dm = ActivationDataModule(["boolq", "mmlu"], data_files=bench_files, num_samples=4, batch_size=2, max_length=64)
+    trainer = Trainer(
+        accelerator="cpu", devices=1, inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t"),
+        callbacks=[ActivationCounts(gamma=1e-3)], enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    counts = json.loads((tmp_path / "t" / "version_0" / "counts.json").read_text())
+    assert {name: d["n_samples"] for name, d in counts["datasets"].items()} == {"boolq": 4, "mmlu": 4}
+    assert len(calls) == 4 * len(module.scored_modules)  # 2 datasets × 2 batches × every module (one tile each)
+
+
+def test_the_cli_refuses_fused_where_it_cannot_run_before_loading(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", lambda *a: pytest.fail("loaded the model before refusing"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", str(ROOT / "configs" / "counts_embedded.yaml"), "--model.engine.fused", "true", "--trainer.accelerator", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: engine.fused: true runs on CUDA (or under TRITON_INTERPRET=1), not on cpu; accepted here: false"
