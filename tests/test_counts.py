@@ -28,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 from lit_activation import counts as C
 from lit_activation.callbacks.counts import ActivationCounts
 from lit_activation.data.datamodule import ActivationDataModule
+from lit_activation.engine import kernels
 from lit_activation.models import decoder_layers, linear_modules, module_kind
 from lit_activation.module import ActivationModule
 from lit_activation.tiny import tiny_model
@@ -259,9 +260,11 @@ def test_an_overflow_with_finite_inputs_names_the_batch():
         sums.end()
 
 
-def test_a_nan_input_stops_a_scoring_run_at_the_batch_end_naming_its_sample():
-    """End to end through the engine: a NaN embedding row reaches one sample's scores only."""
-    from lit_activation.engine import ScoreSum, stream_taylor_scores
+@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=pytest.mark.skipif(kernels.triton is None, reason="triton is not installed"))])
+def test_a_nan_input_stops_a_scoring_run_at_the_batch_end_naming_its_sample(fused):
+    """End to end through the engine: a NaN embedding row reaches one sample's scores only (also
+    through the fused kernel, engine/kernels.py, which never forms the per-sample values)."""
+    from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 
     model = tiny_model("llama")
     with torch.no_grad():
@@ -269,6 +272,6 @@ def test_a_nan_input_stops_a_scoring_run_at_the_batch_end_naming_its_sample():
     ids = torch.tensor([[5, 6, 7, 8], [5, 50, 7, 8], [9, 10, 11, 12]])
     sums = ScoreSum(linear_modules(model))
     sums.begin(3, "dataset 'boolq'", [10, 11, 12])
-    stream_taylor_scores(model, ids, torch.ones_like(ids), sums.update)
+    stream_taylor_scores(model, ids, torch.ones_like(ids), sums.update, EngineSettings(fused=fused))
     with pytest.raises(FloatingPointError, match=r"dataset 'boolq', module model\.layers\.1\..*sample\(s\) \[11\]"):
         sums.end()
