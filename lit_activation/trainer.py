@@ -113,6 +113,8 @@ class ActivationTrainer(Trainer):
             io.append_csv_row(out / cmp.RESULTS, cmp.HEADER, row)
             cmp.write_summary(out, hp.model)
             elapsed.append(seconds)
+        if not todo:  # a finished sweep's summary, rebuilt by this version from results.csv
+            cmp.write_summary(out, hp.model)
         print((out / "summary.md").read_text() if (out / "summary.md").is_file() else "")
         print(f"Comparison: {out / 'summary.md'}, summary.csv, {cmp.RESULTS}, compare.png ({len(runs)} runs, {len(todo)} run now)")
         return out

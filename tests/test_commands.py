@@ -12,6 +12,7 @@ import functools
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,9 +141,10 @@ def readme_commands() -> list[str]:
     return out
 
 
-def write_readme_report_inputs(root: Path) -> dict[str, Path]:
-    """The three runs the README's `report` line names, as their writers lay them out (runs/NAME/version_0
-    of counts_embedded and similarity_embedded, a compare output dir): small, with made-up values."""
+def write_readme_report_inputs(root: Path) -> dict[Path, str]:
+    """The runs the README's `report` lines name, as their writers lay them out (runs/NAME/version_0
+    of counts_embedded and similarity_embedded, two compare output dirs): small, with made-up
+    values. Returns what each holds, by its path relative to `root`."""
     layers, datasets = 6, ["humaneval", "news"]
     counts = root / "runs" / "counts_embedded" / "version_0"
     counts.mkdir(parents=True)
@@ -164,7 +166,9 @@ def write_readme_report_inputs(root: Path) -> dict[str, Path]:
     rows = [["dense", "-", 0.0, 0, 20.0], ["uniform", "wanda", 0.5, 0, 31.0], ["activation", "wanda", 0.5, 0, 29.0], ["owl", "wanda", 0.5, 0, 30.0]]
     (compare / "results.csv").write_text("\n".join(",".join(map(str, r)) for r in [header, *(r + ["ppl/wiki", r[2], "{}", 1.0] for r in rows)]) + "\n")
     (compare / "comparison.json").write_text(json.dumps({"fixed": {"model": "smollm2-135m", "evaluation": "ppl/wiki", "metric": "wanda"}}))
-    return {"counts": counts, "llmdcos": similarity, "compare": compare}
+    shutil.copytree(compare, root / "runs" / "compare_embedded")
+    holds = {counts: "counts", similarity: "llmdcos", compare: "compare", root / "runs" / "compare_embedded": "compare"}
+    return {path.relative_to(root): kind for path, kind in holds.items()}
 
 
 @pytest.mark.parametrize("line", readme_commands(), ids=lambda line: re.sub(r"[^\w.]+", "-", line.replace("lit-activation ", ""))[:60])
@@ -182,12 +186,13 @@ def test_readme_commands_parse(line, tmp_path, monkeypatch, capsys):
         return
     # `report` reads finished runs: the line runs, as written, on the runs it names
     inputs = write_readme_report_inputs(tmp_path)
-    assert [Path(a) for a in args[1:]] == [p.relative_to(tmp_path) for p in inputs.values()], "the README names other runs; update the inputs here"
+    named = [Path(a) for a in args[1:]]
+    assert named and set(named) <= set(inputs), "the README names other runs; update the inputs here"
     main(args)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == str(Path("runs") / "report" / "version_0" / "report.md") and (tmp_path / last).is_file()
     record = json.loads((tmp_path / "runs" / "report" / "version_0" / "report.json").read_text())
-    assert [(Path(r["path"]), r["holds"]) for r in record["inputs"]] == [(p.relative_to(tmp_path), [kind]) for kind, p in inputs.items()]
+    assert [(Path(r["path"]), r["holds"]) for r in record["inputs"]] == [(path, [inputs[path]]) for path in named]
     assert record["settings"]["seed"] == 0 and record["settings"]["resamples"] >= 100  # the defaults of the line
 
 
