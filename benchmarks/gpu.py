@@ -26,22 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 from machine import describe, sync
 from scoring import bound_seconds, run_batched, run_paper
+from timing import cli_run
 
 from lit_activation.architectures import model_config
 from lit_activation.counts import layer_counts
 from lit_activation.engine import EngineSettings, kernels, stream_taylor_scores
 from lit_activation.models import cache_dir, layer_map, linear_modules
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_model(directory: Path, shape: str, layers: int | None, toy: bool) -> None:
@@ -130,31 +126,6 @@ def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
     return out
 
 
-def cli_run(config: str, directory: Path, extra: list[str], out: Path) -> dict:
-    """`lit-activation predict` as a user runs it: wall time, and the predict loop's own time."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
-    cmd = [
-        sys.executable, "-m", "lit_activation", "predict", "--config", str(ROOT / "configs" / config), "--model.model", str(directory),
-        "--model.dtype", "bfloat16", "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks+", "timing.PredictTimer", *extra,
-    ]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if done.returncode:
-        raise RuntimeError(f"{config}: {done.stderr[-2000:]}")
-    text = done.stdout + done.stderr
-    out = {"wall_s": wall, "predict_loop_s": float(re.search(r"PREDICT_LOOP_S ([0-9.]+)", text).group(1)),
-           "batches": int(re.search(r"PREDICT_BATCHES (\d+)", text).group(1))}
-    planned = re.search(r"predicted peak ([0-9.]+) GB", text)
-    measured = re.search(r"PEAK_ALLOCATED_GB ([0-9.]+)", text)
-    if planned:  # the memory plan against torch's allocator (CUDA), issue 18's GPU check
-        out["plan_predicted_gb"] = float(planned.group(1))
-    if measured:
-        out["peak_allocated_gb"] = float(measured.group(1))
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=None, help="a model directory (default: the one --make-model writes)")
@@ -215,11 +186,11 @@ def main() -> None:
     report["accuracy_4_layers"] = accuracy(small, device, args.tokens, min(4, args.samples))
     if not args.skip_cli:
         extra = ["--data.init_args.num_samples", str(args.cli_samples), "--data.init_args.batch_size", str(args.batch)]
-        counts = cli_run("counts_embedded.yaml", directory, extra, work / "runs")
+        counts = cli_run("counts_embedded.yaml", str(directory), extra, work / "runs")
         engine_same = engine_seconds["engine, exact fp32, matmul split" if device == "cuda" else "engine, exact fp32, matmul ieee"] * 4 * args.cli_samples
         counts["predict_loop_over_engine"] = counts["predict_loop_s"] / engine_same
         report["cli_counts"] = counts
-        report["cli_similarity"] = cli_run("similarity_embedded.yaml", directory, ["--data.init_args.num_samples", str(args.cli_samples)], work / "runs")
+        report["cli_similarity"] = cli_run("similarity_embedded.yaml", str(directory), ["--data.init_args.num_samples", str(args.cli_samples)], work / "runs")
     report["rows"] = [{"what": w, "seconds_per_sample": s, "vs_paper_bf16": r} for w, s, r in rows]
     print(f"{report['machine']} {report['versions']} {report['date']}")
     print(f"\n| what ({args.batch} × {args.tokens} tokens) | s / sample | speed vs the paper's bf16 loop |\n|---|---|---|")

@@ -1,0 +1,79 @@
+"""How close a `lit-activation predict` run comes to its engine: the predict loop of a Finding 1 run
+against the engine alone on the very same batches, in one session.
+
+    python benchmarks/overhead.py                                           # embedded default, CPU
+    python benchmarks/overhead.py --model DIR --dtype bfloat16 --samples 80 --batch 8   # on a GPU
+
+The run: configs/counts_embedded.yaml through the CLI (4 datasets × `--samples`), timed by
+benchmarks/timing.py's callback from the first batch to the last dataset's finish. The engine: the
+same data module's batches, formed beforehand, into the same reducer (ScoreSum) with one
+`begin`/`end` per batch; no Lightning, no data loading, no dataset finish. ratio = predict loop /
+engine: 1.0 is a run at its engine's speed (issue 16 asks for ≤ 1.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from machine import describe, sync
+from timing import ROOT, cli_run
+
+from lit_activation.cli import build_cli
+from lit_activation.engine import ScoreSum, stream_taylor_scores
+from lit_activation.models import linear_modules, load_causal_lm
+
+
+def engine_seconds(args: argparse.Namespace, overrides: list[str]) -> tuple[float, int]:
+    """The engine's time for the CLI run's own batches (formed first, moved to the device first)."""
+    cli = build_cli(["--config", str(ROOT / "configs" / "counts_embedded.yaml"), *overrides], run=False)
+    datamodule = cli.datamodule
+    datamodule.setup("predict")
+    device = torch.device(args.device)
+    formed = [{k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)} for batch in datamodule.predict_dataloader()]
+    model, _ = load_causal_lm(args.model, args.dtype, device=args.device)
+    modules = linear_modules(model)
+    sums = ScoreSum(modules)
+    settings = cli.model.engine
+
+    def score(batch: dict[str, torch.Tensor]) -> None:
+        sums.begin(batch["input_ids"].shape[0])
+        stream_taylor_scores(model, batch["input_ids"], batch["attention_mask"], sums.update, settings, modules)
+        sums.end()
+
+    score(formed[0])  # warm-up (the CLI run's first batch pays it inside its loop)
+    sync(args.device)
+    start = time.perf_counter()
+    for batch in formed:
+        score(batch)
+    sync(args.device)
+    return time.perf_counter() - start, len(formed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--dtype", default="float32", help="weights' stored dtype")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--samples", type=int, default=16, help="num_samples per dataset (4 datasets)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    overrides = ["--model.model", args.model, "--model.dtype", args.dtype, "--data.init_args.num_samples", str(args.samples),
+                 "--data.init_args.batch_size", str(args.batch), "--trainer.accelerator", "gpu" if args.device == "cuda" else "cpu"]
+    with tempfile.TemporaryDirectory() as out:
+        run = cli_run("counts_embedded.yaml", args.model, overrides[4:], Path(out), args.dtype)
+        engine, batches = engine_seconds(args, [*overrides, "--trainer.logger.init_args.save_dir", out])
+    report = {"machine": describe(args.device), "model": args.model, "samples": 4 * args.samples, "batch": args.batch, **run,
+              "engine_s": engine, "engine_batches": batches, "predict_loop_over_engine": run["predict_loop_s"] / engine}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
