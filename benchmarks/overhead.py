@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 from machine import describe, sync
+from scoring import score_batches
 from timing import ROOT, cli_run
 
 from lit_activation.cli import build_cli
-from lit_activation.engine import ScoreSum, stream_taylor_scores
-from lit_activation.models import linear_modules, load_causal_lm
+from lit_activation.models import load_causal_lm
 
 
 def engine_seconds(args: argparse.Namespace, overrides: list[str]) -> tuple[float, int]:
@@ -34,22 +34,12 @@ def engine_seconds(args: argparse.Namespace, overrides: list[str]) -> tuple[floa
     datamodule = cli.datamodule
     datamodule.setup("predict")
     device = torch.device(args.device)
-    formed = [{k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)} for batch in datamodule.predict_dataloader()]
+    formed = [(batch["input_ids"].to(device), batch["attention_mask"].to(device)) for batch in datamodule.predict_dataloader()]
     model, _ = load_causal_lm(args.model, args.dtype, device=args.device)
-    modules = linear_modules(model)
-    sums = ScoreSum(modules)
-    settings = cli.model.engine
-
-    def score(batch: dict[str, torch.Tensor]) -> None:
-        sums.begin(batch["input_ids"].shape[0])
-        stream_taylor_scores(model, batch["input_ids"], batch["attention_mask"], sums.update, settings, modules)
-        sums.end()
-
-    score(formed[0])  # warm-up (the CLI run's first batch pays it inside its loop)
+    score_batches(model, formed[:1], cli.model.engine)  # warm-up (the CLI run's first batch pays it inside its loop)
     sync(args.device)
     start = time.perf_counter()
-    for batch in formed:
-        score(batch)
+    score_batches(model, formed, cli.model.engine)
     sync(args.device)
     return time.perf_counter() - start, len(formed)
 

@@ -24,6 +24,7 @@ import multiprocessing as mp
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from queue import Empty
 
 import torch
@@ -53,15 +54,21 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
     return model, torch.tensor(sample_inputs("wiki", args.samples, tokenizer, seed=0, window=args.tokens), device=args.device)
 
 
-def run_batched(model: torch.nn.Module, ids: torch.Tensor, batch: int, settings: EngineSettings) -> ScoreSum:
+def score_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], settings: EngineSettings) -> ScoreSum:
+    """The engine alone: each (input_ids, attention_mask) batch into the Finding 1 reducer."""
     modules = linear_modules(model)
     sums = ScoreSum(modules)
-    for start in range(0, ids.shape[0], batch):
-        chunk = ids[start : start + batch]
-        sums.begin(chunk.shape[0])
-        stream_taylor_scores(model, chunk, torch.ones_like(chunk), sums.update, settings, modules)
+    for ids, mask in batches:
+        sums.begin(ids.shape[0])
+        stream_taylor_scores(model, ids, mask, sums.update, settings, modules)
         sums.end()
     return sums
+
+
+def run_batched(model: torch.nn.Module, ids: torch.Tensor, batch: int, settings: EngineSettings) -> ScoreSum:
+    """`score_batches` over `ids` cut into batches of `batch` unpadded rows."""
+    chunks = (ids[start : start + batch] for start in range(0, ids.shape[0], batch))
+    return score_batches(model, ((chunk, torch.ones_like(chunk)) for chunk in chunks), settings)
 
 
 def run_paper(model: torch.nn.Module, ids: torch.Tensor) -> ScoreSum:

@@ -70,7 +70,7 @@ class ScoreTile:
 
     def weighted_abs_sum(self, out: Tensor) -> Tensor:
         """|W| ⊙ Σ_s |G_s| of these rows into `out` (rows, cols): the batch's sum of A."""
-        if self._abs_grad is None and self._operands is not None:
+        if self._abs_grad is None:  # a fused tile whose per-sample values nobody has read
             return weighted_abs_sum(self._operands.left, self._operands.right, self.abs_weight, out)
         return torch.sum(self.abs_grad, 0, out=out).mul_(self.abs_weight)
 
