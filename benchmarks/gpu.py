@@ -8,7 +8,7 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
   w·grad copied out per scored parameter;
 - the engine: exact fp32 with plain products (`matmul: ieee`), with split-bf16 products
   (`matmul: split`), each also through the fused Triton kernel (`fused: true`, where triton runs),
-  and the bf16 fast mode; a tile sweep of the split engine;
+  and the bf16 fast mode; a tile sweep of the split engine and a block-size sweep of the kernel;
 - the matmul bound: the 6·P·T FLOPs at the model's shapes in fp32, timed alone;
 - accuracy: a 4-layer model at the same widths, the worst max-normalised error of each exact mode
   against an fp64 per-sample loop, Finding 1 layer counts of split against ieee, and the fused
@@ -28,6 +28,7 @@ import json
 import os
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from machine import describe, sync
@@ -136,6 +137,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--tiles", type=float, nargs="*", default=[64, 256, 1024, 4096], help="tile budgets (MB) of the sweep")
+    parser.add_argument("--fused-blocks", type=lambda text: tuple(int(v) for v in text.split("x")), nargs="*",
+                        default=[(64, 64, 32), (128, 64, 32), (128, 128, 32), (64, 64, 64)], help="fused kernel blocks RxCxK to time")
     parser.add_argument("--cli-samples", type=int, default=80, help="num_samples per dataset of the CLI runs (4 datasets)")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -143,6 +146,7 @@ def main() -> None:
     device = "cpu" if args.toy or not torch.cuda.is_available() else "cuda"
     if args.toy:
         args.samples, args.batch, args.tokens, args.tiles, args.cli_samples = 4, 2, 16, [1, 4], 2
+        args.fused_blocks = args.fused_blocks[:1] + [(16, 16, 16)]
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "lit_activation_gpu_bench"
     directory = args.model_dir or args.make_model or work / "model"
     if args.make_model or not (directory / "config.json").is_file():
@@ -171,6 +175,11 @@ def main() -> None:
     for label, s in settings.items():
         engine_seconds[label] = per(timed(lambda s=s: run_batched(model, ids, args.batch, s), device))
         rows.append((label, engine_seconds[label], f"{paper16 / engine_seconds[label]:.2f}x"))
+    if kernels.available(torch.device(device)):  # the fused kernel's block sizes (rows, cols, K), a first tuning sweep
+        for blocks in args.fused_blocks:
+            with mock.patch.multiple(kernels, BLOCK_R=blocks[0], BLOCK_C=blocks[1], BLOCK_K=blocks[2]):
+                seconds = per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1))
+            rows.append((f"engine, split + fused kernel, blocks {blocks[0]}×{blocks[1]}×{blocks[2]}", seconds, f"{paper16 / seconds:.2f}x"))
     for tile in args.tiles:
         seconds = per(timed(lambda tile=tile: run_batched(model, ids, args.batch, EngineSettings(matmul="split", tile_mb=tile)), device, 1))
         rows.append((f"engine, split, tile {tile:g} MB", seconds, f"{paper16 / seconds:.2f}x"))

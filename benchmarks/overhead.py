@@ -8,15 +8,19 @@ The run: configs/counts_embedded.yaml through the CLI (4 datasets × `--samples`
 benchmarks/timing.py's callback from the first batch to the last dataset's finish. The engine: the
 same data module's batches, formed beforehand, into the same reducer (ScoreSum) with one
 `begin`/`end` per batch; no Lightning, no data loading, no dataset finish. ratio = predict loop /
-engine: 1.0 is a run at its engine's speed (issue 16 asks for ≤ 1.15).
+engine: 1.0 is a run at its engine's speed (issue 16 asks for ≤ 1.15). `--repeats N` alternates N
+runs with N engine timings (the machine's speed drifts; one pair can be 10 % off) and reports the
+median ratio of the pairs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,8 +32,8 @@ from lit_activation.cli import build_cli
 from lit_activation.models import load_causal_lm
 
 
-def engine_seconds(args: argparse.Namespace, overrides: list[str]) -> tuple[float, int]:
-    """The engine's time for the CLI run's own batches (formed first, moved to the device first)."""
+def engine_run(args: argparse.Namespace, overrides: list[str]) -> Callable[[], float]:
+    """A timer of the engine on the CLI run's own batches (formed first, moved to the device first)."""
     cli = build_cli(["--config", str(ROOT / "configs" / "counts_embedded.yaml"), *overrides], run=False)
     datamodule = cli.datamodule
     datamodule.setup("predict")
@@ -37,11 +41,15 @@ def engine_seconds(args: argparse.Namespace, overrides: list[str]) -> tuple[floa
     formed = [(batch["input_ids"].to(device), batch["attention_mask"].to(device)) for batch in datamodule.predict_dataloader()]
     model, _ = load_causal_lm(args.model, args.dtype, device=args.device)
     score_batches(model, formed[:1], cli.model.engine)  # warm-up (the CLI run's first batch pays it inside its loop)
-    sync(args.device)
-    start = time.perf_counter()
-    score_batches(model, formed, cli.model.engine)
-    sync(args.device)
-    return time.perf_counter() - start, len(formed)
+
+    def seconds() -> float:
+        sync(args.device)
+        start = time.perf_counter()
+        score_batches(model, formed, cli.model.engine)
+        sync(args.device)
+        return time.perf_counter() - start
+
+    return seconds
 
 
 def main() -> None:
@@ -51,15 +59,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--samples", type=int, default=16, help="num_samples per dataset (4 datasets)")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="pairs of (run, engine), alternating; medians reported")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     overrides = ["--model.model", args.model, "--model.dtype", args.dtype, "--data.init_args.num_samples", str(args.samples),
                  "--data.init_args.batch_size", str(args.batch), "--trainer.accelerator", "gpu" if args.device == "cuda" else "cpu"]
+    runs, engines, engine = [], [], None
     with tempfile.TemporaryDirectory() as out:
-        run = cli_run("counts_embedded.yaml", args.model, overrides[4:], Path(out), args.dtype)
-        engine, batches = engine_seconds(args, [*overrides, "--trainer.logger.init_args.save_dir", out])
-    report = {"machine": describe(args.device), "model": args.model, "samples": 4 * args.samples, "batch": args.batch, **run,
-              "engine_s": engine, "engine_batches": batches, "predict_loop_over_engine": run["predict_loop_s"] / engine}
+        for repeat in range(args.repeats):
+            runs.append(cli_run("counts_embedded.yaml", args.model, overrides[4:], Path(out) / str(repeat), args.dtype))
+            engine = engine or engine_run(args, [*overrides, "--trainer.logger.init_args.save_dir", out])
+            engines.append(engine())
+    ratios = [run["predict_loop_s"] / seconds for run, seconds in zip(runs, engines, strict=True)]
+    report = {"machine": describe(args.device), "model": args.model, "samples": 4 * args.samples, "batch": args.batch, **runs[0],
+              "predict_loop_s": statistics.median(run["predict_loop_s"] for run in runs),
+              "wall_s": statistics.median(run["wall_s"] for run in runs), "engine_s": statistics.median(engines),
+              "predict_loop_over_engine": statistics.median(ratios), "pairs": [round(r, 3) for r in ratios]}
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

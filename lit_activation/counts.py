@@ -6,10 +6,11 @@ means live, in two passes over them, with nothing parameter-sized ever crossing 
 Llama-2-7B scale the means are 6.5e9 values, and a pass that moved them (or an index per value)
 to the host took longer than scoring dozens of batches.
 
-- Pass 1 (`_layer_stats`), per layer: the extrema of the positive means, the zeros, the fp64 sum
+- Pass 1 (`layer_stats`), per layer: the extrema of the positive means, the zeros, the fp64 sum
   and the counts above γ per module kind.
-- Pass 2 (`_bucket_counts`), per layer: how many means fall between consecutive edges of the
-  log10 histogram, by comparing each value with the edges (fp32, as the values are).
+- Pass 2 (`bucket_counts`), per layer: how many means fall between consecutive edges of the
+  log10 histogram, by comparing each value with the edges (fp32, as the values are), through a
+  table on the values' bits (`EdgeTable`) that gives torch.bucketize's answer 3x faster.
 
 Both read the values a cache-sized chunk at a time, so each chunk's several reductions read it
 from memory once. Counts above a quantile threshold are read off pass 2: a threshold is an edge,
@@ -116,13 +117,55 @@ def bin_edges(lo: float, hi: float, bins: int, device: torch.device | str = "cpu
     return torch.tensor([10 ** (lo + k * (hi - lo) / bins) for k in range(bins + 1)], dtype=torch.float64).float().to(device)
 
 
+# An fp32 value's top 16 bits (sign, exponent, 7 mantissa bits) name the range of values it lies in:
+# 2^16 consecutive floats, 0.4–0.8 % of the value wide. Edges 10^(1/100) or more apart never share one.
+RANGE_SHIFT = 16
+
+
+@dataclass(frozen=True)
+class EdgeTable:
+    """torch.bucketize(v, edges) for fp32 v as two lookups by v's range and one comparison.
+
+    Non-negative floats order as their int32 bits do, so when no two edges share a range, the edges
+    below v are those below v's range plus the one inside it if v exceeds it. On a CPU this is 3x
+    faster than bucketize's binary search (22 vs 67 ms per 4M values, with the bincount), which was
+    most of a dataset's finish, and it is the same answer, not an approximation.
+    """
+
+    below: Tensor  # (2^16,) int32: edges below the range's first value (0 for negative ranges)
+    inside: Tensor  # (2^16,) fp32: the edge inside the range, +inf where there is none
+
+    @staticmethod
+    def of(edges: Tensor) -> EdgeTable | None:
+        """The table for strictly increasing positive fp32 edges; None if two edges share a range."""
+        if edges.dtype != torch.float32 or not bool((edges > 0).all()):
+            return None
+        bits = edges.view(torch.int32).long()
+        ranges = bits >> RANGE_SHIFT
+        if not bool((ranges.diff() > 0).all()):
+            return None
+        starts = torch.arange(1 << (32 - RANGE_SHIFT), device=edges.device) << RANGE_SHIFT
+        below = torch.searchsorted(bits, starts).to(torch.int32)  # edges whose bits are < the range's first
+        below[1 << (31 - RANGE_SHIFT) :] = 0  # ranges with the sign bit: negative values, below every edge
+        inside = torch.full(starts.shape, math.inf, device=edges.device)
+        inside[ranges] = edges
+        return EdgeTable(below, inside)
+
+    def bucketize(self, values: Tensor) -> Tensor:
+        """int32 bucket per fp32 value: the number of edges strictly below it (bucketize's `right=False`)."""
+        ranges = (values.view(torch.int32) >> RANGE_SHIFT) & ((1 << (32 - RANGE_SHIFT)) - 1)
+        return self.below.index_select(0, ranges) + (values > self.inside.index_select(0, ranges))
+
+
 def bucket_counts(means: Mapping[str, Tensor], layer_of: Mapping[str, int], n_layers: int, edges: Tensor) -> Tensor:
     """Pass 2: (layers, bins + 2) counts of means in the buckets the edges e_0 < … < e_bins cut:
     bucket 0 holds v ≤ e_0, bucket i holds e_(i−1) < v ≤ e_i, bucket bins + 1 holds v > e_bins."""
     counts = torch.zeros((n_layers, edges.numel() + 1), dtype=torch.int64, device=edges.device)
+    table = EdgeTable.of(edges)
     for name, mean in means.items():
         for chunk in _chunks(mean):
-            counts[layer_of[name]] += torch.bincount(torch.bucketize(chunk, edges, out_int32=True), minlength=edges.numel() + 1)
+            index = table.bucketize(chunk) if table is not None and chunk.dtype == torch.float32 else torch.bucketize(chunk, edges, out_int32=True)
+            counts[layer_of[name]] += torch.bincount(index, minlength=edges.numel() + 1)
     return counts
 
 

@@ -79,6 +79,44 @@ def test_buckets_histogram_and_exact_counts_above_an_edge_by_hand():
     assert summary["mean_score_per_layer"] == pytest.approx([(1e-6 + 3e-5 + 2e-5 + 5e-5 + 1e-4) / 6, (5e-4 + 3e-7) / 4], rel=1e-6)
 
 
+def edges_below(values: torch.Tensor, edges: torch.Tensor) -> list[int]:
+    """Per value, how many edges are strictly below it, by plain Python comparisons of the floats."""
+    edge_list = edges.tolist()
+    return [sum(e < v for e in edge_list) for v in values.tolist()]
+
+
+def awkward_values(edges: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Every edge, its fp32 neighbours on both sides, both zeros, a subnormal, negatives, +inf and
+    values spread over 30 decades around the edges."""
+    up, down = torch.nextafter(edges, torch.tensor(math.inf)), torch.nextafter(edges, torch.tensor(0.0))
+    special = torch.tensor([0.0, -0.0, 1e-44, -1.0, -1e-30, math.inf, 3.4e38])
+    spread = 10 ** (torch.rand(3000, generator=g, dtype=torch.float64) * 30 - 20)
+    return torch.cat([edges, up, down, special, spread.float()])
+
+
+@pytest.mark.parametrize("lo,hi,bins", [(-7, -3, 100), (-12, 1, 100), (-6, -5, 100), (-40, 30, 7)])
+def test_the_edge_table_counts_the_edges_below_each_value_exactly(lo, hi, bins):
+    """The bit-range table against Python comparisons, on values at, next to and between the edges."""
+    edges = C.bin_edges(lo, hi, bins)
+    table = C.EdgeTable.of(edges)
+    assert table is not None
+    values = awkward_values(edges, torch.Generator().manual_seed(bins))
+    got = table.bucketize(values[::2])  # a strided view, as a chunk of a transposed mean could be
+    assert got.dtype == torch.int32 and got.tolist() == edges_below(values[::2], edges)
+    assert table.bucketize(values[1::2]).tolist() == edges_below(values[1::2], edges)
+
+
+def test_edges_closer_than_a_bit_range_fall_back_to_a_search_with_the_same_counts():
+    """2000 bins in one decade put two edges in one range of 2^16 floats: no table, same counts."""
+    edges = C.bin_edges(-6, -5, 2000)
+    assert C.EdgeTable.of(edges) is None
+    assert C.EdgeTable.of(C.bin_edges(-6, -5, 200)) is not None  # 10^(1/200) apart: still one per range
+    values = awkward_values(edges[::40], torch.Generator().manual_seed(1))
+    values = torch.cat([values, edges[100:140], torch.nextafter(edges[100:140], torch.tensor(1.0))])
+    counts = C.bucket_counts({"m": values}, {"m": 0}, 1, edges)
+    assert counts[0].tolist() == np.bincount(edges_below(values, edges), minlength=2002).tolist()
+
+
 def test_a_dataset_is_finished_in_chunks_without_a_parameter_sized_host_copy(monkeypatch):
     """Chunked passes give the same result as one chunk, and nothing value-sized leaves the device."""
     g = torch.Generator().manual_seed(0)
