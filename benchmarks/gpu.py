@@ -8,7 +8,7 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
   w·grad copied out per scored parameter;
 - the engine: exact fp32 with plain products (`matmul: ieee`), with split-bf16 products
   (`matmul: split`), each also through the fused Triton kernel (`fused: true`, where triton runs),
-  and the bf16 fast mode; a tile sweep of the split engine and a block-size sweep of the kernel;
+  and the bf16 fast mode; a tile sweep of the split engine and a sweep of the kernel's launch configurations;
 - the matmul bound: the 6·P·T FLOPs at the model's shapes in fp32, timed alone;
 - accuracy: a 4-layer model at the same widths, the worst max-normalised error of each exact mode
   against an fp64 per-sample loop, Finding 1 layer counts of split against ieee, and the fused
@@ -137,8 +137,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--tiles", type=float, nargs="*", default=[64, 256, 1024, 4096], help="tile budgets (MB) of the sweep")
-    parser.add_argument("--fused-blocks", type=lambda text: tuple(int(v) for v in text.split("x")), nargs="*",
-                        default=[(64, 64, 32), (128, 64, 32), (128, 128, 32), (64, 64, 64)], help="fused kernel blocks RxCxK to time")
+    parser.add_argument("--fused-configs", type=lambda text: tuple(int(v) for v in text.split(",")), nargs="*",
+                        default=[(64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (64, 64, 64, 4, 4)],
+                        help="fused kernel launches to time: BLOCK_R,BLOCK_C,BLOCK_K,NUM_WARPS,NUM_STAGES each")
     parser.add_argument("--cli-samples", type=int, default=80, help="num_samples per dataset of the CLI runs (4 datasets)")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -146,7 +147,7 @@ def main() -> None:
     device = "cpu" if args.toy or not torch.cuda.is_available() else "cuda"
     if args.toy:
         args.samples, args.batch, args.tokens, args.tiles, args.cli_samples = 4, 2, 16, [1, 4], 2
-        args.fused_blocks = args.fused_blocks[:1] + [(16, 16, 16)]
+        args.fused_configs = [*args.fused_configs[:1], (16, 16, 16, 4, 3)]
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "lit_activation_gpu_bench"
     directory = args.model_dir or args.make_model or work / "model"
     if args.make_model or not (directory / "config.json").is_file():
@@ -175,11 +176,16 @@ def main() -> None:
     for label, s in settings.items():
         engine_seconds[label] = per(timed(lambda s=s: run_batched(model, ids, args.batch, s), device))
         rows.append((label, engine_seconds[label], f"{paper16 / engine_seconds[label]:.2f}x"))
-    if kernels.available(torch.device(device)):  # the fused kernel's block sizes (rows, cols, K), a first tuning sweep
-        for blocks in args.fused_blocks:
-            with mock.patch.multiple(kernels, BLOCK_R=blocks[0], BLOCK_C=blocks[1], BLOCK_K=blocks[2]):
-                seconds = per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1))
-            rows.append((f"engine, split + fused kernel, blocks {blocks[0]}×{blocks[1]}×{blocks[2]}", seconds, f"{paper16 / seconds:.2f}x"))
+    if kernels.available(torch.device(device)):  # the fused kernel's launch configurations, a first tuning sweep
+        for config in args.fused_configs:
+            label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages".format(*config)
+            names = dict(zip(("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES"), config, strict=True))
+            try:
+                with mock.patch.multiple(kernels, **names):
+                    seconds = per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1))
+                rows.append((label, seconds, f"{paper16 / seconds:.2f}x"))
+            except Exception as error:  # noqa: BLE001 - a configuration the GPU cannot hold (registers, shared memory)
+                rows.append((f"{label}: {type(error).__name__}", float("nan"), "-"))
     for tile in args.tiles:
         seconds = per(timed(lambda tile=tile: run_batched(model, ids, args.batch, EngineSettings(matmul="split", tile_mb=tile)), device, 1))
         rows.append((f"engine, split, tile {tile:g} MB", seconds, f"{paper16 / seconds:.2f}x"))

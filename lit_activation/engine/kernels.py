@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     triton = None
 
 BLOCK_R, BLOCK_C, BLOCK_K = 64, 64, 32  # tl.dot needs ≥ 16 per side; a first choice, to be tuned on a GPU
+NUM_WARPS, NUM_STAGES = 4, 3  # Triton's defaults; benchmarks/gpu.py sweeps them with the blocks
 
 
 def available(device: torch.device) -> bool:
@@ -99,6 +100,6 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     _weighted_abs_sum[grid](
         left, right, abs_weight, out, batch, n_rows, n_cols, k,
         *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
-        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K,
+        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out
