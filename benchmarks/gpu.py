@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -161,60 +162,73 @@ def main() -> None:
     import transformers
 
     report["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "lightning": lightning.__version__}
-    rows: list[tuple[str, float, str]] = []
+    print(f"{report['machine']} {report['versions']} {report['date']}\n")
+    print(f"| what ({args.batch} × {args.tokens} tokens) | s / sample | speed vs the paper's bf16 loop |\n|---|---|---|")
+    table = Table(report, args.json)
     model = load(directory, torch.bfloat16, device)
     ids = torch.randint(0, model.config.vocab_size, (args.samples, args.tokens), generator=torch.Generator().manual_seed(0)).to(device)
     per = lambda seconds: seconds / args.samples  # noqa: E731
-    paper16 = per(timed(lambda: run_paper(model, ids), device, 1))
-    rows.append(("paper's way, bf16 weights and grads", paper16, "1.00x"))
+    table.paper16 = per(timed(lambda: run_paper(model, ids), device, 1))
+    table.add("paper's way, bf16 weights and grads", table.paper16)
     settings = {"engine, exact fp32, matmul ieee": EngineSettings(matmul="ieee"), "engine, exact fp32, matmul split": EngineSettings(matmul="split"),
                 "engine, bf16 fast mode": EngineSettings(compute_dtype="bfloat16")}
     if kernels.available(torch.device(device)):  # the Triton kernel: off by default until these rows say it pays
         settings["engine, exact fp32, split + fused kernel"] = EngineSettings(matmul="split", fused=True)
         settings["engine, exact fp32, ieee + fused kernel"] = EngineSettings(matmul="ieee", fused=True)
-    engine_seconds = {}
-    for label, s in settings.items():
-        engine_seconds[label] = per(timed(lambda s=s: run_batched(model, ids, args.batch, s), device))
-        rows.append((label, engine_seconds[label], f"{paper16 / engine_seconds[label]:.2f}x"))
-    if kernels.available(torch.device(device)):  # the fused kernel's launch configurations, a first tuning sweep
-        for config in args.fused_configs:
-            label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages".format(*config)
-            names = dict(zip(("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES"), config, strict=True))
-            try:
-                with mock.patch.multiple(kernels, **names):
-                    seconds = per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1))
-                rows.append((label, seconds, f"{paper16 / seconds:.2f}x"))
-            except Exception as error:  # noqa: BLE001 - a configuration the GPU cannot hold (registers, shared memory)
-                rows.append((f"{label}: {type(error).__name__}", float("nan"), "-"))
-    for tile in args.tiles:
-        seconds = per(timed(lambda tile=tile: run_batched(model, ids, args.batch, EngineSettings(matmul="split", tile_mb=tile)), device, 1))
-        rows.append((f"engine, split, tile {tile:g} MB", seconds, f"{paper16 / seconds:.2f}x"))
-    bound = bound_seconds(model, args.batch, args.tokens, torch.float32, device) / args.batch
-    rows.append(("fp32 matmul bound (6·P·T, CUDA cores)", bound, f"{paper16 / bound:.2f}x"))
+    engine_seconds = {label: table.add(label, per(timed(lambda s=s: run_batched(model, ids, args.batch, s), device))) for label, s in settings.items()}
+    table.add("fp32 matmul bound (6·P·T, CUDA cores)", bound_seconds(model, args.batch, args.tokens, torch.float32, device) / args.batch)
     model = None  # the bf16 copy goes before the fp32 one loads
     fp32 = load(directory, torch.float32, device)
-    paper32 = per(timed(lambda: run_paper(fp32, ids), device, 1))
-    rows.insert(1, ("paper's way, fp32", paper32, f"{paper16 / paper32:.2f}x"))
+    table.add("paper's way, fp32", per(timed(lambda: run_paper(fp32, ids), device, 1)))
     fp32 = None
     if device == "cuda":
         torch.cuda.empty_cache()
     report["accuracy_4_layers"] = accuracy(small, device, args.tokens, min(4, args.samples))
+    table.save()
     if not args.skip_cli:
         extra = ["--data.init_args.num_samples", str(args.cli_samples), "--data.init_args.batch_size", str(args.batch)]
         counts = cli_run("counts_embedded.yaml", str(directory), extra, work / "runs")
         engine_same = engine_seconds["engine, exact fp32, matmul split" if device == "cuda" else "engine, exact fp32, matmul ieee"] * 4 * args.cli_samples
         counts["predict_loop_over_engine"] = counts["predict_loop_s"] / engine_same
         report["cli_counts"] = counts
+        table.save()
         report["cli_similarity"] = cli_run("similarity_embedded.yaml", str(directory), ["--data.init_args.num_samples", str(args.cli_samples)], work / "runs")
-    report["rows"] = [{"what": w, "seconds_per_sample": s, "vs_paper_bf16": r} for w, s, r in rows]
-    print(f"{report['machine']} {report['versions']} {report['date']}")
-    print(f"\n| what ({args.batch} × {args.tokens} tokens) | s / sample | speed vs the paper's bf16 loop |\n|---|---|---|")
-    for what, seconds, ratio in rows:
-        print(f"| {what} | {seconds:.4f} | {ratio} |")
-    print(json.dumps({k: v for k, v in report.items() if k not in ("rows", "machine")}, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        table.save()
+    print(json.dumps({k: v for k, v in report.items() if k not in ("rows", "machine")}, indent=2), flush=True)
+    # the sweeps last: a run cut short by its time limit has the figures above already
+    model = load(directory, torch.bfloat16, device)
+    if kernels.available(torch.device(device)):  # the fused kernel's launch configurations, a first tuning sweep
+        for config in args.fused_configs:
+            label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages".format(*config)
+            names = dict(zip(("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES"), config, strict=True))
+            try:
+                with mock.patch.multiple(kernels, **names):
+                    table.add(label, per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1)))
+            except Exception as error:  # noqa: BLE001 - a configuration the GPU cannot hold (registers, shared memory)
+                table.add(f"{label}: {type(error).__name__}", math.nan)
+    for tile in args.tiles:
+        tiled = EngineSettings(matmul="split", tile_mb=tile)
+        table.add(f"engine, split, tile {tile:g} MB", per(timed(lambda tiled=tiled: run_batched(model, ids, args.batch, tiled), device, 1)))
 
+
+class Table:
+    """The table's rows, each printed as soon as it is measured and the report saved to `path` with
+    it, so that a session cut short by its time limit keeps every figure it reached."""
+
+    def __init__(self, report: dict, path: Path | None) -> None:
+        self.report, self.path, self.paper16 = report, path, math.nan
+        report["rows"] = []
+
+    def add(self, what: str, seconds: float) -> float:
+        ratio = self.paper16 / seconds if seconds == seconds else math.nan
+        self.report["rows"].append({"what": what, "seconds_per_sample": seconds, "vs_paper_bf16": ratio})
+        print(f"| {what} | {seconds:.4f} | {ratio:.2f}x |", flush=True)
+        self.save()
+        return seconds
+
+    def save(self) -> None:
+        if self.path:
+            self.path.write_text(json.dumps(self.report, indent=2))
 
 if __name__ == "__main__":
     main()
