@@ -28,6 +28,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -39,6 +40,7 @@ from timing import cli_run
 from lit_activation.architectures import model_config
 from lit_activation.counts import layer_counts
 from lit_activation.engine import EngineSettings, kernels, stream_taylor_scores
+from lit_activation.engine.products import split_works_on
 from lit_activation.models import cache_dir, layer_map, linear_modules
 
 
@@ -175,7 +177,11 @@ def main() -> None:
     if kernels.available(torch.device(device)):  # the Triton kernel: off by default until these rows say it pays
         settings["engine, exact fp32, split + fused kernel"] = EngineSettings(matmul="split", fused=True)
         settings["engine, exact fp32, ieee + fused kernel"] = EngineSettings(matmul="ieee", fused=True)
-    engine_seconds = {label: table.add(label, per(timed(lambda s=s: run_batched(model, ids, args.batch, s), device))) for label, s in settings.items()}
+    # False: the "split" rows ran plain fp32 products (the log has the probe's warning); a CPU emulates them
+    report["split_products_run"] = device == "cpu" or split_works_on(torch.device(device))
+    engine_seconds = {}
+    for label, s in settings.items():
+        engine_seconds[label] = table.measure(label, lambda s=s: per(timed(lambda: run_batched(model, ids, args.batch, s), device)))
     table.add("fp32 matmul bound (6·P·T, CUDA cores)", bound_seconds(model, args.batch, args.tokens, torch.float32, device) / args.batch)
     model = None  # the bf16 copy goes before the fp32 one loads
     fp32 = load(directory, torch.float32, device)
@@ -201,14 +207,11 @@ def main() -> None:
         for config in args.fused_configs:
             label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages".format(*config)
             names = dict(zip(("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES"), config, strict=True))
-            try:
-                with mock.patch.multiple(kernels, **names):
-                    table.add(label, per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1)))
-            except Exception as error:  # noqa: BLE001 - a configuration the GPU cannot hold (registers, shared memory)
-                table.add(f"{label}: {type(error).__name__}", math.nan)
+            with mock.patch.multiple(kernels, **names):
+                table.measure(label, lambda: per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1)))
     for tile in args.tiles:
         tiled = EngineSettings(matmul="split", tile_mb=tile)
-        table.add(f"engine, split, tile {tile:g} MB", per(timed(lambda tiled=tiled: run_batched(model, ids, args.batch, tiled), device, 1)))
+        table.measure(f"engine, split, tile {tile:g} MB", lambda tiled=tiled: per(timed(lambda: run_batched(model, ids, args.batch, tiled), device, 1)))
 
 
 class Table:
@@ -225,6 +228,14 @@ class Table:
         print(f"| {what} | {seconds:.4f} | {ratio:.2f}x |", flush=True)
         self.save()
         return seconds
+
+    def measure(self, what: str, seconds: Callable[[], float]) -> float:
+        """`add(what, seconds())`; a row that fails (a launch configuration the GPU cannot hold, a
+        kernel Triton cannot compile there) becomes a row naming the error, and the run goes on."""
+        try:
+            return self.add(what, seconds())
+        except Exception as error:  # noqa: BLE001 - one session on the GPU: every other figure still counts
+            return self.add(f"{what}: failed, {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}", math.nan)
 
     def save(self) -> None:
         if self.path:
