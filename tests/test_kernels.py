@@ -50,6 +50,21 @@ def test_weighted_abs_sum_equals_fp64_on_uneven_strided_operands(dtype):
     assert bool(((out.double() - exact).abs() <= bound).all()), float(((out.double() - exact).abs() / scale).max())
 
 
+@pytest.mark.parametrize("group", [1, 4, 6, 10])
+def test_every_block_is_computed_once_whatever_the_program_grouping(group, monkeypatch):
+    """6 row blocks × 3 column blocks of 16: groups of 4 row blocks leave a short last group of 2,
+    6 one full group, 10 one group taller than the rows; a block no program reached stays NaN."""
+    monkeypatch.setattr(kernels, "BLOCK_R", 16)
+    monkeypatch.setattr(kernels, "BLOCK_C", 16)
+    monkeypatch.setattr(kernels, "BLOCK_K", 16)
+    monkeypatch.setattr(kernels, "GROUP_R", group)
+    g = torch.Generator().manual_seed(group)
+    a, b, w = torch.randn(2, 83, 20, generator=g), torch.randn(2, 20, 37, generator=g), torch.rand(83, 37, generator=g)
+    exact, scale = fp64_reference(a, b, w)
+    out = kernels.weighted_abs_sum(a, b, w, torch.full((83, 37), float("nan")))
+    assert bool(((out.double() - exact).abs() <= 4 * 20 * EPS32 * scale).all())
+
+
 def test_weighted_abs_sum_takes_the_absolute_value_per_sample_before_the_batch_sum():
     """Hand values: sample products +2 and −2 sum to 0 but |+2| + |−2| = 4; weight 0.5 → 2."""
     a = torch.tensor([[[1.0]], [[-1.0]]])  # (2, 1, 1)

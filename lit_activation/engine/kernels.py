@@ -28,6 +28,10 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 BLOCK_R, BLOCK_C, BLOCK_K = 64, 64, 32  # tl.dot needs ≥ 16 per side; a first choice, to be tuned on a GPU
 NUM_WARPS, NUM_STAGES = 4, 3  # Triton's defaults; benchmarks/gpu.py sweeps them with the blocks
+# Programs run in groups of GROUP_R row blocks, column block by column block, so that a group's
+# operand rows stay in L2 while the columns stream past (a plain row-major order rereads them all
+# from HBM once per column block). 1 is row-major.
+GROUP_R = 8
 
 
 def available(device: torch.device) -> bool:
@@ -58,10 +62,14 @@ if triton is not None:
     def _weighted_abs_sum(
         a, b, w, out, batch, n_rows, n_cols, k,
         a_s, a_r, a_k, b_s, b_k, b_c, w_r, w_c, o_r, o_c,
-        IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,  # noqa: N803 - Triton constexprs
+        IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
     ):  # fmt: skip
-        rows = tl.program_id(0) * BR + tl.arange(0, BR)
-        cols = tl.program_id(1) * BC + tl.arange(0, BC)
+        row_blocks, col_blocks = tl.cdiv(n_rows, BR), tl.cdiv(n_cols, BC)
+        pid, per_group = tl.program_id(0), GROUP * col_blocks
+        first = (pid // per_group) * GROUP  # the group's first row block
+        height = tl.minimum(row_blocks - first, GROUP)  # the last group may be shorter
+        rows = (first + (pid % per_group) % height) * BR + tl.arange(0, BR)
+        cols = ((pid % per_group) // height) * BC + tl.arange(0, BC)
         ks = tl.arange(0, BK)
         in_rows, in_cols = rows[:, None] < n_rows, cols[None, :] < n_cols
         total = tl.zeros((BR, BC), dtype=tl.float32)
@@ -96,10 +104,11 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     n_cols = right.shape[-1]
     if right.shape[:2] != (batch, k) or abs_weight.shape != (n_rows, n_cols) or out.shape != (n_rows, n_cols):
         raise ValueError(f"shapes do not match: left {tuple(left.shape)}, right {tuple(right.shape)}, weight {tuple(abs_weight.shape)}, out {tuple(out.shape)}")
-    grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(n_cols, BLOCK_C))
+    grid = (triton.cdiv(n_rows, BLOCK_R) * triton.cdiv(n_cols, BLOCK_C),)
     _weighted_abs_sum[grid](
         left, right, abs_weight, out, batch, n_rows, n_cols, k,
         *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
-        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out
