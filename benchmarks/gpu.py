@@ -205,11 +205,23 @@ def main() -> None:
     # the sweeps last: a run cut short by its time limit has the figures above already
     model = load(directory, torch.bfloat16, device)
     if kernels.available(torch.device(device)):  # the fused kernel's launch configurations, a first tuning sweep
+        plain = run_batched(model, ids, args.batch, EngineSettings(matmul="split")).sums  # what every launch must give
+        report["fused_sweep_max_normalised_difference_from_plain_split"] = differences = {}
         for config in args.fused_configs:
             label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
             names = dict(zip(("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R"), config, strict=True))
+            last: list = []  # the last timed run's sums, checked below: a fast row with wrong numbers would mislead
+
+            def run_fused(last: list = last) -> None:
+                last.clear()  # the previous run's sums go first (parameter-sized)
+                last.append(run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)))
+
             with mock.patch.multiple(kernels, **names):
-                table.measure(label, lambda: per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split", fused=True)), device, 1)))
+                seconds = table.measure(label, lambda run=run_fused: per(timed(run, device, 1)))
+            if last:
+                differences[label] = max(float((last[-1].sums[n] - p).abs().max() / p.abs().max()) for n, p in plain.items())
+                print(f"  {label}: max normalised difference from plain split {differences[label]:.1e} ({seconds:.4f} s)", flush=True)
+        table.save()
     for tile in args.tiles:
         tiled = EngineSettings(matmul="split", tile_mb=tile)
         table.measure(f"engine, split, tile {tile:g} MB", lambda tiled=tiled: per(timed(lambda: run_batched(model, ids, args.batch, tiled), device, 1)))

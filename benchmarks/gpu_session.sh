@@ -11,7 +11,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 if [ "${GPU_SESSION_TOY:-0}" = 1 ]; then
   py=.venv/bin/python
-  model=${TMPDIR:-/tmp}/lit_activation_gpu_bench/model  # the tiny model gpu.py --toy writes
+  model=${TMPDIR:-/tmp}/lit_activation_gpu_bench/model  # the tiny model gpu.py --toy writes (before overhead.py)
   gpu_args=(--toy) finish_args=(--shape smollm2-135m --device cpu --repeats 1)
   overhead_args=(--model "$model" --dtype bfloat16 --device cpu --samples 2 --batch 2)
 else
@@ -24,9 +24,9 @@ else
   overhead_args=(--model /tmp/llama7b --dtype bfloat16 --device cuda --samples 80 --batch 8)
 fi
 export PYTHONPATH="$PWD/.gpu/site:$PWD/benchmarks:${PYTHONPATH:-}"
-# rows are printed and saved to gpu.json as they are measured: a run cut short keeps what it reached
-"$py" benchmarks/gpu.py "${gpu_args[@]}" --json "$out/gpu.json" 2>&1 | tee "$out/gpu.log"
-# one dataset's Finding 1 finish on 6.5e9 means (issue 16: about one engine batch, <= 1 s)
+# one dataset's Finding 1 finish on 6.5e9 means (issue 16: about one engine batch, <= 1 s); cheap, so first
 "$py" benchmarks/finish.py "${finish_args[@]}" 2>&1 | tail -20 | tee "$out/finish.log" || true
+# rows are printed and saved to gpu.json as they are measured: a run cut short keeps what it reached
+"$py" benchmarks/gpu.py "${gpu_args[@]}" --json "$out/gpu.json" 2>&1 | tee "$out/gpu.log" || true
 # the predict loop against the engine on the very same batches (after gpu.py: its results are kept if this fails)
 "$py" benchmarks/overhead.py "${overhead_args[@]}" --json "$out/overhead.json" 2>&1 | tail -30 | tee "$out/overhead.log" || true

@@ -16,6 +16,7 @@ median ratio of the pairs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import tempfile
@@ -64,12 +65,16 @@ def main() -> None:
     args = parser.parse_args()
     overrides = ["--model.model", args.model, "--model.dtype", args.dtype, "--data.init_args.num_samples", str(args.samples),
                  "--data.init_args.batch_size", str(args.batch), "--trainer.accelerator", "gpu" if args.device == "cuda" else "cpu"]
-    runs, engines, engine = [], [], None
+    runs, engines = [], []
     with tempfile.TemporaryDirectory() as out:
         for repeat in range(args.repeats):
             runs.append(cli_run("counts_embedded.yaml", args.model, overrides[4:], Path(out) / str(repeat), args.dtype))
-            engine = engine or engine_run(args, [*overrides, "--trainer.logger.init_args.save_dir", out])
+            engine = engine_run(args, [*overrides, "--trainer.logger.init_args.save_dir", out])
             engines.append(engine())
+            engine = None  # model and batches go before the next run, so that every run plans and runs alike
+            gc.collect()
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
     ratios = [run["predict_loop_s"] / seconds for run, seconds in zip(runs, engines, strict=True)]
     report = {"machine": describe(args.device), "model": args.model, "samples": 4 * args.samples, "batch": args.batch, **runs[0],
               "predict_loop_s": statistics.median(run["predict_loop_s"] for run in runs),
