@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -23,7 +25,6 @@ from tolerant import (
     numpy_histogram,
     parts_of,
 )
-from torch.overrides import TorchFunctionMode
 
 from lit_activation import counts as C
 from lit_activation.callbacks.counts import ActivationCounts
@@ -133,24 +134,54 @@ def test_a_dataset_is_finished_in_chunks_without_a_parameter_sized_host_copy(mon
     assert 0 < exits.largest < 100  # per-layer results only (2 layers × 20 bins); a chunk is 1000 values
 
 
-class HostExits(TorchFunctionMode):
+class HostExits(contextlib.ExitStack):
     """Records the largest tensor that the project's own code sends to the host (.cpu(), .tolist(),
-    .numpy(), .item(), float()), even when it is on the host already: on a CPU-only machine the
-    call is still what would copy it from a GPU. Lightning's own moves (e.g. the model back to the
-    CPU at teardown) and `.to(device)` (models call it with their own device) are left out."""
+    .numpy(), .item(), float(), int()), even when it is on the host already: on a CPU-only machine
+    the call is still what would copy it from a GPU. Lightning's own moves (e.g. the model back to
+    the CPU at teardown) and `.to(device)` (models call it with their own device) are left out.
+
+    The methods themselves are wrapped, not spied through a TorchFunctionMode: a mode is off inside
+    the torch call it is handling, so it never sees the score tiles, which reach the reducers in
+    hooks that run inside `torch.autograd.grad`."""
 
     OURS = (str(Path(C.__file__).parents[1] / "lit_activation"), str(Path(C.__file__).parents[1] / "callbacks"))
+    EXITS = ("cpu", "tolist", "numpy", "item", "__float__", "__int__")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __enter__(self) -> HostExits:
+        super().__enter__()
         self.largest = 0
+        for name in self.EXITS:
+            self.enter_context(mock.patch.object(torch.Tensor, name, self._spy(getattr(torch.Tensor, name))))
+        return self
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        caller = sys._getframe(1).f_code.co_filename
-        if name in ("cpu", "tolist", "numpy", "item", "__float__", "__int__") and caller.startswith(self.OURS) and isinstance(args[0], torch.Tensor):
-            self.largest = max(self.largest, args[0].numel())
-        return func(*args, **(kwargs or {}))
+    def _spy(self, exit_):  # noqa: ANN001, ANN202 - a Tensor method and its stand-in
+        def spied(tensor, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if sys._getframe(1).f_code.co_filename.startswith(self.OURS):
+                self.largest = max(self.largest, tensor.numel())
+            return exit_(tensor, *args, **kwargs)
+
+        return spied
+
+
+def test_the_host_exit_spy_sees_inside_the_backward_pass():
+    """A host copy by our code in a gradient hook (where the engine's tiles are reduced) is recorded;
+    the test's own copies are not."""
+    def own_copy(grad: torch.Tensor) -> None:
+        grad.cpu()  # the test's own copy: not counted
+
+    def ours(grad: torch.Tensor) -> None:
+        C.quantile_bins(grad.view(1, -1), 0, [0.5])  # sends its 700 pooled bins to the host
+
+    w = torch.ones(700, requires_grad=True)
+    with HostExits() as exits:
+        y = w * 2
+        y.register_hook(own_copy)
+        torch.autograd.grad(y.sum(), w)
+        assert exits.largest == 0
+        z = w * 3
+        z.register_hook(ours)
+        torch.autograd.grad(z.sum(), w)
+    assert exits.largest == 700
 
 
 def test_no_parameter_sized_tensor_goes_to_the_host_during_a_counts_run(tmp_path, bench_files):

@@ -14,13 +14,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from naive import naive_scores
 from scipy import stats
 from test_baselines import naive_tfidf
+from test_counts import HostExits
 from tolerant import assert_distinct
 from torch import nn
 
 from lit_activation.callbacks.llmdcos import LLMDcos
 from lit_activation.callbacks.sts import STSCorrelation
 from lit_activation.data.datamodule import ActivationDataModule
-from lit_activation.models import decoder_layers, layer_index
+from lit_activation.models import decoder_layers, layer_index, linear_modules
 from lit_activation.module import ActivationModule
 from lit_activation.similarity import (
     cosine_from_gram,
@@ -265,3 +266,14 @@ def test_bad_box_pairs_fail_before_scoring(tmp_path, bench_files):
     with pytest.raises(ValueError, match=r"box_pairs entry \['boolq', 'mmlu'\] must be two of the run's datasets"):
         trainer_for(tmp_path, callback).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
     assert callback.gram.gram is None  # nothing was scored
+
+
+def test_no_parameter_sized_tensor_goes_to_the_host_during_llmdcos_and_sts_runs(tmp_path, bench_files):
+    """LLMDcos and STS keep their reductions on the scores' device like Finding 1 does: what the
+    project's code sends to the host is per-group Gram matrices and results, never a module's worth."""
+    smallest = min(m.weight.numel() for m in linear_modules(tiny_model("llama")).values())
+    with HostExits() as exits:
+        dm = ActivationDataModule(["boolq", "gsm8k"], mode="pairs", num_samples=3, max_length=40, batch_size=2, data_files=bench_files)
+        trainer_for(tmp_path / "llmdcos", LLMDcos()).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+        run_sts(tmp_path / "sts", bench_files, n=8)
+    assert 0 < exits.largest < smallest, f"a tensor of {exits.largest} values went to the host; the smallest module has {smallest}"
