@@ -21,7 +21,6 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,8 +32,8 @@ from lit_activation.cli import build_cli
 from lit_activation.models import load_causal_lm
 
 
-def engine_run(args: argparse.Namespace, overrides: list[str]) -> Callable[[], float]:
-    """A timer of the engine on the CLI run's own batches (formed first, moved to the device first)."""
+def engine_seconds(args: argparse.Namespace, overrides: list[str]) -> float:
+    """The engine's time for the CLI run's own batches (formed first, moved to the device first)."""
     cli = build_cli(["--config", str(ROOT / "configs" / "counts_embedded.yaml"), *overrides], run=False)
     datamodule = cli.datamodule
     datamodule.setup("predict")
@@ -42,15 +41,11 @@ def engine_run(args: argparse.Namespace, overrides: list[str]) -> Callable[[], f
     formed = [(batch["input_ids"].to(device), batch["attention_mask"].to(device)) for batch in datamodule.predict_dataloader()]
     model, _ = load_causal_lm(args.model, args.dtype, device=args.device)
     score_batches(model, formed[:1], cli.model.engine)  # warm-up (the CLI run's first batch pays it inside its loop)
-
-    def seconds() -> float:
-        sync(args.device)
-        start = time.perf_counter()
-        score_batches(model, formed, cli.model.engine)
-        sync(args.device)
-        return time.perf_counter() - start
-
-    return seconds
+    sync(args.device)
+    start = time.perf_counter()
+    score_batches(model, formed, cli.model.engine)
+    sync(args.device)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -69,10 +64,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for repeat in range(args.repeats):
             runs.append(cli_run("counts_embedded.yaml", args.model, overrides[4:], Path(out) / str(repeat), args.dtype))
-            engine = engine_run(args, [*overrides, "--trainer.logger.init_args.save_dir", out])
-            engines.append(engine())
-            engine = None  # model and batches go before the next run, so that every run plans and runs alike
-            gc.collect()
+            engines.append(engine_seconds(args, [*overrides, "--trainer.logger.init_args.save_dir", out]))
+            gc.collect()  # its model and batches go before the next run, so that every run plans and runs alike
             if args.device == "cuda":
                 torch.cuda.empty_cache()
     ratios = [run["predict_loop_s"] / seconds for run, seconds in zip(runs, engines, strict=True)]
