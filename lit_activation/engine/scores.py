@@ -130,10 +130,8 @@ def _tiles(
     per_tile = tile_rows(budget, batch * cols * 4)
     for r in row_tiles(weight.shape[0], per_tile, *rows):
         operands = GradientOperands(by_row[:, r], other, products, space)
-        if fused:  # formed only if a consumer asks for the per-sample values
-            yield ScoreTile(name, r, None, weight[r].float().abs(), finite, operands)
-        else:
-            yield ScoreTile(name, r, operands.form().abs_(), weight[r].float().abs(), finite)
+        abs_grad = None if fused else operands.form().abs_()  # fused: formed only if a consumer reads it
+        yield ScoreTile(name, r, abs_grad, weight[r].float().abs(), finite, operands)
 
 
 def finite_rows(*tensors: Tensor) -> Tensor:
