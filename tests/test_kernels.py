@@ -65,6 +65,26 @@ def test_every_block_is_computed_once_whatever_the_program_grouping(group, monke
     assert bool(((out.double() - exact).abs() <= 4 * 20 * EPS32 * scale).all())
 
 
+@pytest.mark.parametrize("chain", [16, 32, 256])
+def test_chains_along_k_cover_every_k_once(chain, monkeypatch):
+    """K = 100 in chains of 16 or 32 (the last one short) or one chain: each K block is summed in
+    exactly one chain (a block in two, or in none, would miss the fp32 bound by far)."""
+    monkeypatch.setattr(kernels, "BLOCK_K", 16)
+    monkeypatch.setattr(kernels, "CHAIN", chain)
+    g = torch.Generator().manual_seed(chain)
+    a, b, w = torch.randn(2, 40, 100, generator=g), torch.randn(2, 100, 30, generator=g), torch.rand(40, 30, generator=g)
+    exact, scale = fp64_reference(a, b, w)
+    out = kernels.weighted_abs_sum(a, b, w, torch.full((40, 30), float("nan")))
+    assert bool(((out.double() - exact).abs() <= 4 * 100 * EPS32 * scale).all())
+
+
+def test_a_chain_that_splits_a_k_block_is_refused(monkeypatch):
+    monkeypatch.setattr(kernels, "BLOCK_K", 32)
+    monkeypatch.setattr(kernels, "CHAIN", 48)
+    with pytest.raises(ValueError, match=r"CHAIN \(48\) must be a multiple of BLOCK_K \(32\)"):
+        kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 3, 2), torch.ones(2, 2), torch.empty(2, 2))
+
+
 def test_weighted_abs_sum_takes_the_absolute_value_per_sample_before_the_batch_sum():
     """Hand values: sample products +2 and −2 sum to 0 but |+2| + |−2| = 4; weight 0.5 → 2."""
     a = torch.tensor([[[1.0]], [[-1.0]]])  # (2, 1, 1)

@@ -46,13 +46,14 @@ def test_a_bf16_tensor_is_its_own_part():
 
 
 def test_kept_part_products_are_those_above_fp32_rounding():
-    assert pairs(3, 3) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]
-    assert pairs(3, 1) == [(0, 0), (1, 0), (2, 0)]  # a bf16 weight: one part
+    # smallest first (order i + j = 2, then 1, then 0): the accumulator stays small while they are added
+    assert pairs(3, 3) == [(0, 2), (1, 1), (2, 0), (0, 1), (1, 0), (0, 0)]
+    assert pairs(3, 1) == [(2, 0), (1, 0), (0, 0)]  # a bf16 weight: one part
     a, b = [torch.full((1, 2), float(i)) for i in range(3)], [torch.full((2, 1), float(10 * j)) for j in range(3)]
     left, right = concat_left(a, 3), concat_right(b, 3)
     # the k-th column block of the left meets the k-th row block of the right: (i, j) in order
-    assert left[0, ::2].tolist() == [0, 0, 0, 1, 1, 2]
-    assert right[::2, 0].tolist() == [0, 10, 20, 0, 10, 0]
+    assert left[0, ::2].tolist() == [0, 1, 2, 0, 1, 0]
+    assert right[::2, 0].tolist() == [20, 10, 0, 10, 0, 0]
 
 
 def bound(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

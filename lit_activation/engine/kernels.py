@@ -32,6 +32,10 @@ NUM_WARPS, NUM_STAGES = 4, 3  # Triton's defaults; benchmarks/gpu.py sweeps them
 # operand rows stay in L2 while the columns stream past (a plain row-major order rereads them all
 # from HBM once per column block). 1 is row-major.
 GROUP_R = 8
+# Each sample's product is summed in chains of CHAIN along K, added to one another in fp32: a tensor
+# core truncates every step of a chain toward zero (engine/tensor_core.py), so a short chain keeps
+# the error at a CUDA-core GEMM's; in registers this costs one addition per CHAIN of K.
+CHAIN = 256
 
 
 def available(device: torch.device) -> bool:
@@ -63,6 +67,7 @@ if triton is not None:
         a, b, w, out, batch, n_rows, n_cols, k,
         a_s, a_r, a_k, b_s, b_k, b_c, w_r, w_c, o_r, o_c,
         IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
+        CHAIN_K: tl.constexpr,  # noqa: N803
     ):  # fmt: skip
         row_blocks, col_blocks = tl.cdiv(n_rows, BR), tl.cdiv(n_cols, BC)
         pid, per_group = tl.program_id(0), GROUP * col_blocks
@@ -75,16 +80,19 @@ if triton is not None:
         total = tl.zeros((BR, BC), dtype=tl.float32)
         for s in range(0, batch):
             acc = tl.zeros((BR, BC), dtype=tl.float32)
-            for k0 in range(0, k, BK):
-                kk = k0 + ks
-                left = tl.load(a + s * a_s + rows[:, None] * a_r + kk[None, :] * a_k, mask=in_rows & (kk[None, :] < k), other=0.0)
-                right = tl.load(b + s * b_s + kk[:, None] * b_k + cols[None, :] * b_c, mask=(kk[:, None] < k) & in_cols, other=0.0)
-                if UPCAST:  # the same exact products in fp32 (see `weighted_abs_sum`)
-                    left, right = left.to(tl.float32), right.to(tl.float32)
-                if IEEE or UPCAST:  # fp32 operands: IEEE fp32 products, never TF32
-                    acc = tl.dot(left, right, acc, input_precision="ieee")
-                else:  # bf16 parts: exact products, fp32 sums
-                    acc = tl.dot(left, right, acc)
+            for c0 in range(0, k, CHAIN_K):
+                chain = tl.zeros((BR, BC), dtype=tl.float32)
+                for k0 in range(c0, tl.minimum(c0 + CHAIN_K, k), BK):
+                    kk = k0 + ks
+                    left = tl.load(a + s * a_s + rows[:, None] * a_r + kk[None, :] * a_k, mask=in_rows & (kk[None, :] < k), other=0.0)
+                    right = tl.load(b + s * b_s + kk[:, None] * b_k + cols[None, :] * b_c, mask=(kk[:, None] < k) & in_cols, other=0.0)
+                    if UPCAST:  # the same exact products in fp32 (see `weighted_abs_sum`)
+                        left, right = left.to(tl.float32), right.to(tl.float32)
+                    if IEEE or UPCAST:  # fp32 operands: IEEE fp32 products, never TF32
+                        chain = tl.dot(left, right, chain, input_precision="ieee")
+                    else:  # bf16 parts: exact products, fp32 sums
+                        chain = tl.dot(left, right, chain)
+                acc += chain
             total += tl.abs(acc)
         weight = tl.load(w + rows[:, None] * w_r + cols[None, :] * w_c, mask=in_rows & in_cols, other=0.0)
         tl.store(out + rows[:, None] * o_r + cols[None, :] * o_c, total * weight, mask=in_rows & in_cols)
@@ -104,11 +112,13 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     n_cols = right.shape[-1]
     if right.shape[:2] != (batch, k) or abs_weight.shape != (n_rows, n_cols) or out.shape != (n_rows, n_cols):
         raise ValueError(f"shapes do not match: left {tuple(left.shape)}, right {tuple(right.shape)}, weight {tuple(abs_weight.shape)}, out {tuple(out.shape)}")
+    if CHAIN % BLOCK_K:  # a K block must not straddle two chains (it would be summed in both)
+        raise ValueError(f"CHAIN ({CHAIN}) must be a multiple of BLOCK_K ({BLOCK_K})")
     grid = (triton.cdiv(n_rows, BLOCK_R) * triton.cdiv(n_cols, BLOCK_C),)
     _weighted_abs_sum[grid](
         left, right, abs_weight, out, batch, n_rows, n_cols, k,
         *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
-        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R,
+        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R, CHAIN_K=CHAIN,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out

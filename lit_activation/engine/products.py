@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_activation.engine.split import bf16_matmul, concat_left, concat_right, split_bf16, split_linear
+from lit_activation.engine.split import chained_matmul, concat_left, concat_right, split_bf16, split_linear
 from lit_activation.engine.tiling import row_tiles, tile_rows
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,12 @@ class IEEEProducts:
         """The operands of G_s = by_row_s · other_s, prepared once per module."""
         return by_row, other
 
-    def gradient(self, rows: Tensor, other: Tensor, out: Tensor) -> Tensor:
-        """One tile of per-sample gradients, (batch, rows, cols) fp32, into `out`."""
+    def gradient(self, rows: Tensor, other: Tensor, out: Tensor, positions: int) -> Tensor:
+        """One tile of per-sample gradients, (batch, rows, cols) fp32, into `out`.
+
+        positions: the T summed over; the last T entries of the operands' K hold the full-scale
+        products (all of K here; the split layout puts its small part products before them).
+        """
         if rows.dtype == torch.float32:
             return torch.bmm(rows, other, out=out)
         return out.copy_(torch.bmm(rows, other))  # the explicit low-precision mode: reduced in fp32
@@ -150,19 +154,15 @@ class SplitProducts(IEEEProducts):
         return SplitLinear.apply(x, weight, bias, self.weights_bf16)
 
     def gradient_operands(self, by_row: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
-        # the parts side by side along the positions (K): one bf16 GEMM per tile sums all six
-        # part products in fp32; a CPU upcasts them once here instead of once per tile
+        # the parts side by side along the positions (K), smallest products first: one bf16 GEMM
+        # per tile sums all six part products in fp32 (long inputs: the full-scale ones in chains);
+        # a CPU upcasts them once here instead of once per tile
         left, right = split_bf16(by_row), split_bf16(other)
         rows, cols = concat_left(left, len(right)), concat_right(right, len(left))
         return (rows, cols) if by_row.is_cuda else (rows.float(), cols.float())
 
-    def gradient(self, rows: Tensor, other: Tensor, out: Tensor) -> Tensor:
-        if rows.dtype == torch.float32:  # emulated: exact bf16 products, fp32 sums
-            return torch.bmm(rows, other, out=out)
-        try:
-            return torch.bmm(rows, other, out_dtype=torch.float32, out=out)
-        except (RuntimeError, TypeError):  # a torch without bmm's out_dtype into `out`
-            return out.copy_(bf16_matmul(rows, other))
+    def gradient(self, rows: Tensor, other: Tensor, out: Tensor, positions: int) -> Tensor:
+        return chained_matmul(rows, other, full=positions, out=out)
 
 
 def products_for(split: bool, weights_bf16: bool = False) -> IEEEProducts:
@@ -192,7 +192,7 @@ def _probe_split(device: torch.device) -> bool:
         with pinned_matmul_precision():
             products = SplitProducts()
             rows, cols = products.gradient_operands(delta.to(device), x.to(device))
-            grad = products.gradient(rows, cols, torch.empty(4, 96, 80, device=device)).cpu()
+            grad = products.gradient(rows, cols, torch.empty(4, 96, 80, device=device), delta.shape[-1]).cpu()
             linear = split_linear(x.transpose(1, 2).to(device), weight.to(device)).cpu()
     except (RuntimeError, TypeError) as err:
         log.warning("Split products do not run on %s (%s); scores use plain fp32 products there", device, err)

@@ -77,16 +77,18 @@ class ScoreTile:
 
 @dataclass
 class GradientOperands:
-    """What forms one tile's per-sample gradients: G_s = left_s @ right_s, by `products`, into `space`."""
+    """What forms one tile's per-sample gradients: G_s = left_s @ right_s (a sum over `positions`),
+    by `products`, into `space`."""
 
     left: Tensor
     right: Tensor
     products: IEEEProducts
     space: Workspace
+    positions: int
 
     def form(self) -> Tensor:
         batch, rows, cols = self.left.shape[0], self.left.shape[1], self.right.shape[-1]
-        return self.products.gradient(self.left, self.right, self.space.view(batch, rows, cols))
+        return self.products.gradient(self.left, self.right, self.space.view(batch, rows, cols), self.positions)
 
 
 ScoreConsumer = Callable[[ScoreTile], None]
@@ -124,12 +126,12 @@ def _tiles(
     # G_s = δ_sᵀ x_s, (out, in); Conv1D stores the weight as (in, out), so there G_s = x_sᵀ δ_s.
     by_row, other = (x, delta) if isinstance(module, Conv1D) else (delta, x)
     by_row = by_row.transpose(1, 2).contiguous()  # (B, rows, T): a row tile is one contiguous block
-    batch, cols = by_row.shape[0], other.shape[-1]
+    batch, positions, cols = by_row.shape[0], by_row.shape[-1], other.shape[-1]
     by_row, other = products.gradient_operands(by_row, other)
     weight = module.weight.detach()
     per_tile = tile_rows(budget, batch * cols * 4)
     for r in row_tiles(weight.shape[0], per_tile, *rows):
-        operands = GradientOperands(by_row[:, r], other, products, space)
+        operands = GradientOperands(by_row[:, r], other, products, space, positions)
         abs_grad = None if fused else operands.form().abs_()  # fused: formed only if a consumer reads it
         yield ScoreTile(name, r, abs_grad, weight[r].float().abs(), finite, operands)
 

@@ -7,20 +7,35 @@ So a product a·b of fp32 operands is formed from the part products aᵢ·bⱼ w
 ones left out are below 2⁻²⁴ of |a|·|b|, the size of fp32's own rounding. That is 6 bf16
 products for fp32 × fp32 and 3 when one operand is bf16 already (the stored weights of a bf16
 model, exact in one part). On a GPU they run at bf16 tensor-core rate, several times the fp32
-rate of the CUDA cores, in one kernel each: the parts are laid side by side along the summed
-dimension (K), so the accumulation stays inside the kernel, in fp32.
+rate of the CUDA cores: the parts are laid side by side along the summed dimension (K), so one
+GEMM adds them all in fp32.
+
+How a tensor core adds decides the order along K (engine/tensor_core.py models it): each step of
+16 products is truncated toward zero to fp32, so a chain of steps loses up to one unit in the last
+place of its accumulator per step, all in one direction. Hence (a) the small part products come
+first along K, while the accumulator is still small; (b) the full-scale products x₀·y₀ are summed
+in chains of at most `chain_length(K)` steps' worth of K, each chain's sum added to the total with
+an IEEE fp32 addition. With both, the modelled error is that of a CUDA-core fp32 GEMM
+(benchmarks/tensor_cores.py); with neither, 5-8 times it.
 
 On a CPU the part products are formed in fp32 from the upcast parts: bit for bit what a tensor
-core computes up to the order of the fp32 additions, so the algebra is tested without a GPU.
-These are pure functions of tensors; the engine chooses them (engine.products).
+core computes up to the order and rounding of the fp32 additions, so the algebra is tested without
+a GPU. These are pure functions of tensors; the engine chooses them (engine/products.py).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 PARTS = 3  # bf16 parts of an fp32 value: 3 × 8 significant bits hold fp32's 24
+# A full-scale chain spans at most CHAIN_SCALE·√K of K (a power of two, at least MIN_CHAIN). The
+# modelled error of a chain grows with its length L, a CUDA-core GEMM's with √K; at L = 16√K the
+# two are equal (benchmarks/tensor_cores.py). 0 turns chains off (one chain over all of K).
+CHAIN_SCALE = 16
+MIN_CHAIN = 128
 
 
 def split_bf16(x: Tensor, parts: int = PARTS) -> list[Tensor]:
@@ -40,20 +55,71 @@ def split_bf16(x: Tensor, parts: int = PARTS) -> list[Tensor]:
     return out
 
 
-def bf16_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b of bf16 tensors (2-D or batched 3-D) with products and sums in fp32, result fp32.
+def bf16_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """a @ b of bf16 values (2-D or batched 3-D) with products and sums in fp32, result fp32.
 
     CUDA: cuBLAS bf16 GEMM with an fp32 output (`out_dtype`), so the result is never rounded to
-    bf16. Elsewhere: the same arithmetic on the upcast parts (a bf16 product is exact in fp32).
+    bf16. Elsewhere (or for operands already upcast): the same arithmetic in fp32 (a bf16 product
+    is exact in fp32). `out`: an fp32 tensor of the result's shape to write into.
     """
-    if a.is_cuda:
-        return torch.bmm(a, b, out_dtype=torch.float32) if a.dim() == 3 else torch.mm(a, b, out_dtype=torch.float32)
-    return torch.matmul(a.float(), b.float())
+    if a.is_cuda and a.dtype == torch.bfloat16:
+        mm = torch.bmm if a.dim() == 3 else torch.mm
+        try:
+            return mm(a, b, out_dtype=torch.float32) if out is None else mm(a, b, out_dtype=torch.float32, out=out)
+        except (RuntimeError, TypeError):  # a torch without `out_dtype` into `out`
+            if out is None:
+                raise
+            return out.copy_(mm(a, b, out_dtype=torch.float32))
+    if out is None:
+        return torch.matmul(a.float(), b.float())
+    return torch.matmul(a.float(), b.float(), out=out)
+
+
+def accumulate(total: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """total += a @ b (bf16 values, fp32 sums); the addition to `total` is one IEEE fp32 rounding.
+
+    CUDA: cuBLAS adds `total` in the GEMM's epilogue (fp32, to nearest), one pass over the output.
+    """
+    if a.is_cuda and a.dtype == torch.bfloat16:
+        add = torch.baddbmm if a.dim() == 3 else torch.addmm
+        try:
+            return add(total, a, b, out_dtype=torch.float32, out=total)
+        except (RuntimeError, TypeError):  # a torch without the fused form: the same sum in two passes
+            pass
+    return total.add_(bf16_matmul(a, b))
+
+
+def chain_length(k: int) -> int:
+    """How much of K one full-scale tensor-core chain sums: the largest power of two ≤ CHAIN_SCALE·√k,
+    at least MIN_CHAIN (k itself when that is shorter, or when chains are off)."""
+    if CHAIN_SCALE <= 0:
+        return k
+    longest = max(CHAIN_SCALE * math.sqrt(k), MIN_CHAIN)
+    return min(k, 2 ** int(math.floor(math.log2(longest))))
+
+
+def chained_matmul(a: Tensor, b: Tensor, full: int, out: Tensor | None = None) -> Tensor:
+    """a @ b of bf16 values whose last `full` entries of K carry full-scale products, the rest small
+    ones: the small ones and the first chain in one GEMM, each further chain added in fp32.
+
+    a: (..., M, K), b: (..., K, N); out: optional fp32 (..., M, N). Returns fp32.
+    """
+    k = a.shape[-1]
+    if not 0 < full <= k:
+        raise ValueError(f"full must be in 1..{k} (the full-scale span of K); got {full}")
+    step = chain_length(full)
+    cut = k - full + step
+    total = bf16_matmul(a[..., :cut], b[..., :cut, :], out=out)
+    for start in range(cut, k, step):
+        total = accumulate(total, a[..., start : start + step], b[..., start : start + step, :])
+    return total
 
 
 def pairs(left: int, right: int) -> list[tuple[int, int]]:
-    """The part products (i, j) kept: order i + j ≤ 2, i.e. above fp32's rounding."""
-    return [(i, j) for i in range(left) for j in range(right) if i + j < PARTS]
+    """The part products (i, j) kept (order i + j ≤ 2, i.e. above fp32's rounding), smallest first:
+    along K the accumulator stays small while they are added, and (0, 0) comes last."""
+    kept = [(i, j) for i in range(left) for j in range(right) if i + j < PARTS]
+    return sorted(kept, key=lambda ij: -(ij[0] + ij[1]))
 
 
 def concat_left(parts: list[Tensor], right: int) -> Tensor:
@@ -67,29 +133,38 @@ def concat_right(parts: list[Tensor], left: int) -> Tensor:
 
 
 def split_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b to fp32 accuracy from bf16 part products (one bf16 GEMM over a K of 3-6 × K).
+    """a @ b to fp32 accuracy from bf16 part products (bf16 GEMMs over a K of 3-6 × K).
 
     a: (..., M, K), b: (..., K, N), fp32 or bf16; returns fp32 (..., M, N).
     """
     a_parts, b_parts = split_bf16(a), split_bf16(b)
-    return bf16_matmul(concat_left(a_parts, len(b_parts)), concat_right(b_parts, len(a_parts)))
+    left, right = concat_left(a_parts, len(b_parts)), concat_right(b_parts, len(a_parts))
+    return chained_matmul(left, right, full=a.shape[-1])
 
 
 def split_linear(x: Tensor, weight: Tensor) -> Tensor:
     """x @ weightᵀ to fp32 accuracy; weight (out, in) as stored (bf16: exact in one part).
 
     The parts of x are stacked along the rows (M) rather than K, so a bf16 weight is read as it
-    is stored, never copied: three row blocks of products, added in fp32 (smallest first).
+    is stored, never copied: the small part products as row blocks of one GEMM per weight part,
+    added in fp32 smallest first, then the full-scale x₀·W₀ᵀ in chains along K.
     """
-    x_parts = split_bf16(x.reshape(-1, x.shape[-1]))
+    x_parts, w_parts = split_bf16(x.reshape(-1, x.shape[-1])), split_bf16(weight)
     rows = x_parts[0].shape[0]
-    terms: list[tuple[int, Tensor]] = []
-    for j, w in enumerate(split_bf16(weight)):
-        used = x_parts[: PARTS - j]
-        blocks = bf16_matmul(torch.cat(used, 0), w.t())
-        terms += [(i + j, blocks[i * rows : (i + 1) * rows]) for i in range(len(used))]
+    terms: list[tuple[int, Tensor]] = []  # (order i + j, x_i·W_jᵀ) for every kept pair but (0, 0)
+    for j, w in enumerate(w_parts):
+        first = 1 if j == 0 else 0
+        used = x_parts[first : PARTS - j]
+        if used:
+            blocks = bf16_matmul(torch.cat(used, 0), w.t())
+            terms += [(first + n + j, blocks[n * rows : (n + 1) * rows]) for n in range(len(used))]
     terms.sort(key=lambda term: -term[0])
-    total = terms[0][1]
-    for _, term in terms[1:]:
-        total = total + term
+    total = None
+    for _, term in terms:
+        total = term if total is None else total + term
+    head, w_head = x_parts[0], w_parts[0].t()
+    step = chain_length(head.shape[-1])
+    for start in range(0, head.shape[-1], step):
+        a, b = head[:, start : start + step], w_head[start : start + step]
+        total = bf16_matmul(a, b) if total is None else accumulate(total, a, b)
     return total.reshape(*x.shape[:-1], weight.shape[0])

@@ -1,0 +1,78 @@
+"""A bit-level model of the arithmetic a GPU uses for fp32 sums, to reason about split products.
+
+Split products (engine/split.py) are exact bf16 part products summed in fp32 by tensor cores. Those
+sums are not IEEE fp32 additions. Published bit-accurate models (MMA-Sim, Xie et al. 2025; Khattak
+and Mikaitis 2025, both checked against H100 hardware) describe one Hopper `wgmma` step on bf16
+inputs with an fp32 accumulator C as a fused dot-add of 16 products:
+
+1. the 16 products (exact) and C are aligned to the largest exponent among them, each cut toward
+   zero to 25 fractional bits at that exponent;
+2. the aligned values are added exactly;
+3. the sum is rounded toward zero (truncated) to fp32.
+
+A GEMM chains K/16 such steps into one accumulator. Step 3 loses up to one unit in the last place
+of the accumulator, always toward zero, so along one chain the error grows with the chain's length
+and does not average out. A CUDA-core fp32 GEMM rounds each of its K fused multiply-adds to
+nearest, and its errors mostly cancel. That is why split products lay the small part products
+first and break the full-scale ones into short chains (engine/split.py, docs/method.md §9).
+
+These are pure functions on fp64 tensors, slow (one step per 16 of K), used by the tests and by
+`benchmarks/tensor_cores.py` to measure orderings and chain lengths without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+STEP = 16  # products per Hopper bf16 wgmma step (m64nNk16)
+FRACTION_BITS = 25  # alignment width of a step's addends, below the largest one's leading bit
+
+
+def _exponents(x: Tensor) -> Tensor:
+    """floor(log2 |x|) of fp64 values; a very negative number for zeros (they never set the scale)."""
+    _, e = torch.frexp(x)
+    return torch.where(x == 0, torch.full_like(e, -(2**20)), e - 1)
+
+
+def truncate_to_fp32(x: Tensor) -> Tensor:
+    """fp64 values rounded toward zero to fp32 (torch rounds to nearest; step back where it went up)."""
+    y = x.float()
+    up = y.double().abs() > x.abs()
+    return torch.where(up, torch.nextafter(y, torch.zeros_like(y)), y)
+
+
+def tensor_core_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b as a Hopper tensor core forms it from bf16 operands: fp32 result (model above).
+
+    a: (..., M, K), b: (..., K, N), holding bf16 values (any float dtype); one chain over all of K.
+    """
+    a, b = a.double(), b.double()
+    if b.shape[-2] != a.shape[-1]:
+        raise ValueError(f"shapes do not match: {tuple(a.shape)} @ {tuple(b.shape)}")
+    ea, eb = _exponents(a), _exponents(b)
+    acc = torch.zeros(*a.shape[:-1], b.shape[-1], dtype=torch.float32)
+    for k in range(0, a.shape[-1], STEP):
+        products = a[..., :, k : k + STEP, None] * b[..., None, k : k + STEP, :]  # (..., M, 16, N), exact
+        # a product's alignment exponent is the sum of its factors' (its significand may reach 4)
+        e = ea[..., :, k : k + STEP, None] + eb[..., None, k : k + STEP, :]
+        e = torch.where(products == 0, torch.full_like(e, -(2**20)), e)
+        c = acc.double()
+        top = torch.maximum(e.amax(dim=-2), _exponents(c))
+        quantum = torch.ldexp(torch.ones_like(c), (top - FRACTION_BITS).clamp_min(-1074))
+        aligned = torch.trunc(products / quantum.unsqueeze(-2)).sum(dim=-2) + torch.trunc(c / quantum)
+        acc = truncate_to_fp32(aligned * quantum)  # the aligned sum is exact in fp64 (< 2^32 quanta)
+    return acc
+
+
+def cuda_core_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b of fp32 values as a CUDA-core GEMM forms it: one fp32 fused multiply-add per k, to nearest.
+
+    Each output's K products are accumulated in order, as in cuBLAS's SGEMM (no split over K).
+    """
+    a, b = a.float().double(), b.float().double()
+    acc = torch.zeros(*a.shape[:-1], b.shape[-1], dtype=torch.float32)
+    for k in range(a.shape[-1]):
+        # the product of two fp32 values is exact in fp64; one rounding to fp32, as a fused multiply-add
+        acc = (acc.double() + a[..., :, k, None] * b[..., None, k, :]).float()
+    return acc
