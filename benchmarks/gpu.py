@@ -10,9 +10,11 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
   (`matmul: split`), each also through the fused Triton kernel (`fused: true`, where triton runs),
   and the bf16 fast mode; a tile sweep of the split engine and a sweep of the kernel's launch configurations;
 - the matmul bound: the 6·P·T FLOPs at the model's shapes in fp32, timed alone;
-- accuracy: a 4-layer model at the same widths, the worst max-normalised error of each exact mode
-  against an fp64 per-sample loop, Finding 1 layer counts of split against ieee, and the fused
-  kernel's Finding 1 sums against the fp64 loop's;
+- accuracy: single products at the model's widths against fp64 (plain fp32, split, split in one
+  chain: the ratios benchmarks/tensor_cores.py predicts); a 4-layer model at the same widths, the
+  worst max-normalised error of each exact mode (and of split in one chain) against an fp64
+  per-sample loop, Finding 1 layer counts of split against ieee, and the fused kernel's Finding 1
+  sums against the fp64 loop's; a sweep of the split products' chain lengths (time);
 - the CLI: `lit-activation predict` with configs/counts_embedded.yaml (and similarity_embedded.yaml)
   on the model directory, wall time and the predict loop (benchmarks/timing.py) against the
   engine's time for the same batches, and the memory plan's prediction against torch's peak.
@@ -40,8 +42,12 @@ from timing import cli_run
 from lit_activation.architectures import model_config
 from lit_activation.counts import layer_counts
 from lit_activation.engine import EngineSettings, kernels, stream_taylor_scores
-from lit_activation.engine.products import split_works_on
+from lit_activation.engine import split
+from lit_activation.engine.products import SplitProducts, pinned_matmul_precision, split_works_on
 from lit_activation.models import cache_dir, layer_map, linear_modules
+
+
+FUSED_FIELDS = ("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R", "CHAIN")
 
 
 def make_model(directory: Path, shape: str, layers: int | None, toy: bool) -> None:
@@ -106,16 +112,19 @@ def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
     del twin
     out: dict = {}
     means = {}
-    for matmul in ("ieee", "split"):
+    for matmul, chains in (("ieee", split.CHAIN_SCALE), ("split", split.CHAIN_SCALE), ("split_one_chain", 0)):
         got: dict[str, torch.Tensor] = {}
 
         def keep(tile, got=got) -> None:  # noqa: ANN001
             got.setdefault(tile.name, torch.zeros((samples, *linear_modules(model)[tile.name].weight.shape), device=device))[:, tile.rows] = tile.scores()
 
-        stream_taylor_scores(model, ids, torch.ones_like(ids), keep, EngineSettings(matmul=matmul))
+        with mock.patch.object(split, "CHAIN_SCALE", chains):  # one chain over all of K: the layout without chains
+            stream_taylor_scores(model, ids, torch.ones_like(ids), keep, EngineSettings(matmul=matmul.removesuffix("_one_chain")))
         worst = max(float((got[n][r].double() - ref[n]).abs().max() / ref[n].abs().max()) for r, ref in enumerate(reference) for n in ref)
         out[f"max_normalised_error_{matmul}"] = worst
         means[matmul] = {n: g.mean(0) for n, g in got.items()}
+        got.clear()
+    out["max_normalised_error_split_over_ieee"] = out["max_normalised_error_split"] / out["max_normalised_error_ieee"]
     layer_of, _, n_layers = layer_map(model)
     pooled = torch.cat([m.flatten() for m in means["ieee"].values()])
     for q in (0.5, 0.9):
@@ -130,6 +139,37 @@ def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
     return out
 
 
+def product_errors(device: str, widths: tuple[int, ...] = (4096, 11008), positions: int = 128, rows: int = 1024) -> dict:
+    """Median relative error against fp64 of single products at the model's widths, on the device:
+    plain fp32 (cuBLAS on CUDA cores), split with chains (the default) and split with one chain over
+    all of K. benchmarks/tensor_cores.py predicts these ratios from a model of the tensor cores."""
+    g = torch.Generator().manual_seed(3)
+    out: dict = {}
+
+    def median(y: torch.Tensor, exact: torch.Tensor) -> float:
+        return float(((y.double().cpu() - exact).abs() / exact.abs()).median())
+
+    with pinned_matmul_precision():
+        for k in widths:
+            x, w = torch.randn(rows, k, generator=g), (torch.randn(512, k, generator=g) * 0.02).bfloat16()
+            exact = x.double() @ w.double().t()
+            xd, wd = x.to(device), w.to(device)
+            row = {"ieee": median(xd @ wd.float().t(), exact), "split": median(split.split_linear(xd, wd), exact)}
+            with mock.patch.object(split, "CHAIN_SCALE", 0):
+                row["split_one_chain"] = median(split.split_linear(xd, wd), exact)
+            out[f"x·Wᵀ K={k}"] = row
+        delta, x = torch.randn(8, 256, positions, generator=g), torch.randn(8, positions, 512, generator=g)
+        exact = delta.double() @ x.double()
+        products = SplitProducts()
+        left, right = products.gradient_operands(delta.to(device), x.to(device))
+        grad = products.gradient(left, right, torch.empty(8, 256, 512, device=device), positions)
+        out[f"G_s T={positions}"] = {"ieee": median(delta.to(device) @ x.to(device), exact), "split": median(grad, exact)}
+    for row in out.values():
+        row.update({f"{key}_over_ieee": value / row["ieee"] for key, value in list(row.items()) if key != "ieee"})
+    print(json.dumps({"product_median_errors": out}, indent=2), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=None, help="a model directory (default: the one --make-model writes)")
@@ -141,9 +181,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--tiles", type=float, nargs="*", default=[64, 256, 1024, 4096], help="tile budgets (MB) of the sweep")
     parser.add_argument("--fused-configs", type=lambda text: tuple(int(v) for v in text.split(",")), nargs="*",
-                        default=[(128, 64, 32, 4, 3, 8), (128, 128, 32, 8, 3, 8), (128, 128, 32, 8, 3, 1), (128, 128, 64, 8, 3, 8), (64, 64, 64, 4, 4, 8)],
+                        default=[(128, 64, 32, 4, 3, 8), (128, 128, 32, 8, 3, 8), (128, 128, 32, 8, 3, 1), (128, 128, 64, 8, 3, 8), (64, 64, 64, 4, 4, 8),
+                                 (128, 128, 32, 8, 3, 8, 1024)],
                         help="fused kernel launches to time besides the default one (the 'split + fused kernel' row): "
-                        "BLOCK_R,BLOCK_C,BLOCK_K,NUM_WARPS,NUM_STAGES,GROUP_R each")
+                        "BLOCK_R,BLOCK_C,BLOCK_K,NUM_WARPS,NUM_STAGES,GROUP_R[,CHAIN] each")
+    parser.add_argument("--chain-scales", type=int, nargs="*", default=[0, 32, 64], help="split.CHAIN_SCALE values timed besides the default "
+                        "(chains of the power of two ≤ scale·√K; 0: one chain)")
     parser.add_argument("--cli-samples", type=int, default=80, help="num_samples per dataset of the CLI runs (4 datasets)")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
@@ -151,7 +194,7 @@ def main() -> None:
     device = "cpu" if args.toy or not torch.cuda.is_available() else "cuda"
     if args.toy:
         args.samples, args.batch, args.tokens, args.tiles, args.cli_samples = 4, 2, 16, [1, 4], 2
-        args.fused_configs = [(16, 16, 16, 4, 3, 2)]
+        args.fused_configs = [(16, 16, 16, 4, 3, 2), (16, 16, 16, 4, 3, 2, 64)]
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "lit_activation_gpu_bench"
     directory = args.model_dir or args.make_model or work / "model"
     if args.make_model or not (directory / "config.json").is_file():
@@ -190,6 +233,7 @@ def main() -> None:
     fp32 = None
     if device == "cuda":
         torch.cuda.empty_cache()
+    report["product_errors"] = product_errors(device, rows=64 if args.toy else 1024)
     report["accuracy_4_layers"] = accuracy(small, device, args.tokens, min(4, args.samples))
     table.save()
     if not args.skip_cli:
@@ -208,8 +252,9 @@ def main() -> None:
         plain = run_batched(model, ids, args.batch, EngineSettings(matmul="split")).sums  # what every launch must give
         report["fused_sweep_max_normalised_difference_from_plain_split"] = differences = {}
         for config in args.fused_configs:
+            names = dict(zip(FUSED_FIELDS, config))  # CHAIN is optional (the kernel's default)
             label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
-            names = dict(zip(("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R"), config, strict=True))
+            label += f", chains of {names['CHAIN']}" if "CHAIN" in names else ""
             last: list = []  # the last timed run's sums, checked below: a fast row with wrong numbers would mislead
 
             def run_fused(last: list = last) -> None:
@@ -225,6 +270,11 @@ def main() -> None:
     for tile in args.tiles:
         tiled = EngineSettings(matmul="split", tile_mb=tile)
         table.measure(f"engine, split, tile {tile:g} MB", lambda tiled=tiled: per(timed(lambda: run_batched(model, ids, args.batch, tiled), device, 1)))
+    for scale in args.chain_scales:  # what the chains cost (each adds one pass over a product's output)
+        with mock.patch.object(split, "CHAIN_SCALE", scale):
+            label = f"engine, split, chains of {split.chain_length(4096)} at K 4096" if scale else "engine, split, one chain over K"
+            table.measure(label, lambda: per(timed(lambda: run_batched(model, ids, args.batch, EngineSettings(matmul="split")), device, 1)))
+    table.save()
 
 
 class Table:
