@@ -41,13 +41,19 @@ from timing import cli_run
 
 from lit_activation.architectures import model_config
 from lit_activation.counts import layer_counts
-from lit_activation.engine import EngineSettings, kernels, stream_taylor_scores
-from lit_activation.engine import split
+from lit_activation.engine import EngineSettings, kernels, split, stream_taylor_scores
 from lit_activation.engine.products import SplitProducts, pinned_matmul_precision, split_works_on
 from lit_activation.models import cache_dir, layer_map, linear_modules
 
-
 FUSED_FIELDS = ("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R", "CHAIN")
+
+
+def fused_config(text: str) -> tuple[int, ...]:
+    """One launch of the fused kernel: 6 or 7 comma-separated integers (FUSED_FIELDS)."""
+    values = tuple(int(v) for v in text.split(","))
+    if len(values) not in (6, 7):
+        raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(FUSED_FIELDS[:6])}[,CHAIN]")
+    return values
 
 
 def make_model(directory: Path, shape: str, layers: int | None, toy: bool) -> None:
@@ -180,7 +186,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--tiles", type=float, nargs="*", default=[64, 256, 1024, 4096], help="tile budgets (MB) of the sweep")
-    parser.add_argument("--fused-configs", type=lambda text: tuple(int(v) for v in text.split(",")), nargs="*",
+    parser.add_argument("--fused-configs", type=fused_config, nargs="*",
                         default=[(128, 64, 32, 4, 3, 8), (128, 128, 32, 8, 3, 8), (128, 128, 32, 8, 3, 1), (128, 128, 64, 8, 3, 8), (64, 64, 64, 4, 4, 8),
                                  (128, 128, 32, 8, 3, 8, 1024)],
                         help="fused kernel launches to time besides the default one (the 'split + fused kernel' row): "
@@ -252,7 +258,7 @@ def main() -> None:
         plain = run_batched(model, ids, args.batch, EngineSettings(matmul="split")).sums  # what every launch must give
         report["fused_sweep_max_normalised_difference_from_plain_split"] = differences = {}
         for config in args.fused_configs:
-            names = dict(zip(FUSED_FIELDS, config))  # CHAIN is optional (the kernel's default)
+            names = dict(zip(FUSED_FIELDS[: len(config)], config, strict=True))  # CHAIN is optional (the kernel's default)
             label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
             label += f", chains of {names['CHAIN']}" if "CHAIN" in names else ""
             last: list = []  # the last timed run's sums, checked below: a fast row with wrong numbers would mislead

@@ -7,8 +7,9 @@ products. Here each program keeps one (rows, cols) block of one sample's product
 adds its absolute value to the block's batch sum, and multiplies by |W| before the only store.
 
 The operands are the engine's own (engine/products.py): fp32 ones are multiplied as IEEE fp32;
-bf16 parts laid along K (engine/split.py) give exact products summed in fp32. So the result is the
-plain path's up to the order of fp32 additions. Triton is optional: `EngineSettings.fused` asks for
+bf16 parts laid along K (engine/split.py) give exact products summed in fp32, in chains of CHAIN
+along K (a tensor core truncates its sums; engine/tensor_core.py). So the result is the plain
+path's up to the order of fp32 additions. Triton is optional: `EngineSettings.fused` asks for
 the kernel, on CUDA. TRITON_INTERPRET=1, set before triton is first imported (the tests' conftest
 does), runs it on the CPU.
 """

@@ -1,9 +1,9 @@
 """A bit-level model of the arithmetic a GPU uses for fp32 sums, to reason about split products.
 
 Split products (engine/split.py) are exact bf16 part products summed in fp32 by tensor cores. Those
-sums are not IEEE fp32 additions. Published bit-accurate models (MMA-Sim, Xie et al. 2025; Khattak
-and Mikaitis 2025, both checked against H100 hardware) describe one Hopper `wgmma` step on bf16
-inputs with an fp32 accumulator C as a fused dot-add of 16 products:
+sums are not IEEE fp32 additions. The published bit-accurate model MMA-Sim (Xie et al. 2025,
+arXiv 2511.10909, checked bit for bit against H100 hardware) describes one Hopper `wgmma` step on
+bf16 inputs with an fp32 accumulator C as a fused dot-add of 16 products:
 
 1. the 16 products (exact) and C are aligned to the largest exponent among them, each cut toward
    zero to 25 fractional bits at that exponent;
