@@ -147,8 +147,9 @@ def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
 
 def product_errors(device: str, widths: tuple[int, ...] = (4096, 11008), positions: int = 128, rows: int = 1024) -> dict:
     """Median relative error against fp64 of single products at the model's widths, on the device:
-    plain fp32 (cuBLAS on CUDA cores), split with chains (the default) and split with one chain over
-    all of K. benchmarks/tensor_cores.py predicts these ratios from a model of the tensor cores."""
+    plain fp32 (cuBLAS on CUDA cores), split with chains (the default) and, for x·Wᵀ, split with one
+    chain over all of K (G_s at 128 positions is one chain either way). benchmarks/tensor_cores.py
+    predicts these ratios from a model of the tensor cores."""
     g = torch.Generator().manual_seed(3)
     out: dict = {}
 

@@ -11,8 +11,9 @@ for at most 2× the IEEE path. Layouts:
 - "smallest first": the same parts in the opposite order, one chain over all of K;
 - "engine": smallest first and the full-scale products in chains of `chain_length(K)`.
 
-What it shows is a model's prediction, checked here against published bit-level models, not
-a measurement: benchmarks/gpu.py measures the same errors on the GPU itself (`product_errors`).
+What it shows is a model's prediction (engine/tensor_core.py follows MMA-Sim's published Hopper
+algorithm), not a measurement: benchmarks/gpu.py measures the same errors on the GPU itself
+(`product_errors`).
 """
 
 from __future__ import annotations

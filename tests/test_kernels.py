@@ -78,10 +78,11 @@ def test_chains_along_k_cover_every_k_once(chain, monkeypatch):
     assert bool(((out.double() - exact).abs() <= 4 * 100 * EPS32 * scale).all())
 
 
-def test_a_chain_that_splits_a_k_block_is_refused(monkeypatch):
+@pytest.mark.parametrize("chain", [48, 0])
+def test_a_chain_that_splits_a_k_block_is_refused(chain, monkeypatch):
     monkeypatch.setattr(kernels, "BLOCK_K", 32)
-    monkeypatch.setattr(kernels, "CHAIN", 48)
-    with pytest.raises(ValueError, match=r"CHAIN \(48\) must be a multiple of BLOCK_K \(32\)"):
+    monkeypatch.setattr(kernels, "CHAIN", chain)
+    with pytest.raises(ValueError, match=rf"CHAIN \({chain}\) must be a positive multiple of BLOCK_K \(32\)"):
         kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 3, 2), torch.ones(2, 2), torch.empty(2, 2))
 
 

@@ -35,7 +35,8 @@ NUM_WARPS, NUM_STAGES = 4, 3  # Triton's defaults; benchmarks/gpu.py sweeps them
 GROUP_R = 8
 # Each sample's product is summed in chains of CHAIN along K, added to one another in fp32: a tensor
 # core truncates every step of a chain toward zero (engine/tensor_core.py), so a short chain keeps
-# the error at a CUDA-core GEMM's; in registers this costs one addition per CHAIN of K.
+# the error at a CUDA-core GEMM's. In registers that is one addition per CHAIN of K; what the
+# shorter inner loop costs Triton's pipelining is for benchmarks/gpu.py's launch sweep to show.
 CHAIN = 256
 
 
@@ -113,8 +114,8 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     n_cols = right.shape[-1]
     if right.shape[:2] != (batch, k) or abs_weight.shape != (n_rows, n_cols) or out.shape != (n_rows, n_cols):
         raise ValueError(f"shapes do not match: left {tuple(left.shape)}, right {tuple(right.shape)}, weight {tuple(abs_weight.shape)}, out {tuple(out.shape)}")
-    if CHAIN % BLOCK_K:  # a K block must not straddle two chains (it would be summed in both)
-        raise ValueError(f"CHAIN ({CHAIN}) must be a multiple of BLOCK_K ({BLOCK_K})")
+    if CHAIN <= 0 or CHAIN % BLOCK_K:  # a K block must not straddle two chains (it would be summed in both)
+        raise ValueError(f"CHAIN ({CHAIN}) must be a positive multiple of BLOCK_K ({BLOCK_K})")
     grid = (triton.cdiv(n_rows, BLOCK_R) * triton.cdiv(n_cols, BLOCK_C),)
     _weighted_abs_sum[grid](
         left, right, abs_weight, out, batch, n_rows, n_cols, k,

@@ -25,10 +25,14 @@ a GPU. These are pure functions of tensors; the engine chooses them (engine/prod
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 PARTS = 3  # bf16 parts of an fp32 value: 3 × 8 significant bits hold fp32's 24
 # A full-scale chain spans at most CHAIN_SCALE·√K of K (a power of two, at least MIN_CHAIN). The
@@ -36,6 +40,7 @@ PARTS = 3  # bf16 parts of an fp32 value: 3 × 8 significant bits hold fp32's 24
 # two are equal (benchmarks/tensor_cores.py). 0 turns chains off (one chain over all of K).
 CHAIN_SCALE = 16
 MIN_CHAIN = 128
+ALIGN = 128  # chain lengths are multiples of this: chains start aligned (cuBLAS's fast kernels want it)
 
 
 def split_bf16(x: Tensor, parts: int = PARTS) -> list[Tensor]:
@@ -66,6 +71,8 @@ def bf16_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
         mm = torch.bmm if a.dim() == 3 else torch.mm
         try:
             return mm(a, b, out_dtype=torch.float32) if out is None else mm(a, b, out_dtype=torch.float32, out=out)
+        except torch.cuda.OutOfMemoryError:
+            raise
         except (RuntimeError, TypeError):  # a torch without `out_dtype` into `out`
             if out is None:
                 raise
@@ -75,18 +82,39 @@ def bf16_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     return torch.matmul(a.float(), b.float(), out=out)
 
 
+_FUSED_ADD: dict[str, bool] = {}  # per torch op: whether it adds an fp32 total in the GEMM's epilogue here
+
+
 def accumulate(total: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """total += a @ b (bf16 values, fp32 sums); the addition to `total` is one IEEE fp32 rounding.
 
-    CUDA: cuBLAS adds `total` in the GEMM's epilogue (fp32, to nearest), one pass over the output.
+    CUDA: cuBLAS adds `total` in the GEMM's epilogue (fp32, to nearest), one pass over the output;
+    where this torch cannot, each chain takes a second pass (logged once).
     """
     if a.is_cuda and a.dtype == torch.bfloat16:
-        add = torch.baddbmm if a.dim() == 3 else torch.addmm
-        try:
-            return add(total, a, b, out_dtype=torch.float32, out=total)
-        except (RuntimeError, TypeError):  # a torch without the fused form: the same sum in two passes
-            pass
+        result = in_epilogue(torch.baddbmm if a.dim() == 3 else torch.addmm, total, a, b)
+        if result is not None:
+            return result
     return total.add_(bf16_matmul(a, b))
+
+
+def in_epilogue(add: Callable[..., Tensor], total: Tensor, a: Tensor, b: Tensor) -> Tensor | None:
+    """add(total, a, b) into `total` with bf16 operands and fp32 sums, or None (logged once per op)
+    where this torch does not take that form. Running out of memory is not such a case: it raises."""
+    name = getattr(add, "__name__", str(add))
+    if not _FUSED_ADD.get(name, True):
+        return None
+    try:
+        # `out` must be `total` itself: some torch versions hand `out` to cuBLAS as its C
+        result = add(total, a, b, out_dtype=torch.float32, out=total)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, TypeError) as err:
+        _FUSED_ADD[name] = False
+        log.warning("torch.%s cannot add an fp32 total to a bf16 product here (%s); split products add each chain in a second pass", name, err)
+        return None
+    _FUSED_ADD[name] = True
+    return result
 
 
 def chain_length(k: int) -> int:
@@ -98,6 +126,15 @@ def chain_length(k: int) -> int:
     return min(k, 2 ** int(math.floor(math.log2(longest))))
 
 
+def chain_step(full: int) -> int:
+    """The length of the chains over a full-scale span of `full`: as many chains as chain_length fits
+    (to the nearest, at least one), the span shared evenly and rounded up to a multiple of ALIGN, so
+    that no chain is a short remainder (each further chain costs a pass over the output)."""
+    chains = max(1, round(full / chain_length(full)))
+    step = -(-full // chains)
+    return min(full, -(-step // ALIGN) * ALIGN)
+
+
 def chained_matmul(a: Tensor, b: Tensor, full: int, out: Tensor | None = None) -> Tensor:
     """a @ b of bf16 values whose last `full` entries of K carry full-scale products, the rest small
     ones: the small ones and the first chain in one GEMM, each further chain added in fp32.
@@ -107,7 +144,7 @@ def chained_matmul(a: Tensor, b: Tensor, full: int, out: Tensor | None = None) -
     k = a.shape[-1]
     if not 0 < full <= k:
         raise ValueError(f"full must be in 1..{k} (the full-scale span of K); got {full}")
-    step = chain_length(full)
+    step = chain_step(full)
     cut = k - full + step
     total = bf16_matmul(a[..., :cut], b[..., :cut, :], out=out)
     for start in range(cut, k, step):
@@ -163,7 +200,7 @@ def split_linear(x: Tensor, weight: Tensor) -> Tensor:
     for _, term in terms:
         total = term if total is None else total + term
     head, w_head = x_parts[0], w_parts[0].t()
-    step = chain_length(head.shape[-1])
+    step = chain_step(head.shape[-1])
     for start in range(0, head.shape[-1], step):
         a, b = head[:, start : start + step], w_head[start : start + step]
         total = bf16_matmul(a, b) if total is None else accumulate(total, a, b)

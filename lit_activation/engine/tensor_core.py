@@ -29,14 +29,21 @@ STEP = 16  # products per Hopper bf16 wgmma step (m64nNk16)
 FRACTION_BITS = 25  # alignment width of a step's addends, below the largest one's leading bit
 
 
+MIN_EXPONENT = -126  # fp32's and bf16's smallest normal exponent: subnormals and zero align as 2^-126
+
+
 def _exponents(x: Tensor) -> Tensor:
-    """floor(log2 |x|) of fp64 values; a very negative number for zeros (they never set the scale)."""
+    """The exponent each value aligns with: floor(log2 |x|), at least MIN_EXPONENT (zero included)."""
     _, e = torch.frexp(x)
-    return torch.where(x == 0, torch.full_like(e, -(2**20)), e - 1)
+    return torch.where(x == 0, torch.full_like(e, MIN_EXPONENT), (e - 1).clamp_min(MIN_EXPONENT))
 
 
 def truncate_to_fp32(x: Tensor) -> Tensor:
-    """fp64 values rounded toward zero to fp32 (torch rounds to nearest; step back where it went up)."""
+    """fp64 values rounded toward zero to fp32 (torch rounds to nearest; step back where it went up).
+
+    Finite values beyond fp32's range give ±FLT_MAX here, as IEEE's rounding toward zero does;
+    `tensor_core_matmul` sends them to ±inf, as the hardware does.
+    """
     y = x.float()
     up = y.double().abs() > x.abs()
     return torch.where(up, torch.nextafter(y, torch.zeros_like(y)), y)
@@ -46,6 +53,8 @@ def tensor_core_matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b as a Hopper tensor core forms it from bf16 operands: fp32 result (model above).
 
     a: (..., M, K), b: (..., K, N), holding bf16 values (any float dtype); one chain over all of K.
+    Like MMA-Sim: a product aligns with the sum of its factors' exponents (its significand may reach
+    4); a result beyond fp32's range is ±inf, and an inf or NaN, once in the accumulator, stays.
     """
     a, b = a.double(), b.double()
     if b.shape[-2] != a.shape[-1]:
@@ -54,25 +63,28 @@ def tensor_core_matmul(a: Tensor, b: Tensor) -> Tensor:
     acc = torch.zeros(*a.shape[:-1], b.shape[-1], dtype=torch.float32)
     for k in range(0, a.shape[-1], STEP):
         products = a[..., :, k : k + STEP, None] * b[..., None, k : k + STEP, :]  # (..., M, 16, N), exact
-        # a product's alignment exponent is the sum of its factors' (its significand may reach 4)
         e = ea[..., :, k : k + STEP, None] + eb[..., None, k : k + STEP, :]
-        e = torch.where(products == 0, torch.full_like(e, -(2**20)), e)
         c = acc.double()
         top = torch.maximum(e.amax(dim=-2), _exponents(c))
-        quantum = torch.ldexp(torch.ones_like(c), (top - FRACTION_BITS).clamp_min(-1074))
-        aligned = torch.trunc(products / quantum.unsqueeze(-2)).sum(dim=-2) + torch.trunc(c / quantum)
-        acc = truncate_to_fp32(aligned * quantum)  # the aligned sum is exact in fp64 (< 2^32 quanta)
+        quantum = torch.ldexp(torch.ones_like(c), top - FRACTION_BITS)
+        aligned = (torch.trunc(products / quantum.unsqueeze(-2)).sum(dim=-2) + torch.trunc(c / quantum)) * quantum
+        # exact in fp64: at most 17 integers below 2^27 quanta each, scaled by a power of two
+        step = truncate_to_fp32(aligned)  # fp32, ±FLT_MAX beyond its range: that is ±inf here
+        step = torch.where(aligned.abs() >= 2.0**128, torch.copysign(torch.full_like(step, float("inf")), step), step)
+        plain = products.sum(dim=-2) + c  # not finite once an inf or NaN takes part: carried as is
+        acc = torch.where(torch.isfinite(plain), step, plain.float())
     return acc
 
 
 def cuda_core_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b of fp32 values as a CUDA-core GEMM forms it: one fp32 fused multiply-add per k, to nearest.
+    """a @ b of fp32 values as a CUDA-core GEMM forms it: one fp32 multiply-add per k, to nearest.
 
-    Each output's K products are accumulated in order, as in cuBLAS's SGEMM (no split over K).
+    Each output's K products are accumulated in order, as in cuBLAS's SGEMM (no split over K). Each
+    step rounds to fp64 and then to fp32 (a true fused multiply-add rounds once: rarely an ulp apart).
     """
     a, b = a.float().double(), b.float().double()
     acc = torch.zeros(*a.shape[:-1], b.shape[-1], dtype=torch.float32)
     for k in range(a.shape[-1]):
-        # the product of two fp32 values is exact in fp64; one rounding to fp32, as a fused multiply-add
+        # the product of two fp32 values is exact in fp64
         acc = (acc.double() + a[..., :, k, None] * b[..., None, k, :]).float()
     return acc
