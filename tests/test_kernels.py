@@ -31,6 +31,16 @@ def fp64_reference(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> tuple[t
     return exact, scale
 
 
+def kernel_matches_fp64(rows: int, k: int, cols: int, seed: int) -> None:
+    """Random fp32 operands of 2 samples through the kernel against fp64, within fp32's bound; the
+    output starts NaN, so a block no program reached fails too."""
+    g = torch.Generator().manual_seed(seed)
+    a, b, w = torch.randn(2, rows, k, generator=g), torch.randn(2, k, cols, generator=g), torch.rand(rows, cols, generator=g)
+    exact, scale = fp64_reference(a, b, w)
+    out = kernels.weighted_abs_sum(a, b, w, torch.full((rows, cols), float("nan")))
+    assert bool(((out.double() - exact).abs() <= 4 * k * EPS32 * scale).all())
+
+
 @pytest.mark.parametrize("dtype", ["float32", "split-bf16"])
 def test_weighted_abs_sum_equals_fp64_on_uneven_strided_operands(dtype):
     """Sizes that fill no block (rows 70 and cols 90 vs 64, K 45 vs 32), a row slice of a larger
@@ -58,11 +68,7 @@ def test_every_block_is_computed_once_whatever_the_program_grouping(group, monke
     monkeypatch.setattr(kernels, "BLOCK_C", 16)
     monkeypatch.setattr(kernels, "BLOCK_K", 16)
     monkeypatch.setattr(kernels, "GROUP_R", group)
-    g = torch.Generator().manual_seed(group)
-    a, b, w = torch.randn(2, 83, 20, generator=g), torch.randn(2, 20, 37, generator=g), torch.rand(83, 37, generator=g)
-    exact, scale = fp64_reference(a, b, w)
-    out = kernels.weighted_abs_sum(a, b, w, torch.full((83, 37), float("nan")))
-    assert bool(((out.double() - exact).abs() <= 4 * 20 * EPS32 * scale).all())
+    kernel_matches_fp64(rows=83, k=20, cols=37, seed=group)
 
 
 @pytest.mark.parametrize("chain", [16, 32, 256])
@@ -71,11 +77,7 @@ def test_chains_along_k_cover_every_k_once(chain, monkeypatch):
     exactly one chain (a block in two, or in none, would miss the fp32 bound by far)."""
     monkeypatch.setattr(kernels, "BLOCK_K", 16)
     monkeypatch.setattr(kernels, "CHAIN", chain)
-    g = torch.Generator().manual_seed(chain)
-    a, b, w = torch.randn(2, 40, 100, generator=g), torch.randn(2, 100, 30, generator=g), torch.rand(40, 30, generator=g)
-    exact, scale = fp64_reference(a, b, w)
-    out = kernels.weighted_abs_sum(a, b, w, torch.full((40, 30), float("nan")))
-    assert bool(((out.double() - exact).abs() <= 4 * 100 * EPS32 * scale).all())
+    kernel_matches_fp64(rows=40, k=100, cols=30, seed=chain)
 
 
 @pytest.mark.parametrize("chain", [48, 0])
