@@ -26,12 +26,7 @@ import torch
 
 import lit_activation.engine.split as split
 from lit_activation.engine.products import SplitProducts
-from lit_activation.engine.tensor_core import cuda_core_matmul, tensor_core_matmul
-
-
-def modelled(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    result = tensor_core_matmul(a, b)
-    return result if out is None else out.copy_(result)
+from lit_activation.engine.tensor_core import cuda_core_matmul, tensor_core_bf16_matmul, tensor_core_matmul
 
 
 def errors(y: torch.Tensor, exact: torch.Tensor) -> tuple[float, float]:
@@ -89,7 +84,7 @@ def main() -> None:
     cases = [(f"G_s, T = {t}", t, gradient_rows(t, args.rows, args.cols, t)) for t in args.positions]
     cases += [(f"x·Wᵀ, K = {k}", k, linear_rows(k, args.rows, args.cols, k)) for k in args.widths]
     print("| product | chain | layout | median error | × CUDA cores | max-normalised | × CUDA cores |\n|---|---|---|---|---|---|---|")
-    with mock.patch.object(split, "bf16_matmul", modelled):
+    with mock.patch.object(split, "bf16_matmul", tensor_core_bf16_matmul):
         for name, k, rows in cases:
             exact = rows.pop("exact")()
             base = errors(rows["cuda cores (fp32 FMA)"](), exact)

@@ -15,7 +15,7 @@ import torch
 import lit_activation.engine.split as split
 from lit_activation.engine.products import SplitProducts
 from lit_activation.engine.split import ALIGN, chain_length, chain_step, chained_matmul, in_epilogue
-from lit_activation.engine.tensor_core import cuda_core_matmul, tensor_core_matmul, truncate_to_fp32
+from lit_activation.engine.tensor_core import cuda_core_matmul, tensor_core_bf16_matmul, tensor_core_matmul, truncate_to_fp32
 
 ULP1 = 2.0**-23  # fp32's spacing just above 1
 
@@ -180,12 +180,6 @@ def test_an_epilogue_add_this_torch_refuses_falls_back_once_with_a_warning(monke
         in_epilogue(out_of_memory, total, a, b)
 
 
-def modelled(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The bf16 GEMM as a Hopper tensor core forms it (engine/tensor_core.py)."""
-    result = tensor_core_matmul(a, b)
-    return result if out is None else out.copy_(result)
-
-
 def median_error(y: torch.Tensor, exact: torch.Tensor) -> float:
     return float(((y.double() - exact).abs() / exact.abs()).median())
 
@@ -207,7 +201,7 @@ def per_sample_gradient(delta: torch.Tensor, x: torch.Tensor, layout: str = "eng
 
 @pytest.mark.parametrize("positions", [128, 2048])
 def test_per_sample_gradients_under_the_model_match_a_cuda_core_gemm(monkeypatch, positions):
-    monkeypatch.setattr(split, "bf16_matmul", modelled)
+    monkeypatch.setattr(split, "bf16_matmul", tensor_core_bf16_matmul)
     g = torch.Generator().manual_seed(positions)
     delta, x = torch.randn(2, 32, positions, generator=g), torch.randn(2, positions, 24, generator=g)
     exact = delta.double() @ x.double()
@@ -227,7 +221,7 @@ def test_per_sample_gradients_under_the_model_match_a_cuda_core_gemm(monkeypatch
 def test_linear_products_under_the_model_match_a_cuda_core_gemm(monkeypatch):
     """x·Wᵀ at Llama-2-7B's hidden width from a bf16 weight: chains of 1024 keep it at a CUDA-core
     GEMM's accuracy; one chain over all 4096 is several times worse."""
-    monkeypatch.setattr(split, "bf16_matmul", modelled)
+    monkeypatch.setattr(split, "bf16_matmul", tensor_core_bf16_matmul)
     g = torch.Generator().manual_seed(1)
     x, weight = torch.randn(32, 4096, generator=g), (torch.randn(24, 4096, generator=g) * 0.02).bfloat16()
     exact = x.double() @ weight.double().t()
@@ -241,7 +235,7 @@ def test_linear_products_under_the_model_match_a_cuda_core_gemm(monkeypatch):
 
 def test_linear_from_fp32_weights_under_the_model(monkeypatch):
     """An fp32 weight has three parts too: six part products, the small five before the chains."""
-    monkeypatch.setattr(split, "bf16_matmul", modelled)
+    monkeypatch.setattr(split, "bf16_matmul", tensor_core_bf16_matmul)
     g = torch.Generator().manual_seed(2)
     x, weight = torch.randn(16, 2048, generator=g), torch.randn(20, 2048, generator=g) * 0.02
     exact = x.double() @ weight.double().t()

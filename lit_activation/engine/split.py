@@ -77,8 +77,6 @@ def bf16_matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
             if out is None:
                 raise
             return out.copy_(mm(a, b, out_dtype=torch.float32))
-    if out is None:
-        return torch.matmul(a.float(), b.float())
     return torch.matmul(a.float(), b.float(), out=out)
 
 
@@ -113,7 +111,6 @@ def in_epilogue(add: Callable[..., Tensor], total: Tensor, a: Tensor, b: Tensor)
         _FUSED_ADD[name] = False
         log.warning("torch.%s cannot add an fp32 total to a bf16 product here (%s); split products add each chain in a second pass", name, err)
         return None
-    _FUSED_ADD[name] = True
     return result
 
 
@@ -146,9 +143,15 @@ def chained_matmul(a: Tensor, b: Tensor, full: int, out: Tensor | None = None) -
         raise ValueError(f"full must be in 1..{k} (the full-scale span of K); got {full}")
     step = chain_step(full)
     cut = k - full + step
-    total = bf16_matmul(a[..., :cut], b[..., :cut, :], out=out)
-    for start in range(cut, k, step):
-        total = accumulate(total, a[..., start : start + step], b[..., start : start + step, :])
+    return add_in_chains(bf16_matmul(a[..., :cut], b[..., :cut, :], out=out), a, b, cut, step)
+
+
+def add_in_chains(total: Tensor | None, a: Tensor, b: Tensor, start: int, step: int) -> Tensor:
+    """total + a[..., start:] @ b[..., start:, :], one chain of `step` of K at a time, each chain's
+    sum added in fp32 (`accumulate`); with no total yet, the first chain is it."""
+    for first in range(start, a.shape[-1], step):
+        chain_a, chain_b = a[..., first : first + step], b[..., first : first + step, :]
+        total = bf16_matmul(chain_a, chain_b) if total is None else accumulate(total, chain_a, chain_b)
     return total
 
 
@@ -199,9 +202,5 @@ def split_linear(x: Tensor, weight: Tensor) -> Tensor:
     total = None
     for _, term in terms:
         total = term if total is None else total + term
-    head, w_head = x_parts[0], w_parts[0].t()
-    step = chain_step(head.shape[-1])
-    for start in range(0, head.shape[-1], step):
-        a, b = head[:, start : start + step], w_head[start : start + step]
-        total = bf16_matmul(a, b) if total is None else accumulate(total, a, b)
+    total = add_in_chains(total, x_parts[0], w_parts[0].t(), 0, chain_step(x.shape[-1]))
     return total.reshape(*x.shape[:-1], weight.shape[0])
