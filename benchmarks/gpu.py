@@ -8,10 +8,13 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
   w·grad copied out per scored parameter;
 - the engine: exact fp32 with plain products (`matmul: ieee`), with split-bf16 products
   (`matmul: split`), each also through the fused Triton kernel (`fused: true`, where triton runs),
-  and the bf16 fast mode; a tile sweep of the split engine and a sweep of the kernel's launch configurations;
+  split with the fused linear kernel (`fused_linear: true`) and with both, and the bf16 fast
+  mode; a tile sweep of the split engine and a sweep of the kernel's launch configurations;
+- single linears x·Wᵀ at the model's MLP widths in TFLOP/s: cuBLAS bf16, fp32 and split (with
+  and without chains), and the fused linear kernel at each `--linear-configs` launch;
 - the matmul bound: the 6·P·T FLOPs at the model's shapes in fp32, timed alone;
 - accuracy: single products at the model's widths against fp64 (plain fp32, split, split in one
-  chain: the ratios benchmarks/tensor_cores.py predicts); a 4-layer model at the same widths, the
+  chain: the ratios benchmarks/tensor_cores.py predicts; the fused linear kernel); a 4-layer model at the same widths, the
   worst max-normalised error of each exact mode (and of split in one chain) against an fp64
   per-sample loop, Finding 1 layer counts of split against ieee, and the fused kernel's Finding 1
   sums against the fp64 loop's; a sweep of the split products' chain lengths (time);
@@ -42,11 +45,12 @@ from timing import cli_run
 
 from lit_activation.architectures import model_config
 from lit_activation.counts import layer_counts
-from lit_activation.engine import EngineSettings, kernels, split, stream_taylor_scores
+from lit_activation.engine import EngineSettings, kernels, linear_kernel, split, stream_taylor_scores
 from lit_activation.engine.products import SplitProducts, pinned_matmul_precision, split_works_on
 from lit_activation.models import cache_dir, layer_map, linear_modules
 
 FUSED_FIELDS = ("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R", "CHAIN")
+LINEAR_FIELDS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_M")
 
 
 def fused_config(text: str) -> tuple[int, ...]:
@@ -54,6 +58,14 @@ def fused_config(text: str) -> tuple[int, ...]:
     values = tuple(int(v) for v in text.split(","))
     if len(values) not in (6, 7):
         raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(FUSED_FIELDS[:6])}[,CHAIN]")
+    return values
+
+
+def linear_config(text: str) -> tuple[int, ...]:
+    """One launch of the fused linear kernel: 6 comma-separated integers (LINEAR_FIELDS)."""
+    values = tuple(int(v) for v in text.split(","))
+    if len(values) != len(LINEAR_FIELDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(LINEAR_FIELDS)}")
     return values
 
 
@@ -119,14 +131,18 @@ def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
     del twin
     out: dict = {}
     means = {}
-    for matmul, chains in (("ieee", split.CHAIN_SCALE), ("split", split.CHAIN_SCALE), ("split_one_chain", 0)):
+    modes = {"ieee": (EngineSettings(matmul="ieee"), split.CHAIN_SCALE), "split": (EngineSettings(matmul="split"), split.CHAIN_SCALE),
+             "split_one_chain": (EngineSettings(matmul="split"), 0)}
+    if kernels.available(torch.device(device)):
+        modes["split_fused_linear"] = (EngineSettings(matmul="split", fused_linear=True), split.CHAIN_SCALE)
+    for matmul, (settings, chains) in modes.items():
         got: dict[str, torch.Tensor] = {}
 
         def keep(tile, got=got) -> None:  # noqa: ANN001
             got.setdefault(tile.name, torch.zeros((samples, *linear_modules(model)[tile.name].weight.shape), device=device))[:, tile.rows] = tile.scores()
 
         with mock.patch.object(split, "CHAIN_SCALE", chains):  # one chain over all of K: the layout without chains
-            stream_taylor_scores(model, ids, torch.ones_like(ids), keep, EngineSettings(matmul=matmul.removesuffix("_one_chain")))
+            stream_taylor_scores(model, ids, torch.ones_like(ids), keep, settings)
         worst = max(float((got[n][r].double() - ref[n]).abs().max() / ref[n].abs().max()) for r, ref in enumerate(reference) for n in ref)
         out[f"max_normalised_error_{matmul}"] = worst
         means[matmul] = {n: g.mean(0) for n, g in got.items()}
@@ -149,7 +165,7 @@ def accuracy(directory: Path, device: str, tokens: int, samples: int) -> dict:
 def product_errors(device: str, widths: tuple[int, ...] = (4096, 11008), positions: int = 128, rows: int = 1024) -> dict:
     """Median relative error against fp64 of single products at the model's widths, on the device:
     plain fp32 (cuBLAS on CUDA cores), split with chains (the default) and, for x·Wᵀ, split with one
-    chain over all of K (G_s at 128 positions is one chain either way). benchmarks/tensor_cores.py
+    chain over all of K (G_s at 128 positions is one chain either way) and the fused linear kernel. benchmarks/tensor_cores.py
     predicts these ratios from a model of the tensor cores."""
     g = torch.Generator().manual_seed(3)
     out: dict = {}
@@ -163,6 +179,8 @@ def product_errors(device: str, widths: tuple[int, ...] = (4096, 11008), positio
             row = {"ieee": median(xd @ wd.float().t(), exact), "split": median(split.split_linear(xd, wd), exact)}
             with mock.patch.object(split, "CHAIN_SCALE", 0):
                 row["split_one_chain"] = median(split.split_linear(xd, wd), exact)
+            if kernels.available(xd.device):  # the fused linear kernel: parts split and chains promoted in registers
+                row["fused_split"] = median(linear_kernel.linear(xd, wd, True), exact)
             out[f"x·Wᵀ K={k}"] = row
         delta, x = torch.randn(8, 256, positions, generator=g), torch.randn(8, positions, 512, generator=g)
         exact = delta.double() @ x.double()
@@ -174,6 +192,49 @@ def product_errors(device: str, widths: tuple[int, ...] = (4096, 11008), positio
         row.update({f"{key}_over_ieee": value / row["ieee"] for key, value in list(row.items()) if key != "ieee"})
     print(json.dumps({"product_median_errors": out}, indent=2), flush=True)
     return out
+
+
+def linear_speeds(device: str, configs: list[tuple[int, ...]], shapes: tuple[tuple[int, int], ...] = ((4096, 11008), (11008, 4096)), rows: int = 1024) -> dict:
+    """TFLOP/s of one scored linear's x·Wᵀ at the model's widths (bf16 weight, `rows` tokens): cuBLAS
+    in bf16 (not exact: the tensor cores' ceiling), in fp32 from the upcast weight, split from bf16
+    parts (engine/split.py), and the fused linear kernel split and IEEE, at each launch in `configs`.
+    What the chains cost and whether the kernel beats cuBLAS's split, below any end-to-end row.
+    `shapes`: (K, N) pairs, Llama-2-7B's MLP widths by default."""
+    g = torch.Generator().manual_seed(4)
+    out: dict = {}
+    for k, n in shapes:
+        x, w = torch.randn(rows, k, generator=g).to(device), (torch.randn(n, k, generator=g) * 0.02).bfloat16().to(device)
+        flops = 2 * rows * n * k
+        ways: dict[str, Callable[[], object]] = {
+            "cuBLAS bf16": lambda x=x, w=w: x.bfloat16() @ w.t(),
+            "cuBLAS fp32 (ieee)": lambda x=x, w=w: x @ w.float().t(),
+            "split, cuBLAS": lambda x=x, w=w: split.split_linear(x, w),
+        }
+        row = {}
+        with pinned_matmul_precision():
+            for label, run in ways.items():
+                row[label] = _tflops(label, run, device, flops)
+            with mock.patch.object(split, "CHAIN_SCALE", 0):
+                row["split, one chain, cuBLAS"] = _tflops("split, one chain", lambda x=x, w=w: split.split_linear(x, w), device, flops)  # what chains cost
+            if kernels.available(torch.device(device)):
+                for config in configs:
+                    with mock.patch.multiple(linear_kernel, **dict(zip(LINEAR_FIELDS, config, strict=True))):
+                        launch = "blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
+                        for mode in (True, False):
+                            label = f"fused {'split' if mode else 'ieee'}, {launch}"
+                            row[label] = _tflops(label, lambda x=x, w=w, mode=mode: linear_kernel.linear(x, w, mode), device, flops)
+        out[f"x·Wᵀ {rows}×{k} → {n}"] = row
+        print(json.dumps({f"linear TFLOP/s, {rows}×{k} → {n}": row}, indent=2), flush=True)
+    return out
+
+
+def _tflops(label: str, run: Callable[[], object], device: str, flops: int) -> float:
+    """TFLOP/s of `run` (best of a few), or NaN where it fails (a launch the GPU cannot hold)."""
+    try:
+        return flops / timed(run, device, 3) / 1e12
+    except Exception as error:  # noqa: BLE001 - one session on the GPU: the other figures still count
+        print(f"  {label}: failed, {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}", flush=True)
+        return math.nan
 
 
 def main() -> None:
@@ -191,6 +252,9 @@ def main() -> None:
                                  (128, 128, 32, 8, 3, 8, 1024)],
                         help="fused kernel launches to time besides the default one (the 'split + fused kernel' row): "
                         "BLOCK_R,BLOCK_C,BLOCK_K,NUM_WARPS,NUM_STAGES,GROUP_R[,CHAIN] each")
+    parser.add_argument("--linear-configs", type=linear_config, nargs="*",
+                        default=[(64, 64, 32, 4, 3, 8), (128, 128, 32, 8, 3, 8), (128, 128, 64, 8, 3, 8), (128, 64, 64, 4, 4, 8)],
+                        help="fused linear kernel launches whose x·Wᵀ speed is timed: " + ",".join(LINEAR_FIELDS) + " each")
     parser.add_argument("--chain-scales", type=int, nargs="*", default=[0, 32, 64], help="split.CHAIN_SCALE values timed besides the default "
                         "(chains of the power of two ≤ scale·√K; 0: one chain)")
     parser.add_argument("--cli-samples", type=int, default=80, help="num_samples per dataset of the CLI runs (4 datasets)")
@@ -201,6 +265,7 @@ def main() -> None:
     if args.toy:
         args.samples, args.batch, args.tokens, args.tiles, args.cli_samples = 4, 2, 16, [1, 4], 2
         args.fused_configs = [(16, 16, 16, 4, 3, 2), (16, 16, 16, 4, 3, 2, 64)]
+        args.linear_configs = [(16, 16, 16, 4, 3, 2)]
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "lit_activation_gpu_bench"
     directory = args.model_dir or args.make_model or work / "model"
     if args.make_model or not (directory / "config.json").is_file():
@@ -224,9 +289,11 @@ def main() -> None:
     table.add("paper's way, bf16 weights and grads", table.paper16)
     settings = {"engine, exact fp32, matmul ieee": EngineSettings(matmul="ieee"), "engine, exact fp32, matmul split": EngineSettings(matmul="split"),
                 "engine, bf16 fast mode": EngineSettings(compute_dtype="bfloat16")}
-    if kernels.available(torch.device(device)):  # the Triton kernel: off by default until these rows say it pays
+    if kernels.available(torch.device(device)):  # the Triton kernels: off by default until these rows say they pay
         settings["engine, exact fp32, split + fused kernel"] = EngineSettings(matmul="split", fused=True)
         settings["engine, exact fp32, ieee + fused kernel"] = EngineSettings(matmul="ieee", fused=True)
+        settings["engine, exact fp32, split + fused linears"] = EngineSettings(matmul="split", fused_linear=True)
+        settings["engine, exact fp32, split + both kernels"] = EngineSettings(matmul="split", fused=True, fused_linear=True)
     # False: the "split" rows ran plain fp32 products (the log has the probe's warning); a CPU emulates them
     report["split_products_run"] = device == "cpu" or split_works_on(torch.device(device))
     engine_seconds = {}
@@ -240,6 +307,7 @@ def main() -> None:
     if device == "cuda":
         torch.cuda.empty_cache()
     report["product_errors"] = product_errors(device, rows=64 if args.toy else 1024)
+    report["linear_tflops"] = linear_speeds(device, args.linear_configs, *(((64, 96), (96, 64)), 16) if args.toy else ())
     report["accuracy_4_layers"] = accuracy(small, device, args.tokens, min(4, args.samples))
     table.save()
     if not args.skip_cli:

@@ -9,7 +9,9 @@ prints its error against fp64 as a ratio to a CUDA-core fp32 GEMM's error on the
 for at most 2× the IEEE path. Layouts:
 - "largest first": the part products along K with x₀·y₀ first (this engine before the change);
 - "smallest first": the same parts in the opposite order, one chain over all of K;
-- "engine": smallest first and the full-scale products in chains of `chain_length(K)`.
+- "engine": smallest first and the full-scale products in chains of `chain_length(K)`;
+- "fused linear kernel": engine/linear_kernel.py's order (per K block the small part products
+  before x₀·W₀, chains of `kernel_chain(K)` promoted in fp32).
 
 What it shows is a model's prediction (engine/tensor_core.py follows MMA-Sim's published Hopper
 algorithm), not a measurement: benchmarks/gpu.py measures the same errors on the GPU itself
@@ -25,8 +27,9 @@ from unittest import mock
 import torch
 
 import lit_activation.engine.split as split
+from lit_activation.engine import linear_kernel
 from lit_activation.engine.products import SplitProducts
-from lit_activation.engine.tensor_core import cuda_core_matmul, tensor_core_bf16_matmul, tensor_core_matmul
+from lit_activation.engine.tensor_core import cuda_core_matmul, fused_linear_model, tensor_core_bf16_matmul, tensor_core_matmul
 
 
 def errors(y: torch.Tensor, exact: torch.Tensor) -> tuple[float, float]:
@@ -71,6 +74,7 @@ def linear_rows(k: int, rows: int, cols: int, seed: int) -> dict[str, Callable[[
         "cuda cores (fp32 FMA)": lambda: cuda_core_matmul(x, weight.float().t()),
         "smallest first": lambda: engine(0),
         "engine": engine,
+        "fused linear kernel": lambda: fused_linear_model(x, weight, linear_kernel.kernel_chain(k, 3), linear_kernel.BLOCK_K),
     }
 
 
@@ -90,7 +94,7 @@ def main() -> None:
             base = errors(rows["cuda cores (fp32 FMA)"](), exact)
             for layout, run in rows.items():
                 median, worst = errors(run(), exact)
-                chain = split.chain_length(k) if layout == "engine" else "-"
+                chain = {"engine": split.chain_length(k), "fused linear kernel": linear_kernel.kernel_chain(k, 3)}.get(layout, "-")
                 print(f"| {name} | {chain} | {layout} | {median:.2e} | {median / base[0]:.2f} | {worst:.2e} | {worst / base[1]:.2f} |", flush=True)
 
 

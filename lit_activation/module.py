@@ -38,7 +38,7 @@ class ActivationModule(LightningModule):
         dtype: the weights' stored dtype. bf16 halves their memory; scores stay exact fp32 with
             engine.compute_dtype float32.
         engine: how scores are computed (EngineSettings): target (D(s): max_logit, log_prob,
-            loss), compute_dtype, matmul (ieee / split / auto), tile_mb, checkpoint_blocks, fused.
+            loss), compute_dtype, matmul (ieee / split / auto), tile_mb, checkpoint_blocks, fused, fused_linear.
         check_memory: before loading the model, predict the run's peak memory (lit-activation
             plan) and stop with the numbers and remedies if it cannot fit. Costs a few seconds.
         trust_remote_code: off by default; only for models you trust.
@@ -76,8 +76,9 @@ class ActivationModule(LightningModule):
             return
         hp = self.hparams
         trainer = self._trainer
-        if self.engine.fused and trainer is not None:  # before the weights: one line if the kernel cannot run
-            check_fused(trainer.strategy.root_device)
+        for option in ("fused", "fused_linear"):  # before the weights: one line if a kernel cannot run
+            if getattr(self.engine, option) and trainer is not None:
+                check_fused(trainer.strategy.root_device, option)
         if hp.check_memory and trainer is not None:  # before the weights, not after an OOM
             self.memory_plan = plan_run(self, trainer.datamodule, trainer.callbacks, trainer)
             phase, peak = self.memory_plan.peak()

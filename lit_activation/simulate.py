@@ -122,8 +122,9 @@ def scoring_peak(
     for name, m in modules.items():
         cols = m.weight.shape[1]
         one_tile[name] = (0, min(m.weight.shape[0], tile_rows(tile_bytes, rows * cols * 4)))
-    # fused=False: the plain tile is counted, an upper bound of the fused kernel (which holds none)
-    simulated = replace(settings, target=d_target, tile_mb=tile_bytes / 2**20, rows=one_tile, fused=False)
+    # fused=False: the plain tile is counted, an upper bound of the fused kernel (which holds none);
+    # fused_linear=False: the plain products' temporaries bound the kernel's (its output only)
+    simulated = replace(settings, target=d_target, tile_mb=tile_bytes / 2**20, rows=one_tile, fused=False, fused_linear=False)
     run = lambda: scoring_pass(model, ids, mask, lambda tile: None, modules, simulated, True, split)  # noqa: E731
     return peak_bytes(run, mode, _state(model, ids, mask))
 

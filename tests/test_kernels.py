@@ -13,7 +13,7 @@ from test_precision import fp64_scores
 from test_scores import bf16_and_fp32_twin, padded_batch
 
 from lit_activation.cli import main
-from lit_activation.engine import EngineSettings, ScoreSum, kernels, stream_taylor_scores
+from lit_activation.engine import EngineSettings, ScoreSum, kernels, linear_kernel, stream_taylor_scores
 from lit_activation.engine.split import concat_left, concat_right, split_bf16
 from lit_activation.models import linear_modules
 from lit_activation.tiny import tiny_model
@@ -147,20 +147,23 @@ def test_a_fused_tile_forms_per_sample_values_when_a_consumer_reads_them():
         torch.testing.assert_close(seen[(True, *key)], value, rtol=0, atol=0)
 
 
-def test_fused_off_cuda_without_the_interpreter_is_one_clear_error(monkeypatch):
+@pytest.mark.parametrize("option", ["fused", "fused_linear"])
+def test_fused_off_cuda_without_the_interpreter_is_one_clear_error(monkeypatch, option):
     model = tiny_model("llama")
     ids, mask = padded_batch("right")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(ValueError, match="engine.fused: true runs on CUDA .*not on cpu; accepted here: false"):
-        stream_taylor_scores(model, ids, mask, lambda tile: None, EngineSettings(fused=True))
+    with pytest.raises(ValueError, match=f"engine.{option}: true runs on CUDA .*not on cpu; accepted here: false"):
+        stream_taylor_scores(model, ids, mask, lambda tile: None, EngineSettings(**{option: True}))
     monkeypatch.setattr(kernels, "triton", None)
-    with pytest.raises(ValueError, match="engine.fused: true needs triton"):
-        stream_taylor_scores(model, ids, mask, lambda tile: None, EngineSettings(fused=True))
+    with pytest.raises(ValueError, match=f"engine.{option}: true needs triton"):
+        stream_taylor_scores(model, ids, mask, lambda tile: None, EngineSettings(**{option: True}))
 
 
-def test_a_counts_run_under_lightning_goes_through_the_kernel(tmp_path, bench_files, monkeypatch):
-    """The option reaches the run: every tile of a Finding 1 run is reduced by the kernel (its
-    numbers are checked against fp64 above), and the counts are written."""
+@pytest.mark.parametrize("option", ["fused", "fused_linear"])
+def test_a_counts_run_under_lightning_goes_through_the_kernel(tmp_path, bench_files, monkeypatch, option):
+    """The option reaches the run: every tile of a Finding 1 run is reduced by the kernel, or every
+    linear's forward and backward runs through the linear one (their numbers are checked against
+    fp64 above and in test_linear_kernel.py), and the counts are written."""
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -169,9 +172,10 @@ def test_a_counts_run_under_lightning_goes_through_the_kernel(tmp_path, bench_fi
     from lit_activation.module import ActivationModule
 
     calls = []
-    fused = kernels.weighted_abs_sum
+    fused, linear = kernels.weighted_abs_sum, linear_kernel.linear
     monkeypatch.setattr("lit_activation.engine.scores.weighted_abs_sum", lambda *a: calls.append(a[0].shape) or fused(*a))
-    module = ActivationModule(model="tiny-llama", engine=EngineSettings(fused=True))
+    monkeypatch.setattr(linear_kernel, "linear", lambda *a: calls.append(a[0].shape) or linear(*a))
+    module = ActivationModule(model="tiny-llama", engine=EngineSettings(**{option: True}))
     dm = ActivationDataModule(["boolq", "mmlu"], data_files=bench_files, num_samples=4, batch_size=2, max_length=64)
     trainer = Trainer(
         accelerator="cpu", devices=1, inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t"),
@@ -180,15 +184,19 @@ def test_a_counts_run_under_lightning_goes_through_the_kernel(tmp_path, bench_fi
     trainer.predict(module, datamodule=dm, return_predictions=False)
     counts = json.loads((tmp_path / "t" / "version_0" / "counts.json").read_text())
     assert {name: d["n_samples"] for name, d in counts["datasets"].items()} == {"boolq": 4, "mmlu": 4}
-    assert len(calls) == 4 * len(module.scored_modules)  # 2 datasets × 2 batches × every module (one tile each)
+    if option == "fused":
+        assert len(calls) == 4 * len(module.scored_modules)  # 2 datasets × 2 batches × every module (one tile each)
+    else:  # every linear, lm_head included, forward and backward, per batch
+        assert len(calls) == 4 * 2 * sum(isinstance(m, torch.nn.Linear) for m in module.model.modules())
 
 
-def test_the_cli_refuses_fused_where_it_cannot_run_before_loading(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("option", ["fused", "fused_linear"])
+def test_the_cli_refuses_fused_where_it_cannot_run_before_loading(tmp_path, monkeypatch, capsys, option):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("lit_activation.module.load_causal_lm", lambda *a: pytest.fail("loaded the model before refusing"))
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--config", str(ROOT / "configs" / "counts_embedded.yaml"), "--model.engine.fused", "true", "--trainer.accelerator", "cpu"])
+        main(["predict", "--config", str(ROOT / "configs" / "counts_embedded.yaml"), f"--model.engine.{option}", "true", "--trainer.accelerator", "cpu"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "error: engine.fused: true runs on CUDA (or under TRITON_INTERPRET=1), not on cpu; accepted here: false"
+    assert err[-1] == f"error: engine.{option}: true runs on CUDA (or under TRITON_INTERPRET=1), not on cpu; accepted here: false"

@@ -6,6 +6,7 @@
 - split.py      the split-precision algebra (bf16 parts, fp32 accuracy on tensor cores)
 - tensor_core.py  a bit-level model of how a tensor core adds, for tests and benchmarks
 - kernels.py    a fused Triton kernel for Finding 1's reduction |W| ⊙ Σ_s |G_s| (CUDA; opt-in)
+- linear_kernel.py  a fused Triton kernel for the linears' fp32 products, split in registers (CUDA; opt-in)
 - precision.py  fp32 compute from bf16/fp16 weights without an fp32 copy of the model
 - targets.py    D(s): max_logit, log_prob, the chunked loss
 - tiling.py     how much of a module one tile holds

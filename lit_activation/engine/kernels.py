@@ -44,19 +44,20 @@ def available(device: torch.device) -> bool:
     """Whether the kernel runs on `device`: CUDA with triton, or any device under TRITON_INTERPRET=1."""
     if triton is None:
         return False
-    return device.type == "cuda" or _interpreted()
+    return device.type == "cuda" or interpreted()
 
 
-def check_fused(device: torch.device) -> bool:
-    """True when the kernel runs on `device`; else one line naming what is missing (ValueError)."""
+def check_fused(device: torch.device, option: str = "fused") -> bool:
+    """True when the engine's Triton kernels run on `device`; else one line naming the option
+    (`engine.<option>`) and what is missing (ValueError)."""
     if triton is None:
-        raise ValueError("engine.fused: true needs triton (a CUDA build of torch ships it); accepted on this machine: false")
+        raise ValueError(f"engine.{option}: true needs triton (a CUDA build of torch ships it); accepted on this machine: false")
     if not available(device):
-        raise ValueError(f"engine.fused: true runs on CUDA (or under TRITON_INTERPRET=1), not on {device.type}; accepted here: false")
+        raise ValueError(f"engine.{option}: true runs on CUDA (or under TRITON_INTERPRET=1), not on {device.type}; accepted here: false")
     return True
 
 
-def _interpreted() -> bool:
+def interpreted() -> bool:
     # Triton's CPU interpreter (3.9) multiplies bf16 operands of tl.dot as raw bit patterns; there
     # the parts are upcast first, which changes nothing: a product of two bf16 values is exact in fp32.
     return os.environ.get("TRITON_INTERPRET") == "1"
@@ -65,18 +66,24 @@ def _interpreted() -> bool:
 if triton is not None:
 
     @triton.jit
-    def _weighted_abs_sum(
-        a, b, w, out, batch, n_rows, n_cols, k,
-        a_s, a_r, a_k, b_s, b_k, b_c, w_r, w_c, o_r, o_c,
-        IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
-        CHAIN_K: tl.constexpr,  # noqa: N803
-    ):  # fmt: skip
+    def program_block(n_rows, n_cols, BR: tl.constexpr, BC: tl.constexpr, GROUP: tl.constexpr):  # noqa: N803
+        """The output rows and columns of this program: GROUP row blocks at a time, column by column."""
         row_blocks, col_blocks = tl.cdiv(n_rows, BR), tl.cdiv(n_cols, BC)
         pid, per_group = tl.program_id(0), GROUP * col_blocks
         first = (pid // per_group) * GROUP  # the group's first row block
         height = tl.minimum(row_blocks - first, GROUP)  # the last group may be shorter
         rows = (first + (pid % per_group) % height) * BR + tl.arange(0, BR)
         cols = ((pid % per_group) // height) * BC + tl.arange(0, BC)
+        return rows, cols
+
+    @triton.jit
+    def _weighted_abs_sum(
+        a, b, w, out, batch, n_rows, n_cols, k,
+        a_s, a_r, a_k, b_s, b_k, b_c, w_r, w_c, o_r, o_c,
+        IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
+        CHAIN_K: tl.constexpr,  # noqa: N803
+    ):  # fmt: skip
+        rows, cols = program_block(n_rows, n_cols, BR, BC, GROUP)
         ks = tl.arange(0, BK)
         in_rows, in_cols = rows[:, None] < n_rows, cols[None, :] < n_cols
         total = tl.zeros((BR, BC), dtype=tl.float32)
@@ -120,7 +127,7 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     _weighted_abs_sum[grid](
         left, right, abs_weight, out, batch, n_rows, n_cols, k,
         *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
-        IEEE=left.dtype == torch.float32, UPCAST=_interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R, CHAIN_K=CHAIN,
+        IEEE=left.dtype == torch.float32, UPCAST=interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R, CHAIN_K=CHAIN,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_activation.engine import linear_kernel
 from lit_activation.engine.split import chained_matmul, concat_left, concat_right, split_bf16, split_linear
 from lit_activation.engine.tiling import row_tiles, tile_rows
 
@@ -112,13 +113,39 @@ class SplitLinear(torch.autograd.Function):
         return split_linear(grad_out.float(), weight.t()), None, None, None
 
 
+class KernelLinear(torch.autograd.Function):
+    """y = x Wᵀ + b in fp32 through the fused linear kernel (engine/linear_kernel.py), forward and
+    backward (δ·W: the same kernel on Wᵀ, a view). Only the stored weight is saved; the weight is
+    frozen, so only the input gradient is formed."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, split: bool) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.split = split
+        out = linear_kernel.linear(x.float(), weight, split)
+        return out if bias is None else out + bias.float()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+        (weight,) = ctx.saved_tensors
+        return linear_kernel.linear(grad_out.float(), weight.t(), ctx.split), None, None, None
+
+
 class IEEEProducts:
-    """Plain products in the compute dtype: fp32 on CUDA cores or a CPU, or the explicit bf16/fp16 mode."""
+    """Plain products in the compute dtype: fp32 on CUDA cores or a CPU, or the explicit bf16/fp16 mode.
+
+    fused_linear: the fp32 linears run through the fused linear kernel (CUDA, or Triton's interpreter).
+    """
 
     split = False
 
+    def __init__(self, fused_linear: bool = False) -> None:
+        self.fused_linear = fused_linear
+
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, tile_bytes: int) -> Tensor:
         """x·Wᵀ + b in x's dtype; a stored low-precision W is upcast one row tile at a time."""
+        if self.fused_linear and x.dtype == torch.float32:
+            return KernelLinear.apply(x, weight, bias, self.split)
         if weight.dtype == x.dtype:
             return F.linear(x, weight, bias)
         bias = None if bias is None else bias.to(x.dtype)
@@ -147,10 +174,13 @@ class SplitProducts(IEEEProducts):
 
     split = True
 
-    def __init__(self, weights_bf16: bool = False) -> None:
+    def __init__(self, weights_bf16: bool = False, fused_linear: bool = False) -> None:
+        super().__init__(fused_linear)
         self.weights_bf16 = weights_bf16
 
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, tile_bytes: int) -> Tensor:
+        if self.fused_linear:  # a weight holding bf16 values is one exact part in the kernel too
+            return KernelLinear.apply(x, weight.to(torch.bfloat16) if self.weights_bf16 else weight, bias, True)
         return SplitLinear.apply(x, weight, bias, self.weights_bf16)
 
     def gradient_operands(self, by_row: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,9 +195,10 @@ class SplitProducts(IEEEProducts):
         return chained_matmul(rows, other, full=positions, out=out)
 
 
-def products_for(split: bool, weights_bf16: bool = False) -> IEEEProducts:
-    """The products of a pass: bf16 parts (`split`; `weights_bf16`: weights exact in one part) or plain."""
-    return SplitProducts(weights_bf16) if split else IEEEProducts()
+def products_for(split: bool, weights_bf16: bool = False, fused_linear: bool = False) -> IEEEProducts:
+    """The products of a pass: bf16 parts (`split`; `weights_bf16`: weights exact in one part) or
+    plain; `fused_linear`: the linears through the fused linear kernel."""
+    return SplitProducts(weights_bf16, fused_linear) if split else IEEEProducts(fused_linear)
 
 
 _CHECKED: dict[str, bool] = {}

@@ -304,8 +304,9 @@ def scoring_pass(
     if split is None:  # a device's first split pass checks the products against fp64 (products.py)
         split = settings.split_products(input_ids.device) and (not input_ids.is_cuda or split_works_on(input_ids.device))
     fused = settings.fused and check_fused(input_ids.device)
+    fused_linear = settings.fused_linear and check_fused(input_ids.device, "fused_linear")
     linears = [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1D))]
-    products = products_for(split, weights_bf16=all(m.weight.dtype == torch.bfloat16 for m in linears))
+    products = products_for(split, all(m.weight.dtype == torch.bfloat16 for m in linears), fused_linear)
     embeds: list[Tensor] = []
     hidden: list[Tensor] = []
     recompute = BlockRecompute() if settings.checkpoint_blocks else None

@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lit_activation.engine.split import split_bf16
+
 STEP = 16  # products per Hopper bf16 wgmma step (m64nNk16)
 FRACTION_BITS = 25  # alignment width of a step's addends, below the largest one's leading bit
 
@@ -95,3 +97,20 @@ def cuda_core_matmul(a: Tensor, b: Tensor) -> Tensor:
         # the product of two fp32 values is exact in fp64
         acc = (acc.double() + a[..., :, k, None] * b[..., None, k, :]).float()
     return acc
+
+
+def fused_linear_model(x: Tensor, weight: Tensor, chain: int, block_k: int) -> Tensor:
+    """x·Wᵀ summed in the order engine/linear_kernel.py documents, on the model above: per K block
+    of `block_k`, the small part products before x₀·W₀; each chain of `chain` of K from zero; the
+    chains' sums added in IEEE fp32 (the kernel's promotion). x: (M, K), weight: (N, K); fp32 result."""
+    xp, wp = split_bf16(x.float()), split_bf16(weight)
+    kept = [(2, 0), (1, 0)] if len(wp) == 1 else [(0, 2), (1, 1), (2, 0), (0, 1), (1, 0)]
+    order = [*kept, (0, 0)]
+    total = torch.zeros(x.shape[0], weight.shape[0])
+    for c0 in range(0, x.shape[1], chain):
+        end = min(c0 + chain, x.shape[1])
+        blocks = [slice(k0, min(k0 + block_k, end)) for k0 in range(c0, end, block_k)]
+        left = torch.cat([xp[i][:, b] for b in blocks for i, _ in order], dim=1)
+        right = torch.cat([wp[j][:, b] for b in blocks for _, j in order], dim=1)
+        total = (total.double() + tensor_core_matmul(left, right.t()).double()).float()
+    return total

@@ -1,0 +1,123 @@
+"""One Triton kernel for a scored linear's fp32 products x·Wᵀ and δ·W, split in registers.
+
+The cuBLAS path (engine/split.py's `split_linear`) forms the bf16 parts of x in memory, runs a GEMM
+per group of part products, and adds every further full-scale chain in a GEMM epilogue: at
+K = 11008 that is 11 passes over the fp32 output. Here each program loads an fp32 block of x once,
+splits it into its three bf16 parts in registers, multiplies the part products on tensor cores and
+promotes its chain accumulator into an fp32 total every `chain` of K: one pass over x, W and the
+output, with no parts in memory. A weight stored in bf16 is one exact part (3 part products per
+block); any other weight is split too (6).
+
+Order within a chain, as engine/split.py lays it along K: the small part products of a K block
+before its full-scale x₀·W₀, and a chain no longer than `chain_length(K)` in tensor-core steps,
+all part products counted (engine/tensor_core.py models the truncation that rule bounds).
+With `split=False` the same kernel forms IEEE fp32 products on CUDA cores from a stored bf16
+weight upcast in registers (no upcast tile in memory).
+
+Opt-in (`EngineSettings.fused_linear`) until benchmarks/gpu.py has timed it against cuBLAS.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lit_activation.engine import kernels
+from lit_activation.engine.split import chain_length, pairs
+
+if kernels.triton is not None:
+    import triton
+    import triton.language as tl
+
+    from lit_activation.engine.kernels import program_block
+
+BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32  # a first choice, to be tuned on a GPU (benchmarks/gpu.py)
+NUM_WARPS, NUM_STAGES, GROUP_M = 4, 3, 8
+
+
+def kernel_chain(k: int, products: int, block_k: int | None = None) -> int:
+    """How much of K one chain accumulator sums before it is promoted into the fp32 total: with
+    `products` part products per K block, at most chain_length(k) products' worth of K (a
+    multiple of the K block, at least one block)."""
+    block_k = block_k or BLOCK_K
+    return max(block_k, chain_length(k) // products // block_k * block_k)
+
+
+if kernels.triton is not None:
+
+    @triton.jit
+    def _dot(a, b, acc, UPCAST: tl.constexpr):  # noqa: N803
+        if UPCAST:  # the interpreter's bf16 dot is wrong (kernels.interpreted); the products are exact in fp32
+            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        return tl.dot(a, b, acc)
+
+    @triton.jit
+    def _parts(v):
+        """The three bf16 parts of fp32 v (engine/split.py's split_bf16, in registers)."""
+        p0 = v.to(tl.bfloat16)
+        rest = v - p0.to(tl.float32)
+        p1 = rest.to(tl.bfloat16)
+        return p0, p1, (rest - p1.to(tl.float32)).to(tl.bfloat16)
+
+    @triton.jit
+    def _linear(
+        x, w, out, m, n, k, chain_k,
+        x_m, x_k, w_n, w_k, o_m, o_n,
+        SPLIT: tl.constexpr, W_PARTS: tl.constexpr, UPCAST: tl.constexpr,  # noqa: N803
+        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
+    ):  # fmt: skip
+        rows, cols = program_block(m, n, BM, BN, GROUP)
+        ks = tl.arange(0, BK)
+        in_rows, in_cols = rows[:, None] < m, cols[None, :] < n
+        total = tl.zeros((BM, BN), dtype=tl.float32)
+        for c0 in range(0, k, chain_k):
+            chain = tl.zeros((BM, BN), dtype=tl.float32)
+            for k0 in range(c0, tl.minimum(c0 + chain_k, k), BK):
+                kk = k0 + ks
+                xb = tl.load(x + rows[:, None] * x_m + kk[None, :] * x_k, mask=in_rows & (kk[None, :] < k), other=0.0)
+                wb = tl.load(w + kk[:, None] * w_k + cols[None, :] * w_n, mask=(kk[:, None] < k) & in_cols, other=0.0)
+                if SPLIT:
+                    x0, x1, x2 = _parts(xb)
+                    if W_PARTS == 1:  # a bf16 weight: exact as it is
+                        w0 = wb
+                        chain = _dot(x2, w0, chain, UPCAST)
+                        chain = _dot(x1, w0, chain, UPCAST)
+                    else:  # split.pairs(3, 3), smallest first
+                        w0, w1, w2 = _parts(wb.to(tl.float32))
+                        chain = _dot(x0, w2, chain, UPCAST)
+                        chain = _dot(x1, w1, chain, UPCAST)
+                        chain = _dot(x2, w0, chain, UPCAST)
+                        chain = _dot(x0, w1, chain, UPCAST)
+                        chain = _dot(x1, w0, chain, UPCAST)
+                    chain = _dot(x0, w0, chain, UPCAST)
+                else:  # IEEE fp32 products (CUDA cores), the weight upcast in registers
+                    chain = tl.dot(xb, wb.to(tl.float32), chain, input_precision="ieee")
+            total += chain  # promotion: one IEEE fp32 addition per chain
+        tl.store(out + rows[:, None] * o_m + cols[None, :] * o_n, total, mask=in_rows & in_cols)
+
+
+def linear(x: Tensor, weight: Tensor, split: bool) -> Tensor:
+    """x @ weightᵀ in fp32 in one kernel: from bf16 parts split in registers (`split`), else IEEE fp32.
+
+    x: (..., K) fp32; weight: (N, K) in any float dtype and any strides (`W.t()` gives δ·W).
+    Returns fp32 (..., N), to fp32 accuracy either way.
+    """
+    if kernels.triton is None:
+        raise RuntimeError("the fused linear kernel needs triton (pip install triton)")
+    if x.dtype != torch.float32:
+        raise ValueError(f"the fused linear kernel takes float32 inputs (the engine's fp32 compute); got {x.dtype}")
+    k = x.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != k:
+        raise ValueError(f"shapes do not match: x {tuple(x.shape)} and weight {tuple(weight.shape)} (N, {k})")
+    flat = x.reshape(-1, k)
+    m, n = flat.shape[0], weight.shape[0]
+    out = torch.empty(m, n, dtype=torch.float32, device=x.device)
+    w_parts = 1 if weight.dtype == torch.bfloat16 else 3
+    chain = kernel_chain(k, len(pairs(3, w_parts))) if split else -(-k // BLOCK_K) * BLOCK_K
+    grid = (triton.cdiv(m, BLOCK_M) * triton.cdiv(n, BLOCK_N),)
+    _linear[grid](
+        flat, weight, out, m, n, k, chain, *flat.stride(), *weight.stride(), *out.stride(),
+        SPLIT=split, W_PARTS=w_parts, UPCAST=kernels.interpreted(), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, GROUP=GROUP_M,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )  # fmt: skip
+    return out.reshape(*x.shape[:-1], n)
