@@ -11,7 +11,8 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
   split with the fused linear kernel (`fused_linear: true`) and with both, and the bf16 fast
   mode; a tile sweep of the split engine and a sweep of the kernel's launch configurations;
 - single linears x·Wᵀ at the model's MLP widths in TFLOP/s: cuBLAS bf16, fp32 and split (with
-  and without chains), and the fused linear kernel at each `--linear-configs` launch;
+  and without chains), and the fused linear kernel at each `--linear-configs` launch (the
+  launches benchmarks/compile_check.py compiles without spills here);
 - the matmul bound: the 6·P·T FLOPs at the model's shapes in fp32, timed alone;
 - accuracy: single products at the model's widths against fp64 (plain fp32, split, split in one
   chain: the ratios benchmarks/tensor_cores.py predicts; the fused linear kernel); a 4-layer model at the same widths, the
@@ -49,15 +50,21 @@ from lit_activation.engine import EngineSettings, kernels, linear_kernel, split,
 from lit_activation.engine.products import SplitProducts, pinned_matmul_precision, split_works_on
 from lit_activation.models import cache_dir, layer_map, linear_modules
 
-FUSED_FIELDS = ("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R", "CHAIN")
+FUSED_FIELDS = ("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R")
 LINEAR_FIELDS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_M")
+# the launches timed besides each kernel's default (benchmarks/compile_check.py compiles them all here first)
+# (none spills registers on sm_90 with split products; the linear kernel's default comes first)
+FUSED_CONFIGS = [(64, 64, 32, 4, 3, 8), (128, 64, 32, 8, 3, 8), (64, 128, 64, 8, 3, 8), (64, 128, 32, 8, 3, 1), (64, 128, 32, 8, 4, 8)]
+LINEAR_CONFIGS = [
+    (128, 128, 32, 8, 3, 8), (128, 128, 32, 8, 4, 8), (128, 128, 32, 8, 3, 1), (64, 128, 32, 8, 3, 8), (128, 64, 32, 8, 3, 8), (64, 64, 32, 4, 3, 8),
+]
 
 
 def fused_config(text: str) -> tuple[int, ...]:
-    """One launch of the fused kernel: 6 or 7 comma-separated integers (FUSED_FIELDS)."""
+    """One launch of the fused kernel: 6 comma-separated integers (FUSED_FIELDS)."""
     values = tuple(int(v) for v in text.split(","))
-    if len(values) not in (6, 7):
-        raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(FUSED_FIELDS[:6])}[,CHAIN]")
+    if len(values) != len(FUSED_FIELDS):
+        raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(FUSED_FIELDS)}")
     return values
 
 
@@ -180,7 +187,7 @@ def product_errors(device: str, widths: tuple[int, ...] = (4096, 11008), positio
             with mock.patch.object(split, "CHAIN_SCALE", 0):
                 row["split_one_chain"] = median(split.split_linear(xd, wd), exact)
             if kernels.available(xd.device):  # the fused linear kernel: parts split and chains promoted in registers
-                row["fused_split"] = median(linear_kernel.linear(xd, wd, True), exact)
+                row["fused_split"] = median(linear_kernel.linear(xd, wd), exact)
             out[f"x·Wᵀ K={k}"] = row
         delta, x = torch.randn(8, 256, positions, generator=g), torch.randn(8, positions, 512, generator=g)
         exact = delta.double() @ x.double()
@@ -197,7 +204,7 @@ def product_errors(device: str, widths: tuple[int, ...] = (4096, 11008), positio
 def linear_speeds(device: str, configs: list[tuple[int, ...]], shapes: tuple[tuple[int, int], ...] = ((4096, 11008), (11008, 4096)), rows: int = 1024) -> dict:
     """TFLOP/s of one scored linear's x·Wᵀ at the model's widths (bf16 weight, `rows` tokens): cuBLAS
     in bf16 (not exact: the tensor cores' ceiling), in fp32 from the upcast weight, split from bf16
-    parts (engine/split.py), and the fused linear kernel split and IEEE, at each launch in `configs`.
+    parts (engine/split.py), and the fused linear kernel at each launch in `configs`.
     What the chains cost and whether the kernel beats cuBLAS's split, below any end-to-end row.
     `shapes`: (K, N) pairs, Llama-2-7B's MLP widths by default."""
     g = torch.Generator().manual_seed(4)
@@ -219,10 +226,8 @@ def linear_speeds(device: str, configs: list[tuple[int, ...]], shapes: tuple[tup
             if kernels.available(torch.device(device)):
                 for config in configs:
                     with mock.patch.multiple(linear_kernel, **dict(zip(LINEAR_FIELDS, config, strict=True))):
-                        launch = "blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
-                        for mode in (True, False):
-                            label = f"fused {'split' if mode else 'ieee'}, {launch}"
-                            row[label] = _tflops(label, lambda x=x, w=w, mode=mode: linear_kernel.linear(x, w, mode), device, flops)
+                        label = "fused split, blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
+                        row[label] = _tflops(label, lambda x=x, w=w: linear_kernel.linear(x, w), device, flops)
         out[f"x·Wᵀ {rows}×{k} → {n}"] = row
         print(json.dumps({f"linear TFLOP/s, {rows}×{k} → {n}": row}, indent=2), flush=True)
     return out
@@ -247,13 +252,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--tiles", type=float, nargs="*", default=[64, 256, 1024, 4096], help="tile budgets (MB) of the sweep")
-    parser.add_argument("--fused-configs", type=fused_config, nargs="*",
-                        default=[(128, 64, 32, 4, 3, 8), (128, 128, 32, 8, 3, 8), (128, 128, 32, 8, 3, 1), (128, 128, 64, 8, 3, 8), (64, 64, 64, 4, 4, 8),
-                                 (128, 128, 32, 8, 3, 8, 1024)],
+    parser.add_argument("--fused-configs", type=fused_config, nargs="*", default=FUSED_CONFIGS,
                         help="fused kernel launches to time besides the default one (the 'split + fused kernel' row): "
-                        "BLOCK_R,BLOCK_C,BLOCK_K,NUM_WARPS,NUM_STAGES,GROUP_R[,CHAIN] each")
-    parser.add_argument("--linear-configs", type=linear_config, nargs="*",
-                        default=[(64, 64, 32, 4, 3, 8), (128, 128, 32, 8, 3, 8), (128, 128, 64, 8, 3, 8), (128, 64, 64, 4, 4, 8)],
+                        + ",".join(FUSED_FIELDS) + " each")
+    parser.add_argument("--linear-configs", type=linear_config, nargs="*", default=LINEAR_CONFIGS,
                         help="fused linear kernel launches whose x·Wᵀ speed is timed: " + ",".join(LINEAR_FIELDS) + " each")
     parser.add_argument("--chain-scales", type=int, nargs="*", default=[0, 32, 64], help="split.CHAIN_SCALE values timed besides the default "
                         "(chains of the power of two ≤ scale·√K; 0: one chain)")
@@ -264,7 +266,7 @@ def main() -> None:
     device = "cpu" if args.toy or not torch.cuda.is_available() else "cuda"
     if args.toy:
         args.samples, args.batch, args.tokens, args.tiles, args.cli_samples = 4, 2, 16, [1, 4], 2
-        args.fused_configs = [(16, 16, 16, 4, 3, 2), (16, 16, 16, 4, 3, 2, 64)]
+        args.fused_configs = [(16, 16, 16, 4, 3, 2)]
         args.linear_configs = [(16, 16, 16, 4, 3, 2)]
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "lit_activation_gpu_bench"
     directory = args.model_dir or args.make_model or work / "model"
@@ -326,9 +328,8 @@ def main() -> None:
         plain = run_batched(model, ids, args.batch, EngineSettings(matmul="split")).sums  # what every launch must give
         report["fused_sweep_max_normalised_difference_from_plain_split"] = differences = {}
         for config in args.fused_configs:
-            names = dict(zip(FUSED_FIELDS[: len(config)], config, strict=True))  # CHAIN is optional (the kernel's default)
+            names = dict(zip(FUSED_FIELDS, config, strict=True))
             label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
-            label += f", chains of {names['CHAIN']}" if "CHAIN" in names else ""
             last: list = []  # the last timed run's sums, checked below: a fast row with wrong numbers would mislead
 
             def run_fused(last: list = last) -> None:

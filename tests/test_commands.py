@@ -116,7 +116,7 @@ def test_header_overrides_parse_with_the_configs_command(tmp_path, monkeypatch):
         ("prune_uniform", ["--data.init_args.dataset", "boolq"], r"Perplexity needs running text; 'boolq' is a prompt set"),
         ("counts", ["--data.init_args.mode", "set"], r"mode 'set' takes exactly one set of texts, got \['boolq'"),
         ("sts", ["--model.engine.tile_mb", "0"], r"tile_mb must be > 0"),
-        ("counts", ["--model.engine.compute_dtype", "bfloat16", "--model.engine.fused_linear", "true"], r"fused_linear: true needs compute_dtype float32"),
+        ("counts", ["--model.engine.compute_dtype", "bfloat16", "--model.engine.fused_linear", "true"], r"fuses split products .* 'bfloat16'"),
     ],
     ids=["sparsity-1.5", "2of4-at-0.6", "calibration-samples-0", "perplexity-on-prompts", "set-of-five-datasets", "tile_mb-0", "fused_linear-in-bf16"],
 )

@@ -5,6 +5,9 @@ engine against an fp64 per-sample loop."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from test_precision import fp64_scores
 from test_scores import bf16_and_fp32_twin, padded_batch
 
 from lit_activation.cli import main
-from lit_activation.engine import EngineSettings, ScoreSum, kernels, linear_kernel, stream_taylor_scores
+from lit_activation.engine import EngineSettings, ScoreSum, kernels, linear_kernel, split, stream_taylor_scores
 from lit_activation.engine.split import concat_left, concat_right, split_bf16
 from lit_activation.models import linear_modules
 from lit_activation.tiny import tiny_model
@@ -71,21 +74,29 @@ def test_every_block_is_computed_once_whatever_the_program_grouping(group, monke
     kernel_matches_fp64(rows=83, k=20, cols=37, seed=group)
 
 
-@pytest.mark.parametrize("chain", [16, 32, 256])
-def test_chains_along_k_cover_every_k_once(chain, monkeypatch):
-    """K = 100 in chains of 16 or 32 (the last one short) or one chain: each K block is summed in
-    exactly one chain (a block in two, or in none, would miss the fp32 bound by far)."""
-    monkeypatch.setattr(kernels, "BLOCK_K", 16)
-    monkeypatch.setattr(kernels, "CHAIN", chain)
-    kernel_matches_fp64(rows=40, k=100, cols=30, seed=chain)
+@pytest.mark.parametrize(("positions", "chains"), [(60, 1), (100, 2), (300, 5)])
+def test_chains_along_k_cover_every_k_once(positions, chains, monkeypatch):
+    """Split operands (six part products along K) in the plain path's chains, made short here: the
+    small part products and the first chain in one accumulator, then chains of 64 (ALIGN 16) whose
+    ends fall inside K blocks of 32 (5 × positions + the first chain is no multiple of 32). Each K
+    entry must be summed in exactly one chain: one in two, or in none, misses fp64 by far. 60
+    positions: one chain."""
+    monkeypatch.setattr(split, "CHAIN_SCALE", 4)
+    monkeypatch.setattr(split, "MIN_CHAIN", 64)
+    monkeypatch.setattr(split, "ALIGN", 16)
+    step = split.chain_step(positions)
+    assert -(-positions // step) == chains and (5 * positions + step) % 32
+    g = torch.Generator().manual_seed(positions)
+    a, b, w = torch.randn(2, 40, positions, generator=g), torch.randn(2, positions, 30, generator=g), torch.rand(40, 30, generator=g)
+    exact, scale = fp64_reference(a, b, w)
+    left, right = concat_left(split_bf16(a), 3), concat_right(split_bf16(b), 3)
+    out = kernels.weighted_abs_sum(left, right, w, torch.full((40, 30), float("nan")), positions)
+    assert bool(((out.double() - exact).abs() <= 4 * positions * EPS32 * scale).all()), float(((out.double() - exact).abs() / scale).max())
 
 
-@pytest.mark.parametrize("chain", [48, 0])
-def test_a_chain_that_splits_a_k_block_is_refused(chain, monkeypatch):
-    monkeypatch.setattr(kernels, "BLOCK_K", 32)
-    monkeypatch.setattr(kernels, "CHAIN", chain)
-    with pytest.raises(ValueError, match=rf"CHAIN \({chain}\) must be a positive multiple of BLOCK_K \(32\)"):
-        kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 3, 2), torch.ones(2, 2), torch.empty(2, 2))
+def test_a_full_span_outside_k_is_refused():
+    with pytest.raises(ValueError, match=r"positions must be in 1\.\.3 \(the full-scale span of K\); got 4"):
+        kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 3, 2), torch.ones(2, 2), torch.empty(2, 2), 4)
 
 
 def test_weighted_abs_sum_takes_the_absolute_value_per_sample_before_the_batch_sum():
@@ -175,7 +186,7 @@ def test_a_counts_run_under_lightning_goes_through_the_kernel(tmp_path, bench_fi
     fused, linear = kernels.weighted_abs_sum, linear_kernel.linear
     monkeypatch.setattr("lit_activation.engine.scores.weighted_abs_sum", lambda *a: calls.append(a[0].shape) or fused(*a))
     monkeypatch.setattr(linear_kernel, "linear", lambda *a: calls.append(a[0].shape) or linear(*a))
-    module = ActivationModule(model="tiny-llama", engine=EngineSettings(**{option: True}))
+    module = ActivationModule(model="tiny-llama", engine=EngineSettings(**{option: True}, matmul="split"))
     dm = ActivationDataModule(["boolq", "mmlu"], data_files=bench_files, num_samples=4, batch_size=2, max_length=64)
     trainer = Trainer(
         accelerator="cpu", devices=1, inference_mode=False, logger=TensorBoardLogger(tmp_path, name="t"),
@@ -200,3 +211,20 @@ def test_the_cli_refuses_fused_where_it_cannot_run_before_loading(tmp_path, monk
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"error: engine.{option}: true runs on CUDA (or under TRITON_INTERPRET=1), not on cpu; accepted here: false"
+
+
+def test_the_kernels_compile_for_hopper_and_multiply_on_its_tensor_cores():
+    """The interpreter above runs the kernels' arithmetic but compiles nothing. Here Triton compiles
+    both kernels' default launches for sm_90 (H100/H200) without a GPU (its wheel ships ptxas), and
+    every split product must lower to Hopper's tensor-core instruction (wgmma), IEEE ones to none."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    done = subprocess.run([sys.executable, "benchmarks/compile_check.py", "--quick"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| weighted_abs_sum") or line.startswith("| linear")]
+    products = {(row[0].strip("| "), row[1]): int(row[6]) for row in rows}  # (kernel, products) -> wgmma instructions
+    assert set(products) == {
+        ("weighted_abs_sum", "split, one chain"), ("weighted_abs_sum", "split, chained"), ("weighted_abs_sum", "ieee"),
+        ("linear", "split, bf16 W"), ("linear", "split, fp32 W"),
+    }
+    assert all(count > 0 for (_, mode), count in products.items() if mode.startswith("split"))
+    assert products[("weighted_abs_sum", "ieee")] == 0

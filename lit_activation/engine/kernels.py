@@ -7,11 +7,12 @@ products. Here each program keeps one (rows, cols) block of one sample's product
 adds its absolute value to the block's batch sum, and multiplies by |W| before the only store.
 
 The operands are the engine's own (engine/products.py): fp32 ones are multiplied as IEEE fp32;
-bf16 parts laid along K (engine/split.py) give exact products summed in fp32, in chains of CHAIN
-along K (a tensor core truncates its sums; engine/tensor_core.py). So the result is the plain
-path's up to the order of fp32 additions. Triton is optional: `EngineSettings.fused` asks for
-the kernel, on CUDA. TRITON_INTERPRET=1, set before triton is first imported (the tests' conftest
-does), runs it on the CPU.
+bf16 parts laid along K (engine/split.py) give exact products summed in fp32, in the plain path's
+chains: the small part products and the first chain of full-scale ones in one accumulator, each
+further chain (long inputs only) summed from zero and added in fp32 (a tensor core truncates its
+sums; engine/tensor_core.py). So the result is the plain path's up to the order of fp32 additions.
+Triton is optional: `EngineSettings.fused` asks for the kernel, on CUDA. TRITON_INTERPRET=1, set
+before triton is first imported (the tests' conftest does), runs it on the CPU.
 """
 
 from __future__ import annotations
@@ -21,23 +22,22 @@ import os
 import torch
 from torch import Tensor
 
+from lit_activation.engine.split import chain_step
+
 try:  # a CUDA torch ships triton; the CPU wheel does not
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the installation
     triton = None
 
-BLOCK_R, BLOCK_C, BLOCK_K = 64, 64, 32  # tl.dot needs ≥ 16 per side; a first choice, to be tuned on a GPU
-NUM_WARPS, NUM_STAGES = 4, 3  # Triton's defaults; benchmarks/gpu.py sweeps them with the blocks
+# The largest tile that compiles for sm_90 without spilling registers (benchmarks/compile_check.py:
+# 173-233 registers; 128 × 128 spills in every chain mode); to be timed on a GPU (benchmarks/gpu.py).
+BLOCK_R, BLOCK_C, BLOCK_K = 64, 128, 32
+NUM_WARPS, NUM_STAGES = 8, 3
 # Programs run in groups of GROUP_R row blocks, column block by column block, so that a group's
 # operand rows stay in L2 while the columns stream past (a plain row-major order rereads them all
 # from HBM once per column block). 1 is row-major.
 GROUP_R = 8
-# Each sample's product is summed in chains of CHAIN along K, added to one another in fp32: a tensor
-# core truncates every step of a chain toward zero (engine/tensor_core.py), so a short chain keeps
-# the error at a CUDA-core GEMM's. In registers that is one addition per CHAIN of K; what the
-# shorter inner loop costs Triton's pipelining is for benchmarks/gpu.py's launch sweep to show.
-CHAIN = 256
 
 
 def available(device: torch.device) -> bool:
@@ -77,41 +77,54 @@ if triton is not None:
         return rows, cols
 
     @triton.jit
+    def _span_sum(
+        a, b, acc, s, start, stop, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c,
+        IEEE: tl.constexpr, UPCAST: tl.constexpr, BK: tl.constexpr,  # noqa: N803
+    ):  # fmt: skip
+        """acc + a_s[rows, start:stop] @ b_s[start:stop, cols]: blocks of BK, masked at `stop`, so a
+        block that straddles a chain's end is summed in that chain only up to it."""
+        ks = tl.arange(0, BK)
+        for k0 in range(start, stop, BK):
+            kk = k0 + ks
+            left = tl.load(a + s * a_s + rows[:, None] * a_r + kk[None, :] * a_k, mask=in_rows & (kk[None, :] < stop), other=0.0)
+            right = tl.load(b + s * b_s + kk[:, None] * b_k + cols[None, :] * b_c, mask=(kk[:, None] < stop) & in_cols, other=0.0)
+            if UPCAST:  # the same exact products in fp32 (see `interpreted`)
+                left, right = left.to(tl.float32), right.to(tl.float32)
+            if IEEE or UPCAST:  # fp32 operands: IEEE fp32 products, never TF32
+                acc = tl.dot(left, right, acc, input_precision="ieee")
+            else:  # bf16 parts: exact products, fp32 sums
+                acc = tl.dot(left, right, acc)
+        return acc
+
+    @triton.jit
     def _weighted_abs_sum(
-        a, b, w, out, batch, n_rows, n_cols, k,
+        a, b, w, out, batch, n_rows, n_cols, k, first, step,
         a_s, a_r, a_k, b_s, b_k, b_c, w_r, w_c, o_r, o_c,
         IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
-        CHAIN_K: tl.constexpr,  # noqa: N803
+        CHAINED: tl.constexpr,  # noqa: N803 - whether K goes beyond the first chain; without, one accumulator fewer
     ):  # fmt: skip
         rows, cols = program_block(n_rows, n_cols, BR, BC, GROUP)
-        ks = tl.arange(0, BK)
         in_rows, in_cols = rows[:, None] < n_rows, cols[None, :] < n_cols
         total = tl.zeros((BR, BC), dtype=tl.float32)
         for s in range(0, batch):
-            acc = tl.zeros((BR, BC), dtype=tl.float32)
-            for c0 in range(0, k, CHAIN_K):
-                chain = tl.zeros((BR, BC), dtype=tl.float32)
-                for k0 in range(c0, tl.minimum(c0 + CHAIN_K, k), BK):
-                    kk = k0 + ks
-                    left = tl.load(a + s * a_s + rows[:, None] * a_r + kk[None, :] * a_k, mask=in_rows & (kk[None, :] < k), other=0.0)
-                    right = tl.load(b + s * b_s + kk[:, None] * b_k + cols[None, :] * b_c, mask=(kk[:, None] < k) & in_cols, other=0.0)
-                    if UPCAST:  # the same exact products in fp32 (see `weighted_abs_sum`)
-                        left, right = left.to(tl.float32), right.to(tl.float32)
-                    if IEEE or UPCAST:  # fp32 operands: IEEE fp32 products, never TF32
-                        chain = tl.dot(left, right, chain, input_precision="ieee")
-                    else:  # bf16 parts: exact products, fp32 sums
-                        chain = tl.dot(left, right, chain)
-                acc += chain
+            zero = tl.zeros((BR, BC), dtype=tl.float32)
+            acc = _span_sum(a, b, zero, s, 0, first, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c, IEEE, UPCAST, BK)
+            if CHAINED:  # each further chain from zero, added in fp32
+                for c0 in range(first, k, step):
+                    stop = tl.minimum(c0 + step, k)
+                    acc += _span_sum(a, b, zero, s, c0, stop, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c, IEEE, UPCAST, BK)
             total += tl.abs(acc)
         weight = tl.load(w + rows[:, None] * w_r + cols[None, :] * w_c, mask=in_rows & in_cols, other=0.0)
         tl.store(out + rows[:, None] * o_r + cols[None, :] * o_c, total * weight, mask=in_rows & in_cols)
 
 
-def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tensor) -> Tensor:
+def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tensor, positions: int | None = None) -> Tensor:
     """out = |W| ⊙ Σ_s |left_s @ right_s|, without forming the (batch, rows, cols) products.
 
     left: (batch, rows, K), right: (batch, K, cols), both fp32 or both bf16 (parts along K);
-    abs_weight and out: (rows, cols) fp32 on the same device. Returns out.
+    abs_weight and out: (rows, cols) fp32 on the same device. positions: how much of K, at its
+    end, holds full-scale products, summed in chains as the plain path sums them (split.chain_step;
+    default: all of K). fp32 operands are summed in one chain (CUDA cores round to nearest). Returns out.
     """
     if triton is None:
         raise RuntimeError("the fused kernel needs triton (pip install triton)")
@@ -121,13 +134,17 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     n_cols = right.shape[-1]
     if right.shape[:2] != (batch, k) or abs_weight.shape != (n_rows, n_cols) or out.shape != (n_rows, n_cols):
         raise ValueError(f"shapes do not match: left {tuple(left.shape)}, right {tuple(right.shape)}, weight {tuple(abs_weight.shape)}, out {tuple(out.shape)}")
-    if CHAIN <= 0 or CHAIN % BLOCK_K:  # a K block must not straddle two chains (it would be summed in both)
-        raise ValueError(f"CHAIN ({CHAIN}) must be a positive multiple of BLOCK_K ({BLOCK_K})")
+    full = k if positions is None else positions
+    if not 0 < full <= k:
+        raise ValueError(f"positions must be in 1..{k} (the full-scale span of K); got {positions}")
+    ieee = left.dtype == torch.float32
+    step = k if ieee else chain_step(full)  # ≤ full
+    first = k if ieee else k - full + step  # the small part products and the first chain: one accumulator
     grid = (triton.cdiv(n_rows, BLOCK_R) * triton.cdiv(n_cols, BLOCK_C),)
     _weighted_abs_sum[grid](
-        left, right, abs_weight, out, batch, n_rows, n_cols, k,
+        left, right, abs_weight, out, batch, n_rows, n_cols, k, first, step,
         *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
-        IEEE=left.dtype == torch.float32, UPCAST=interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R, CHAIN_K=CHAIN,
+        IEEE=ieee, UPCAST=interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R, CHAINED=first < k,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out

@@ -11,8 +11,8 @@ block); any other weight is split too (6).
 Order within a chain, as engine/split.py lays it along K: the small part products of a K block
 before its full-scale x₀·W₀, and a chain no longer than `chain_length(K)` in tensor-core steps,
 all part products counted (engine/tensor_core.py models the truncation that rule bounds).
-With `split=False` the same kernel forms IEEE fp32 products on CUDA cores from a stored bf16
-weight upcast in registers (no upcast tile in memory).
+Plain IEEE fp32 products stay with cuBLAS: in Triton they run on CUDA cores too, and spill
+registers at every launch benchmarks/compile_check.py tried.
 
 Opt-in (`EngineSettings.fused_linear`) until benchmarks/gpu.py has timed it against cuBLAS.
 """
@@ -31,8 +31,10 @@ if kernels.triton is not None:
 
     from lit_activation.engine.kernels import program_block
 
-BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32  # a first choice, to be tuned on a GPU (benchmarks/gpu.py)
-NUM_WARPS, NUM_STAGES, GROUP_M = 4, 3, 8
+# A GEMM-sized tile that compiles for sm_90 without spilling with a bf16 weight (250 registers,
+# benchmarks/compile_check.py; 128 × 128 × 64 and 128 × 256 spill); to be timed on a GPU.
+BLOCK_M, BLOCK_N, BLOCK_K = 128, 128, 32
+NUM_WARPS, NUM_STAGES, GROUP_M = 8, 3, 8
 
 
 def kernel_chain(k: int, products: int, block_k: int | None = None) -> int:
@@ -63,7 +65,7 @@ if kernels.triton is not None:
     def _linear(
         x, w, out, m, n, k, chain_k,
         x_m, x_k, w_n, w_k, o_m, o_n,
-        SPLIT: tl.constexpr, W_PARTS: tl.constexpr, UPCAST: tl.constexpr,  # noqa: N803
+        W_PARTS: tl.constexpr, UPCAST: tl.constexpr,  # noqa: N803
         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
     ):  # fmt: skip
         rows, cols = program_block(m, n, BM, BN, GROUP)
@@ -76,31 +78,28 @@ if kernels.triton is not None:
                 kk = k0 + ks
                 xb = tl.load(x + rows[:, None] * x_m + kk[None, :] * x_k, mask=in_rows & (kk[None, :] < k), other=0.0)
                 wb = tl.load(w + kk[:, None] * w_k + cols[None, :] * w_n, mask=(kk[:, None] < k) & in_cols, other=0.0)
-                if SPLIT:
-                    x0, x1, x2 = _parts(xb)
-                    if W_PARTS == 1:  # a bf16 weight: exact as it is
-                        w0 = wb
-                        chain = _dot(x2, w0, chain, UPCAST)
-                        chain = _dot(x1, w0, chain, UPCAST)
-                    else:  # split.pairs(3, 3), smallest first
-                        w0, w1, w2 = _parts(wb.to(tl.float32))
-                        chain = _dot(x0, w2, chain, UPCAST)
-                        chain = _dot(x1, w1, chain, UPCAST)
-                        chain = _dot(x2, w0, chain, UPCAST)
-                        chain = _dot(x0, w1, chain, UPCAST)
-                        chain = _dot(x1, w0, chain, UPCAST)
-                    chain = _dot(x0, w0, chain, UPCAST)
-                else:  # IEEE fp32 products (CUDA cores), the weight upcast in registers
-                    chain = tl.dot(xb, wb.to(tl.float32), chain, input_precision="ieee")
+                x0, x1, x2 = _parts(xb)
+                if W_PARTS == 1:  # a bf16 weight: exact as it is
+                    w0 = wb
+                    chain = _dot(x2, w0, chain, UPCAST)
+                    chain = _dot(x1, w0, chain, UPCAST)
+                else:  # split.pairs(3, 3), smallest first
+                    w0, w1, w2 = _parts(wb.to(tl.float32))
+                    chain = _dot(x0, w2, chain, UPCAST)
+                    chain = _dot(x1, w1, chain, UPCAST)
+                    chain = _dot(x2, w0, chain, UPCAST)
+                    chain = _dot(x0, w1, chain, UPCAST)
+                    chain = _dot(x1, w0, chain, UPCAST)
+                chain = _dot(x0, w0, chain, UPCAST)
             total += chain  # promotion: one IEEE fp32 addition per chain
         tl.store(out + rows[:, None] * o_m + cols[None, :] * o_n, total, mask=in_rows & in_cols)
 
 
-def linear(x: Tensor, weight: Tensor, split: bool) -> Tensor:
-    """x @ weightᵀ in fp32 in one kernel: from bf16 parts split in registers (`split`), else IEEE fp32.
+def linear(x: Tensor, weight: Tensor) -> Tensor:
+    """x @ weightᵀ to fp32 accuracy in one kernel, from bf16 parts split in registers.
 
     x: (..., K) fp32; weight: (N, K) in any float dtype and any strides (`W.t()` gives δ·W).
-    Returns fp32 (..., N), to fp32 accuracy either way.
+    Returns fp32 (..., N).
     """
     if kernels.triton is None:
         raise RuntimeError("the fused linear kernel needs triton (pip install triton)")
@@ -113,11 +112,11 @@ def linear(x: Tensor, weight: Tensor, split: bool) -> Tensor:
     m, n = flat.shape[0], weight.shape[0]
     out = torch.empty(m, n, dtype=torch.float32, device=x.device)
     w_parts = 1 if weight.dtype == torch.bfloat16 else 3
-    chain = kernel_chain(k, len(pairs(3, w_parts))) if split else -(-k // BLOCK_K) * BLOCK_K
+    chain = kernel_chain(k, len(pairs(3, w_parts)))
     grid = (triton.cdiv(m, BLOCK_M) * triton.cdiv(n, BLOCK_N),)
     _linear[grid](
         flat, weight, out, m, n, k, chain, *flat.stride(), *weight.stride(), *out.stride(),
-        SPLIT=split, W_PARTS=w_parts, UPCAST=kernels.interpreted(), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, GROUP=GROUP_M,
+        W_PARTS=w_parts, UPCAST=kernels.interpreted(), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, GROUP=GROUP_M,
         num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out.reshape(*x.shape[:-1], n)

@@ -4,7 +4,7 @@ Scores must be exact fp32 (docs/method.md §9) even when a 7B model is held in b
 whole model would double its memory, so inside `compute_precision(model, torch.float32, products)`:
 
 - every linear (nn.Linear, GPT-2's Conv1D, lm_head included) whose weight is stored in another
-  dtype, or every linear when the products are split or fused (engine/products.py), runs through the
+  dtype, or every linear when the products are split (engine/products.py), runs through the
   products' `linear`: a stored low-precision weight is upcast one row tile at a time (or used as
   it is, exact, as a bf16 part), and autograd keeps only the stored weight, so no fp32 copy of any
   large weight outlives a tile;
@@ -64,8 +64,7 @@ def compute_precision(model: nn.Module, dtype: torch.dtype, products: IEEEProduc
     if not sharded and any(torch.finfo(d).bits > torch.finfo(dtype).bits for d in stored):
         raise ValueError(f"compute_dtype {dtype} is below the weights' dtype {sorted(map(str, stored))}; use the weights' dtype or float32")
     linears = [m for m in model.modules() if _is_linear(m)]
-    every = products.split or (products.fused_linear and dtype == torch.float32)  # their own products for every linear
-    patched = linears if every else [] if sharded else [m for m in linears if m.weight.dtype != dtype]
+    patched = linears if products.split else [] if sharded else [m for m in linears if m.weight.dtype != dtype]
     small = [] if sharded else [(p, p.data) for p in _small_parameters(model) if p.is_floating_point() and p.dtype != dtype]
     for module in patched:
         module.forward = partial(_linear_forward, module, products, tile_bytes)

@@ -114,38 +114,29 @@ class SplitLinear(torch.autograd.Function):
 
 
 class KernelLinear(torch.autograd.Function):
-    """y = x Wᵀ + b in fp32 through the fused linear kernel (engine/linear_kernel.py), forward and
-    backward (δ·W: the same kernel on Wᵀ, a view). Only the stored weight is saved; the weight is
+    """y = x Wᵀ + b in fp32 from bf16 parts through the fused linear kernel (engine/linear_kernel.py),
+    forward and backward (δ·W: the same kernel on Wᵀ, a view). Only the weight is saved; it is
     frozen, so only the input gradient is formed."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, split: bool) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(weight)
-        ctx.split = split
-        out = linear_kernel.linear(x.float(), weight, split)
+        out = linear_kernel.linear(x.float(), weight)
         return out if bias is None else out + bias.float()
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:
         (weight,) = ctx.saved_tensors
-        return linear_kernel.linear(grad_out.float(), weight.t(), ctx.split), None, None, None
+        return linear_kernel.linear(grad_out.float(), weight.t()), None, None
 
 
 class IEEEProducts:
-    """Plain products in the compute dtype: fp32 on CUDA cores or a CPU, or the explicit bf16/fp16 mode.
-
-    fused_linear: the fp32 linears run through the fused linear kernel (CUDA, or Triton's interpreter).
-    """
+    """Plain products in the compute dtype: fp32 on CUDA cores or a CPU, or the explicit bf16/fp16 mode."""
 
     split = False
 
-    def __init__(self, fused_linear: bool = False) -> None:
-        self.fused_linear = fused_linear
-
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, tile_bytes: int) -> Tensor:
         """x·Wᵀ + b in x's dtype; a stored low-precision W is upcast one row tile at a time."""
-        if self.fused_linear and x.dtype == torch.float32:
-            return KernelLinear.apply(x, weight, bias, self.split)
         if weight.dtype == x.dtype:
             return F.linear(x, weight, bias)
         bias = None if bias is None else bias.to(x.dtype)
@@ -170,17 +161,17 @@ class SplitProducts(IEEEProducts):
     """fp32-accurate products from bf16 parts (tensor cores on CUDA; emulated in fp32 elsewhere).
 
     weights_bf16: the linears' weights hold bf16 values (stored in bf16), so each is one exact part.
+    fused_linear: the linears run through the fused linear kernel (CUDA, or Triton's interpreter).
     """
 
     split = True
 
     def __init__(self, weights_bf16: bool = False, fused_linear: bool = False) -> None:
-        super().__init__(fused_linear)
-        self.weights_bf16 = weights_bf16
+        self.weights_bf16, self.fused_linear = weights_bf16, fused_linear
 
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, tile_bytes: int) -> Tensor:
         if self.fused_linear:  # a weight holding bf16 values is one exact part in the kernel too
-            return KernelLinear.apply(x, weight.to(torch.bfloat16) if self.weights_bf16 else weight, bias, True)
+            return KernelLinear.apply(x, weight.to(torch.bfloat16) if self.weights_bf16 else weight, bias)
         return SplitLinear.apply(x, weight, bias, self.weights_bf16)
 
     def gradient_operands(self, by_row: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:
@@ -196,9 +187,9 @@ class SplitProducts(IEEEProducts):
 
 
 def products_for(split: bool, weights_bf16: bool = False, fused_linear: bool = False) -> IEEEProducts:
-    """The products of a pass: bf16 parts (`split`; `weights_bf16`: weights exact in one part) or
-    plain; `fused_linear`: the linears through the fused linear kernel."""
-    return SplitProducts(weights_bf16, fused_linear) if split else IEEEProducts(fused_linear)
+    """The products of a pass: bf16 parts (`split`; `weights_bf16`: weights exact in one part;
+    `fused_linear`: the linears through the fused linear kernel) or plain."""
+    return SplitProducts(weights_bf16, fused_linear) if split else IEEEProducts()
 
 
 _CHECKED: dict[str, bool] = {}

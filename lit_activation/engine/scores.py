@@ -71,7 +71,8 @@ class ScoreTile:
     def weighted_abs_sum(self, out: Tensor) -> Tensor:
         """|W| ⊙ Σ_s |G_s| of these rows into `out` (rows, cols): the batch's sum of A."""
         if self._abs_grad is None:  # a fused tile whose per-sample values nobody has read
-            return weighted_abs_sum(self._operands.left, self._operands.right, self.abs_weight, out)
+            operands = self._operands
+            return weighted_abs_sum(operands.left, operands.right, self.abs_weight, out, operands.positions)
         return torch.sum(self.abs_grad, 0, out=out).mul_(self.abs_weight)
 
 
@@ -305,6 +306,11 @@ def scoring_pass(
         split = settings.split_products(input_ids.device) and (not input_ids.is_cuda or split_works_on(input_ids.device))
     fused = settings.fused and check_fused(input_ids.device)
     fused_linear = settings.fused_linear and check_fused(input_ids.device, "fused_linear")
+    if fused_linear and not split:  # the kernel forms split products only
+        raise ValueError(
+            f"engine.fused_linear: true fuses split products, and this pass forms plain ones "
+            f"(matmul {settings.matmul!r} on {input_ids.device.type}); accepted: matmul split, or fused_linear false"
+        )
     linears = [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1D))]
     products = products_for(split, all(m.weight.dtype == torch.bfloat16 for m in linears), fused_linear)
     embeds: list[Tensor] = []

@@ -36,10 +36,10 @@ class EngineSettings:
         fused: Finding 1's reduction |W| ⊙ Σ_s |G_s| in one Triton kernel per tile (engine/kernels.py),
             so the per-sample products never go through memory. CUDA with triton only; same
             arithmetic as the plain path. Off by default until benchmarks/gpu.py has timed it.
-        fused_linear: the scored linears' fp32 products x·Wᵀ and δ·W in one Triton kernel each
-            (engine/linear_kernel.py): split products split in registers with their chains
-            promoted there, instead of cuBLAS GEMMs over parts in memory (`ieee`: the weight
-            upcast in registers). float32 compute only; CUDA with triton only; off by default
+        fused_linear: the linears' split products x·Wᵀ and δ·W in one Triton kernel each
+            (engine/linear_kernel.py): x split into bf16 parts in registers, the chains promoted
+            there, instead of cuBLAS GEMMs over parts in memory. Split products only (float32
+            compute, `matmul` split, or auto on CUDA); CUDA with triton only; off by default
             until benchmarks/gpu.py has timed it against cuBLAS.
         rows: per module, the rows [start, stop) to score (None: all). Set by a sharded run for
             each rank's own rows; leave it unset.
@@ -62,8 +62,11 @@ class EngineSettings:
             raise ValueError(f"Unknown matmul {self.matmul!r}; accepted: {list(MATMULS)}")
         if self.tile_mb is not None and not self.tile_mb > 0:
             raise ValueError(f"tile_mb must be > 0 (MB), got {self.tile_mb}")
-        if self.fused_linear and self.compute_dtype != "float32":  # its products are fp32 ones; bf16 runs on cuBLAS as is
-            raise ValueError(f"fused_linear: true needs compute_dtype float32, got {self.compute_dtype!r}; accepted with it: fused_linear false")
+        if self.fused_linear and (self.compute_dtype != "float32" or self.matmul == "ieee"):  # it forms split products only
+            raise ValueError(
+                f"fused_linear: true fuses split products (compute_dtype float32, matmul split or auto), "
+                f"got compute_dtype {self.compute_dtype!r}, matmul {self.matmul!r}; accepted with these: fused_linear false"
+            )
 
     @property
     def dtype(self) -> torch.dtype:

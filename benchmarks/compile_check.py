@@ -1,0 +1,125 @@
+"""The engine's Triton kernels compiled for a GPU that is not here: what each launch costs in registers,
+spills and shared memory, and whether its products run on tensor cores.
+
+    python benchmarks/compile_check.py            # every launch benchmarks/gpu.py sweeps, for sm_90 (H100/H200)
+    python benchmarks/compile_check.py --quick    # the kernels' default launches only (what the tests run)
+
+Triton compiles ahead of time for a named target without a device (its wheel ships ptxas), so a
+launch that spills registers, overflows shared memory, or fails to compile at all shows here,
+before a scarce GPU session spends its minutes on it. The CPU interpreter the tests use runs the
+kernels' arithmetic but compiles nothing, and accepts code that the real compiler would reject.
+Registers and spills come from `ptxas -v` on the kernel's PTX; "wgmma" counts Hopper's
+tensor-core instructions in it (0 for IEEE fp32 products, which run on CUDA cores).
+Run with TRITON_INTERPRET unset or 0: under the interpreter there is nothing to compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED_LIMIT = 227 * 1024  # bytes of shared memory one block may use on sm_90 (H100/H200)
+MAX_REGISTERS = 255  # per thread; a launch at the limit spills or is close to it
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the kernels' default launches only")
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability × 10 (90: Hopper)")
+    args = parser.parse_args()
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        print("error: TRITON_INTERPRET=1 replaces compilation with the CPU interpreter; run with TRITON_INTERPRET=0", file=sys.stderr)
+        return 2
+    try:
+        import triton  # noqa: F401 - only to tell a missing triton apart
+    except ImportError:
+        print("error: triton is not installed (pip install triton)", file=sys.stderr)
+        return 2
+    from gpu import FUSED_CONFIGS, FUSED_FIELDS, LINEAR_CONFIGS, LINEAR_FIELDS
+
+    from lit_activation.engine import kernels, linear_kernel
+
+    reduction = [tuple(getattr(kernels, f) for f in FUSED_FIELDS)] + ([] if args.quick else list(FUSED_CONFIGS))
+    linears = [tuple(getattr(linear_kernel, f) for f in LINEAR_FIELDS)] + ([] if args.quick else list(LINEAR_CONFIGS))
+    print(f"sm_{args.arch}, triton {triton.__version__}\n")
+    print("| kernel | products | launch | shared KB | registers | spilled bytes (stores / loads) | wgmma | compile s |\n|---|---|---|---|---|---|---|---|")
+    failures = 0
+    for config in dict.fromkeys(reduction):
+        for mode in ("split, one chain", "split, chained", "ieee"):
+            failures += _row("weighted_abs_sum", mode, config, args.arch, _reduction_source(kernels, mode, config))
+    for config in dict.fromkeys(linears):
+        for mode in ("split, bf16 W", "split, fp32 W"):
+            failures += _row("linear", mode, config, args.arch, _linear_source(linear_kernel, mode, config))
+    return 1 if failures else 0
+
+
+def _signature(fn, pointers: dict[str, str], constexprs: dict) -> dict[str, str]:  # noqa: ANN001 - a triton JITFunction
+    """Triton's signature of `fn`: the named pointers' types, constexpr markers, every other argument an i32."""
+    return {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
+
+
+def _reduction_source(kernels, mode: str, config: tuple[int, ...]):  # noqa: ANN001, ANN202 - module, ASTSource
+    from triton.compiler import ASTSource
+
+    br, bc, bk, _, _, group = config
+    operand = "*fp32" if mode == "ieee" else "*bf16"
+    constexprs = {"IEEE": mode == "ieee", "UPCAST": False, "BR": br, "BC": bc, "BK": bk, "GROUP": group, "CHAINED": mode == "split, chained"}
+    pointers = {"a": operand, "b": operand, "w": "*fp32", "out": "*fp32"}
+    return ASTSource(kernels._weighted_abs_sum, _signature(kernels._weighted_abs_sum, pointers, constexprs), constexprs)
+
+
+def _linear_source(linear_kernel, mode: str, config: tuple[int, ...]):  # noqa: ANN001, ANN202
+    from triton.compiler import ASTSource
+
+    bm, bn, bk, _, _, group = config
+    weight = "*fp32" if "fp32 W" in mode else "*bf16"
+    constexprs = {"W_PARTS": 3 if weight == "*fp32" else 1, "UPCAST": False, "BM": bm, "BN": bn, "BK": bk, "GROUP": group}
+    pointers = {"x": "*fp32", "w": weight, "out": "*fp32"}
+    return ASTSource(linear_kernel._linear, _signature(linear_kernel._linear, pointers, constexprs), constexprs)
+
+
+def _row(kernel: str, mode: str, config: tuple[int, ...], arch: int, source) -> int:  # noqa: ANN001
+    """Compile one launch and print its row; 1 if it failed to compile (the row says why), else 0."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    warps, stages = config[3], config[4]
+    launch = "{}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
+    start = time.perf_counter()
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": stages})
+    except Exception as error:  # noqa: BLE001 - the row reports it; the other launches still compile
+        print(f"| {kernel} | {mode} | {launch} | failed: {type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''} | | | | |")
+        return 1
+    seconds = time.perf_counter() - start
+    ptx = compiled.asm["ptx"]
+    registers, spills = _ptxas_usage(ptx, arch)
+    shared = compiled.metadata.shared
+    flags = " (over the limit)" if shared > SHARED_LIMIT else ""
+    wgmma = len(re.findall(r"wgmma\.mma_async", ptx))
+    print(f"| {kernel} | {mode} | {launch} | {shared / 1024:.0f}{flags} | {registers} | {spills} | {wgmma} | {seconds:.1f} |", flush=True)
+    return 0
+
+
+def _ptxas_usage(ptx: str, arch: int) -> tuple[str, str]:
+    """(registers, 'stores / loads' spilled bytes) from `ptxas -v` on the PTX (triton ships ptxas)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    target = re.search(r"\.target (\S+)", ptx).group(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.ptx"
+        path.write_text(ptx)
+        done = subprocess.run([get_ptxas(arch).path, "-v", "--gpu-name", target, str(path), "-o", os.devnull], capture_output=True, text=True)
+    registers = re.search(r"Used (\d+) registers", done.stderr)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", done.stderr)
+    return (registers.group(1) if registers else "?"), (f"{spills.group(1)} / {spills.group(2)}" if spills else "?")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
