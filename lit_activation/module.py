@@ -76,9 +76,12 @@ class ActivationModule(LightningModule):
             return
         hp = self.hparams
         trainer = self._trainer
-        for option in ("fused", "fused_linear"):  # before the weights: one line if a kernel cannot run
-            if getattr(self.engine, option) and trainer is not None:
-                check_fused(trainer.strategy.root_device, option)
+        if trainer is not None:  # before the weights: one line if a kernel cannot run
+            device = trainer.strategy.root_device
+            for option in ("fused", "fused_linear"):
+                if getattr(self.engine, option):
+                    check_fused(device, option)
+            self.engine.check_fused_linear(device, self.engine.split_products(device))
         if hp.check_memory and trainer is not None:  # before the weights, not after an OOM
             self.memory_plan = plan_run(self, trainer.datamodule, trainer.callbacks, trainer)
             phase, peak = self.memory_plan.peak()

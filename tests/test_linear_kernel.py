@@ -4,6 +4,8 @@ scores through the engine against an fp64 per-sample loop."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from test_kernels import fused_sums
@@ -12,12 +14,15 @@ from test_scores import bf16_and_fp32_twin, padded_batch
 from test_tensor_core import max_normalised_error as max_error
 from test_tensor_core import median_error
 
+from lit_activation.cli import main
 from lit_activation.engine import EngineSettings, kernels, linear_kernel, taylor_scores
+from lit_activation.engine.products import SplitProducts
 from lit_activation.engine.split import chain_length
 from lit_activation.engine.tensor_core import cuda_core_matmul, fused_linear_model
 from lit_activation.models import linear_modules
 from lit_activation.tiny import tiny_model
 
+ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.skipif(kernels.triton is None, reason="triton is not installed (pip install triton): the fused kernel is not tested")
 
 EPS32 = 2.0**-24
@@ -51,15 +56,38 @@ def test_the_kernel_equals_fp64_within_fp32_rounding(small_blocks, stored, orien
 
 
 def test_every_part_product_is_added_once(small_blocks):
-    """Hand values: x = V = 1 + 2⁻⁹ + 2⁻¹⁸ over K = 48 (three blocks, chains of one block). A bf16
-    weight of ones gives 48·V exactly; an fp32 weight of V gives 48·(1 + 2⁻⁸ + 2⁻¹⁷ + 2⁻¹⁸): the
-    kept products x₀w₀, x₀w₁ + x₁w₀, x₀w₂ + x₂w₀ and x₁w₁ (order ≤ 2). Every partial sum is exact in
-    fp32, so a part product missed or added twice shows."""
-    assert linear_kernel.kernel_chain(48, 3, 16) == 16
-    x = torch.full((3, 48), V)
-    assert linear_kernel.linear(x, torch.ones(5, 48, dtype=torch.bfloat16)).unique().tolist() == [48 * V]
+    """Hand values: x = V = 1 + 2⁻⁹ + 2⁻¹⁸ over K = 53 (four blocks of 16, the last one masked,
+    chains of one block). A bf16 weight of ones gives 53·V exactly; an fp32 weight of V gives
+    53·(1 + 2⁻⁸ + 2⁻¹⁷ + 2⁻¹⁸): the kept products x₀w₀, x₀w₁ + x₁w₀, x₀w₂ + x₂w₀ and x₁w₁ (order
+    ≤ 2). Every partial sum is exact in fp32, so a part product missed or added twice, or an entry
+    of the masked tail, shows."""
+    assert linear_kernel.kernel_chain(53, 3, 16) == 16
+    x = torch.full((3, 53), V)
+    assert linear_kernel.linear(x, torch.ones(5, 53, dtype=torch.bfloat16)).unique().tolist() == [53 * V]
     kept = 1 + 2.0**-8 + 2.0**-17 + 2.0**-18  # V² = kept + 2⁻²⁶ + 2⁻³⁶: below order 2, and fp32's rounding
-    assert linear_kernel.linear(x, torch.full((5, 48), V)).unique().tolist() == [48 * kept]
+    assert linear_kernel.linear(x, torch.full((5, 53), V)).unique().tolist() == [53 * kept]
+
+
+def test_an_fp32_weight_of_bf16_values_is_one_part_cast_in_registers(small_blocks):
+    """A sharded bf16 model gathers its weights in fp32: `bf16_values` makes them one exact part, the
+    same arithmetic as the stored bf16 weight, bit for bit, and no bf16 copy."""
+    g = torch.Generator().manual_seed(5)
+    x, weight = torch.randn(20, 45, generator=g), torch.randn(30, 45, generator=g).bfloat16()
+    stored = linear_kernel.linear(x, weight)
+    assert torch.equal(linear_kernel.linear(x, weight.float(), bf16_values=True), stored)
+    assert not torch.equal(linear_kernel.linear(x, weight.float() * (1 + 2.0**-12)), stored)  # not bf16 values: three parts
+
+
+def test_split_products_hand_the_kernel_the_stored_weight_itself(monkeypatch):
+    """Forward and backward get the very tensor the module holds (an fp32 gather of bf16 values here),
+    never a bf16 copy that autograd would keep alive until the backward."""
+    seen = []
+    kernel = linear_kernel.linear
+    monkeypatch.setattr(linear_kernel, "linear", lambda x, w, bf16_values: seen.append((w.data_ptr(), bf16_values)) or kernel(x, w, bf16_values))
+    weight = torch.randn(6, 32).bfloat16().float()
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    SplitProducts(weights_bf16=True, fused_linear=True).linear(x, weight, None, 0).sum().backward()
+    assert seen == [(weight.data_ptr(), True)] * 2
 
 
 @pytest.mark.parametrize(("k", "products", "block", "chain"), [(4096, 3, 32, 320), (4095, 3, 32, 160), (576, 6, 32, 32), (128, 6, 32, 32), (11008, 3, 64, 320)])
@@ -72,8 +100,10 @@ def test_kernel_chains_hold_at_most_chain_length_products(k, products, block, ch
 
 @pytest.mark.parametrize(("k", "stored"), [(4096, torch.bfloat16), (2048, torch.float32)])
 def test_the_kernels_order_under_the_model_matches_a_cuda_core_gemm(k, stored):
-    """On the tensor-core model, the kernel's order with its chains is within 2× a CUDA-core fp32
-    GEMM's error; one chain over all of K (no promotion) is not."""
+    """On the tensor-core model, the kernel's documented order (tensor_core.fused_linear_model) with
+    its chains is within 2× a CUDA-core fp32 GEMM's error; one chain over all of K (no promotion) is
+    not. This holds the design, and `kernel_chain`, to the bar: the interpreter cannot run the
+    kernel's own sums on a tensor core (the tests above check its arithmetic in fp32)."""
     g = torch.Generator().manual_seed(k)
     x, weight = torch.randn(24, k, generator=g), (torch.randn(16, k, generator=g) * 0.02).to(stored)
     exact = x.double() @ weight.double().t()
@@ -90,6 +120,18 @@ def test_the_kernel_refuses_what_it_cannot_multiply():
         linear_kernel.linear(torch.ones(2, 3, dtype=torch.bfloat16), torch.ones(4, 3))
     with pytest.raises(ValueError, match=r"shapes do not match: x \(2, 3\) and weight \(4, 5\)"):
         linear_kernel.linear(torch.ones(2, 3), torch.ones(4, 5))
+    with pytest.raises(ValueError, match=r"takes weights in .*got torch.float64"):
+        linear_kernel.linear(torch.ones(2, 3), torch.ones(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"indexes in int32: 65536 × 32768 inputs and a 32768 × 32768 weight reach beyond"):
+        linear_kernel.linear(torch.empty(2**16, 2**15, device="meta"), torch.empty(2**15, 2**15, device="meta"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "strides", "fits"), [((2**31,), (1,), True), ((2**31 + 1,), (1,), False), ((2, 2), (2**30, 1), True), ((3, 2), (2**30, 1), False)]
+)
+def test_int32_offsets_at_the_edge(shape, strides, fits):
+    """The kernels address in int32: the farthest element (strides count, not the element count) must sit below 2³¹."""
+    assert kernels.int32_offsets(torch.empty(0, device="meta").as_strided(shape, strides)) is fits
 
 
 @pytest.mark.parametrize(("arch", "stored"), [("llama", "bfloat16"), ("llama", "float32"), ("gpt2", "float32")])
@@ -103,7 +145,7 @@ def test_scores_through_the_fused_linears_equal_an_fp64_per_sample_loop(arch, st
     reference = [fp64_scores(model, ids[r][mask[r].bool()]) for r in range(ids.shape[0])]
     calls = []
     kernel = linear_kernel.linear
-    monkeypatch.setattr(linear_kernel, "linear", lambda x, w: calls.append(w.dtype) or kernel(x, w))
+    monkeypatch.setattr(linear_kernel, "linear", lambda x, w, bf16_values: calls.append(w.dtype) or kernel(x, w, bf16_values))
     errors = {}
     for label, settings in (("ieee", EngineSettings(matmul="ieee")), ("fused", EngineSettings(matmul="split", fused_linear=True))):
         errors[label] = max_normalised_error(taylor_scores(model, ids, mask, settings), reference)
@@ -134,5 +176,31 @@ def test_fused_linear_where_auto_picks_plain_products_is_refused_before_the_pass
     """On a CPU `auto` forms plain products: the kernel would have nothing to fuse, and says so."""
     model = tiny_model("llama")
     ids, mask = padded_batch("right")
-    with pytest.raises(ValueError, match="fused_linear: true fuses split products, and this pass forms plain ones \\(matmul 'auto' on cpu\\)"):
+    with pytest.raises(ValueError, match="engine.fused_linear: true fuses split products, and matmul 'auto' forms plain ones on cpu"):
         taylor_scores(model, ids, mask, EngineSettings(fused_linear=True))
+
+
+@pytest.mark.parametrize(("matmul", "device", "split", "message"), [
+    ("auto", "cpu", False, "matmul 'auto' forms plain ones on cpu"),
+    ("split", "cuda", False, "split products failed the check on cuda"),  # the device's probe fell back
+    ("auto", "cuda", True, None),
+    ("split", "cpu", True, None),
+])  # fmt: skip
+def test_fused_linear_meets_plain_products_with_the_reason(matmul, device, split, message):
+    settings = EngineSettings(matmul=matmul, fused_linear=True)
+    if message is None:
+        settings.check_fused_linear(device, split)
+    else:
+        with pytest.raises(ValueError, match=message):
+            settings.check_fused_linear(device, split)
+
+
+def test_the_cli_refuses_fused_linear_on_plain_products_before_loading(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", lambda *a: pytest.fail("loaded the model before refusing"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", str(ROOT / "configs" / "counts_embedded.yaml"), "--model.engine.fused_linear", "true", "--trainer.accelerator", "cpu"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: engine.fused_linear: true fuses split products, and matmul 'auto' forms plain ones on cpu; accepted here: fused_linear false"
+    )

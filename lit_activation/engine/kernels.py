@@ -57,6 +57,12 @@ def check_fused(device: torch.device, option: str = "fused") -> bool:
     return True
 
 
+def int32_offsets(*tensors: Tensor) -> bool:
+    """Whether every element of each tensor (views too: strides count) lies within an int32 offset,
+    as the kernels compute their addresses."""
+    return all(sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True)) < 2**31 for t in tensors)
+
+
 def interpreted() -> bool:
     # Triton's CPU interpreter (3.9) multiplies bf16 operands of tl.dot as raw bit patterns; there
     # the parts are upcast first, which changes nothing: a product of two bf16 values is exact in fp32.
@@ -134,6 +140,9 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     n_cols = right.shape[-1]
     if right.shape[:2] != (batch, k) or abs_weight.shape != (n_rows, n_cols) or out.shape != (n_rows, n_cols):
         raise ValueError(f"shapes do not match: left {tuple(left.shape)}, right {tuple(right.shape)}, weight {tuple(abs_weight.shape)}, out {tuple(out.shape)}")
+    if not int32_offsets(left, right, abs_weight, out):
+        shapes = f"{tuple(left.shape)} and {tuple(right.shape)}"
+        raise ValueError(f"the fused kernel indexes in int32: operands {shapes} reach beyond; use fused false or a smaller tile_mb")
     full = k if positions is None else positions
     if not 0 < full <= k:
         raise ValueError(f"positions must be in 1..{k} (the full-scale span of K); got {positions}")

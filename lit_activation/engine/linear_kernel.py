@@ -35,6 +35,7 @@ if kernels.triton is not None:
 # benchmarks/compile_check.py; 128 × 128 × 64 and 128 × 256 spill); to be timed on a GPU.
 BLOCK_M, BLOCK_N, BLOCK_K = 128, 128, 32
 NUM_WARPS, NUM_STAGES, GROUP_M = 8, 3, 8
+WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 def kernel_chain(k: int, products: int, block_k: int | None = None) -> int:
@@ -79,8 +80,8 @@ if kernels.triton is not None:
                 xb = tl.load(x + rows[:, None] * x_m + kk[None, :] * x_k, mask=in_rows & (kk[None, :] < k), other=0.0)
                 wb = tl.load(w + kk[:, None] * w_k + cols[None, :] * w_n, mask=(kk[:, None] < k) & in_cols, other=0.0)
                 x0, x1, x2 = _parts(xb)
-                if W_PARTS == 1:  # a bf16 weight: exact as it is
-                    w0 = wb
+                if W_PARTS == 1:  # bf16 values (stored so, or gathered in fp32 by FSDP): exact as they are
+                    w0 = wb.to(tl.bfloat16)
                     chain = _dot(x2, w0, chain, UPCAST)
                     chain = _dot(x1, w0, chain, UPCAST)
                 else:  # split.pairs(3, 3), smallest first
@@ -95,11 +96,12 @@ if kernels.triton is not None:
         tl.store(out + rows[:, None] * o_m + cols[None, :] * o_n, total, mask=in_rows & in_cols)
 
 
-def linear(x: Tensor, weight: Tensor) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bf16_values: bool = False) -> Tensor:
     """x @ weightᵀ to fp32 accuracy in one kernel, from bf16 parts split in registers.
 
-    x: (..., K) fp32; weight: (N, K) in any float dtype and any strides (`W.t()` gives δ·W).
-    Returns fp32 (..., N).
+    x: (..., K) fp32; weight: (N, K) bf16, fp16 or fp32, any strides (`W.t()` gives δ·W).
+    bf16_values: an fp32 weight holds bf16 values (a sharded bf16 model gathers them in fp32):
+    one exact part, cast in registers, so no bf16 copy is made. Returns fp32 (..., N).
     """
     if kernels.triton is None:
         raise RuntimeError("the fused linear kernel needs triton (pip install triton)")
@@ -110,8 +112,12 @@ def linear(x: Tensor, weight: Tensor) -> Tensor:
         raise ValueError(f"shapes do not match: x {tuple(x.shape)} and weight {tuple(weight.shape)} (N, {k})")
     flat = x.reshape(-1, k)
     m, n = flat.shape[0], weight.shape[0]
+    if weight.dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"the fused linear kernel takes weights in {sorted(map(str, WEIGHT_DTYPES))}; got {weight.dtype}")
+    if m * n >= 2**31 or not kernels.int32_offsets(flat, weight):
+        raise ValueError(f"the fused linear kernel indexes in int32: {m} × {k} inputs and a {n} × {k} weight reach beyond; use fused_linear false")
     out = torch.empty(m, n, dtype=torch.float32, device=x.device)
-    w_parts = 1 if weight.dtype == torch.bfloat16 else 3
+    w_parts = 1 if weight.dtype == torch.bfloat16 or bf16_values else 3
     chain = kernel_chain(k, len(pairs(3, w_parts)))
     grid = (triton.cdiv(m, BLOCK_M) * triton.cdiv(n, BLOCK_N),)
     _linear[grid](

@@ -115,19 +115,21 @@ class SplitLinear(torch.autograd.Function):
 
 class KernelLinear(torch.autograd.Function):
     """y = x Wᵀ + b in fp32 from bf16 parts through the fused linear kernel (engine/linear_kernel.py),
-    forward and backward (δ·W: the same kernel on Wᵀ, a view). Only the weight is saved; it is
-    frozen, so only the input gradient is formed."""
+    forward and backward (δ·W: the same kernel on Wᵀ, a view). Only the stored weight is saved (an
+    fp32 one holding bf16 values is cast in registers, not copied); it is frozen, so only the input
+    gradient is formed."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, bf16_values: bool) -> Tensor:
         ctx.save_for_backward(weight)
-        out = linear_kernel.linear(x.float(), weight)
+        ctx.bf16_values = bf16_values
+        out = linear_kernel.linear(x.float(), weight, bf16_values)
         return out if bias is None else out + bias.float()
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
         (weight,) = ctx.saved_tensors
-        return linear_kernel.linear(grad_out.float(), weight.t()), None, None
+        return linear_kernel.linear(grad_out.float(), weight.t(), ctx.bf16_values), None, None, None
 
 
 class IEEEProducts:
@@ -170,8 +172,8 @@ class SplitProducts(IEEEProducts):
         self.weights_bf16, self.fused_linear = weights_bf16, fused_linear
 
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, tile_bytes: int) -> Tensor:
-        if self.fused_linear:  # a weight holding bf16 values is one exact part in the kernel too
-            return KernelLinear.apply(x, weight.to(torch.bfloat16) if self.weights_bf16 else weight, bias)
+        if self.fused_linear:
+            return KernelLinear.apply(x, weight, bias, self.weights_bf16)
         return SplitLinear.apply(x, weight, bias, self.weights_bf16)
 
     def gradient_operands(self, by_row: Tensor, other: Tensor) -> tuple[Tensor, Tensor]:

@@ -306,11 +306,7 @@ def scoring_pass(
         split = settings.split_products(input_ids.device) and (not input_ids.is_cuda or split_works_on(input_ids.device))
     fused = settings.fused and check_fused(input_ids.device)
     fused_linear = settings.fused_linear and check_fused(input_ids.device, "fused_linear")
-    if fused_linear and not split:  # the kernel forms split products only
-        raise ValueError(
-            f"engine.fused_linear: true fuses split products, and this pass forms plain ones "
-            f"(matmul {settings.matmul!r} on {input_ids.device.type}); accepted: matmul split, or fused_linear false"
-        )
+    settings.check_fused_linear(input_ids.device, split)
     linears = [m for m in model.modules() if isinstance(m, (nn.Linear, Conv1D))]
     products = products_for(split, all(m.weight.dtype == torch.bfloat16 for m in linears), fused_linear)
     embeds: list[Tensor] = []

@@ -79,6 +79,19 @@ class EngineSettings:
             return False
         return self.matmul == "split" or (self.matmul == "auto" and torch.device(device).type == "cuda")
 
+    def check_fused_linear(self, device: torch.device | str, split: bool) -> None:
+        """One line (ValueError) where `fused_linear` meets a pass of plain products on `device`
+        (`split`: what the pass forms): the kernel forms split products only."""
+        if not self.fused_linear or split:
+            return
+        device = torch.device(device)
+        reason = (
+            f"split products failed the check on {device.type} (see the warning above)"
+            if self.split_products(device)
+            else f"matmul {self.matmul!r} forms plain ones on {device.type}"
+        )
+        raise ValueError(f"engine.fused_linear: true fuses split products, and {reason}; accepted here: fused_linear false")
+
     def cache_key(self) -> tuple:
         """A hashable identity (rows as a sorted tuple), for caches of simulated peaks."""
         rows = tuple(sorted((self.rows or {}).items()))

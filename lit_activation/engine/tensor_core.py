@@ -106,7 +106,7 @@ def fused_linear_model(x: Tensor, weight: Tensor, chain: int, block_k: int) -> T
     xp, wp = split_bf16(x.float()), split_bf16(weight)
     kept = [(2, 0), (1, 0)] if len(wp) == 1 else [(0, 2), (1, 1), (2, 0), (0, 1), (1, 0)]
     order = [*kept, (0, 0)]
-    total = torch.zeros(x.shape[0], weight.shape[0])
+    total = torch.zeros(x.shape[0], weight.shape[0], device=x.device)
     for c0 in range(0, x.shape[1], chain):
         end = min(c0 + chain, x.shape[1])
         blocks = [slice(k0, min(k0 + block_k, end)) for k0 in range(c0, end, block_k)]
