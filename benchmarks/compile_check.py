@@ -117,12 +117,22 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[str, str]:
         path = Path(tmp) / "kernel.ptx"
         path.write_text(ptx)
         try:
-            done = subprocess.run([get_ptxas(arch).path, "-v", "--gpu-name", target, str(path), "-o", os.devnull], capture_output=True, text=True)
-        except (OSError, RuntimeError):  # compiled already (triton ran its own ptxas); only the usage is unknown
+            done = subprocess.run([_ptxas_path(get_ptxas, arch), "-v", "--gpu-name", target, str(path), "-o", os.devnull], capture_output=True, text=True)
+        except Exception:  # noqa: BLE001 - compiled already (triton ran its own ptxas); only the usage is unknown
             return "?", "?"
     registers = re.search(r"Used (\d+) registers", done.stderr)
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", done.stderr)
     return (registers.group(1) if registers else "?"), (f"{spills.group(1)} / {spills.group(2)}" if spills else "?")
+
+
+def _ptxas_path(get_ptxas, arch: int) -> str:  # noqa: ANN001 - triton's function
+    """The ptxas binary triton uses: `get_ptxas` takes the arch in some versions and not in others,
+    and returns a tool with a `.path` or a (path, version) pair."""
+    try:
+        tool = get_ptxas(arch)
+    except TypeError:
+        tool = get_ptxas()
+    return tool.path if hasattr(tool, "path") else tool[0]
 
 
 if __name__ == "__main__":
