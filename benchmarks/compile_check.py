@@ -54,14 +54,14 @@ def main() -> int:
         for mode in ("split, one chain", "split, chained", "ieee"):
             failures += _row("weighted_abs_sum", mode, config, args.arch, _reduction_source(kernels, mode, config))
     for config in dict.fromkeys(linears):
-        for mode in ("split, bf16 W", "split, fp32 W", "split, fp32 W of bf16 values"):  # the last: a sharded bf16 model
+        for mode in LINEAR_MODES:
             failures += _row("linear", mode, config, args.arch, _linear_source(linear_kernel, mode, config))
     return 1 if failures else 0
 
 
-def _signature(fn, pointers: dict[str, str], constexprs: dict) -> dict[str, str]:  # noqa: ANN001 - a triton JITFunction
-    """Triton's signature of `fn`: the named pointers' types, constexpr markers, every other argument an i32."""
-    return {name: "constexpr" if name in constexprs else pointers.get(name, "i32") for name in fn.arg_names}
+def _signature(fn, operands: dict[str, str], constexprs: dict) -> dict[str, str]:  # noqa: ANN001 - a triton JITFunction
+    """Triton's signature of `fn`: the named operands' types, constexpr markers, every other argument an i32."""
+    return {name: "constexpr" if name in constexprs else operands.get(name, "i32") for name in fn.arg_names}
 
 
 def _reduction_source(kernels, mode: str, config: tuple[int, ...]):  # noqa: ANN001, ANN202 - module, ASTSource
@@ -74,15 +74,26 @@ def _reduction_source(kernels, mode: str, config: tuple[int, ...]):  # noqa: ANN
     return ASTSource(kernels._weighted_abs_sum, _signature(kernels._weighted_abs_sum, pointers, constexprs), constexprs)
 
 
+# The linear kernel's variants: TMA loads (aligned widths, Hopper) of a bf16 weight as stored (x·Wᵀ),
+# of its transpose (δ·W, GPT-2's Conv1D), of an fp32 weight (six part products) and of an fp32 one
+# holding bf16 values (a sharded bf16 model); and per-element pointer loads (unaligned widths).
+LINEAR_MODES = ("split, bf16 W", "split, bf16 Wᵀ (δ·W)", "split, fp32 W", "split, fp32 W of bf16 values", "split, bf16 W, pointers")
+
+
 def _linear_source(linear_kernel, mode: str, config: tuple[int, ...]):  # noqa: ANN001, ANN202
     from triton.compiler import ASTSource
 
     bm, bn, bk, _, _, group = config
-    weight = "*fp32" if "fp32 W" in mode else "*bf16"
+    dtype = "fp32" if "fp32 W" in mode else "bf16"
+    tma, w_kn = "pointers" not in mode, "Wᵀ" in mode
     parts = 3 if mode == "split, fp32 W" else 1
-    constexprs = {"W_PARTS": parts, "UPCAST": False, "BM": bm, "BN": bn, "BK": bk, "GROUP": group}
-    pointers = {"x": "*fp32", "w": weight, "out": "*fp32"}
-    return ASTSource(linear_kernel._linear, _signature(linear_kernel._linear, pointers, constexprs), constexprs)
+    constexprs = {"W_PARTS": parts, "UPCAST": False, "TMA": tma, "W_KN": w_kn, "BM": bm, "BN": bn, "BK": bk, "GROUP": group}
+    if tma:  # host-side tensor descriptors, typed by dtype and block
+        operands = {"x": f"tensordesc<fp32[{bm}, {bk}]>", "w": f"tensordesc<{dtype}[{bk}, {bn}]>" if w_kn else f"tensordesc<{dtype}[{bn}, {bk}]>"}
+    else:
+        operands = {"x": "*fp32", "w": f"*{dtype}"}
+    operands["out"] = "*fp32"
+    return ASTSource(linear_kernel._linear, _signature(linear_kernel._linear, operands, constexprs), constexprs)
 
 
 def _row(kernel: str, mode: str, config: tuple[int, ...], arch: int, source) -> int:  # noqa: ANN001

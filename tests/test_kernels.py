@@ -230,7 +230,8 @@ def test_the_kernels_compile_for_hopper_and_multiply_on_its_tensor_cores():
     products = {(row[0].strip("| "), row[1]): int(row[6]) for row in rows}  # (kernel, products) -> wgmma instructions
     assert set(products) == {
         ("weighted_abs_sum", "split, one chain"), ("weighted_abs_sum", "split, chained"), ("weighted_abs_sum", "ieee"),
-        ("linear", "split, bf16 W"), ("linear", "split, fp32 W"), ("linear", "split, fp32 W of bf16 values"),
+        ("linear", "split, bf16 W"), ("linear", "split, bf16 Wᵀ (δ·W)"), ("linear", "split, fp32 W"), ("linear", "split, fp32 W of bf16 values"),
+        ("linear", "split, bf16 W, pointers"),
     }
     assert all(count > 0 for (_, mode), count in products.items() if mode.startswith("split"))
     assert products[("weighted_abs_sum", "ieee")] == 0

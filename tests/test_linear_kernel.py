@@ -37,35 +37,54 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(linear_kernel, "GROUP_M", 2)
 
 
+@pytest.fixture
+def loads(monkeypatch):
+    """Records which loads each call used: "tma" (tensor descriptors) or "pointers"."""
+    seen = []
+    descriptors = linear_kernel.tma_descriptors
+    monkeypatch.setattr(linear_kernel, "tma_descriptors", lambda *a: (lambda d: seen.append("pointers" if d is None else "tma") or d)(descriptors(*a)))
+    return seen
+
+
+# (weight shape, loads): widths of 101 and 117 leave rows unaligned (per-element pointers); 104 and
+# 120 are 16-byte aligned (TMA); no side is a multiple of the blocks of 16, and with a bf16 weight
+# each chain spans two blocks of K (kernel_chain: 32), the last one shorter
+SHAPES = [((101, 117), "pointers"), ((104, 120), "tma")]
+
+
 @pytest.mark.parametrize("stored", [torch.bfloat16, torch.float32, torch.float16])
 @pytest.mark.parametrize("orientation", ["x·Wᵀ", "δ·W"])
-def test_the_kernel_equals_fp64_within_fp32_rounding(small_blocks, stored, orientation):
-    """Uneven sizes (no side a multiple of 16), a row slice of a larger input, and the backward's
-    transposed weight view: within fp32's own bound of the fp64 product (bf16 parts would miss it
-    by 2⁻⁹ of the scale)."""
+@pytest.mark.parametrize(("shape", "path"), SHAPES)
+def test_the_kernel_equals_fp64_within_fp32_rounding(small_blocks, loads, stored, orientation, shape, path):
+    """Uneven sizes, a row slice of a larger input, and the backward's transposed weight view, each
+    through pointers and through TMA: within fp32's own bound of the fp64 product (bf16 parts would
+    miss it by 2⁻⁹ of the scale)."""
     g = torch.Generator().manual_seed(0)
-    weight = torch.randn(37, 53, generator=g).to(stored)
+    weight = torch.randn(*shape, generator=g).to(stored)
     w = weight if orientation == "x·Wᵀ" else weight.t()  # δ·W = δ @ (Wᵀ)ᵀ: a strided view, never copied
     k = w.shape[1]
-    x = torch.randn(2, 40, k + 7, generator=g)[:, 5:, 3 : 3 + k]
+    x = torch.randn(2, 40, k + 8, generator=g)[:, 5:, 8 : 8 + k]
     assert not x.is_contiguous()
     exact, scale = x.double() @ w.double().t(), x.double().abs() @ w.double().abs().t()
     got = linear_kernel.linear(x, w)
+    assert loads == [path]
     assert got.dtype == torch.float32 and got.shape == (2, 35, w.shape[0])
     assert bool(((got.double() - exact).abs() <= 2 * k * EPS32 * scale).all()), float(((got.double() - exact).abs() / scale).max())
 
 
-def test_every_part_product_is_added_once(small_blocks):
-    """Hand values: x = V = 1 + 2⁻⁹ + 2⁻¹⁸ over K = 53 (four blocks of 16, the last one masked,
-    chains of one block). A bf16 weight of ones gives 53·V exactly; an fp32 weight of V gives
-    53·(1 + 2⁻⁸ + 2⁻¹⁷ + 2⁻¹⁸): the kept products x₀w₀, x₀w₁ + x₁w₀, x₀w₂ + x₂w₀ and x₁w₁ (order
-    ≤ 2). Every partial sum is exact in fp32, so a part product missed or added twice, or an entry
-    of the masked tail, shows."""
-    assert linear_kernel.kernel_chain(53, 3, 16) == 16
-    x = torch.full((3, 53), V)
-    assert linear_kernel.linear(x, torch.ones(5, 53, dtype=torch.bfloat16)).unique().tolist() == [53 * V]
+@pytest.mark.parametrize(("k", "path"), [(53, "pointers"), (56, "tma")])
+def test_every_part_product_is_added_once(small_blocks, loads, k, path):
+    """Hand values: x = V = 1 + 2⁻⁹ + 2⁻¹⁸ over K = 53 or 56 (four blocks of 16, the last one part
+    outside K, chains of one block). A bf16 weight of ones gives K·V exactly; an fp32 weight of V
+    gives K·(1 + 2⁻⁸ + 2⁻¹⁷ + 2⁻¹⁸): the kept products x₀w₀, x₀w₁ + x₁w₀, x₀w₂ + x₂w₀ and x₁w₁
+    (order ≤ 2). Every partial sum is exact in fp32, so a part product missed or added twice, or an
+    entry of the tail beyond K, shows."""
+    assert linear_kernel.kernel_chain(k, 3, 16) == 16
+    x = torch.full((3, k), V)
+    assert linear_kernel.linear(x, torch.ones(5, k, dtype=torch.bfloat16)).unique().tolist() == [k * V]
     kept = 1 + 2.0**-8 + 2.0**-17 + 2.0**-18  # V² = kept + 2⁻²⁶ + 2⁻³⁶: below order 2, and fp32's rounding
-    assert linear_kernel.linear(x, torch.full((5, 53), V)).unique().tolist() == [53 * kept]
+    assert linear_kernel.linear(x, torch.full((5, k), V)).unique().tolist() == [k * kept]
+    assert loads == [path, path]
 
 
 def test_an_fp32_weight_of_bf16_values_is_one_part_cast_in_registers(small_blocks):

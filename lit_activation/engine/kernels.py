@@ -73,14 +73,13 @@ if triton is not None:
 
     @triton.jit
     def program_block(n_rows, n_cols, BR: tl.constexpr, BC: tl.constexpr, GROUP: tl.constexpr):  # noqa: N803
-        """The output rows and columns of this program: GROUP row blocks at a time, column by column."""
+        """The first output row and column of this program's block: GROUP row blocks at a time,
+        column block by column block."""
         row_blocks, col_blocks = tl.cdiv(n_rows, BR), tl.cdiv(n_cols, BC)
         pid, per_group = tl.program_id(0), GROUP * col_blocks
         first = (pid // per_group) * GROUP  # the group's first row block
         height = tl.minimum(row_blocks - first, GROUP)  # the last group may be shorter
-        rows = (first + (pid % per_group) % height) * BR + tl.arange(0, BR)
-        cols = ((pid % per_group) // height) * BC + tl.arange(0, BC)
-        return rows, cols
+        return (first + (pid % per_group) % height) * BR, ((pid % per_group) // height) * BC
 
     @triton.jit
     def _span_sum(
@@ -109,7 +108,8 @@ if triton is not None:
         IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
         CHAINED: tl.constexpr,  # noqa: N803 - whether K goes beyond the first chain; without, one accumulator fewer
     ):  # fmt: skip
-        rows, cols = program_block(n_rows, n_cols, BR, BC, GROUP)
+        row0, col0 = program_block(n_rows, n_cols, BR, BC, GROUP)
+        rows, cols = row0 + tl.arange(0, BR), col0 + tl.arange(0, BC)
         in_rows, in_cols = rows[:, None] < n_rows, cols[None, :] < n_cols
         total = tl.zeros((BR, BC), dtype=tl.float32)
         for s in range(0, batch):

@@ -14,6 +14,12 @@ all part products counted (engine/tensor_core.py models the truncation that rule
 Plain IEEE fp32 products stay with cuBLAS: in Triton they run on CUDA cores too, and spill
 registers at every launch benchmarks/compile_check.py tried.
 
+On Hopper the blocks arrive through TMA (tensor descriptors: the copy engine fetches a block per
+request and fills what lies outside the tensor with zeros) where x's and W's rows are 16-byte
+aligned, as a model's widths are; elsewhere through per-element pointers. The pointers' addresses
+and masks take registers: at 128 × 128 × 32, 250 per thread with pointers, 191 with TMA, and
+128 × 128 × 64 spills only with pointers (benchmarks/compile_check.py).
+
 Opt-in (`EngineSettings.fused_linear`) until benchmarks/gpu.py has timed it against cuBLAS.
 """
 
@@ -31,10 +37,16 @@ if kernels.triton is not None:
 
     from lit_activation.engine.kernels import program_block
 
-# A GEMM-sized tile that compiles for sm_90 without spilling with a bf16 weight (250 registers,
-# benchmarks/compile_check.py; 128 × 128 × 64 and 128 × 256 spill); to be timed on a GPU.
+    try:  # host-side tensor descriptors: triton >= 3.4
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:  # pragma: no cover - depends on the installation
+        TensorDescriptor = None
+
+# A GEMM-sized tile that compiles for sm_90 without spilling (191 registers with TMA loads, 250 with
+# pointers; benchmarks/compile_check.py); 128 × 128 × 64 is in the GPU sweep, 128 × 256 spills.
 BLOCK_M, BLOCK_N, BLOCK_K = 128, 128, 32
 NUM_WARPS, NUM_STAGES, GROUP_M = 8, 3, 8
+TMA = True  # blocks through tensor descriptors where the device and the layout allow (False: always pointers)
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -63,35 +75,49 @@ if kernels.triton is not None:
         return p0, p1, (rest - p1.to(tl.float32)).to(tl.bfloat16)
 
     @triton.jit
+    def _block_products(xb, wb, chain, W_PARTS: tl.constexpr, UPCAST: tl.constexpr):  # noqa: N803
+        """chain + xb @ wb from their parts, the small part products first (split.pairs)."""
+        x0, x1, x2 = _parts(xb)
+        if W_PARTS == 1:  # bf16 values (stored so, or gathered in fp32 by FSDP): exact as they are
+            w0 = wb.to(tl.bfloat16)
+            chain = _dot(x2, w0, chain, UPCAST)
+            chain = _dot(x1, w0, chain, UPCAST)
+        else:  # split.pairs(3, 3), smallest first
+            w0, w1, w2 = _parts(wb.to(tl.float32))
+            chain = _dot(x0, w2, chain, UPCAST)
+            chain = _dot(x1, w1, chain, UPCAST)
+            chain = _dot(x2, w0, chain, UPCAST)
+            chain = _dot(x0, w1, chain, UPCAST)
+            chain = _dot(x1, w0, chain, UPCAST)
+        return _dot(x0, w0, chain, UPCAST)
+
+    @triton.jit
     def _linear(
         x, w, out, m, n, k, chain_k,
         x_m, x_k, w_n, w_k, o_m, o_n,
-        W_PARTS: tl.constexpr, UPCAST: tl.constexpr,  # noqa: N803
+        W_PARTS: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr, W_KN: tl.constexpr,  # noqa: N803
         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
     ):  # fmt: skip
-        rows, cols = program_block(m, n, BM, BN, GROUP)
+        """TMA: x and w are tensor descriptors, w laid (k, n) if W_KN else (n, k); else pointers."""
+        row0, col0 = program_block(m, n, BM, BN, GROUP)
+        rows, cols = row0 + tl.arange(0, BM), col0 + tl.arange(0, BN)
         ks = tl.arange(0, BK)
         in_rows, in_cols = rows[:, None] < m, cols[None, :] < n
         total = tl.zeros((BM, BN), dtype=tl.float32)
         for c0 in range(0, k, chain_k):
             chain = tl.zeros((BM, BN), dtype=tl.float32)
             for k0 in range(c0, tl.minimum(c0 + chain_k, k), BK):
-                kk = k0 + ks
-                xb = tl.load(x + rows[:, None] * x_m + kk[None, :] * x_k, mask=in_rows & (kk[None, :] < k), other=0.0)
-                wb = tl.load(w + kk[:, None] * w_k + cols[None, :] * w_n, mask=(kk[:, None] < k) & in_cols, other=0.0)
-                x0, x1, x2 = _parts(xb)
-                if W_PARTS == 1:  # bf16 values (stored so, or gathered in fp32 by FSDP): exact as they are
-                    w0 = wb.to(tl.bfloat16)
-                    chain = _dot(x2, w0, chain, UPCAST)
-                    chain = _dot(x1, w0, chain, UPCAST)
-                else:  # split.pairs(3, 3), smallest first
-                    w0, w1, w2 = _parts(wb.to(tl.float32))
-                    chain = _dot(x0, w2, chain, UPCAST)
-                    chain = _dot(x1, w1, chain, UPCAST)
-                    chain = _dot(x2, w0, chain, UPCAST)
-                    chain = _dot(x0, w1, chain, UPCAST)
-                    chain = _dot(x1, w0, chain, UPCAST)
-                chain = _dot(x0, w0, chain, UPCAST)
+                if TMA:  # beyond the tensor a descriptor reads zeros: no masks
+                    xb = x.load([row0, k0])
+                    if W_KN:
+                        wb = w.load([k0, col0])
+                    else:
+                        wb = w.load([col0, k0]).T
+                else:
+                    kk = k0 + ks
+                    xb = tl.load(x + rows[:, None] * x_m + kk[None, :] * x_k, mask=in_rows & (kk[None, :] < k), other=0.0)
+                    wb = tl.load(w + kk[:, None] * w_k + cols[None, :] * w_n, mask=(kk[:, None] < k) & in_cols, other=0.0)
+                chain = _block_products(xb, wb, chain, W_PARTS, UPCAST)
             total += chain  # promotion: one IEEE fp32 addition per chain
         tl.store(out + rows[:, None] * o_m + cols[None, :] * o_n, total, mask=in_rows & in_cols)
 
@@ -120,9 +146,39 @@ def linear(x: Tensor, weight: Tensor, bf16_values: bool = False) -> Tensor:
     w_parts = 1 if weight.dtype == torch.bfloat16 or bf16_values else 3
     chain = kernel_chain(k, len(pairs(3, w_parts)))
     grid = (triton.cdiv(m, BLOCK_M) * triton.cdiv(n, BLOCK_N),)
+    descriptors = tma_descriptors(flat, weight)
+    x_arg, w_arg, w_kn = (flat, weight, False) if descriptors is None else descriptors
     _linear[grid](
-        flat, weight, out, m, n, k, chain, *flat.stride(), *weight.stride(), *out.stride(),
-        W_PARTS=w_parts, UPCAST=kernels.interpreted(), BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, GROUP=GROUP_M,
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        x_arg, w_arg, out, m, n, k, chain, *flat.stride(), *weight.stride(), *out.stride(),
+        W_PARTS=w_parts, UPCAST=kernels.interpreted(), TMA=descriptors is not None, W_KN=w_kn,
+        BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, GROUP=GROUP_M, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out.reshape(*x.shape[:-1], n)
+
+
+def tma_descriptors(x: Tensor, weight: Tensor) -> tuple[object, object, bool] | None:
+    """(x's descriptor, W's descriptor, whether W is laid (k, n)) where TMA can read both, else None.
+
+    TMA needs Hopper or later (or the interpreter), a contiguous last dimension and 16-byte aligned
+    rows and base addresses. W (n, k) is read as stored when k is its contiguous dimension; a
+    transposed view (the backward's Wᵀ, GPT-2's Conv1D) is read in its storage layout (k, n).
+    """
+    if not TMA or TensorDescriptor is None:
+        return None
+    if not (kernels.interpreted() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)):
+        return None
+    if weight.stride(1) == 1:
+        w_kn, shape, rows = False, [weight.shape[0], weight.shape[1]], weight.stride(0)
+    elif weight.stride(0) == 1:
+        w_kn, shape, rows = True, [weight.shape[1], weight.shape[0]], weight.stride(1)
+    else:
+        return None
+    if not (_aligned(x, x.stride(0)) and x.stride(1) == 1 and _aligned(weight, rows)):
+        return None
+    x_desc = TensorDescriptor(x, list(x.shape), [x.stride(0), 1], [BLOCK_M, BLOCK_K])
+    w_desc = TensorDescriptor(weight, shape, [rows, 1], [BLOCK_K, BLOCK_N] if w_kn else [BLOCK_N, BLOCK_K])
+    return x_desc, w_desc, w_kn
+
+
+def _aligned(t: Tensor, row_stride: int) -> bool:
+    return t.data_ptr() % 16 == 0 and row_stride * t.element_size() % 16 == 0
