@@ -51,7 +51,7 @@ def main() -> int:
     print("| kernel | products | launch | shared KB | registers | spilled bytes (stores / loads) | wgmma | compile s |\n|---|---|---|---|---|---|---|---|")
     failures = 0
     for config in dict.fromkeys(reduction):
-        for mode in ("split, one chain", "split, chained", "ieee"):
+        for mode in REDUCTION_MODES:
             failures += _row("weighted_abs_sum", mode, config, args.arch, _reduction_source(kernels, mode, config))
     for config in dict.fromkeys(linears):
         for mode in LINEAR_MODES:
@@ -64,14 +64,24 @@ def _signature(fn, operands: dict[str, str], constexprs: dict) -> dict[str, str]
     return {name: "constexpr" if name in constexprs else operands.get(name, "i32") for name in fn.arg_names}
 
 
+# The reduction's variants: TMA loads (aligned operands, Hopper) of split operands summed in one chain
+# (up to chain_length's reach, e.g. 128 positions) or in several; per-element pointer loads of fp32
+# operands (matmul ieee: never TMA, whose blocks spill in IEEE products) and of unaligned split ones.
+REDUCTION_MODES = ("split, one chain", "split, chained", "ieee, pointers", "split, chained, pointers")
+
+
 def _reduction_source(kernels, mode: str, config: tuple[int, ...]):  # noqa: ANN001, ANN202 - module, ASTSource
     from triton.compiler import ASTSource
 
     br, bc, bk, _, _, group = config
-    operand = "*fp32" if mode == "ieee" else "*bf16"
-    constexprs = {"IEEE": mode == "ieee", "UPCAST": False, "BR": br, "BC": bc, "BK": bk, "GROUP": group, "CHAINED": mode == "split, chained"}
-    pointers = {"a": operand, "b": operand, "w": "*fp32", "out": "*fp32"}
-    return ASTSource(kernels._weighted_abs_sum, _signature(kernels._weighted_abs_sum, pointers, constexprs), constexprs)
+    dtype, tma = ("fp32" if mode.startswith("ieee") else "bf16"), "pointers" not in mode
+    constexprs = {"IEEE": mode.startswith("ieee"), "UPCAST": False, "BR": br, "BC": bc, "BK": bk, "GROUP": group, "CHAINED": "chained" in mode, "TMA": tma}
+    if tma:  # host-side tensor descriptors of one sample's block each
+        operands = {"a": f"tensordesc<{dtype}[1, {br}, {bk}]>", "b": f"tensordesc<{dtype}[1, {bk}, {bc}]>"}
+    else:
+        operands = {"a": f"*{dtype}", "b": f"*{dtype}"}
+    operands.update(w="*fp32", out="*fp32")
+    return ASTSource(kernels._weighted_abs_sum, _signature(kernels._weighted_abs_sum, operands, constexprs), constexprs)
 
 
 # The linear kernel's variants: TMA loads (aligned widths, Hopper) of a bf16 weight as stored (x·Wᵀ),

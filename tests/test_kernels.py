@@ -75,23 +75,29 @@ def test_every_block_is_computed_once_whatever_the_program_grouping(group, monke
     kernel_matches_fp64(rows=83, k=20, cols=37, seed=group)
 
 
+@pytest.mark.parametrize(("cols", "path"), [(30, "pointers"), (32, "tma")])
 @pytest.mark.parametrize(("positions", "chains"), [(60, 1), (100, 2), (300, 5)])
-def test_chains_along_k_cover_every_k_once(positions, chains, monkeypatch):
+def test_chains_along_k_cover_every_k_once(positions, chains, cols, path, monkeypatch):
     """Split operands (six part products along K) in the plain path's chains, made short here: the
     small part products and the first chain in one accumulator, then chains of 64 (ALIGN 16) whose
     ends fall inside K blocks of 32 (5 × positions + the first chain is no multiple of 32). Each K
     entry must be summed in exactly one chain: one in two, or in none, misses fp64 by far. 60
-    positions: one chain."""
+    positions: one chain. 30 columns leave the rows of b unaligned (pointer loads), 32 do not (TMA,
+    where a chain's end inside a block is masked after the load)."""
     monkeypatch.setattr(split, "CHAIN_SCALE", 4)
     monkeypatch.setattr(split, "MIN_CHAIN", 64)
     monkeypatch.setattr(split, "ALIGN", 16)
     step = split.chain_step(positions)
     assert -(-positions // step) == chains and (5 * positions + step) % 32
+    seen = []
+    descriptors = kernels.operand_descriptors
+    monkeypatch.setattr(kernels, "operand_descriptors", lambda *a: (lambda d: seen.append("pointers" if d is None else "tma") or d)(descriptors(*a)))
     g = torch.Generator().manual_seed(positions)
-    a, b, w = torch.randn(2, 40, positions, generator=g), torch.randn(2, positions, 30, generator=g), torch.rand(40, 30, generator=g)
+    a, b, w = torch.randn(2, 40, positions, generator=g), torch.randn(2, positions, cols, generator=g), torch.rand(40, cols, generator=g)
     exact, scale = fp64_reference(a, b, w)
     left, right = concat_left(split_bf16(a), 3), concat_right(split_bf16(b), 3)
-    out = kernels.weighted_abs_sum(left, right, w, torch.full((40, 30), float("nan")), positions)
+    out = kernels.weighted_abs_sum(left, right, w, torch.full((40, cols), float("nan")), positions)
+    assert seen == [path]
     assert bool(((out.double() - exact).abs() <= 4 * positions * EPS32 * scale).all()), float(((out.double() - exact).abs() / scale).max())
 
 
@@ -229,9 +235,10 @@ def test_the_kernels_compile_for_hopper_and_multiply_on_its_tensor_cores():
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| weighted_abs_sum") or line.startswith("| linear")]
     products = {(row[0].strip("| "), row[1]): int(row[6]) for row in rows}  # (kernel, products) -> wgmma instructions
     assert set(products) == {
-        ("weighted_abs_sum", "split, one chain"), ("weighted_abs_sum", "split, chained"), ("weighted_abs_sum", "ieee"),
+        ("weighted_abs_sum", "split, one chain"), ("weighted_abs_sum", "split, chained"), ("weighted_abs_sum", "ieee, pointers"),
+        ("weighted_abs_sum", "split, chained, pointers"),
         ("linear", "split, bf16 W"), ("linear", "split, bf16 Wᵀ (δ·W)"), ("linear", "split, fp32 W"), ("linear", "split, fp32 W of bf16 values"),
         ("linear", "split, bf16 W, pointers"),
     }
     assert all(count > 0 for (_, mode), count in products.items() if mode.startswith("split"))
-    assert products[("weighted_abs_sum", "ieee")] == 0
+    assert products[("weighted_abs_sum", "ieee, pointers")] == 0

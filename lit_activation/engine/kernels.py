@@ -29,6 +29,10 @@ try:  # a CUDA torch ships triton; the CPU wheel does not
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the installation
     triton = None
+try:  # host-side tensor descriptors (TMA): triton >= 3.4
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the installation
+    TensorDescriptor = None
 
 # The largest tile that compiles for sm_90 without spilling registers (benchmarks/compile_check.py:
 # 173-233 registers; 128 × 128 spills in every chain mode); to be timed on a GPU (benchmarks/gpu.py).
@@ -38,6 +42,11 @@ NUM_WARPS, NUM_STAGES = 8, 3
 # operand rows stay in L2 while the columns stream past (a plain row-major order rereads them all
 # from HBM once per column block). 1 is row-major.
 GROUP_R = 8
+# Blocks arrive through TMA tensor descriptors where the device (Hopper or later) and the operands'
+# layout allow: the copy engine fetches a block per request and reads zeros beyond the tensor, so
+# the per-element addresses and masks that pointer loads hold in registers are gone (about 60 of
+# ~250 per thread, benchmarks/compile_check.py). False: always pointers.
+TMA = True
 
 
 def available(device: torch.device) -> bool:
@@ -63,6 +72,22 @@ def int32_offsets(*tensors: Tensor) -> bool:
     return all(sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(), strict=True)) < 2**31 for t in tensors)
 
 
+def tma_device(device: torch.device) -> bool:
+    """Whether blocks may come through TMA descriptors on `device`: Hopper or later, or the interpreter."""
+    if not TMA or TensorDescriptor is None:
+        return False
+    return interpreted() or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def descriptor(t: Tensor, block: list[int]) -> object | None:
+    """A TMA descriptor of `t` in blocks of `block`, or None where TMA cannot read it: the last
+    dimension must be contiguous, the base address and every other stride 16-byte aligned."""
+    size = t.element_size()
+    if t.stride(-1) != 1 or t.data_ptr() % 16 or any(stride * size % 16 for stride in t.stride()[:-1]):
+        return None
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
+
+
 def interpreted() -> bool:
     # Triton's CPU interpreter (3.9) multiplies bf16 operands of tl.dot as raw bit patterns; there
     # the parts are upcast first, which changes nothing: a product of two bf16 values is exact in fp32.
@@ -83,16 +108,31 @@ if triton is not None:
 
     @triton.jit
     def _span_sum(
-        a, b, acc, s, start, stop, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c,
-        IEEE: tl.constexpr, UPCAST: tl.constexpr, BK: tl.constexpr,  # noqa: N803
+        a, b, acc, s, start, stop, row0, col0, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c,
+        IEEE: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr, CHAINED: tl.constexpr,  # noqa: N803
+        BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,  # noqa: N803
     ):  # fmt: skip
         """acc + a_s[rows, start:stop] @ b_s[start:stop, cols]: blocks of BK, masked at `stop`, so a
-        block that straddles a chain's end is summed in that chain only up to it."""
+        block that straddles a chain's end is summed in that chain only up to it. TMA: a and b are
+        tensor descriptors, reading zeros beyond the tensor; their blocks must start 16-byte aligned
+        along K, so they keep to multiples of BK and a chain's ends inside a block are masked."""
         ks = tl.arange(0, BK)
-        for k0 in range(start, stop, BK):
+        if TMA:
+            lo = start // BK * BK
+        else:
+            lo = start
+        for k0 in range(lo, stop, BK):
             kk = k0 + ks
-            left = tl.load(a + s * a_s + rows[:, None] * a_r + kk[None, :] * a_k, mask=in_rows & (kk[None, :] < stop), other=0.0)
-            right = tl.load(b + s * b_s + kk[:, None] * b_k + cols[None, :] * b_c, mask=(kk[:, None] < stop) & in_cols, other=0.0)
+            if TMA:
+                left = a.load([s, row0, k0]).reshape(BR, BK)
+                right = b.load([s, k0, col0]).reshape(BK, BC)
+                if CHAINED:
+                    inside = (kk >= start) & (kk < stop)
+                    left = tl.where(inside[None, :], left, 0.0)
+                    right = tl.where(inside[:, None], right, 0.0)
+            else:
+                left = tl.load(a + s * a_s + rows[:, None] * a_r + kk[None, :] * a_k, mask=in_rows & (kk[None, :] < stop), other=0.0)
+                right = tl.load(b + s * b_s + kk[:, None] * b_k + cols[None, :] * b_c, mask=(kk[:, None] < stop) & in_cols, other=0.0)
             if UPCAST:  # the same exact products in fp32 (see `interpreted`)
                 left, right = left.to(tl.float32), right.to(tl.float32)
             if IEEE or UPCAST:  # fp32 operands: IEEE fp32 products, never TF32
@@ -107,6 +147,7 @@ if triton is not None:
         a_s, a_r, a_k, b_s, b_k, b_c, w_r, w_c, o_r, o_c,
         IEEE: tl.constexpr, UPCAST: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, GROUP: tl.constexpr,  # noqa: N803
         CHAINED: tl.constexpr,  # noqa: N803 - whether K goes beyond the first chain; without, one accumulator fewer
+        TMA: tl.constexpr,  # noqa: N803 - a and b are tensor descriptors (else pointers)
     ):  # fmt: skip
         row0, col0 = program_block(n_rows, n_cols, BR, BC, GROUP)
         rows, cols = row0 + tl.arange(0, BR), col0 + tl.arange(0, BC)
@@ -114,11 +155,15 @@ if triton is not None:
         total = tl.zeros((BR, BC), dtype=tl.float32)
         for s in range(0, batch):
             zero = tl.zeros((BR, BC), dtype=tl.float32)
-            acc = _span_sum(a, b, zero, s, 0, first, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c, IEEE, UPCAST, BK)
+            acc = _span_sum(
+                a, b, zero, s, 0, first, row0, col0, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c, IEEE, UPCAST, TMA, CHAINED, BR, BC, BK
+            )
             if CHAINED:  # each further chain from zero, added in fp32
                 for c0 in range(first, k, step):
                     stop = tl.minimum(c0 + step, k)
-                    acc += _span_sum(a, b, zero, s, c0, stop, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c, IEEE, UPCAST, BK)
+                    acc += _span_sum(
+                        a, b, zero, s, c0, stop, row0, col0, rows, cols, in_rows, in_cols, a_s, a_r, a_k, b_s, b_k, b_c, IEEE, UPCAST, TMA, CHAINED, BR, BC, BK
+                    )
             total += tl.abs(acc)
         weight = tl.load(w + rows[:, None] * w_r + cols[None, :] * w_c, mask=in_rows & in_cols, other=0.0)
         tl.store(out + rows[:, None] * o_r + cols[None, :] * o_c, total * weight, mask=in_rows & in_cols)
@@ -150,10 +195,22 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     step = k if ieee else chain_step(full)  # ≤ full
     first = k if ieee else k - full + step  # the small part products and the first chain: one accumulator
     grid = (triton.cdiv(n_rows, BLOCK_R) * triton.cdiv(n_cols, BLOCK_C),)
+    descriptors = operand_descriptors(left, right)
+    a, b = (left, right) if descriptors is None else descriptors
     _weighted_abs_sum[grid](
-        left, right, abs_weight, out, batch, n_rows, n_cols, k, first, step,
+        a, b, abs_weight, out, batch, n_rows, n_cols, k, first, step,
         *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
         IEEE=ieee, UPCAST=interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R, CHAINED=first < k,
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        TMA=descriptors is not None, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out
+
+
+def operand_descriptors(left: Tensor, right: Tensor) -> tuple[object, object] | None:
+    """TMA descriptors of the per-sample operands (one sample's block each), or None where the
+    device or their layout (a tile's row slice included) does not allow them, or where they are
+    fp32: IEEE products from TMA-loaded blocks spill registers at every launch compile_check tried."""
+    if left.dtype == torch.float32 or not tma_device(left.device):
+        return None
+    a, b = descriptor(left, [1, BLOCK_R, BLOCK_K]), descriptor(right, [1, BLOCK_K, BLOCK_C])
+    return None if a is None or b is None else (a, b)

@@ -37,16 +37,10 @@ if kernels.triton is not None:
 
     from lit_activation.engine.kernels import program_block
 
-    try:  # host-side tensor descriptors: triton >= 3.4
-        from triton.tools.tensor_descriptor import TensorDescriptor
-    except ImportError:  # pragma: no cover - depends on the installation
-        TensorDescriptor = None
-
 # A GEMM-sized tile that compiles for sm_90 without spilling (191 registers with TMA loads, 250 with
 # pointers; benchmarks/compile_check.py); 128 × 128 × 64 is in the GPU sweep, 128 × 256 spills.
 BLOCK_M, BLOCK_N, BLOCK_K = 128, 128, 32
 NUM_WARPS, NUM_STAGES, GROUP_M = 8, 3, 8
-TMA = True  # blocks through tensor descriptors where the device and the layout allow (False: always pointers)
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -157,28 +151,12 @@ def linear(x: Tensor, weight: Tensor, bf16_values: bool = False) -> Tensor:
 
 
 def tma_descriptors(x: Tensor, weight: Tensor) -> tuple[object, object, bool] | None:
-    """(x's descriptor, W's descriptor, whether W is laid (k, n)) where TMA can read both, else None.
-
-    TMA needs Hopper or later (or the interpreter), a contiguous last dimension and 16-byte aligned
-    rows and base addresses. W (n, k) is read as stored when k is its contiguous dimension; a
-    transposed view (the backward's Wᵀ, GPT-2's Conv1D) is read in its storage layout (k, n).
-    """
-    if not TMA or TensorDescriptor is None:
+    """(x's descriptor, W's descriptor, whether W is laid (k, n)) where TMA can read both, else None
+    (kernels.descriptor says when). W (n, k) is read as stored when k is its contiguous dimension; a
+    transposed view (the backward's Wᵀ, GPT-2's Conv1D) is read in its storage layout (k, n)."""
+    if not kernels.tma_device(x.device):
         return None
-    if not (kernels.interpreted() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)):
-        return None
-    if weight.stride(1) == 1:
-        w_kn, shape, rows = False, [weight.shape[0], weight.shape[1]], weight.stride(0)
-    elif weight.stride(0) == 1:
-        w_kn, shape, rows = True, [weight.shape[1], weight.shape[0]], weight.stride(1)
-    else:
-        return None
-    if not (_aligned(x, x.stride(0)) and x.stride(1) == 1 and _aligned(weight, rows)):
-        return None
-    x_desc = TensorDescriptor(x, list(x.shape), [x.stride(0), 1], [BLOCK_M, BLOCK_K])
-    w_desc = TensorDescriptor(weight, shape, [rows, 1], [BLOCK_K, BLOCK_N] if w_kn else [BLOCK_N, BLOCK_K])
-    return x_desc, w_desc, w_kn
-
-
-def _aligned(t: Tensor, row_stride: int) -> bool:
-    return t.data_ptr() % 16 == 0 and row_stride * t.element_size() % 16 == 0
+    w_kn = weight.stride(1) != 1
+    w_desc = kernels.descriptor(weight.t(), [BLOCK_K, BLOCK_N]) if w_kn else kernels.descriptor(weight, [BLOCK_N, BLOCK_K])
+    x_desc = kernels.descriptor(x, [BLOCK_M, BLOCK_K])
+    return None if x_desc is None or w_desc is None else (x_desc, w_desc, w_kn)
