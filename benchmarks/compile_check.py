@@ -87,7 +87,7 @@ def _reduction_source(kernels, mode: str, config: tuple[int, ...]):  # noqa: ANN
 # The linear kernel's variants: TMA loads (aligned widths, Hopper) of a bf16 weight as stored (x·Wᵀ),
 # of its transpose (δ·W, GPT-2's Conv1D), of an fp32 weight (six part products) and of an fp32 one
 # holding bf16 values (a sharded bf16 model); and per-element pointer loads (unaligned widths).
-LINEAR_MODES = ("split, bf16 W", "split, bf16 Wᵀ (δ·W)", "split, fp32 W", "split, fp32 W of bf16 values", "split, bf16 W, pointers")
+LINEAR_MODES = ("split, bf16 W", "split, bf16 Wᵀ (δ·W)", "split, fp32 W", "split, fp32 Wᵀ (δ·W)", "split, fp32 W of bf16 values", "split, bf16 W, pointers")
 
 
 def _linear_source(linear_kernel, mode: str, config: tuple[int, ...]):  # noqa: ANN001, ANN202
@@ -96,7 +96,7 @@ def _linear_source(linear_kernel, mode: str, config: tuple[int, ...]):  # noqa: 
     bm, bn, bk, _, _, group = config
     dtype = "fp32" if "fp32 W" in mode else "bf16"
     tma, w_kn = "pointers" not in mode, "Wᵀ" in mode
-    parts = 3 if mode == "split, fp32 W" else 1
+    parts = 3 if mode.startswith("split, fp32 W") and "bf16 values" not in mode else 1
     constexprs = {"W_PARTS": parts, "UPCAST": False, "TMA": tma, "W_KN": w_kn, "BM": bm, "BN": bn, "BK": bk, "GROUP": group}
     if tma:  # host-side tensor descriptors, typed by dtype and block
         operands = {"x": f"tensordesc<fp32[{bm}, {bk}]>", "w": f"tensordesc<{dtype}[{bk}, {bn}]>" if w_kn else f"tensordesc<{dtype}[{bn}, {bk}]>"}

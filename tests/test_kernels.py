@@ -101,6 +101,29 @@ def test_chains_along_k_cover_every_k_once(positions, chains, cols, path, monkey
     assert bool(((out.double() - exact).abs() <= 4 * positions * EPS32 * scale).all()), float(((out.double() - exact).abs() / scale).max())
 
 
+@pytest.mark.parametrize("positions", [40, 100])
+def test_tma_loads_cover_every_block_of_a_row_slice(positions, monkeypatch):
+    """Blocks of 16 over a tile of 83 rows sliced from 100 (as the engine passes one) and 48
+    columns: several programs, each loading its own blocks through TMA descriptors, in one chain
+    (40 positions) or several whose ends fall inside K blocks (100); fp64 within fp32's bound."""
+    for name in ("BLOCK_R", "BLOCK_C", "BLOCK_K"):
+        monkeypatch.setattr(kernels, name, 16)
+    monkeypatch.setattr(kernels, "GROUP_R", 2)
+    monkeypatch.setattr(split, "CHAIN_SCALE", 4)
+    monkeypatch.setattr(split, "MIN_CHAIN", 64)
+    monkeypatch.setattr(split, "ALIGN", 8)
+    seen = []
+    descriptors = kernels.operand_descriptors
+    monkeypatch.setattr(kernels, "operand_descriptors", lambda *a: (lambda d: seen.append(d is not None) or d)(descriptors(*a)))
+    g = torch.Generator().manual_seed(positions)
+    a, b, w = torch.randn(2, 100, positions, generator=g), torch.randn(2, positions, 48, generator=g), torch.rand(83, 48, generator=g)
+    left, right = concat_left(split_bf16(a), 3)[:, 10:93], concat_right(split_bf16(b), 3)
+    exact, scale = fp64_reference(a[:, 10:93], b, w)
+    out = kernels.weighted_abs_sum(left, right, w, torch.full((83, 48), float("nan")), positions)
+    assert seen == [True] and (split.chain_step(positions) < positions) == (positions == 100)
+    assert bool(((out.double() - exact).abs() <= 4 * positions * EPS32 * scale).all()), float(((out.double() - exact).abs() / scale).max())
+
+
 def test_a_full_span_outside_k_is_refused():
     with pytest.raises(ValueError, match=r"positions must be in 1\.\.3 \(the full-scale span of K\); got 4"):
         kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 3, 2), torch.ones(2, 2), torch.empty(2, 2), 4)
@@ -237,7 +260,8 @@ def test_the_kernels_compile_for_hopper_and_multiply_on_its_tensor_cores():
     assert set(products) == {
         ("weighted_abs_sum", "split, one chain"), ("weighted_abs_sum", "split, chained"), ("weighted_abs_sum", "ieee, pointers"),
         ("weighted_abs_sum", "split, chained, pointers"),
-        ("linear", "split, bf16 W"), ("linear", "split, bf16 Wᵀ (δ·W)"), ("linear", "split, fp32 W"), ("linear", "split, fp32 W of bf16 values"),
+        ("linear", "split, bf16 W"), ("linear", "split, bf16 Wᵀ (δ·W)"), ("linear", "split, fp32 W"), ("linear", "split, fp32 Wᵀ (δ·W)"),
+        ("linear", "split, fp32 W of bf16 values"),
         ("linear", "split, bf16 W, pointers"),
     }
     assert all(count > 0 for (_, mode), count in products.items() if mode.startswith("split"))

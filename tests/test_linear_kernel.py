@@ -72,6 +72,20 @@ def test_the_kernel_equals_fp64_within_fp32_rounding(small_blocks, loads, stored
     assert bool(((got.double() - exact).abs() <= 2 * k * EPS32 * scale).all()), float(((got.double() - exact).abs() / scale).max())
 
 
+def test_unaligned_bases_and_empty_inputs_take_pointer_loads(small_blocks, loads):
+    """TMA needs 16-byte aligned base addresses too: x or W starting one element into its storage
+    (rows aligned otherwise) is read through pointers, and so is an empty input; results as fp64."""
+    g = torch.Generator().manual_seed(6)
+    storage_x, storage_w = torch.randn(35 * 120 + 1, generator=g), torch.randn(40, 129, generator=g).bfloat16()
+    x, weight = storage_x[1:].view(35, 120), storage_w[:, 1:121]  # 4 and 2 bytes past an aligned address
+    aligned_x, aligned_w = x.clone(), weight.contiguous()
+    for xs, ws in ((x, aligned_w), (aligned_x, weight)):
+        exact, scale = xs.double() @ ws.double().t(), xs.double().abs() @ ws.double().abs().t()
+        assert bool(((linear_kernel.linear(xs, ws).double() - exact).abs() <= 2 * 120 * EPS32 * scale).all())
+    assert linear_kernel.linear(torch.empty(0, 120), aligned_w).shape == (0, 40)
+    assert loads == ["pointers", "pointers", "pointers"]
+
+
 @pytest.mark.parametrize(("k", "path"), [(53, "pointers"), (56, "tma")])
 def test_every_part_product_is_added_once(small_blocks, loads, k, path):
     """Hand values: x = V = 1 + 2⁻⁹ + 2⁻¹⁸ over K = 53 or 56 (four blocks of 16, the last one part

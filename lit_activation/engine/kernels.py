@@ -34,8 +34,9 @@ try:  # host-side tensor descriptors (TMA): triton >= 3.4
 except ImportError:  # pragma: no cover - depends on the installation
     TensorDescriptor = None
 
-# The largest tile that compiles for sm_90 without spilling registers (benchmarks/compile_check.py:
-# 173-233 registers; 128 × 128 spills in every chain mode); to be timed on a GPU (benchmarks/gpu.py).
+# A tile that compiles for sm_90 without spilling in every mode (benchmarks/compile_check.py: 114-154
+# registers through TMA, 233 through pointers; 128 × 128 spills when chained); the GPU sweep
+# (benchmarks/gpu.py) times 128 × 128 too.
 BLOCK_R, BLOCK_C, BLOCK_K = 64, 128, 32
 NUM_WARPS, NUM_STAGES = 8, 3
 # Programs run in groups of GROUP_R row blocks, column block by column block, so that a group's
@@ -44,8 +45,8 @@ NUM_WARPS, NUM_STAGES = 8, 3
 GROUP_R = 8
 # Blocks arrive through TMA tensor descriptors where the device (Hopper or later) and the operands'
 # layout allow: the copy engine fetches a block per request and reads zeros beyond the tensor, so
-# the per-element addresses and masks that pointer loads hold in registers are gone (about 60 of
-# ~250 per thread, benchmarks/compile_check.py). False: always pointers.
+# the per-element addresses and bounds masks that pointer loads hold in registers are gone (60-80
+# of ~250 per thread, benchmarks/compile_check.py). False: always pointers.
 TMA = True
 
 
@@ -80,9 +81,12 @@ def tma_device(device: torch.device) -> bool:
 
 
 def descriptor(t: Tensor, block: list[int]) -> object | None:
-    """A TMA descriptor of `t` in blocks of `block`, or None where TMA cannot read it: the last
-    dimension must be contiguous, the base address and every other stride 16-byte aligned."""
+    """A TMA descriptor of `t` in blocks of `block`, or None where TMA cannot read it: an empty or
+    broadcast (stride 0) tensor; else the last dimension must be contiguous, the base address and
+    every other stride 16-byte aligned."""
     size = t.element_size()
+    if t.numel() == 0 or any(stride <= 0 for stride in t.stride()):
+        return None
     if t.stride(-1) != 1 or t.data_ptr() % 16 or any(stride * size % 16 for stride in t.stride()[:-1]):
         return None
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
