@@ -109,15 +109,16 @@ def _linear_source(linear_kernel, mode: str, config: tuple[int, ...]):  # noqa: 
 def _row(kernel: str, mode: str, config: tuple[int, ...], arch: int, source) -> int:  # noqa: ANN001
     """Compile one launch and print its row; 1 if it failed to compile (the row says why), else 0."""
     import triton
+    from gpu import launch_label, one_line
     from triton.backends.compiler import GPUTarget
 
     warps, stages = config[3], config[4]
-    launch = "{}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
+    launch = launch_label(config).removeprefix("blocks ")
     start = time.perf_counter()
     try:
         compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": stages})
     except Exception as error:  # noqa: BLE001 - the row reports it; the other launches still compile
-        print(f"| {kernel} | {mode} | {launch} | failed: {type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''} | | | | |")
+        print(f"| {kernel} | {mode} | {launch} | failed: {one_line(error, 120)} | | | | |")
         return 1
     seconds = time.perf_counter() - start
     ptx = compiled.asm["ptx"]

@@ -65,20 +65,27 @@ LINEAR_CONFIGS = [
 ]
 
 
-def fused_config(text: str) -> tuple[int, ...]:
-    """One launch of the fused kernel: 6 comma-separated integers (FUSED_FIELDS)."""
-    values = tuple(int(v) for v in text.split(","))
-    if len(values) != len(FUSED_FIELDS):
-        raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(FUSED_FIELDS)}")
-    return values
+def launch_config(fields: tuple[str, ...]) -> Callable[[str], tuple[int, ...]]:
+    """The argparse type of one kernel launch: comma-separated integers, one per field."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        values = tuple(int(v) for v in text.split(","))
+        if len(values) != len(fields):
+            raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(fields)}")
+        return values
+
+    return parse
 
 
-def linear_config(text: str) -> tuple[int, ...]:
-    """One launch of the fused linear kernel: 6 comma-separated integers (LINEAR_FIELDS)."""
-    values = tuple(int(v) for v in text.split(","))
-    if len(values) != len(LINEAR_FIELDS):
-        raise argparse.ArgumentTypeError(f"{text!r}: give {','.join(LINEAR_FIELDS)}")
-    return values
+def launch_label(config: tuple[int, ...]) -> str:
+    """A launch (blocks, warps, stages, group) as the tables name it."""
+    return "blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
+
+
+def one_line(error: Exception, width: int = 160) -> str:
+    """An error as one table-friendly line: its type and the start of its first line."""
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0][:width] if text else ''}"
 
 
 def make_model(directory: Path, shape: str, layers: int | None, toy: bool) -> None:
@@ -231,7 +238,7 @@ def linear_speeds(device: str, configs: list[tuple[int, ...]], shapes: tuple[tup
             if kernels.available(torch.device(device)):
                 for config in configs:
                     with mock.patch.multiple(linear_kernel, **dict(zip(LINEAR_FIELDS, config, strict=True))):
-                        label = "fused split, blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
+                        label = f"fused split, {launch_label(config)}"
                         row[label] = _tflops(label, lambda x=x, w=w: linear_kernel.linear(x, w), device, flops)
                 with mock.patch.object(kernels, "TMA", False):  # what TMA loads bring, at the default launch
                     row["fused split, default launch, pointer loads"] = _tflops("pointer loads", lambda x=x, w=w: linear_kernel.linear(x, w), device, flops)
@@ -245,7 +252,7 @@ def _tflops(label: str, run: Callable[[], object], device: str, flops: int) -> f
     try:
         return flops / timed(run, device, 3) / 1e12
     except Exception as error:  # noqa: BLE001 - one session on the GPU: the other figures still count
-        print(f"  {label}: failed, {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}", flush=True)
+        print(f"  {label}: failed, {one_line(error)}", flush=True)
         return math.nan
 
 
@@ -259,10 +266,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--tiles", type=float, nargs="*", default=[64, 256, 1024, 4096], help="tile budgets (MB) of the sweep")
-    parser.add_argument("--fused-configs", type=fused_config, nargs="*", default=FUSED_CONFIGS,
+    parser.add_argument("--fused-configs", type=launch_config(FUSED_FIELDS), nargs="*", default=FUSED_CONFIGS,
                         help="fused kernel launches to time besides the default one (the 'split + fused kernel' row): "
                         + ",".join(FUSED_FIELDS) + " each")
-    parser.add_argument("--linear-configs", type=linear_config, nargs="*", default=LINEAR_CONFIGS,
+    parser.add_argument("--linear-configs", type=launch_config(LINEAR_FIELDS), nargs="*", default=LINEAR_CONFIGS,
                         help="fused linear kernel launches whose x·Wᵀ speed is timed: " + ",".join(LINEAR_FIELDS) + " each")
     parser.add_argument("--chain-scales", type=int, nargs="*", default=[0, 32, 64], help="split.CHAIN_SCALE values timed besides the default "
                         "(chains of the power of two ≤ scale·√K; 0: one chain)")
@@ -336,7 +343,7 @@ def main() -> None:
         report["fused_sweep_max_normalised_difference_from_plain_split"] = differences = {}
         for config in args.fused_configs:
             names = dict(zip(FUSED_FIELDS, config, strict=True))
-            label = "engine, split + fused kernel, blocks {}×{}×{}, {} warps, {} stages, groups of {}".format(*config)
+            label = f"engine, split + fused kernel, {launch_label(config)}"
             last: list = []  # the last timed run's sums, checked below: a fast row with wrong numbers would mislead
 
             def run_fused(last: list = last) -> None:
@@ -380,7 +387,7 @@ class Table:
         try:
             return self.add(what, seconds())
         except Exception as error:  # noqa: BLE001 - one session on the GPU: every other figure still counts
-            return self.add(f"{what}: failed, {type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}", math.nan)
+            return self.add(f"{what}: failed, {one_line(error)}", math.nan)
 
     def save(self) -> None:
         if self.path:

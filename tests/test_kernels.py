@@ -35,6 +35,21 @@ def fp64_reference(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> tuple[t
     return exact, scale
 
 
+def record_loads(monkeypatch, module, name: str) -> list[str]:
+    """Wraps `module.name`, a function returning TMA descriptors or None, to record per call which
+    loads the kernel then uses: "tma" or "pointers"."""
+    seen: list[str] = []
+    descriptors = getattr(module, name)
+
+    def recorded(*args):
+        found = descriptors(*args)
+        seen.append("pointers" if found is None else "tma")
+        return found
+
+    monkeypatch.setattr(module, name, recorded)
+    return seen
+
+
 def kernel_matches_fp64(rows: int, k: int, cols: int, seed: int) -> None:
     """Random fp32 operands of 2 samples through the kernel against fp64, within fp32's bound; the
     output starts NaN, so a block no program reached fails too."""
@@ -89,9 +104,7 @@ def test_chains_along_k_cover_every_k_once(positions, chains, cols, path, monkey
     monkeypatch.setattr(split, "ALIGN", 16)
     step = split.chain_step(positions)
     assert -(-positions // step) == chains and (5 * positions + step) % 32
-    seen = []
-    descriptors = kernels.operand_descriptors
-    monkeypatch.setattr(kernels, "operand_descriptors", lambda *a: (lambda d: seen.append("pointers" if d is None else "tma") or d)(descriptors(*a)))
+    seen = record_loads(monkeypatch, kernels, "operand_descriptors")
     g = torch.Generator().manual_seed(positions)
     a, b, w = torch.randn(2, 40, positions, generator=g), torch.randn(2, positions, cols, generator=g), torch.rand(40, cols, generator=g)
     exact, scale = fp64_reference(a, b, w)
@@ -112,15 +125,13 @@ def test_tma_loads_cover_every_block_of_a_row_slice(positions, monkeypatch):
     monkeypatch.setattr(split, "CHAIN_SCALE", 4)
     monkeypatch.setattr(split, "MIN_CHAIN", 64)
     monkeypatch.setattr(split, "ALIGN", 8)
-    seen = []
-    descriptors = kernels.operand_descriptors
-    monkeypatch.setattr(kernels, "operand_descriptors", lambda *a: (lambda d: seen.append(d is not None) or d)(descriptors(*a)))
+    seen = record_loads(monkeypatch, kernels, "operand_descriptors")
     g = torch.Generator().manual_seed(positions)
     a, b, w = torch.randn(2, 100, positions, generator=g), torch.randn(2, positions, 48, generator=g), torch.rand(83, 48, generator=g)
     left, right = concat_left(split_bf16(a), 3)[:, 10:93], concat_right(split_bf16(b), 3)
     exact, scale = fp64_reference(a[:, 10:93], b, w)
     out = kernels.weighted_abs_sum(left, right, w, torch.full((83, 48), float("nan")), positions)
-    assert seen == [True] and (split.chain_step(positions) < positions) == (positions == 100)
+    assert seen == ["tma"] and (split.chain_step(positions) < positions) == (positions == 100)
     assert bool(((out.double() - exact).abs() <= 4 * positions * EPS32 * scale).all()), float(((out.double() - exact).abs() / scale).max())
 
 

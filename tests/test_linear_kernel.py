@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_kernels import fused_sums
+from test_kernels import fused_sums, record_loads
 from test_precision import fp64_scores, max_normalised_error
 from test_scores import bf16_and_fp32_twin, padded_batch
 from test_tensor_core import max_normalised_error as max_error
@@ -40,10 +40,7 @@ def small_blocks(monkeypatch):
 @pytest.fixture
 def loads(monkeypatch):
     """Records which loads each call used: "tma" (tensor descriptors) or "pointers"."""
-    seen = []
-    descriptors = linear_kernel.tma_descriptors
-    monkeypatch.setattr(linear_kernel, "tma_descriptors", lambda *a: (lambda d: seen.append("pointers" if d is None else "tma") or d)(descriptors(*a)))
-    return seen
+    return record_loads(monkeypatch, linear_kernel, "tma_descriptors")
 
 
 # (weight shape, loads): widths of 101 and 117 leave rows unaligned (per-element pointers); 104 and

@@ -22,7 +22,7 @@ import os
 import torch
 from torch import Tensor
 
-from lit_activation.engine.split import chain_step
+from lit_activation.engine.split import chain_bounds
 
 try:  # a CUDA torch ships triton; the CPU wheel does not
     import triton
@@ -195,9 +195,8 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
     full = k if positions is None else positions
     if not 0 < full <= k:
         raise ValueError(f"positions must be in 1..{k} (the full-scale span of K); got {positions}")
-    ieee = left.dtype == torch.float32
-    step = k if ieee else chain_step(full)  # ≤ full
-    first = k if ieee else k - full + step  # the small part products and the first chain: one accumulator
+    ieee = left.dtype == torch.float32  # CUDA cores round to nearest: one chain
+    first, step = (k, k) if ieee else chain_bounds(k, full)  # the first chain takes the small part products too
     grid = (triton.cdiv(n_rows, BLOCK_R) * triton.cdiv(n_cols, BLOCK_C),)
     descriptors = operand_descriptors(left, right)
     a, b = (left, right) if descriptors is None else descriptors

@@ -132,17 +132,22 @@ def chain_step(full: int) -> int:
     return min(full, -(-step // ALIGN) * ALIGN)
 
 
+def chain_bounds(k: int, full: int) -> tuple[int, int]:
+    """(where the first chain ends, the length of each further one) along a K whose last `full`
+    entries carry full-scale products: the small part products and the first chain are one."""
+    if not 0 < full <= k:
+        raise ValueError(f"full must be in 1..{k} (the full-scale span of K); got {full}")
+    step = chain_step(full)
+    return k - full + step, step
+
+
 def chained_matmul(a: Tensor, b: Tensor, full: int, out: Tensor | None = None) -> Tensor:
     """a @ b of bf16 values whose last `full` entries of K carry full-scale products, the rest small
     ones: the small ones and the first chain in one GEMM, each further chain added in fp32.
 
     a: (..., M, K), b: (..., K, N); out: optional fp32 (..., M, N). Returns fp32.
     """
-    k = a.shape[-1]
-    if not 0 < full <= k:
-        raise ValueError(f"full must be in 1..{k} (the full-scale span of K); got {full}")
-    step = chain_step(full)
-    cut = k - full + step
+    cut, step = chain_bounds(a.shape[-1], full)
     return add_in_chains(bf16_matmul(a[..., :cut], b[..., :cut, :], out=out), a, b, cut, step)
 
 

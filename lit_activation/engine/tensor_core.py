@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_activation.engine.split import split_bf16
+from lit_activation.engine.split import pairs, split_bf16
 
 STEP = 16  # products per Hopper bf16 wgmma step (m64nNk16)
 FRACTION_BITS = 25  # alignment width of a step's addends, below the largest one's leading bit
@@ -104,8 +104,7 @@ def fused_linear_model(x: Tensor, weight: Tensor, chain: int, block_k: int) -> T
     of `block_k`, the small part products before x₀·W₀; each chain of `chain` of K from zero; the
     chains' sums added in IEEE fp32 (the kernel's promotion). x: (M, K), weight: (N, K); fp32 result."""
     xp, wp = split_bf16(x.float()), split_bf16(weight)
-    kept = [(2, 0), (1, 0)] if len(wp) == 1 else [(0, 2), (1, 1), (2, 0), (0, 1), (1, 0)]
-    order = [*kept, (0, 0)]
+    order = pairs(len(xp), len(wp))  # smallest first, (0, 0) last: the kernel's order within a K block
     total = torch.zeros(x.shape[0], weight.shape[0], device=x.device)
     for c0 in range(0, x.shape[1], chain):
         end = min(c0 + chain, x.shape[1])
