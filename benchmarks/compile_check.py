@@ -112,11 +112,13 @@ def _row(kernel: str, mode: str, config: tuple[int, ...], arch: int, source) -> 
     from gpu import launch_label, one_line
     from triton.backends.compiler import GPUTarget
 
+    from lit_activation.engine.kernels import FP_FUSION
+
     warps, stages = config[3], config[4]
     launch = launch_label(config).removeprefix("blocks ")
     start = time.perf_counter()
     try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": stages})
+        compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": stages, "enable_fp_fusion": FP_FUSION})
     except Exception as error:  # noqa: BLE001 - the row reports it; the other launches still compile
         print(f"| {kernel} | {mode} | {launch} | failed: {one_line(error, 120)} | | | | |")
         return 1

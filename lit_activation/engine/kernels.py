@@ -48,6 +48,11 @@ GROUP_R = 8
 # the per-element addresses and bounds masks that pointer loads hold in registers are gone (60-80
 # of ~250 per thread, benchmarks/compile_check.py). False: always pointers.
 TMA = True
+# Pinned rather than left to Triton's default, which 3.10 turns off: both kernels were compiled and
+# checked with multiplies and adds fused (benchmarks/compile_check.py), and pinning it keeps the
+# compiled code the one checked whatever the installed Triton's default. Their fp32 arithmetic outside
+# tl.dot (the split's subtractions, the |acc| sums, the final × |W|) has no add fed by a multiply.
+FP_FUSION = True
 
 
 def available(device: torch.device) -> bool:
@@ -204,7 +209,7 @@ def weighted_abs_sum(left: Tensor, right: Tensor, abs_weight: Tensor, out: Tenso
         a, b, abs_weight, out, batch, n_rows, n_cols, k, first, step,
         *left.stride(), *right.stride(), *abs_weight.stride(), *out.stride(),
         IEEE=ieee, UPCAST=interpreted(), BR=BLOCK_R, BC=BLOCK_C, BK=BLOCK_K, GROUP=GROUP_R, CHAINED=first < k,
-        TMA=descriptors is not None, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        TMA=descriptors is not None, num_warps=NUM_WARPS, num_stages=NUM_STAGES, enable_fp_fusion=FP_FUSION,
     )  # fmt: skip
     return out
 

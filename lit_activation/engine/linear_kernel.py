@@ -146,6 +146,7 @@ def linear(x: Tensor, weight: Tensor, bf16_values: bool = False) -> Tensor:
         x_arg, w_arg, out, m, n, k, chain, *flat.stride(), *weight.stride(), *out.stride(),
         W_PARTS=w_parts, UPCAST=kernels.interpreted(), TMA=descriptors is not None, W_KN=w_kn,
         BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K, GROUP=GROUP_M, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        enable_fp_fusion=kernels.FP_FUSION,
     )  # fmt: skip
     return out.reshape(*x.shape[:-1], n)
 
