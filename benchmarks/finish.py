@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--shape", default="smollm2-135m", help="a published config (lit_activation.architectures)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
     means, layer_of, kind_of, n_layers = random_means(args.shape, args.device)
     timed_finish(means, layer_of, kind_of, n_layers, args.device)  # warm-up: allocator, kernels
@@ -71,6 +73,8 @@ def main() -> None:
         "bucketize_over_table": statistics.median(s / t for s, t in zip(search, table, strict=True)),
     }
     print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
   sums against the fp64 loop's; a sweep of the split products' chain lengths (time);
 - the CLI: `lit-activation predict` with configs/counts_embedded.yaml (and similarity_embedded.yaml)
   on the model directory, wall time and the predict loop (benchmarks/timing.py) against the
-  engine's time for the same batches, and the memory plan's prediction against torch's peak.
+  engine's time for the same batches, and the memory plan's prediction against torch's peak;
+- the verdicts (benchmarks/gpu_targets.py): issue 16's targets met or not, and whether each Triton
+  kernel earned a default, printed after the CLI rows (before the sweeps).
 
 `--make-model DIR` writes a random bf16 model of `--shape` (a published config, e.g. llama-2-7b)
 with the embedded default's tokenizer (from the converted cache) or, for --toy, the tiny one.
@@ -39,6 +41,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from gpu_targets import render, setup_notes, verdicts
 from machine import describe, sync
 from scoring import bound_seconds, run_batched, run_paper
 from tensor_cores import errors
@@ -291,6 +294,7 @@ def main() -> None:
         make_model(small, args.shape, 4 if not args.toy else None, args.toy)
 
     report: dict = {"machine": describe(device), "date": time.strftime("%Y-%m-%d"), "shape": "toy" if args.toy else args.shape}
+    report["setup"] = {"shape": report["shape"], "batch": args.batch, "tokens": args.tokens, "cli_samples": None if args.skip_cli else args.cli_samples}
     import lightning
     import transformers
 
@@ -336,6 +340,7 @@ def main() -> None:
         report["cli_similarity"] = cli_run("similarity_embedded.yaml", str(directory), ["--data.init_args.num_samples", str(args.cli_samples)], work / "runs")
         table.save()
     print(json.dumps({k: v for k, v in report.items() if k not in ("rows", "machine")}, indent=2), flush=True)
+    print(render(verdicts(report), setup_notes(report, None, None)), flush=True)  # finish and overhead: gpu_targets.py
     # the sweeps last: a run cut short by its time limit has the figures above already
     model = load(directory, torch.bfloat16, device)
     if kernels.available(torch.device(device)):  # the fused kernel's launch configurations, a first tuning sweep

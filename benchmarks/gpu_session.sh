@@ -27,8 +27,11 @@ else
 fi
 export PYTHONPATH="$PWD/.gpu/site:$PWD/benchmarks:${PYTHONPATH:-}"
 # one dataset's Finding 1 finish on 6.5e9 means (issue 16: about one engine batch, <= 1 s); cheap, so first
-"$py" benchmarks/finish.py "${finish_args[@]}" 2>&1 | tail -20 | tee "$out/finish.log" || true
+"$py" benchmarks/finish.py "${finish_args[@]}" --json "$out/finish.json" 2>&1 | tail -20 | tee "$out/finish.log" || true
 # rows are printed and saved to gpu.json as they are measured: a run cut short keeps what it reached
 "$py" benchmarks/gpu.py "${gpu_args[@]}" --json "$out/gpu.json" 2>&1 | tee "$out/gpu.log" || true
 # the predict loop against the engine on the very same batches (after gpu.py: its results are kept if this fails)
 "$py" benchmarks/overhead.py "${overhead_args[@]}" --json "$out/overhead.json" 2>&1 | tail -30 | tee "$out/overhead.log" || true
+# issue 16's targets, met or not, and whether each kernel earned a default (from the three reports)
+reports=(); for name in finish overhead; do [ -f "$out/$name.json" ] && reports+=(--"$name" "$out/$name.json"); done
+"$py" benchmarks/gpu_targets.py "$out/gpu.json" "${reports[@]}" 2>&1 | tee "$out/targets.md" || true
