@@ -12,6 +12,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
+from interpreter import needs_interpreter
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from naive import naive_means, per_layer
@@ -29,7 +30,6 @@ from tolerant import (
 from lit_activation import counts as C
 from lit_activation.callbacks.counts import ActivationCounts
 from lit_activation.data.datamodule import ActivationDataModule
-from lit_activation.engine import kernels
 from lit_activation.models import decoder_layers, linear_modules, module_kind
 from lit_activation.module import ActivationModule
 from lit_activation.tiny import tiny_model
@@ -329,7 +329,7 @@ def test_an_overflow_with_finite_inputs_names_the_batch():
         sums.end()
 
 
-@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=pytest.mark.skipif(kernels.triton is None, reason="triton is not installed"))])
+@pytest.mark.parametrize("fused", [False, pytest.param(True, marks=needs_interpreter)])
 def test_a_nan_input_stops_a_scoring_run_at_the_batch_end_naming_its_sample(fused):
     """End to end through the engine: a NaN embedding row reaches one sample's scores only (also
     through the fused kernel, engine/kernels.py, which never forms the per-sample values)."""

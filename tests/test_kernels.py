@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interpreter import needs_interpreter
 from test_precision import fp64_scores
 from test_scores import bf16_and_fp32_twin, padded_batch
 
@@ -22,7 +23,7 @@ from lit_activation.engine.split import concat_left, concat_right, split_bf16
 from lit_activation.models import linear_modules
 from lit_activation.tiny import tiny_model
 
-pytestmark = pytest.mark.skipif(kernels.triton is None, reason="triton is not installed (pip install triton): the fused kernel is not tested")
+pytestmark = needs_interpreter  # triton installed, and an interpreter that runs here (tests/interpreter.py)
 
 EPS32 = 2.0**-24
 ROOT = Path(__file__).parents[1]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from interpreter import needs_interpreter
 from test_kernels import fused_sums, record_loads
 from test_precision import fp64_scores, max_normalised_error
 from test_scores import bf16_and_fp32_twin, padded_batch
@@ -23,7 +24,7 @@ from lit_activation.models import linear_modules
 from lit_activation.tiny import tiny_model
 
 ROOT = Path(__file__).parents[1]
-pytestmark = pytest.mark.skipif(kernels.triton is None, reason="triton is not installed (pip install triton): the fused kernel is not tested")
+pytestmark = needs_interpreter  # triton installed, and an interpreter that runs here (tests/interpreter.py)
 
 EPS32 = 2.0**-24
 V = 1 + 2.0**-9 + 2.0**-18  # three bf16 parts: 1, 2⁻⁹, 2⁻¹⁸
