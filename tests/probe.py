@@ -1,4 +1,4 @@
-"""A test-only callback: what each rank holds, to prove that sharding happens (tests/test_ddp.py)."""
+"""Test-only callbacks: what each rank holds, to prove that sharding happens (tests/test_ddp.py, tests/test_sharding.py)."""
 
 from __future__ import annotations
 
@@ -72,3 +72,25 @@ class BatchProbe(Callback):
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.groups))
+
+
+class MetricStateProbe(Callback):
+    """Writes out_dir/rank<r>.json after pruning: per scored module, the rows this rank scored and the
+    per-parameter state its pruning metric kept (Taylor's mean scores, GBLM's gradient squares), as
+    stored (rows of the weight as stored), to show that a sharded rank keeps its own rows only."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from lit_activation.callbacks.pruning import WandaPruning
+
+        metric = next(cb for cb in trainer.callbacks if isinstance(cb, WandaPruning)).metric
+        state = getattr(metric, "_means", None) or metric._squares  # the metric's own state (test-only read)
+        rows = pl_module.score_rows
+        record = {
+            name: {"rows": list(rows.get(name, (0, m.weight.shape[0]))), "state": state[name].tolist()}
+            for name, m in pl_module.scored_modules.items()
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

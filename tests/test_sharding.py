@@ -118,6 +118,46 @@ def test_gpt2_conv1d_sharded_pruning_saves_the_one_process_model(tmp_path, bench
     saved_models_equal(tmp_path, runs)
 
 
+@pytest.mark.parametrize("metric", ["Taylor", "GBLM"])
+def test_metrics_with_per_parameter_state_prune_on_shards_from_each_ranks_own_rows(tmp_path, bench_files, uneven_model, metric):
+    """Taylor's mean scores and GBLM's gradient squares on a shard group of 2 (rows split 19/18):
+    each rank keeps only its own rows, which together are the one-process state, and prunes by them."""
+    config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
+    runs, states = {}, {}
+    for layout, devices, strategy in (("one", 1, None), ("two", 2, sharded(1, 2))):
+        probe = ["--trainer.callbacks+", "probe.MetricStateProbe", "--trainer.callbacks.out_dir", str(tmp_path / f"probe_{layout}")]
+        args = [*PRUNE(bench_files), "--pruning.metric", metric, "--pruning.save_dir", str(tmp_path / f"saved_{layout}"), *probe]
+        run, _ = cli(tmp_path, layout, args, devices, strategy, "validate", config, model=uneven_model)
+        runs[layout] = json.loads((run / "pruning.json").read_text())
+        states[layout] = probe_records(tmp_path / f"probe_{layout}", devices)
+    assert runs["two"]["achieved_sparsity"] == runs["one"]["achieved_sparsity"] > 0.4
+    (whole,), ranks = states["one"], states["two"]
+    uneven = False
+    for name, one in whole.items():
+        first, second = ranks[0][name], ranks[1][name]
+        assert first["rows"][0] == 0 and first["rows"][1] == second["rows"][0] and second["rows"][1] == len(one["state"]), name
+        assert [len(first["state"]), len(second["state"])] == [first["rows"][1], second["rows"][1] - second["rows"][0]], name
+        uneven |= len(first["state"]) != len(second["state"])
+        torch.testing.assert_close(torch.tensor(first["state"] + second["state"]), torch.tensor(one["state"]), rtol=1e-5, atol=0)
+    assert uneven  # some module's rows split unevenly
+    if metric != "Taylor":  # GBLM's scores also weigh the inputs' norms: its masks follow from the state checked above
+        return
+    # Taylor prunes each row's lowest mean scores: wherever the one-process scores cut a row clearly,
+    # the sharded run pruned the very same weights (a cut within rounding may fall either way)
+    saved = {layout: load_file(tmp_path / f"saved_{layout}" / "model.safetensors") for layout in ("one", "two")}
+    clear = rows = 0
+    for name, one in whole.items():
+        means, zeros, other = torch.tensor(one["state"]), saved["one"][f"{name}.weight"] == 0, saved["two"][f"{name}.weight"] == 0
+        for row in range(means.shape[0]):
+            k, ordered = int(zeros[row].sum()), means[row].sort().values
+            rows += 1
+            if 0 < k < len(ordered) and ordered[k] - ordered[k - 1] > 1e-4 * ordered[k]:
+                clear += 1
+                assert torch.equal(zeros[row], other[row]), (name, row)
+                assert torch.equal(zeros[row], means[row] <= ordered[k - 1]), (name, row)  # the lowest k, as the metric says
+    assert clear > 0.8 * rows  # the comparison covered most rows
+
+
 def test_each_rank_loads_only_its_rows(tmp_path, bench_files):
     """A 2-rank shard group: each process's resident memory grows, while the model loads, by its
     half of the weights (at least 0.4 of them: the probe does see the shard) and stays below 0.75 of

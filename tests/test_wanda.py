@@ -204,21 +204,53 @@ def test_sequential_taylor_scores_each_block_on_the_model_pruned_so_far():
         assert torch.equal(ours.weight == 0, theirs.weight == 0), name
 
 
+def naive_gradient_squares(model, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Σ_s g_s² per weight (as stored, fp64), g_s the gradient of row s's mean next-token loss: one plain backward per row."""
+    modules = linear_modules(model)
+    squares = dict.fromkeys(modules, 0.0)
+    model.requires_grad_(True)
+    for row in calibration:
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=row[None]).logits[0]
+        torch.nn.functional.cross_entropy(logits[:-1], row[1:]).backward()
+        for name, module in modules.items():
+            squares[name] = squares[name] + module.weight.grad.double() ** 2
+    model.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    return squares
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_sharded_rank_keeps_metric_state_for_its_own_rows_of_a_linear_and_every_row_of_a_conv1d(arch):
+    """A rank of a shard group (its rows in the context, as a sharded run sets them) keeps Taylor's
+    means and GBLM's gradient squares for its own rows of each Linear, pruned on its shard; a Conv1D
+    is pruned on its gathered weight (wanda.prune_module), so its state keeps every row. Against the
+    per-sample loops, the rows they cover."""
+    from lit_activation.pruning.context import PruningContext
+
+    calibration = torch.randint(4, 100, (3, 10), generator=torch.Generator().manual_seed(3))
+    model = tiny_model(arch)
+    modules = linear_modules(model)
+    own = {name: (1, module.weight.shape[0] - 2) for name, module in modules.items()}  # a middle rank's rows, as stored
+    context = PruningContext(model, None, calibration, "c4", None, 2, own)
+    taylor, gblm = Taylor(), GBLM()
+    taylor.prepare(context)
+    gblm.prepare(context)
+    means, squares = naive_mean_taylor(model, calibration), naive_gradient_squares(model, calibration)
+    for name, module in modules.items():
+        start, stop = own[name] if arch == "llama" else (0, module.weight.shape[0])
+        for state, naive in ((taylor._means[name], means[name]), (gblm._squares[name], squares[name])):
+            assert state.shape == (stop - start, module.weight.shape[1]), name
+            reference = naive[start:stop].double()
+            assert float((state.double() - reference).abs().max() / reference.abs().max()) < 1e-5, name
+
+
 def test_gblm_metric_equals_its_definition():
     """|W| · (‖X‖/√N + α·√Σ_s g_s²) with g_s the gradient of row s's mean next-token loss, on the dense model."""
     calibration = torch.randint(4, 100, (4, 12), generator=torch.Generator().manual_seed(7))
     model, reference = tiny_model("llama"), tiny_model("llama")
     modules = linear_modules(reference)
-    squares = dict.fromkeys(modules, 0.0)
-    reference.requires_grad_(True)
-    for row in calibration:
-        reference.zero_grad(set_to_none=True)
-        logits = reference(input_ids=row[None]).logits[0]
-        torch.nn.functional.cross_entropy(logits[:-1], row[1:]).backward()
-        for name, module in modules.items():
-            squares[name] = squares[name] + module.weight.grad.double() ** 2
-    reference.requires_grad_(False)
-    reference.zero_grad(set_to_none=True)
+    squares = naive_gradient_squares(reference, calibration)
     alpha = 100.0
     prune_wanda(model, calibration, [0.5, 0.5], metric=GBLM(alpha), batch_size=2)
 

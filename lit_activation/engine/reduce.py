@@ -18,6 +18,19 @@ from lit_activation.engine.scores import ScoreTile
 from lit_activation.engine.settings import RowRanges
 
 
+def per_parameter_state(
+    modules: Mapping[str, nn.Module], rows: RowRanges | None, device: torch.device | str | None = None
+) -> tuple[dict[str, int], dict[str, Tensor]]:
+    """Zeroed fp32 state for the stored rows [start, stop) of each module (`rows`, default all) on
+    `device` (default the weight's), and each module's first row: a sharded rank keeps its own rows."""
+    offsets, sums = {}, {}
+    for name, m in modules.items():
+        first, last = (rows or {}).get(name, (0, m.weight.shape[0]))
+        offsets[name] = first
+        sums[name] = torch.zeros((last - first, *m.weight.shape[1:]), device=device or m.weight.device)
+    return offsets, sums
+
+
 class FiniteGuard:
     """Checks that reduced tiles hold no NaN/inf, with one host sync per batch instead of per tile.
 
@@ -66,12 +79,7 @@ class ScoreSum:
     """
 
     def __init__(self, modules: Mapping[str, nn.Module], device: torch.device | str | None = None, rows: RowRanges | None = None) -> None:
-        rows = rows or {}
-        self.offsets = {name: rows.get(name, (0, m.weight.shape[0]))[0] for name, m in modules.items()}
-        self.sums = {}
-        for name, m in modules.items():
-            first, last = rows.get(name, (0, m.weight.shape[0]))
-            self.sums[name] = torch.zeros((last - first, *m.weight.shape[1:]), device=device or m.weight.device)
+        self.offsets, self.sums = per_parameter_state(modules, rows, device)
         self.samples = 0
         self.where, self.sample_ids = "a batch", []
         self.guard = FiniteGuard()
@@ -148,10 +156,11 @@ class LayerGram:
 
 class GradientSquares:
     """Per parameter, Σ_s G_s² over the samples: the per-sample gradients' squared ℓ2 norm, the
-    ingredient of gradient-based pruning metrics (GBLM). One fp32 value per scored parameter."""
+    ingredient of gradient-based pruning metrics (GBLM). One fp32 value per scored parameter (of
+    `rows`, default all, as ScoreSum)."""
 
-    def __init__(self, modules: Mapping[str, nn.Module]) -> None:
-        self.sums = {name: torch.zeros(m.weight.shape, device=m.weight.device) for name, m in modules.items()}
+    def __init__(self, modules: Mapping[str, nn.Module], rows: RowRanges | None = None) -> None:
+        self.offsets, self.sums = per_parameter_state(modules, rows)
         self.where, self.sample_ids = "a batch", []
         self.guard = FiniteGuard()
 
@@ -162,7 +171,8 @@ class GradientSquares:
     def update(self, tile: ScoreTile) -> None:
         squares = tile.abs_grad.square().sum(0)
         self.guard.note(tile, squares)
-        self.sums[tile.name][tile.rows] += squares.to(self.sums[tile.name].device)
+        state, offset = self.sums[tile.name], self.offsets[tile.name]
+        state[tile.rows.start - offset : tile.rows.stop - offset] += squares.to(state.device)
 
     def end(self) -> None:
         """The batch is done: raise if any of its gradients was NaN/inf (one host sync)."""

@@ -12,7 +12,7 @@ from lit_activation.engine.reduce import GradientSquares
 from lit_activation.models import linear_modules, weight_out_in
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.metrics.base import PruningMetric
-from lit_activation.pruning.metrics.taylor import calibration_key, refuse_sharded
+from lit_activation.pruning.metrics.taylor import calibration_key, state_rows
 
 
 class GBLM(PruningMetric):
@@ -36,16 +36,16 @@ class GBLM(PruningMetric):
         self._dense: dict[str, dict[str, Tensor]] = {}
 
     def prepare(self, context: PruningContext) -> None:
-        refuse_sharded(self, context.model)
         model, ids = context.model, context.calibration_ids
         key = calibration_key(model, ids)
         if key not in self._dense:
             modules = linear_modules(model)
-            squares = GradientSquares(modules)
+            rows = state_rows(context, modules)  # a sharded rank: its own rows of each Linear
+            squares = GradientSquares(modules, rows)
             for start in range(0, ids.shape[0], context.batch_size):
                 chunk = ids[start : start + context.batch_size]
                 squares.begin("the calibration batch", range(start, start + chunk.shape[0]))
-                stream_taylor_scores(model, chunk, torch.ones_like(chunk), squares.update, EngineSettings(target="loss"), modules)
+                stream_taylor_scores(model, chunk, torch.ones_like(chunk), squares.update, EngineSettings(target="loss", rows=rows), modules)
                 squares.end()
             self._dense = {key: squares.sums}
         self._squares, self._samples = self._dense[key], ids.shape[0]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
 
-from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
+from lit_activation.engine import EngineSettings, RowRanges, ScoreSum, stream_taylor_scores
 from lit_activation.models import block_linears, decoder_layers, linear_modules, weight_out_in
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.metrics.base import PruningMetric
@@ -33,12 +35,15 @@ def calibration_key(model: nn.Module, ids: Tensor) -> str:
     return digest.hexdigest()
 
 
-def refuse_sharded(metric: PruningMetric, model: nn.Module) -> None:
-    """Metrics that keep per-parameter state do not combine row shards yet: say so before any work."""
-    from lit_activation.sharding import is_sharded
+def state_rows(context: PruningContext, modules: Mapping[str, nn.Module]) -> RowRanges:
+    """The rows of `modules` whose per-parameter state a sharded rank keeps (context.rows: its own).
 
-    if any(is_sharded(p) for p in model.parameters()):
-        raise ValueError(f"metric {metric.label} does not support a sharded model (ModelParallelStrategy) yet; accepted there: Wanda, Magnitude")
+    A Linear is pruned on the rank's own rows (wanda.prune_module), so its state holds those rows
+    only: 1/N of it per rank. A Conv1D (GPT-2) stores (in, out) and is pruned on its gathered
+    weight, so every rank scores all of its rows: its state is whole on every rank, which costs
+    compute but no collective. Unsharded: {} (every row).
+    """
+    return {name: span for name, span in context.rows.items() if name in modules and not isinstance(modules[name], Conv1D)}
 
 
 class Taylor(PruningMetric):
@@ -61,19 +66,22 @@ class Taylor(PruningMetric):
         self._dense: dict[str, dict[str, Tensor]] = {}
 
     def prepare(self, context: PruningContext) -> None:
-        refuse_sharded(self, context.model)
         if self.sequential:
             return
         key = calibration_key(context.model, context.calibration_ids)
         if key not in self._dense:
-            self._dense = {key: calibration_means(context.model, context.calibration_ids, context.batch_size, self.settings, linear_modules(context.model))}
+            self._dense = {key: self._calibration_means(context, linear_modules(context.model))}
         self._means = self._dense[key]
 
     def enter_block(self, index: int, context: PruningContext) -> None:
         if self.sequential:
             prefix, layers = decoder_layers(context.model)
             block = {f"{prefix}.{index}.{name}": m for name, m in block_linears(layers[index]).items()}
-            self._means = calibration_means(context.model, context.calibration_ids, context.batch_size, self.settings, block)
+            self._means = self._calibration_means(context, block)
+
+    def _calibration_means(self, context: PruningContext, modules: Mapping[str, nn.Module]) -> dict[str, Tensor]:
+        settings = replace(self.settings, rows=state_rows(context, modules))
+        return calibration_means(context.model, context.calibration_ids, context.batch_size, settings, modules)
 
     def scores(self, name: str, module: nn.Module, weight: Tensor, input_norm: Tensor) -> Tensor:
         return weight_out_in(module, self._means[name])
