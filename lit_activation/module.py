@@ -92,8 +92,6 @@ class ActivationModule(LightningModule):
             self.scored_modules = linear_modules(self.model)
             return
         # ModelParallelStrategy: FSDP2, each rank loads and scores its own rows
-        if self.engine.target == "loss":
-            raise ValueError("target 'loss' is not supported with ModelParallelStrategy (sharding) yet; accepted: max_logit, log_prob")
         warn_if_replicated(self.device_mesh)
         config = model_config(hp.model, hp.trust_remote_code)
         self.model = load_sharded(hp.model, config, hp.dtype, self.device_mesh, self.engine.dtype, self.trainer.strategy.root_device, hp.trust_remote_code)

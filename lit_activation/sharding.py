@@ -13,7 +13,9 @@ any row of the per-sample gradients G_s. Each rank forms only the rows of its ow
 Finding 1 accumulator holds those rows (1/N of the state), counts and histograms are integer sums
 over the shard group, LLMDcos Gram entries are partial sums over rows added across it. Nothing
 parameter-sized crosses ranks per batch; only a dataset's finished sums are all-reduced across the
-replicas (when DP > 1), as under DDP.
+replicas (when DP > 1), as under DDP. The loss target runs the head on the final hidden states
+after the forward and again in the backward: the root unit stays gathered in between (shard_model).
+Pruning metrics that keep per-parameter state (Taylor, GBLM) keep it for the rank's own rows.
 
 Why rows and not a reduce-scatter (the other way to hold 1/N of the accumulator: each rank scores
 its own batches and each batch's parameter-sized sums are reduce-scattered). Measured with 2 CPU
@@ -106,7 +108,10 @@ def shard_model(model: nn.Module, mesh, compute_dtype: torch.dtype) -> None:  # 
     policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     for block in decoder_layers(model)[1]:
         fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+    # The root (embeddings, final norm, head) stays gathered from its forward to its backward, as FSDP2
+    # keeps a root by default, said here because the loss target relies on it: its head runs after
+    # the forward, on the final hidden states, and again in the backward (engine/targets.py).
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
 
 
 def own_rows(modules: Mapping[str, nn.Module], mesh) -> dict[str, tuple[int, int]]:  # noqa: ANN001

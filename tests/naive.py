@@ -36,7 +36,9 @@ def naive_scores(model, row_ids: torch.Tensor, target: str = "max_logit") -> dic
         model.requires_grad_(False)
 
 
-def naive_means(datasets: list[str], files: dict[str, str], datamodule_kwargs: dict, model_name: str = "tiny-llama") -> tuple[dict, dict[str, int], int]:
+def naive_means(
+    datasets: list[str], files: dict[str, str], datamodule_kwargs: dict, model_name: str = "tiny-llama", target: str = "max_logit"
+) -> tuple[dict, dict[str, int], int]:
     """Per dataset, the mean A per parameter over the datamodule's samples, one naive backward each.
 
     Returns (dataset -> module -> mean, module -> layer index, number of layers) for `model_name`
@@ -51,7 +53,7 @@ def naive_means(datasets: list[str], files: dict[str, str], datamodule_kwargs: d
     dm.setup()
     means = {}
     for d, name in enumerate(dm.dataset_names):
-        per = [naive_scores(model, torch.tensor(g.rows[0])) for g in dm.groups if g.datasets[0] == d]
+        per = [naive_scores(model, torch.tensor(g.rows[0]), target) for g in dm.groups if g.datasets[0] == d]
         means[name] = {n: torch.stack([p[n] for p in per]).mean(0) for n in per[0]}
     layer_of = {n: layer_index(n, prefix) for n in means[datasets[0]]}
     return means, layer_of, len(layers)

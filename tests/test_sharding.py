@@ -66,6 +66,24 @@ def test_dp2_tp2_counts_on_uneven_rows_with_recomputed_blocks_equal_one_process(
     assert any(r[n]["weight_local"] != ranks[1][n]["weight_local"] for r in ranks[:1] for n in r)  # some split unevenly
 
 
+def test_the_loss_target_on_shards_counts_as_one_process(tmp_path, bench_files, uneven_model):
+    """D = the mean next-token loss is formed after the forward, from the final hidden states, by the
+    head in chunks recomputed in the backward (engine/targets.py): on a shard group, where FSDP2
+    holds the head, the counts of padded batches on uneven rows are the one-process ones and the naive loop's."""
+    data = {"num_samples": 5, "batch_size": 2, "max_length": 40}
+    means, layer_of, n_layers = naive_means(["boolq", "mmlu"], bench_files, data, uneven_model, target="loss")
+    gamma = gap_threshold([p for d in means.values() for p in parts_of(d)], 0.5)  # no mean within rounding of γ
+    args = [*counts_args(bench_files, gamma), "--model.engine.target", "loss"]
+    one, _ = cli(tmp_path, "one", args, model=uneven_model)
+    two, _ = cli(tmp_path, "two", args, 2, sharded(1, 2), model=uneven_model)
+    one, two = (json.loads((run / "counts.json").read_text()) for run in (one, two))
+    assert one["target"] == two["target"] == "loss"
+    for name in ("boolq", "mmlu"):
+        expected = [int((v > gamma).sum()) for v in per_layer(means[name], layer_of, n_layers)]
+        assert one["datasets"][name]["layer_counts"] == two["datasets"][name]["layer_counts"] == expected
+        assert one["datasets"][name]["module_counts"] == two["datasets"][name]["module_counts"]
+
+
 def test_dp2_tp2_llmdcos_on_uneven_rows_with_recomputed_blocks_equals_one_process(tmp_path, bench_files, uneven_model):
     one, _ = cli(tmp_path, "one", LLMDCOS + ["--data.data_files", json.dumps({k: bench_files[k] for k in ("boolq", "gsm8k")})], model=uneven_model)
     four, _ = cli(
