@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from transformers import PretrainedConfig
+from transformers.pytorch_utils import Conv1D
 
 from lit_activation import simulate
 from lit_activation.architectures import fake_model, text_config
@@ -122,16 +123,18 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
-def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
     """(all parameters, scored linear parameters, largest decoder block's, the rest's: embeddings,
-    head, norm; the largest single tensor's)."""
+    head, norm; the largest single tensor's; the scored ones in Conv1D modules, GPT-2's)."""
     mode = simulate.FakeTensorMode()
     model = fake_model(config, dtype, mode)
     params = list({id(p): p for p in model.parameters()}.values())
     total = sum(p.numel() for p in params)
-    scored = sum(m.weight.numel() for m in linear_modules(model).values())
+    modules = linear_modules(model).values()
+    scored = sum(m.weight.numel() for m in modules)
+    conv1d = sum(m.weight.numel() for m in modules if isinstance(m, Conv1D))
     blocks = [sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1]]
-    return total, scored, max(blocks), total - sum(blocks), max(p.numel() for p in params)
+    return total, scored, max(blocks), total - sum(blocks), max(p.numel() for p in params), conv1d
 
 
 def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None) -> MemoryPlan:
@@ -140,7 +143,7 @@ def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None
     compute = engine.dtype
     tile = (engine.tile_mb or default_tile_mb(job.device_type)) * 2**20
     split = engine.split_products(job.device_type)
-    total, scored, block, root, largest = _params(config, dtype)
+    total, scored, block, root, largest, conv1d = _params(config, dtype)
     plan = MemoryPlan(job, available=available)
     shards = plan.shards
     weights = {"weights": total * dtype.itemsize // shards}
@@ -178,7 +181,8 @@ def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None
         if p.metric_target is not None:
             scores = dict(weights)
             if p.metric_state:
-                scores["metric state (fp32)"] = scored * 4 // shards
+                # a rank keeps its own rows of each Linear, every row of a Conv1D (pruned gathered)
+                scores["metric state (fp32)"] = (scored - conv1d) * 4 // shards + conv1d * 4
             target = "max_logit" if p.metric_target == "loss" else p.metric_target
             scores["activations + one tile"] = simulate.scoring_peak(config, dtype, replace(plain, target=target), p.batch_size, p.seqlen, tile, split)
             if p.metric_target == "loss":
