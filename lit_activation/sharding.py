@@ -15,7 +15,8 @@ over the shard group, LLMDcos Gram entries are partial sums over rows added acro
 parameter-sized crosses ranks per batch; only a dataset's finished sums are all-reduced across the
 replicas (when DP > 1), as under DDP. The loss target runs the head on the final hidden states
 after the forward and again in the backward: the root unit stays gathered in between (shard_model).
-Pruning metrics that keep per-parameter state (Taylor, GBLM) keep it for the rank's own rows.
+Pruning metrics that keep per-parameter state (Taylor, GBLM) keep it for the rank's own rows (all
+rows of a Conv1D, which is pruned on its gathered weight).
 
 Why rows and not a reduce-scatter (the other way to hold 1/N of the accumulator: each rank scores
 its own batches and each batch's parameter-sized sums are reduce-scattered). Measured with 2 CPU

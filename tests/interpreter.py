@@ -1,4 +1,4 @@
-"""Whether Triton's CPU interpreter can run the engine's kernels here, as one pytest mark.
+"""Whether Triton's CPU interpreter can run the engine's kernels here, as pytest marks.
 
 The kernels' tests run in the interpreter (conftest.py sets TRITON_INTERPRET=1), so they need
 triton, and an interpreter that works with the installed NumPy: Triton 3.6's (the one torch 2.11
@@ -16,11 +16,13 @@ import torch
 
 from lit_activation.engine import kernels
 
+NO_TRITON = "triton is not installed (pip install triton): the fused kernels are not tested"
+
 
 def _interpreter_problem() -> str | None:
     """None where a kernel with a runtime loop bound runs in the interpreter; else why not."""
     if kernels.triton is None:
-        return "triton is not installed (pip install triton): the fused kernels are not tested"
+        return NO_TRITON
     import triton
     import triton.language as tl
 
@@ -34,13 +36,15 @@ def _interpreter_problem() -> str | None:
     out = torch.zeros(1)
     try:
         count[(1,)](out, 3)
-    except Exception as error:  # noqa: BLE001 - any failure here is the interpreter's, reported as the reason
-        return (
-            f"triton {triton.__version__}'s CPU interpreter cannot run a loop with numpy {numpy.__version__} "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:100]}); install triton >= 3.9 or numpy < 2.4"
-        )
+    except Exception as error:  # noqa: BLE001 - any failure here is reported as the reason
+        seen = f"{type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else ''}"
+        if "0-dimensional arrays" in str(error):  # the NumPy 2.4 refusal described above
+            versions = f"triton {triton.__version__}'s CPU interpreter cannot run a loop with numpy {numpy.__version__}"
+            return f"{versions} ({seen}); use numpy < 2.4 or a newer triton (3.9 runs it)"
+        return f"a kernel does not run in triton {triton.__version__}'s CPU interpreter here (TRITON_INTERPRET must be 1): {seen}"
     return None if out.item() == 3.0 else f"triton {triton.__version__}'s CPU interpreter miscounts a loop: 3 steps gave {out.item()}"
 
 
 PROBLEM = _interpreter_problem()
-needs_interpreter = pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")
+needs_triton = pytest.mark.skipif(kernels.triton is None, reason=NO_TRITON)  # compiles or refuses: no launch
+needs_interpreter = pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")  # launches kernels in the interpreter

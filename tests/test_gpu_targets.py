@@ -107,6 +107,9 @@ def test_a_missing_or_failed_figure_is_not_measured_never_met(missing):
     broken = report(max_normalised_error_split=missing)
     assert verdict(targets.verdicts(broken), "4-layer error").met is None
     assert verdict(targets.verdicts(broken), "4-layer error").line().endswith("| not measured | ≤ 1e-05 | not measured |")
+    assert verdict(targets.verdicts(report(max_normalised_error_split=1.00001e-5)), "4-layer error").line().startswith(
+        "| 4-layer error, split products (fp64 loop) | 1.00001e-05 | ≤ 1e-05 | NOT met"
+    )  # a miss is never shown as the bound itself
     failed = {**report(), "rows": rows(paper=0.1, fused=0.02)}  # the split row failed (its name carries the error): no speed-ups
     assert verdict(targets.verdicts(failed), "exact engine").met is None
     assert verdict(targets.verdicts(failed), "default fused:").met is None
@@ -116,6 +119,18 @@ def test_a_missing_or_failed_figure_is_not_measured_never_met(missing):
 def test_one_failed_half_of_a_default_decides_even_if_the_other_is_unmeasured():
     no_speed = {**report(fused_sums_max_normalised_error_split=1.0), "rows": rows(paper=0.1)}
     assert verdict(targets.verdicts(no_speed), "default fused:").met is False
+
+
+def test_split_figures_are_not_measured_where_the_device_ran_plain_products_instead():
+    """gpu.py's split rows run plain fp32 products where the device's split check failed: nothing
+    about split products may then read as met, and the note says why."""
+    plain = {**report(), "split_products_run": False}
+    found = {v.target: v.met for v in targets.verdicts(plain)}
+    split_rules = [t for t in found if t.startswith(("4-layer", "split error", "layer counts", "exact engine", "default"))]
+    assert len(split_rules) == 7 and all(found[t] is None for t in split_rules)
+    assert found["predict loop over its engine, same batches"] is True  # the CLI run's figures still count
+    assert any("split check failed" in n for n in targets.setup_notes(plain, None, None))
+    assert all(v.met for v in targets.verdicts({**report(), "split_products_run": True}, {"finish_s_edge_table": 0.4}))
 
 
 def test_another_setup_is_noted():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from interpreter import needs_interpreter
+from interpreter import needs_interpreter, needs_triton
 from test_precision import fp64_scores
 from test_scores import bf16_and_fp32_twin, padded_batch
 
@@ -23,7 +23,7 @@ from lit_activation.engine.split import concat_left, concat_right, split_bf16
 from lit_activation.models import linear_modules
 from lit_activation.tiny import tiny_model
 
-pytestmark = needs_interpreter  # triton installed, and an interpreter that runs here (tests/interpreter.py)
+pytestmark = needs_triton  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/interpreter.py)
 
 EPS32 = 2.0**-24
 ROOT = Path(__file__).parents[1]
@@ -61,6 +61,7 @@ def kernel_matches_fp64(rows: int, k: int, cols: int, seed: int) -> None:
     assert bool(((out.double() - exact).abs() <= 4 * k * EPS32 * scale).all())
 
 
+@needs_interpreter
 @pytest.mark.parametrize("dtype", ["float32", "split-bf16"])
 def test_weighted_abs_sum_equals_fp64_on_uneven_strided_operands(dtype):
     """Sizes that fill no block (rows 70 and cols 90 vs 64, K 45 vs 32), a row slice of a larger
@@ -80,6 +81,7 @@ def test_weighted_abs_sum_equals_fp64_on_uneven_strided_operands(dtype):
     assert bool(((out.double() - exact).abs() <= bound).all()), float(((out.double() - exact).abs() / scale).max())
 
 
+@needs_interpreter
 @pytest.mark.parametrize("group", [1, 4, 6, 10])
 def test_every_block_is_computed_once_whatever_the_program_grouping(group, monkeypatch):
     """6 row blocks × 3 column blocks of 16: groups of 4 row blocks leave a short last group of 2,
@@ -91,6 +93,7 @@ def test_every_block_is_computed_once_whatever_the_program_grouping(group, monke
     kernel_matches_fp64(rows=83, k=20, cols=37, seed=group)
 
 
+@needs_interpreter
 @pytest.mark.parametrize(("cols", "path"), [(30, "pointers"), (32, "tma")])
 @pytest.mark.parametrize(("positions", "chains"), [(60, 1), (100, 2), (300, 5)])
 def test_chains_along_k_cover_every_k_once(positions, chains, cols, path, monkeypatch):
@@ -115,6 +118,7 @@ def test_chains_along_k_cover_every_k_once(positions, chains, cols, path, monkey
     assert bool(((out.double() - exact).abs() <= 4 * positions * EPS32 * scale).all()), float(((out.double() - exact).abs() / scale).max())
 
 
+@needs_interpreter
 @pytest.mark.parametrize("positions", [40, 100])
 def test_tma_loads_cover_every_block_of_a_row_slice(positions, monkeypatch):
     """Blocks of 16 over a tile of 83 rows sliced from 100 (as the engine passes one) and 48
@@ -141,6 +145,7 @@ def test_a_full_span_outside_k_is_refused():
         kernels.weighted_abs_sum(torch.ones(1, 2, 3), torch.ones(1, 3, 2), torch.ones(2, 2), torch.empty(2, 2), 4)
 
 
+@needs_interpreter
 def test_weighted_abs_sum_takes_the_absolute_value_per_sample_before_the_batch_sum():
     """Hand values: sample products +2 and −2 sum to 0 but |+2| + |−2| = 4; weight 0.5 → 2."""
     a = torch.tensor([[[1.0]], [[-1.0]]])  # (2, 1, 1)
@@ -168,6 +173,7 @@ def fused_sums(model, ids, mask, **settings) -> dict[str, torch.Tensor]:
     return sums.sums
 
 
+@needs_interpreter
 @pytest.mark.parametrize(("arch", "stored", "matmul"), [("llama", "bfloat16", "split"), ("llama", "float32", "ieee"), ("gpt2", "float32", "split")])
 def test_fused_finding1_sums_equal_an_fp64_per_sample_loop(arch, stored, matmul):
     """Σ_s A(s, w) through the engine with the fused kernel, on a padded batch, against the fp64
@@ -216,6 +222,7 @@ def test_fused_off_cuda_without_the_interpreter_is_one_clear_error(monkeypatch, 
         stream_taylor_scores(model, ids, mask, lambda tile: None, EngineSettings(**{option: True}))
 
 
+@needs_interpreter
 @pytest.mark.parametrize("option", ["fused", "fused_linear"])
 def test_a_counts_run_under_lightning_goes_through_the_kernel(tmp_path, bench_files, monkeypatch, option):
     """The option reaches the run: every tile of a Finding 1 run is reduced by the kernel, or every

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from interpreter import needs_interpreter
+from interpreter import needs_interpreter, needs_triton
 from test_kernels import fused_sums, record_loads
 from test_precision import fp64_scores, max_normalised_error
 from test_scores import bf16_and_fp32_twin, padded_batch
@@ -24,7 +24,7 @@ from lit_activation.models import linear_modules
 from lit_activation.tiny import tiny_model
 
 ROOT = Path(__file__).parents[1]
-pytestmark = needs_interpreter  # triton installed, and an interpreter that runs here (tests/interpreter.py)
+pytestmark = needs_triton  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/interpreter.py)
 
 EPS32 = 2.0**-24
 V = 1 + 2.0**-9 + 2.0**-18  # three bf16 parts: 1, 2⁻⁹, 2⁻¹⁸
@@ -50,6 +50,7 @@ def loads(monkeypatch):
 SHAPES = [((101, 117), "pointers"), ((104, 120), "tma")]
 
 
+@needs_interpreter
 @pytest.mark.parametrize("stored", [torch.bfloat16, torch.float32, torch.float16])
 @pytest.mark.parametrize("orientation", ["x·Wᵀ", "δ·W"])
 @pytest.mark.parametrize(("shape", "path"), SHAPES)
@@ -70,6 +71,7 @@ def test_the_kernel_equals_fp64_within_fp32_rounding(small_blocks, loads, stored
     assert bool(((got.double() - exact).abs() <= 2 * k * EPS32 * scale).all()), float(((got.double() - exact).abs() / scale).max())
 
 
+@needs_interpreter
 def test_unaligned_bases_and_empty_inputs_take_pointer_loads(small_blocks, loads):
     """TMA needs 16-byte aligned base addresses too: x or W starting one element into its storage
     (rows aligned otherwise) is read through pointers, and so is an empty input; results as fp64."""
@@ -84,6 +86,7 @@ def test_unaligned_bases_and_empty_inputs_take_pointer_loads(small_blocks, loads
     assert loads == ["pointers", "pointers", "pointers"]
 
 
+@needs_interpreter
 @pytest.mark.parametrize(("k", "path"), [(53, "pointers"), (56, "tma")])
 def test_every_part_product_is_added_once(small_blocks, loads, k, path):
     """Hand values: x = V = 1 + 2⁻⁹ + 2⁻¹⁸ over K = 53 or 56 (four blocks of 16, the last one part
@@ -99,6 +102,7 @@ def test_every_part_product_is_added_once(small_blocks, loads, k, path):
     assert loads == [path, path]
 
 
+@needs_interpreter
 def test_an_fp32_weight_of_bf16_values_is_one_part_cast_in_registers(small_blocks):
     """A sharded bf16 model gathers its weights in fp32: `bf16_values` makes them one exact part, the
     same arithmetic as the stored bf16 weight, bit for bit, and no bf16 copy."""
@@ -109,6 +113,7 @@ def test_an_fp32_weight_of_bf16_values_is_one_part_cast_in_registers(small_block
     assert not torch.equal(linear_kernel.linear(x, weight.float() * (1 + 2.0**-12)), stored)  # not bf16 values: three parts
 
 
+@needs_interpreter
 def test_split_products_hand_the_kernel_the_stored_weight_itself(monkeypatch):
     """Forward and backward get the very tensor the module holds (an fp32 gather of bf16 values here),
     never a bf16 copy that autograd would keep alive until the backward."""
@@ -165,6 +170,7 @@ def test_int32_offsets_at_the_edge(shape, strides, fits):
     assert kernels.int32_offsets(torch.empty(0, device="meta").as_strided(shape, strides)) is fits
 
 
+@needs_interpreter
 @pytest.mark.parametrize(("arch", "stored"), [("llama", "bfloat16"), ("llama", "float32"), ("gpt2", "float32")])
 def test_scores_through_the_fused_linears_equal_an_fp64_per_sample_loop(arch, stored, monkeypatch):
     """Every linear (lm_head included) forward and backward through the kernel, on a padded batch,
@@ -186,6 +192,7 @@ def test_scores_through_the_fused_linears_equal_an_fp64_per_sample_loop(arch, st
     assert errors["fused"] <= 2 * errors["ieee"] + 1e-7, errors
 
 
+@needs_interpreter
 def test_both_kernels_at_once_give_finding1_sums_of_the_fp64_loop():
     model = bf16_and_fp32_twin("llama")[0]
     ids, mask = padded_batch("right")

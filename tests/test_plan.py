@@ -17,8 +17,9 @@ from lit_activation.cli import build_cli
 from lit_activation.engine import EngineSettings
 from lit_activation.engine.scores import scoring_pass
 from lit_activation.models import linear_modules
+from lit_activation.plan import Job, Pruning, Scoring, plan_memory
 from lit_activation.simulate import LiveBytes, scoring_peak
-from lit_activation.tiny import tiny_model
+from lit_activation.tiny import tiny_config, tiny_model
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -98,3 +99,29 @@ def test_predicted_phase_peaks_match_the_real_allocator(phase, low, high):
     result = json.loads(done.stdout.splitlines()[-1])
     ratio = result["measured"] / result["predicted"]
     assert low <= ratio <= high, f"{phase}: predicted {result['predicted'] / 2**20:.1f} MiB, measured {result['measured'] / 2**20:.1f} MiB"
+
+
+# Plans of sharded jobs (no process is started: the layouts themselves run in tests/test_sharding.py)
+@pytest.mark.parametrize(("arch", "divisor"), [("llama", 2), ("gpt2", 1)])
+def test_the_plan_splits_a_metrics_state_as_its_ranks_keep_it(arch, divisor):
+    """Taylor's and GBLM's state: a rank keeps its own rows of a Linear (1/N), every row of a Conv1D."""
+    config = tiny_config(arch, layers=2, hidden=32)
+    pruning = Pruning(samples=4, seqlen=16, batch_size=2, metric_state=True, metric_target="max_logit")
+    common = dict(model=f"tiny-{arch}", engine=EngineSettings(), device_type="cuda", pruning=pruning)
+    whole = plan_memory(Job(**common), config).phases["metric scores"]["metric state (fp32)"]
+    split = plan_memory(Job(**common, devices=2, sharded=True, shard_group=2), config).phases["metric scores"]["metric state (fp32)"]
+    assert whole > 0 and split == whole // divisor
+
+
+@pytest.mark.parametrize(("devices", "group", "divisor"), [(8, None, 8), (8, 4, 4), (8, 1, 1), (2, 2, 2)])
+def test_the_plan_divides_by_the_shard_group(devices, group, divisor):
+    """Lightning's 'auto' layout is one group of every device; HSDP 2 × 4 divides by 4, not 8."""
+    config = tiny_config("llama", layers=2, hidden=32)
+    common = dict(model="tiny-llama", engine=EngineSettings(), device_type="cuda", scoring=Scoring(rows=2, length=16, accumulator=True))
+    whole = plan_memory(Job(**common), config)
+    plan = plan_memory(Job(**common, devices=devices, sharded=True, shard_group=group), config)
+    assert plan.phases["scoring"]["weights"] == whole.phases["scoring"]["weights"] // divisor
+    assert plan.phases["scoring"]["Finding 1 sums (fp32)"] == whole.phases["scoring"]["Finding 1 sums (fp32)"] // divisor
+    warned = "shards nothing" in plan.table()
+    assert warned == (divisor == 1)  # the edge: a group of 1 on 8 devices warns, 2 or more does not
+    assert f"per node of {devices}" in plan.table()  # host memory per rank and per node

@@ -14,10 +14,6 @@ from processes import cli, probe_records, sharded, write_model
 from safetensors.torch import load_file
 from tolerant import gap_threshold, parts_of
 
-from lit_activation.engine import EngineSettings
-from lit_activation.plan import Job, Scoring, plan_memory
-from lit_activation.tiny import tiny_config
-
 pytestmark = pytest.mark.ddp
 
 # intermediate 37 and vocabulary 105 rows split 19/18 and 53/52 over a shard group of 2
@@ -203,30 +199,3 @@ def test_a_layout_that_shards_nothing_says_so_and_runs_as_replicas(tmp_path, ben
     counts = json.loads((run / "counts.json").read_text())
     for name in ("boolq", "mmlu"):
         assert counts["datasets"][name]["layer_counts"] == [int((v > gamma).sum()) for v in per_layer(means[name], layer_of, n_layers)]
-
-
-@pytest.mark.parametrize(("arch", "divisor"), [("llama", 2), ("gpt2", 1)])
-def test_the_plan_splits_a_metrics_state_as_its_ranks_keep_it(arch, divisor):
-    """Taylor's and GBLM's state: a rank keeps its own rows of a Linear (1/N), every row of a Conv1D."""
-    from lit_activation.plan import Pruning
-
-    config = tiny_config(arch, layers=2, hidden=32)
-    pruning = Pruning(samples=4, seqlen=16, batch_size=2, metric_state=True, metric_target="max_logit")
-    common = dict(model=f"tiny-{arch}", engine=EngineSettings(), device_type="cuda", pruning=pruning)
-    whole = plan_memory(Job(**common), config).phases["metric scores"]["metric state (fp32)"]
-    split = plan_memory(Job(**common, devices=2, sharded=True, shard_group=2), config).phases["metric scores"]["metric state (fp32)"]
-    assert whole > 0 and split == whole // divisor
-
-
-@pytest.mark.parametrize(("devices", "group", "divisor"), [(8, None, 8), (8, 4, 4), (8, 1, 1), (2, 2, 2)])
-def test_the_plan_divides_by_the_shard_group(devices, group, divisor):
-    """Lightning's 'auto' layout is one group of every device; HSDP 2 × 4 divides by 4, not 8."""
-    config = tiny_config("llama", layers=2, hidden=32)
-    common = dict(model="tiny-llama", engine=EngineSettings(), device_type="cuda", scoring=Scoring(rows=2, length=16, accumulator=True))
-    whole = plan_memory(Job(**common), config)
-    plan = plan_memory(Job(**common, devices=devices, sharded=True, shard_group=group), config)
-    assert plan.phases["scoring"]["weights"] == whole.phases["scoring"]["weights"] // divisor
-    assert plan.phases["scoring"]["Finding 1 sums (fp32)"] == whole.phases["scoring"]["Finding 1 sums (fp32)"] // divisor
-    warned = "shards nothing" in plan.table()
-    assert warned == (divisor == 1)  # the edge: a group of 1 on 8 devices warns, 2 or more does not
-    assert f"per node of {devices}" in plan.table()  # host memory per rank and per node

@@ -13,9 +13,12 @@ of this package, selected in YAML by `class_path`:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
 
+from lit_activation.engine import RowRanges
 from lit_activation.pruning.context import PruningContext
 
 
@@ -52,3 +55,14 @@ class PruningMetric(ABC):
     def describe(self) -> dict:
         """JSON-ready record of the metric and its options."""
         return {"metric": self.label, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+
+def state_rows(context: PruningContext, modules: Mapping[str, nn.Module]) -> RowRanges:
+    """The rows of `modules` whose per-parameter state a sharded rank keeps (context.rows: its own).
+
+    A Linear is pruned on the rank's own rows (wanda.prune_module), so its state holds those rows
+    only: 1/N of it per rank. A Conv1D (GPT-2) stores (in, out) and is pruned on its gathered
+    weight, so every rank scores all of its rows: its state is whole on every rank, which costs
+    compute but no collective. Unsharded: {} (every row).
+    """
+    return {name: span for name, span in context.rows.items() if name in modules and not isinstance(modules[name], Conv1D)}

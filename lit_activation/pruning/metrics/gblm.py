@@ -11,8 +11,8 @@ from lit_activation.engine import EngineSettings, stream_taylor_scores
 from lit_activation.engine.reduce import GradientSquares
 from lit_activation.models import linear_modules, weight_out_in
 from lit_activation.pruning.context import PruningContext
-from lit_activation.pruning.metrics.base import PruningMetric
-from lit_activation.pruning.metrics.taylor import calibration_key, state_rows
+from lit_activation.pruning.metrics.base import PruningMetric, state_rows
+from lit_activation.pruning.metrics.taylor import calibration_key
 
 
 class GBLM(PruningMetric):
@@ -24,7 +24,7 @@ class GBLM(PruningMetric):
     Args:
         alpha: α, the weight of the gradient term (GBLM-Pruner's default, 100). Cost: one scoring
             pass of the calibration batch on the dense model with the `loss` target; memory: one
-            fp32 value per scored parameter.
+            fp32 value per scored parameter (a sharded rank: of its own rows).
     """
 
     def __init__(self, alpha: float = 100.0) -> None:

@@ -9,12 +9,11 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from transformers.pytorch_utils import Conv1D
 
-from lit_activation.engine import EngineSettings, RowRanges, ScoreSum, stream_taylor_scores
+from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 from lit_activation.models import block_linears, decoder_layers, linear_modules, weight_out_in
 from lit_activation.pruning.context import PruningContext
-from lit_activation.pruning.metrics.base import PruningMetric
+from lit_activation.pruning.metrics.base import PruningMetric, state_rows
 
 
 def calibration_means(model: nn.Module, ids: Tensor, batch_size: int, settings: EngineSettings, modules: Mapping[str, nn.Module]) -> dict[str, Tensor]:
@@ -33,17 +32,6 @@ def calibration_key(model: nn.Module, ids: Tensor) -> str:
     digest = hashlib.sha256(ids.cpu().numpy().tobytes())
     digest.update(model.config.to_json_string().encode())
     return digest.hexdigest()
-
-
-def state_rows(context: PruningContext, modules: Mapping[str, nn.Module]) -> RowRanges:
-    """The rows of `modules` whose per-parameter state a sharded rank keeps (context.rows: its own).
-
-    A Linear is pruned on the rank's own rows (wanda.prune_module), so its state holds those rows
-    only: 1/N of it per rank. A Conv1D (GPT-2) stores (in, out) and is pruned on its gathered
-    weight, so every rank scores all of its rows: its state is whole on every rank, which costs
-    compute but no collective. Unsharded: {} (every row).
-    """
-    return {name: span for name, span in context.rows.items() if name in modules and not isinstance(modules[name], Conv1D)}
 
 
 class Taylor(PruningMetric):
