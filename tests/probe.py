@@ -75,9 +75,9 @@ class BatchProbe(Callback):
 
 
 class MetricStateProbe(Callback):
-    """Writes out_dir/rank<r>.json after pruning: per scored module, the rows this rank scored and the
-    per-parameter state its pruning metric kept (Taylor's mean scores, GBLM's gradient squares), as
-    stored (rows of the weight as stored), to show that a sharded rank keeps its own rows only."""
+    """Writes out_dir/rank<r>.json after pruning: per scored module, the rank's own rows of the weight
+    as stored (its shard) and the per-parameter state its pruning metric kept (Taylor's mean scores,
+    GBLM's gradient squares), to show which rows a sharded rank keeps."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
@@ -89,7 +89,7 @@ class MetricStateProbe(Callback):
         state = getattr(metric, "_means", None) or metric._squares  # the metric's own state (test-only read)
         rows = pl_module.score_rows
         record = {
-            name: {"rows": list(rows.get(name, (0, m.weight.shape[0]))), "state": state[name].tolist()}
+            name: {"own_rows": list(rows.get(name, (0, m.weight.shape[0]))), "state": state[name].tolist()}
             for name, m in pl_module.scored_modules.items()
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)

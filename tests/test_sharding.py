@@ -132,36 +132,30 @@ def test_gpt2_conv1d_sharded_pruning_saves_the_one_process_model(tmp_path, bench
     saved_models_equal(tmp_path, runs)
 
 
-@pytest.mark.parametrize("metric", ["Taylor", "GBLM"])
-def test_metrics_with_per_parameter_state_prune_on_shards_from_each_ranks_own_rows(tmp_path, bench_files, uneven_model, metric):
-    """Taylor's mean scores and GBLM's gradient squares on a shard group of 2 (rows split 19/18):
-    each rank keeps only its own rows, which together are the one-process state, and prunes by them."""
+def pruned_with_state(tmp_path, bench_files, metric: str, model: str) -> tuple[dict, list, list]:
+    """One process and a shard group of 2 prune `model` with `metric` (OWL sparsities); returns the
+    two records, the one-process state (MetricStateProbe) and each rank's."""
     config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
     runs, states = {}, {}
     for layout, devices, strategy in (("one", 1, None), ("two", 2, sharded(1, 2))):
         probe = ["--trainer.callbacks+", "probe.MetricStateProbe", "--trainer.callbacks.out_dir", str(tmp_path / f"probe_{layout}")]
         args = [*PRUNE(bench_files), "--pruning.metric", metric, "--pruning.save_dir", str(tmp_path / f"saved_{layout}"), *probe]
-        run, _ = cli(tmp_path, layout, args, devices, strategy, "validate", config, model=uneven_model)
+        run, _ = cli(tmp_path, layout, args, devices, strategy, "validate", config, model=model)
         runs[layout] = json.loads((run / "pruning.json").read_text())
         states[layout] = probe_records(tmp_path / f"probe_{layout}", devices)
     assert runs["two"]["achieved_sparsity"] == runs["one"]["achieved_sparsity"] > 0.4
-    (whole,), ranks = states["one"], states["two"]
-    uneven = False
-    for name, one in whole.items():
-        first, second = ranks[0][name], ranks[1][name]
-        assert first["rows"][0] == 0 and first["rows"][1] == second["rows"][0] and second["rows"][1] == len(one["state"]), name
-        assert [len(first["state"]), len(second["state"])] == [first["rows"][1], second["rows"][1] - second["rows"][0]], name
-        uneven |= len(first["state"]) != len(second["state"])
-        torch.testing.assert_close(torch.tensor(first["state"] + second["state"]), torch.tensor(one["state"]), rtol=1e-5, atol=0)
-    assert uneven  # some module's rows split unevenly
-    if metric != "Taylor":  # GBLM's scores also weigh the inputs' norms: its masks follow from the state checked above
-        return
-    # Taylor prunes each row's lowest mean scores: wherever the one-process scores cut a row clearly,
-    # the sharded run pruned the very same weights (a cut within rounding may fall either way)
+    return runs, states["one"][0], states["two"]
+
+
+def assert_taylor_masks(tmp_path, whole: dict, conv1d: bool) -> None:
+    """Taylor prunes each output row's lowest mean scores: wherever the one-process scores cut a row
+    clearly, the sharded run pruned the very same weights (a cut within rounding may fall either way)."""
     saved = {layout: load_file(tmp_path / f"saved_{layout}" / "model.safetensors") for layout in ("one", "two")}
     clear = rows = 0
     for name, one in whole.items():
         means, zeros, other = torch.tensor(one["state"]), saved["one"][f"{name}.weight"] == 0, saved["two"][f"{name}.weight"] == 0
+        if conv1d:  # stored (in, out): an output row is a column
+            means, zeros, other = means.t(), zeros.t(), other.t()
         for row in range(means.shape[0]):
             k, ordered = int(zeros[row].sum()), means[row].sort().values
             rows += 1
@@ -170,6 +164,33 @@ def test_metrics_with_per_parameter_state_prune_on_shards_from_each_ranks_own_ro
                 assert torch.equal(zeros[row], other[row]), (name, row)
                 assert torch.equal(zeros[row], means[row] <= ordered[k - 1]), (name, row)  # the lowest k, as the metric says
     assert clear > 0.8 * rows  # the comparison covered most rows
+
+
+@pytest.mark.parametrize("metric", ["Taylor", "GBLM"])
+def test_metrics_with_per_parameter_state_prune_on_shards_from_each_ranks_own_rows(tmp_path, bench_files, uneven_model, metric):
+    """Taylor's mean scores and GBLM's gradient squares on a shard group of 2 (rows split 19/18):
+    each rank keeps only its own rows, which together are the one-process state, and prunes by them."""
+    _, whole, ranks = pruned_with_state(tmp_path, bench_files, metric, uneven_model)
+    uneven = False
+    for name, one in whole.items():
+        first, second = ranks[0][name], ranks[1][name]
+        assert first["own_rows"][0] == 0 and first["own_rows"][1] == second["own_rows"][0] == len(first["state"]), name
+        assert second["own_rows"][1] == len(one["state"]) and len(second["state"]) == second["own_rows"][1] - second["own_rows"][0], name
+        uneven |= len(first["state"]) != len(second["state"])
+        torch.testing.assert_close(torch.tensor(first["state"] + second["state"]), torch.tensor(one["state"]), rtol=1e-5, atol=0)
+    assert uneven  # some module's rows split unevenly
+    if metric == "Taylor":  # GBLM's scores also weigh the inputs' norms: its masks follow from the state checked above
+        assert_taylor_masks(tmp_path, whole, conv1d=False)
+
+
+def test_taylor_on_shards_of_gpt2_keeps_each_conv1d_state_whole_on_every_rank(tmp_path, bench_files):
+    """A Conv1D is pruned on its gathered weight: every rank scores and keeps all of its rows."""
+    _, whole, ranks = pruned_with_state(tmp_path, bench_files, "Taylor", "tiny-gpt2")
+    for name, one in whole.items():
+        assert ranks[0][name]["own_rows"] != ranks[1][name]["own_rows"], name  # the weights themselves are split
+        for rank in ranks:
+            torch.testing.assert_close(torch.tensor(rank[name]["state"]), torch.tensor(one["state"]), rtol=1e-5, atol=0)
+    assert_taylor_masks(tmp_path, whole, conv1d=True)
 
 
 def test_each_rank_loads_only_its_rows(tmp_path, bench_files):
