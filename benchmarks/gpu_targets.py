@@ -42,9 +42,13 @@ class Verdict:
     met: bool | None  # None: not measured
 
     def line(self) -> str:
-        shown = "not measured" if self.measured is None else f"{self.measured:.6g}"  # enough digits to tell a miss from the bound
         mark = {True: "met", False: "NOT met", None: "not measured"}[self.met]
-        return f"| {self.target} | {shown} | {self.bound} | {mark} |"
+        return f"| {self.target} | {shown(self.measured)} | {self.bound} | {mark} |"
+
+
+def shown(value: float | None) -> str:
+    """A figure as the table prints it: enough digits to tell a miss from the bound it misses."""
+    return "not measured" if value is None else f"{value:.6g}"
 
 
 def _number(value: object) -> float | None:
@@ -68,8 +72,7 @@ def both(target: str, first: Verdict, second: Verdict) -> Verdict:
     """Met where both are, not met where either is not, else not measured; shows the first's figure
     as measured and the second's beside its bound."""
     met = False if False in (first.met, second.met) else (None if None in (first.met, second.met) else True)
-    figure = "not measured" if second.measured is None else f"{second.measured:.6g}"
-    return Verdict(target, first.measured, f"{first.bound} and {second.target} ({figure}) {second.bound}", met)
+    return Verdict(target, first.measured, f"{first.bound} and {second.target} ({shown(second.measured)}) {second.bound}", met)
 
 
 def row_seconds(report: dict, what: str) -> float | None:
