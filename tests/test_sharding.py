@@ -112,39 +112,37 @@ def saved_models_equal(tmp_path, runs: dict[str, dict]) -> None:
             assert torch.equal(one[key], other[key]), (layout, key)
 
 
-def test_dp2_tp2_pruning_on_uneven_rows_saves_the_one_process_model(tmp_path, bench_files, uneven_model):
+ONE, TWO = ("one", 1, None), ("two", 2, sharded(1, 2))  # layouts: (name, processes, strategy)
+
+
+def pruned(tmp_path, bench_files, model: str, layouts: tuple, extra: tuple[str, ...] = (), probe: bool = False) -> dict[str, dict]:
+    """Each layout prunes `model` as configs/prune_owl_embedded.yaml says, on PRUNE's data, and saves
+    it to saved_<name> (probe: MetricStateProbe writes probe_<name>); returns their pruning records."""
     config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
     runs = {}
-    for layout, devices, strategy in (("one", 1, None), ("four", 4, sharded(2, 2))):
-        run, _ = cli(tmp_path, layout, [*PRUNE(bench_files), "--pruning.save_dir", str(tmp_path / f"saved_{layout}")], devices, strategy,
-                     "validate", config, model=uneven_model)
+    for layout, devices, strategy in layouts:
+        args = [*PRUNE(bench_files), *extra, "--pruning.save_dir", str(tmp_path / f"saved_{layout}")]
+        if probe:
+            args += ["--trainer.callbacks+", "probe.MetricStateProbe", "--trainer.callbacks.out_dir", str(tmp_path / f"probe_{layout}")]
+        run, _ = cli(tmp_path, layout, args, devices, strategy, "validate", config, model=model)
         runs[layout] = json.loads((run / "pruning.json").read_text())
-    saved_models_equal(tmp_path, runs)
+    return runs
+
+
+def test_dp2_tp2_pruning_on_uneven_rows_saves_the_one_process_model(tmp_path, bench_files, uneven_model):
+    saved_models_equal(tmp_path, pruned(tmp_path, bench_files, uneven_model, (ONE, ("four", 4, sharded(2, 2)))))
 
 
 def test_gpt2_conv1d_sharded_pruning_saves_the_one_process_model(tmp_path, bench_files):
-    config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
-    runs = {}
-    for layout, devices, strategy in (("one", 1, None), ("two", 2, sharded(1, 2))):
-        run, _ = cli(tmp_path, layout, [*PRUNE(bench_files), "--pruning.save_dir", str(tmp_path / f"saved_{layout}")], devices, strategy,
-                     "validate", config, model="tiny-gpt2")
-        runs[layout] = json.loads((run / "pruning.json").read_text())
-    saved_models_equal(tmp_path, runs)
+    saved_models_equal(tmp_path, pruned(tmp_path, bench_files, "tiny-gpt2", (ONE, TWO)))
 
 
 def pruned_with_state(tmp_path, bench_files, metric: str, model: str) -> tuple[dict, list, list]:
     """One process and a shard group of 2 prune `model` with `metric` (OWL sparsities); returns the
     two records, the one-process state (MetricStateProbe) and each rank's."""
-    config = Path(__file__).parents[1] / "configs" / "prune_owl_embedded.yaml"
-    runs, states = {}, {}
-    for layout, devices, strategy in (("one", 1, None), ("two", 2, sharded(1, 2))):
-        probe = ["--trainer.callbacks+", "probe.MetricStateProbe", "--trainer.callbacks.out_dir", str(tmp_path / f"probe_{layout}")]
-        args = [*PRUNE(bench_files), "--pruning.metric", metric, "--pruning.save_dir", str(tmp_path / f"saved_{layout}"), *probe]
-        run, _ = cli(tmp_path, layout, args, devices, strategy, "validate", config, model=model)
-        runs[layout] = json.loads((run / "pruning.json").read_text())
-        states[layout] = probe_records(tmp_path / f"probe_{layout}", devices)
+    runs = pruned(tmp_path, bench_files, model, (ONE, TWO), ("--pruning.metric", metric), probe=True)
     assert runs["two"]["achieved_sparsity"] == runs["one"]["achieved_sparsity"] > 0.4
-    return runs, states["one"][0], states["two"]
+    return runs, probe_records(tmp_path / "probe_one", 1)[0], probe_records(tmp_path / "probe_two", 2)
 
 
 def assert_taylor_masks(tmp_path, whole: dict, conv1d: bool) -> None:
