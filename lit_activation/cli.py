@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lit-activation` console script and of `python -m lit_activation`.
 
     `argv` (default: the command line) lets tests call it. `report` reads finished runs only, so it
-    is dispatched before LightningCLI (lit_activation/report.py), under the same one-line errors.
+    is dispatched before LightningCLI (lit_activation/report/), under the same one-line errors.
     Returns None: the console-script wrapper calls sys.exit(main()), and any other value would
     be printed and turned into exit status 1.
     """

@@ -410,7 +410,7 @@ def test_a_counts_run_without_datasets_cannot_be_assessed(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# decision edges that run through report.py (issue 18; the pure rules are in tests/test_findings.py)
+# decision edges that run through lit_activation/report/ (issue 18; the pure rules are in tests/test_findings.py)
 
 
 def test_report_intervals_are_scipy_s_with_the_given_seed_and_resamples(tmp_path):
