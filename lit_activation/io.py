@@ -12,17 +12,35 @@ import csv
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def _staging_name(path: Path) -> Path:
+    """A fresh hidden name beside `path`, for writing there before the rename into place."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+
+
+def staging_dir(path: Path) -> Path:
+    """Create an empty directory beside `path` to fill and then rename into place (`os.replace`).
+
+    Not tempfile.mkdtemp (nor mkstemp for files): those create 0700 / 0600, and a result renamed into
+    place would keep that mode; created with 0777 / 0666, it gets what the user's umask allows.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _staging_name(path)
+    os.mkdir(tmp, 0o777)
+    return tmp
 
 
 def _atomic_write(path: Path, data: bytes, overwrite: bool = False) -> Path:
     if not overwrite:
         check_new([path])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _staging_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as in staging_dir
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

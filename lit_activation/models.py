@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
+from lit_activation import io
 from lit_activation.tiny import tiny_model, tiny_tokenizer
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,8 @@ def _dequantize(gguf: Path, target: Path) -> None:
     del config.quantization_config
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    tmp = io.staging_dir(target)
     clean.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,7 @@ def save_pruned(model: Any, tokenizer: Any, path: str | Path, record: dict, stat
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists; a saved model is never overwritten. Choose another save_dir.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp = io.staging_dir(path)
     try:
         if state is not None:
             _unsharded(model, state).save_pretrained(tmp, safe_serialization=True)

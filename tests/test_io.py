@@ -1,0 +1,52 @@
+"""Result files: written atomically, never overwritten, and readable as the user's umask allows."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from lit_activation import io
+
+WRITE_UNDER_UMASK = """
+import os, sys
+os.umask(int(sys.argv[2], 8))  # this child process's own umask
+from lit_activation import io
+out = Path(sys.argv[1])
+io.write_json(out / "a.json", {"x": 1})
+io.write_text(out / "b.md", "x")
+io.append_csv_row(out / "c.csv", ["x"], [1])
+(io.staging_dir(out / "d") / "f").write_text("x")
+"""
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [("022", 0o644, 0o755), ("077", 0o600, 0o700)])
+def test_results_get_the_mode_the_umask_allows(tmp_path, umask, file_mode, dir_mode):
+    subprocess.run([sys.executable, "-c", WRITE_UNDER_UMASK, str(tmp_path), umask], check=True)
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.is_file()}
+    assert files == {"a.json": file_mode, "b.md": file_mode, "c.csv": file_mode}
+    (staged,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert staged.name.startswith(".d.") and stat.S_IMODE(staged.stat().st_mode) == dir_mode
+
+
+def test_a_result_is_never_overwritten_and_no_staging_file_is_left(tmp_path):
+    io.write_json(tmp_path / "r.json", {"x": 1})
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        io.write_json(tmp_path / "r.json", {"x": 2})
+    assert (tmp_path / "r.json").read_text() == '{\n  "x": 1\n}\n'
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_staging_file(tmp_path, monkeypatch):
+    io.write_text(tmp_path / "s.md", "old")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        io.write_text(tmp_path / "s.md", "new", overwrite=True)
+    assert (tmp_path / "s.md").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["s.md"]
