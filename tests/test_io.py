@@ -13,6 +13,7 @@ from lit_activation import io
 
 WRITE_UNDER_UMASK = """
 import os, sys
+from pathlib import Path
 os.umask(int(sys.argv[2], 8))  # this child process's own umask
 from lit_activation import io
 out = Path(sys.argv[1])
