@@ -46,9 +46,32 @@ _GENERIC = (
 _NOT_A_CLASS = re.compile(r"^- Expected a dot import path string: (.+)$")
 
 
-def one_line(message: str) -> str:
+# A class option (`data`, a callback) that refused one of its own options: jsonargparse reports it
+# inside the union of types it tried, and only the chain of causes still holds the option and reason.
+_CLASS_REFUSED = re.compile(r"^Problem with given class_path '([\w.]+)':")
+_KEY = re.compile(r'^Parser key "([^"]+)":')
+
+
+def _class_option_error(err: BaseException) -> str | None:
+    """'Parser key "data.init_args.num_samples" (ActivationDataModule): <reason>' from the causes of
+    `err`, or None when no class refused its options."""
+    chain: list[str] = []
+    cause: BaseException | None = err
+    while cause is not None and len(chain) < 32:
+        chain.append(str(cause).strip())
+        cause = cause.__cause__
+    refused = next((m.group(1) for m in map(_CLASS_REFUSED.match, chain) if m), None)
+    keys = list(dict.fromkeys(m.group(1) for m in map(_KEY.match, chain) if m))
+    if refused is None or not keys or not chain[-1]:
+        return None
+    return f'Parser key "{".init_args.".join(keys)}" ({refused.rsplit(".", 1)[-1]}): {chain[-1].splitlines()[-1].strip()}'
+
+
+def one_line(message: str | BaseException) -> str:
     """The reason in a (possibly nested, multi-line) parser error: its first specific line, after the
     option it is about (`Parser key "...":`) when the error names one."""
+    if isinstance(message, BaseException) and (refused := _class_option_error(message)):
+        return refused
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     if len(lines) <= 1:
         return lines[0] if lines else str(message)

@@ -163,6 +163,9 @@ def test_console_script_exits_zero_after_a_run(tmp_path):
         (["--pruning.calibration.samples", "x"], r"^error: Parser key \"pruning.calibration.samples\": Expected a <class 'int'>. Got value: x$"),
         (["--data.init_args.dataset", "boolq"], r"^error: Perplexity needs running text; 'boolq' is a prompt set"),
         (["--nonsense", "3"], r"^error: unrecognized arguments: --nonsense 3"),
+        # inside a class option: the option and the class, not jsonargparse's union bookkeeping
+        (["--data.init_args.nosuch", "1"], r"^error: Parser key \"data\" \(PerplexityDataModule\): Option 'nosuch' is not accepted$"),
+        (["--data.init_args.seqlen", "abc"], r"^error: Parser key \"data.init_args.seqlen\" \(PerplexityDataModule\): Expected a <class 'int'>. Got value: abc$"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message, monkeypatch, capsys):
