@@ -121,6 +121,10 @@ def test_activation_allocation_records_its_counts():
     assert allocation.describe()["layer_counts"] == [10.0, 1000.0]
     with pytest.raises(ValueError, match="GivenCounts has 3 counts; 'tiny-llama' has 2 decoder layers"):
         Activation(GivenCounts([1, 2, 3])).check("tiny-llama", 2)
+    Activation(GivenCounts([0, 1])).check("tiny-llama", 2)  # a zero beside a count is a count
+    for counts, message in (([1, float("inf")], "layer 1's count is inf"), ([-1, 3], "layer 0's count is -1"), ([0, 0], "every layer's count is 0")):
+        with pytest.raises(ValueError, match=f"^GivenCounts: {message}"):
+            Activation(GivenCounts(counts)).check("tiny-llama", 2)
 
 
 def test_counts_file_checks_name_the_file(tmp_path):

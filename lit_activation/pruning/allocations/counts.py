@@ -9,6 +9,7 @@ One nested option with three choices, selected by `class_path`:
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,17 @@ def activation_layer_counts(
     return shards.sum(C.layer_counts(sums.means(), layer_of, n_layers, gamma)).tolist()
 
 
+def check_count_values(counts: Sequence, source: str) -> None:
+    """Counts of activated parameters: finite, >= 0 and not all 0 (no parameter above γ anywhere
+    would leave the allocation nothing to go by), else one line naming `source`."""
+    values = [float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else math.nan for c in counts]
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v) or v < 0), None)
+    if bad is not None:
+        raise ValueError(f"{source}: layer {bad}'s count is {counts[bad]!r}; counts of activated parameters are finite numbers >= 0")
+    if values and not any(values):
+        raise ValueError(f"{source}: every layer's count is 0 (no parameter above that threshold); use counts at a lower γ or a quantile key")
+
+
 class CountsSource(ABC):
     """Per-layer counts N_i for the activation allocation."""
 
@@ -69,6 +81,7 @@ class GivenCounts(CountsSource):
     def check(self, model_name: str, n_layers: int) -> None:
         if len(self.counts) != n_layers:
             raise ValueError(f"GivenCounts has {len(self.counts)} counts; {model_name!r} has {n_layers} decoder layers (one count per layer)")
+        check_count_values(self.counts, "GivenCounts")
 
     def layer_counts(self, context: PruningContext) -> list[float]:
         return self.counts
@@ -116,6 +129,7 @@ class CountsFile(CountsSource):
         counts = entry["layer_counts"] if self.key == "gamma" else entry["quantile_counts"][self.key]["layer_counts"]
         if len(counts) != n_layers:
             raise ValueError(f"counts file {self.path!r} has counts for {len(counts)} layers; {model_name!r} has {n_layers}")
+        check_count_values(counts, f"counts file {self.path!r} ({self.key})")
 
     def layer_counts(self, context: PruningContext) -> list[float]:
         _, entry = self._entry()
