@@ -12,7 +12,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import io, plots
-from lit_activation.architectures import model_config, text_config
+from lit_activation.architectures import input_widths, model_config, text_config
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
 from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.registry import get_spec
@@ -24,7 +24,7 @@ from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.export import full_state_dict, save_pruned
 from lit_activation.pruning.metrics import PruningMetric, Wanda
-from lit_activation.pruning.sparsity import check_nm, weighted_mean
+from lit_activation.pruning.sparsity import check_nm, check_nm_widths, weighted_mean
 from lit_activation.pruning.wanda import prune_wanda
 from lit_activation.sharding import local, shards
 
@@ -130,7 +130,11 @@ class WandaPruning(Callback):
         if stage != "validate" or self.sparsity == 0 or self.calibration_ids is not None:
             return
         hp = pl_module.hparams
-        self.allocation.check(hp.model, int(text_config(model_config(hp.model, hp.trust_remote_code)).num_hidden_layers))
+        config = model_config(hp.model, hp.trust_remote_code)
+        self.allocation.check(hp.model, int(text_config(config).num_hidden_layers))
+        _, m = parse_nm(self.nm)
+        if m:
+            check_nm_widths(m, input_widths(config))
         tokenizer = load_tokenizer(hp.model, hp.trust_remote_code)
         c = self.calibration
         self.calibration_ids = calibration_ids(c.dataset, tokenizer, c.samples, c.seqlen, c.seed, c.files)

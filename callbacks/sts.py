@@ -13,7 +13,7 @@ from lit_activation.baselines import tfidf_pair_cosines
 from lit_activation.callbacks.base import model_name, tensorboard
 from lit_activation.callbacks.groups import GroupGramCallback
 from lit_activation.similarity import layer_span
-from lit_activation.sts import duplicate_items, layer_sum, per_layer_rho, spearman, tied_values, window_sweep
+from lit_activation.sts import MIN_PAIRS, duplicate_items, layer_sum, per_layer_rho, spearman, tied_values, window_sweep
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,21 @@ class STSCorrelation(GroupGramCallback):
     hidden_baseline = True
 
     def __init__(self, layers: list[int] | None = None, sweep_width: int | None = None) -> None:
+        if sweep_width is not None and sweep_width < 1:
+            raise ValueError(f"sweep_width must be >= 1 layer (or null: a third of the depth), got {sweep_width}")
         self.layers, self.sweep_width = layers, sweep_width
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Before the weights load: a Spearman ρ (and its p-value) needs at least 3 sentence pairs."""
+        super().setup(trainer, pl_module, stage)
+        pairs = trainer.datamodule.hparams.num_samples
+        if pairs < MIN_PAIRS:
+            raise ValueError(f"STSCorrelation needs at least {MIN_PAIRS} sentence pairs for a Spearman ρ; data.init_args.num_samples is {pairs}")
 
     def check_layers(self, n_layers: int) -> None:
         layer_span(n_layers, self.layers, PAPER_LAYERS)
+        if self.sweep_width is not None and self.sweep_width > n_layers:
+            raise ValueError(f"sweep_width {self.sweep_width} is wider than the model's {n_layers} layers; accepted: 1..{n_layers}")
 
     @staticmethod
     def _warn_ties(datamodule, sums: torch.Tensor) -> None:

@@ -92,3 +92,19 @@ def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode) -> PreTrained
     with mode:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval().requires_grad_(False)
+
+
+def context_length(config: PretrainedConfig) -> int | None:
+    """The most positions the model was built for (max_position_embeddings; GPT-2's n_positions),
+    None when the config does not say."""
+    value = getattr(text_config(config), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def input_widths(config: PretrainedConfig) -> dict[str, int]:
+    """Each scored module's input width (a Linear's in_features, a Conv1D's rows), from a fake model."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    model = fake_model(config, torch.float32, FakeTensorMode())
+    return {name: m.in_features if isinstance(m, torch.nn.Linear) else m.weight.shape[0] for name, m in models.linear_modules(model).items()}
+

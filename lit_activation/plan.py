@@ -17,10 +17,10 @@ from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from lit_activation import simulate
-from lit_activation.architectures import fake_model, text_config
+from lit_activation.architectures import context_length, fake_model, text_config
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.tiling import default_tile_mb
-from lit_activation.memory import GB, MEMORY_LIMIT_ENV, available_memory, process_memory
+from lit_activation.memory import GB, MEMORY_LIMIT_ENV, process_memory
 from lit_activation.models import decoder_layers, linear_modules, resolve_dtype
 from lit_activation.sharding import replicated_layout_warning, shard_group_size
 
@@ -282,7 +282,25 @@ def model_config_of(hparams) -> PretrainedConfig:  # noqa: ANN001 - ActivationMo
     return model_config(hparams.model, hparams.trust_remote_code)
 
 
-def plan_run(module, datamodule, callbacks: Iterable, trainer) -> MemoryPlan:  # noqa: ANN001
-    """The memory plan of a configured run, with the memory its devices report."""
-    job = job_from_run(module, datamodule, callbacks, trainer)
-    return plan_memory(job, model_config_of(module.hparams), available_memory(job.device_type))
+def sequence_lengths(job: Job) -> dict[str, int]:
+    """The longest sequence each phase of `job` feeds the model, by the option that sets it."""
+    lengths = {}
+    if job.scoring:
+        lengths["data.init_args.max_length / window"] = job.scoring.length
+    if job.pruning:
+        lengths["pruning.calibration.seqlen"] = job.pruning.seqlen
+        if job.pruning.activation_counts:
+            lengths["the on-the-fly counts' length"] = job.pruning.activation_counts[1]
+    if job.evaluation:
+        lengths["data.init_args.seqlen"] = job.evaluation.seqlen
+    return lengths
+
+
+def check_context(job: Job, config: PretrainedConfig) -> None:
+    """Refuse, before any weight loads, a sequence longer than the model was built for: learned
+    positions (GPT-2) would fail mid-run, rotary ones would score positions never trained."""
+    limit = context_length(config)
+    over = {name: n for name, n in sequence_lengths(job).items() if limit is not None and n > limit}
+    if over:
+        name, n = next(iter(over.items()))
+        raise ValueError(f"{name} is {n} tokens; {job.model!r} takes at most {limit} positions (max_position_embeddings): lower it to <= {limit}")

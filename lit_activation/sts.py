@@ -8,6 +8,8 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+MIN_PAIRS = 3  # fewer: ρ is ±1 or undefined, and no p-value
+
 
 def spearman(pred: Tensor, gold: Tensor) -> tuple[float, float]:
     """Spearman ρ (tied values get their average rank) and its two-sided p-value, both from scipy.
@@ -19,8 +21,8 @@ def spearman(pred: Tensor, gold: Tensor) -> tuple[float, float]:
     if pred.numel() != gold.numel():
         raise ValueError(f"Mismatched pair counts: {pred.numel()} predictions vs {gold.numel()} gold scores")
     n = pred.numel()
-    if n < 3:
-        raise ValueError(f"Spearman needs at least 3 pairs, got {n}")
+    if n < MIN_PAIRS:
+        raise ValueError(f"Spearman needs at least {MIN_PAIRS} pairs, got {n}")
     if not (torch.isfinite(pred).all() and torch.isfinite(gold).all()):
         raise FloatingPointError("NaN/inf in LLMDcos or gold scores; cannot correlate")
     result = stats.spearmanr(pred.double().numpy(), gold.double().numpy())

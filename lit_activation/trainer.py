@@ -18,7 +18,7 @@ from lit_activation.callbacks.pruning import WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.memory import GB, available_memory, release_memory
 from lit_activation.models import load_causal_lm
-from lit_activation.plan import MemoryPlan, job_from_run, model_config_of, plan_memory
+from lit_activation.plan import MemoryPlan, check_context, job_from_run, model_config_of, plan_memory
 from lit_activation.pruning import comparison as cmp
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, GivenCounts, OnTheFlyCounts, Uniform
 from lit_activation.pruning.context import PruningContext
@@ -44,6 +44,10 @@ class ActivationTrainer(Trainer):
                 machine does not have).
             memory_gb: memory per device to check against (default: what the device reports).
         """
+        if memory_gb is not None and not memory_gb > 0:
+            raise ValueError(f"memory_gb must be > 0 (GB per device), got {memory_gb}")
+        if devices is not None and devices < 1:
+            raise ValueError(f"devices must be >= 1, got {devices}")
         note = None
         if datamodule is not None:
             # The data are in memory before the model loads in a real run: count them the same way
@@ -56,8 +60,10 @@ class ActivationTrainer(Trainer):
                 note = f"  note: data not loaded ({str(err).splitlines()[0][:160]}); their memory is not counted"
         job = job_from_run(model, datamodule, self.callbacks, self)
         job = replace(job, device_type=device_type or job.device_type, devices=devices or job.devices)
-        available = int(memory_gb * GB) if memory_gb else (available_memory(job.device_type) if device_type is None else None)
-        plan = plan_memory(job, model_config_of(model.hparams), available)
+        available = int(memory_gb * GB) if memory_gb is not None else (available_memory(job.device_type) if device_type is None else None)
+        config = model_config_of(model.hparams)
+        check_context(job, config)
+        plan = plan_memory(job, config, available)
         print(plan.table() + (f"\n{note}" if note else ""))
         return plan
 

@@ -165,7 +165,10 @@ def test_console_script_exits_zero_after_a_run(tmp_path):
         (["--nonsense", "3"], r"^error: unrecognized arguments: --nonsense 3"),
         # inside a class option: the option and the class, not jsonargparse's union bookkeeping
         (["--data.init_args.nosuch", "1"], r"^error: Parser key \"data\" \(PerplexityDataModule\): Option 'nosuch' is not accepted$"),
-        (["--data.init_args.seqlen", "abc"], r"^error: Parser key \"data.init_args.seqlen\" \(PerplexityDataModule\): Expected a <class 'int'>. Got value: abc$"),
+        (
+            ["--data.init_args.seqlen", "abc"],
+            r"^error: Parser key \"data.init_args.seqlen\" \(PerplexityDataModule\): Expected a <class 'int'>. Got value: abc$",
+        ),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message, monkeypatch, capsys):
@@ -271,3 +274,33 @@ def test_the_processes_of_other_ranks_do_not_refuse_the_dir_rank_0_made(tmp_path
     monkeypatch.setattr(rank_zero_only, "rank", 1)
     with pytest.raises(ModelLoaded):
         predict_into(tmp_path, monkeypatch, capsys, "--trainer.logger.init_args.version", "0")
+
+
+@pytest.mark.parametrize(("length", "stops"), [(512, False), (513, True)])
+def test_a_sequence_longer_than_the_model_s_positions_stops_before_loading(tmp_path, monkeypatch, capsys, length, stops):
+    """tiny-gpt2 has 512 learned positions: 513 would fail inside the embedding after the weights load."""
+    extra = ["--model.model", "tiny-gpt2", "--data.init_args.datasets", "[wiki]", "--data.init_args.num_samples", "2",
+             "--data.init_args.window", str(length), "--data.init_args.max_length", str(length)]
+    if not stops:
+        with pytest.raises(ModelLoaded):
+            predict_into(tmp_path, monkeypatch, capsys, *extra)
+        return
+    code, err = predict_into(tmp_path, monkeypatch, capsys, *extra)
+    assert code == 2 and [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: data.init_args.max_length / window is 513 tokens; 'tiny-gpt2' takes at most 512 positions (max_position_embeddings): lower it to <= 512"
+    ], err[-1500:]
+
+
+def test_every_phase_s_length_is_checked_against_the_positions():
+    from lit_activation.architectures import model_config
+    from lit_activation.plan import Evaluation, Job, Pruning, Scoring, check_context
+
+    config = model_config("tiny-llama")  # 512 positions
+    check_context(Job("tiny-llama", scoring=Scoring(1, 512), pruning=Pruning(1, 512, 1, activation_counts=(4, 512)), evaluation=Evaluation(1, 512)), config)
+    for job, option in [
+        (Job("tiny-llama", pruning=Pruning(1, 513, 1)), "pruning.calibration.seqlen"),
+        (Job("tiny-llama", pruning=Pruning(1, 64, 1, activation_counts=(4, 513))), "the on-the-fly counts' length"),
+        (Job("tiny-llama", evaluation=Evaluation(1, 513)), "data.init_args.seqlen"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{option} is 513 tokens; 'tiny-llama' takes at most 512 positions"):
+            check_context(job, config)

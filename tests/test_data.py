@@ -9,7 +9,7 @@ import pytest
 from lit_activation.data import prompts
 from lit_activation.data.datamodule import ActivationDataModule, Group, batches, pad_groups
 from lit_activation.data.registry import REGISTRY, get_spec, load_records
-from lit_activation.data.samples import calibration_ids, evaluation_stream, sample_inputs, sample_sts_pairs
+from lit_activation.data.samples import calibration_ids, evaluation_stream, sample_inputs, sample_sts_pairs, sample_sts_texts
 
 HUB_SETS = ["boolq", "mmlu", "siqa", "piqa", "hellaswag", "gsm8k", "c4", "wikitext2", "stsb", "sick"]
 
@@ -208,3 +208,46 @@ def test_trust_remote_code_and_the_model_reach_the_data_tokenizer(monkeypatch):
     config = Path(__file__).parents[1] / "configs" / "counts_embedded.yaml"
     build_cli(["predict", "--config", str(config), "--model.model", "tiny-gpt2", "--model.trust_remote_code", "true"])
     assert seen["tokenizer"] == "tiny-gpt2" and seen["trust_remote_code"] is True
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('"A man plays.",,3.0', r"record 1 has an empty 'sentence2' \(None\); every STS pair needs two sentences"),
+        ('"A man plays.","  ",3.0', r"record 1 has an empty 'sentence2' \('  '\)"),
+        ('"A man plays.","A man sings.",high', r"record 1 has 'score' 'high'; a gold score is a finite number"),
+        ('"A man plays.","A man sings.",', r"record 1 has 'score' None; a gold score is a finite number"),
+    ],
+)
+def test_an_sts_record_without_two_sentences_or_a_score_is_named(tmp_path, row, message):
+    path = tmp_path / "stsb.csv"
+    path.write_text(f'sentence1,sentence2,score\n"A dog runs.","A dog sprints.",4.5\n{row}\n"A cat sits.","A cat naps.",3.5\n')
+    with pytest.raises(ValueError, match=f"^Dataset 'stsb' {message}"):
+        sample_sts_texts("stsb", 3, seed=0, data_files=str(path))
+
+
+def test_a_nan_gold_score_in_a_json_lines_file_is_named(tmp_path):
+    path = tmp_path / "stsb.jsonl"
+    records = [("A dog runs.", "A dog sprints.", "4.5"), ("A man plays.", "A man sings.", "NaN"), ("A cat sits.", "A cat naps.", "3.5")]
+    path.write_text("".join(f'{{"sentence1": "{a}", "sentence2": "{b}", "score": {g}}}\n' for a, b, g in records))
+    with pytest.raises(ValueError, match=r"^Dataset 'stsb' record 1 has 'score' nan; a gold score is a finite number"):
+        sample_sts_texts("stsb", 3, seed=0, data_files=str(path))
+
+
+def test_sts_records_that_are_whole_read_as_they_are(tmp_path):
+    path = tmp_path / "stsb.csv"
+    path.write_text('sentence1,sentence2,score\n"A dog runs.","A dog sprints.",4.5\n"A man plays.","1990",3.0\n"A cat sits.","A cat naps.",3.5\n')
+    first, second, gold = sample_sts_texts("stsb", 3, seed=0, data_files=str(path))
+    expected = [("A cat sits.", "A cat naps.", 3.5), ("A dog runs.", "A dog sprints.", 4.5), ("A man plays.", "1990", 3.0)]
+    assert sorted(zip(first, second, gold, strict=True)) == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("window", 0, "window must be >= 2, got 0"), ("window", -5, "window must be >= 2, got -5"), ("max_length", 1, "max_length must be >= 2, got 1"),
+     ("num_samples", 0, "num_samples must be >= 1, got 0")],
+)
+def test_lengths_and_counts_that_cannot_be_are_refused_when_the_data_module_is_built(option, value, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        ActivationDataModule(["wiki"], **{option: value})
+    ActivationDataModule(["wiki"], **{option: {"window": 2, "max_length": 2, "num_samples": 1}[option]})  # the edge itself is accepted

@@ -125,3 +125,25 @@ def test_the_plan_divides_by_the_shard_group(devices, group, divisor):
     warned = "shards nothing" in plan.table()
     assert warned == (divisor == 1)  # the edge: a group of 1 on 8 devices warns, 2 or more does not
     assert f"per node of {devices}" in plan.table()  # host memory per rank and per node
+
+
+@pytest.mark.parametrize(("available", "fits"), [(150, True), (149, False), (None, True)])
+def test_a_plan_fits_exactly_when_its_peak_phase_is_within_the_memory(available, fits):
+    from lit_activation.plan import Job, MemoryPlan, check_fits
+
+    plan = MemoryPlan(Job("m"), phases={"small": {"a": 40}, "big": {"a": 100, "b": 50}}, available=available)
+    assert plan.peak() == ("big", 150) and plan.fits() is fits
+    if available is not None:
+        assert plan.table().splitlines()[-1].endswith(f"-> {'fits' if fits else 'DOES NOT FIT'} (peak 0.00 GB)")
+    if fits:
+        check_fits(plan)
+    else:
+        with pytest.raises(MemoryError, match="in its big phase"):
+            check_fits(plan)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [("--memory_gb", "0", "memory_gb must be > 0"), ("--memory_gb", "-1", "memory_gb must be > 0"),
+                                                        ("--devices", "0", "devices must be >= 1")])
+def test_a_plan_for_impossible_hardware_is_refused(option, value, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        build_cli(["plan", "--config", str(CONFIGS / "counts.yaml"), "--device_type", "cuda", option, value])

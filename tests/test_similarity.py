@@ -277,3 +277,28 @@ def test_no_parameter_sized_tensor_goes_to_the_host_during_llmdcos_and_sts_runs(
         trainer_for(tmp_path / "llmdcos", LLMDcos()).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
         run_sts(tmp_path / "sts", bench_files, n=8)
     assert 0 < exits.largest < smallest, f"a tensor of {exits.largest} values went to the host; the smallest module has {smallest}"
+
+
+@pytest.mark.parametrize(("n", "stops"), [(2, True), (3, False)])
+def test_fewer_than_three_sts_pairs_stop_before_the_model_loads(tmp_path, bench_files, monkeypatch, n, stops):
+    class Loaded(Exception):
+        pass
+
+    def no_loading(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    expected = pytest.raises(ValueError, match=r"^STSCorrelation needs at least 3 sentence pairs for a Spearman ρ; data.init_args.num_samples is 2$")
+    with expected if stops else pytest.raises(Loaded):
+        run_sts(tmp_path, bench_files, n=n)
+
+
+def test_a_sweep_wider_than_the_model_stops_before_scoring(tmp_path, bench_files):
+    with pytest.raises(ValueError, match=r"^sweep_width must be >= 1 layer"):
+        STSCorrelation(sweep_width=0)
+    dm = ActivationDataModule(["stsb"], mode="sts", num_samples=3, max_length=64, batch_size=4, data_files=bench_files)
+    with pytest.raises(ValueError, match=r"^sweep_width 3 is wider than the model's 2 layers; accepted: 1..2$"):
+        trainer_for(tmp_path, STSCorrelation(sweep_width=3)).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+    assert not list(tmp_path.rglob("sts.json"))
+    trainer_for(tmp_path / "ok", STSCorrelation(sweep_width=2)).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
+    assert json.loads(next((tmp_path / "ok").rglob("sts.json")).read_text())["n_pairs"] == 3

@@ -154,6 +154,9 @@ class ActivationDataModule(LightningDataModule):
             get_spec(name)  # a typo in a data_files key would otherwise silently fall back to the hub
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for option, value, least in (("num_samples", num_samples, 1), ("max_length", max_length, 2), ("window", window, 2)):
+            if value < least:
+                raise ValueError(f"{option} must be >= {least}, got {value}")
         self.save_hyperparameters()
         self.dataset_names = list(datasets)
         self.groups: list[Group] = []

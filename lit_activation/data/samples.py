@@ -129,8 +129,26 @@ def sample_sts_texts(
     missing = {f1, f2, fs} - set(records[0])
     if missing:
         raise ValueError(f"{name!r} records lack fields {sorted(missing)}; expected {[f1, f2, fs]}")
-    chosen = [records[i] for i in choose(len(records), n, seed, name)]
-    return [str(r[f1]) for r in chosen], [str(r[f2]) for r in chosen], [float(r[fs]) for r in chosen]
+    chosen = choose(len(records), n, seed, name)
+    pairs = [_sts_pair(name, i, records[i], spec.sts_fields) for i in chosen]
+    return [a for a, _, _ in pairs], [b for _, b, _ in pairs], [g for _, _, g in pairs]
+
+
+def _sts_pair(name: str, index: int, record: dict, fields: tuple[str, str, str]) -> tuple[str, str, float]:
+    """(sentence, sentence, gold score) of one record; an empty sentence (a CSV's missing cell reads
+    as None, which would be scored as the text 'None') or a score that is no finite number is refused."""
+    f1, f2, fs = fields
+    texts = ["" if record[f] is None else str(record[f]) for f in (f1, f2)]
+    for f, text in zip((f1, f2), texts, strict=True):
+        if not text.strip():
+            raise ValueError(f"Dataset {name!r} record {index} has an empty {f!r} ({record[f]!r}); every STS pair needs two sentences")
+    try:
+        gold = float(record[fs])
+    except (TypeError, ValueError):
+        gold = math.nan
+    if not math.isfinite(gold):
+        raise ValueError(f"Dataset {name!r} record {index} has {fs!r} {record[fs]!r}; a gold score is a finite number")
+    return texts[0], texts[1], gold
 
 
 def sample_sts_pairs(

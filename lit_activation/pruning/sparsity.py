@@ -89,6 +89,14 @@ def check_nm(sparsity: float, n: int, m: int) -> None:
         raise ValueError(f"N:M {n}:{m} prunes {n / m:.3f} of the weights, but sparsity {sparsity} was asked; set sparsity to {n / m}")
 
 
+def check_nm_widths(m: int, widths: dict[str, int]) -> None:
+    """N:M groups m consecutive inputs of a row: every pruned module's input width must divide by m."""
+    bad = {name: w for name, w in widths.items() if w % m}
+    if bad:
+        name, width = next(iter(bad.items()))
+        raise ValueError(f"N:M with m={m} needs input widths divisible by {m}; {name} takes {width} inputs ({len(bad)} of {len(widths)} modules do not divide)")
+
+
 def hill_alpha(eigenvalues: Tensor, xmin: str = "mid") -> float:
     """Power-law exponent α of the tail of an eigenvalue spectrum, by the Hill estimator.
 
