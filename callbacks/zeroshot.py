@@ -94,14 +94,25 @@ class ZeroShotEval(Callback):
         """A new callback with the same options and no results (each run of a comparison)."""
         return ZeroShotEval(self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size, self.protocol, self.n, self.seed, self.demonstrations)
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Before the weights load (not after pruning and perplexity): read and check every local file."""
+        if stage != "validate" or not self.tasks:
+            return
+        if self.protocol == "paper":
+            self._items = self._paper_items()
+            return
+        from lit_activation.data.registry import load_records  # imports `datasets` lazily
+
+        for task in self.tasks:  # lm-eval reads the same files with the same fields; a hub task is left to it
+            if (self.data_files or {}).get(task):
+                load_records(task, self.data_files[task])
+
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.tasks:
             return
         self.out = run_dir(trainer)  # a collective under DDP: resolved on every rank
         if trainer.is_global_zero:
             io.check_new([self.out / "zeroshot.json"])
-            if self.protocol == "paper":  # read and check the data now, before validation spends any time
-                self._items = self._paper_items()
 
     def _paper_items(self) -> dict[str, tuple[list[str], list[int]]]:
         """task -> (prompts, gold) of the seeded sample, from the same files the lm_eval protocol reads."""
