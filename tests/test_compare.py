@@ -155,3 +155,33 @@ def test_the_summary_table_states_mean_and_sample_std_and_marks_single_seeds():
         "| uniform + wanda | 11.00 ± 1.41 |  |",
         "| owl + taylor |  | 30.00 (1 seed) |",
     ]
+
+
+@pytest.mark.parametrize(
+    ("prepare", "error", "message"),
+    [
+        (lambda d: d.write_text("x"), FileExistsError, r"output_dir .*cmp is a file; give a directory"),
+        (lambda d: (d.mkdir(), (d / "counts.json").write_text("{}")), FileExistsError, r"holds other files and no comparison \(results.csv, comparison.json\)"),
+        (lambda d: (d.mkdir(), (d / "results.csv").write_text("run,ppl\n1,2\n")), ValueError, r"results.csv has columns \['run', 'ppl'\]; this version writes"),
+        (lambda d: (d.mkdir(), (d / "comparison.json").write_text("{\n")), ValueError, r"comparison.json is not valid JSON"),
+        (lambda d: (d.mkdir(), (d / "comparison.json").write_text("[]")), ValueError, r"comparison.json is not a comparison record"),
+    ],
+    ids=["a-file", "another-run", "other-columns", "corrupt-record", "not-a-record"],
+)
+def test_an_output_dir_that_is_no_comparison_is_refused_untouched_before_any_run(tmp_path, bench_files, monkeypatch, prepare, error, message):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    prepare(tmp_path / "cmp")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "cmp").iterdir()} if (tmp_path / "cmp").is_dir() else None
+    with pytest.raises(error, match=message):
+        compare(tmp_path, bench_files, "cmp", "--seeds", "[0]")
+    assert before is None or {p.name: p.read_bytes() for p in (tmp_path / "cmp").iterdir()} == before
+
+
+def test_an_empty_output_dir_is_a_new_comparison(tmp_path, bench_files):
+    (tmp_path / "cmp").mkdir()
+    uniform = "[{class_path: lit_activation.pruning.allocations.Uniform}]"
+    compare(tmp_path, bench_files, "cmp", "--seeds", "[0]", "--sparsities", "[0.5]", "--allocations", uniform)
+    assert [r["method"] for r in rows(tmp_path / "cmp")] == ["dense", "uniform"]

@@ -66,9 +66,19 @@ def sweep(allocations: Sequence[Allocation], metrics: Sequence[PruningMetric], s
     ]
 
 
+def check_output_dir(out: Path) -> None:
+    """output_dir is new, empty, or a comparison to resume: never a file, nor another run's directory."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output_dir {out} is a file; give a directory: a new one, or a comparison's to resume it")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in (RESULTS, "comparison.json")):
+        raise FileExistsError(f"output_dir {out} holds other files and no comparison ({RESULTS}, comparison.json); choose a new output_dir")
+
+
 def recorded(out: Path) -> set[tuple[str, str, str, str]]:
-    """Keys of the runs already in results.csv."""
-    _, rows = io.read_csv(out / RESULTS)
+    """Keys of the runs already in results.csv (whose columns must be this version's)."""
+    header, rows = io.read_csv(out / RESULTS)
+    if header and header != HEADER:
+        raise ValueError(f"{out / RESULTS} has columns {header}; this version writes {HEADER}. Choose a new output_dir")
     return {(r["method"], r["pruning_metric"], f"{float(r['sparsity']):g}", r["seed"]) for r in rows}
 
 
@@ -79,7 +89,12 @@ def pin_configuration(out: Path, fixed: dict, methods: dict[str, dict]) -> dict:
     Returns the record (with any counts computed by earlier runs).
     """
     path = out / "comparison.json"
-    record = json.loads(path.read_text()) if path.is_file() else {"fixed": fixed, "allocations": {}, "resolved_counts": {}}
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {"fixed": fixed, "allocations": {}, "resolved_counts": {}}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); restore it, or choose a new output_dir") from None
+    if not isinstance(record, dict) or not isinstance(record.get("fixed"), dict):
+        raise ValueError(f"{path} is not a comparison record (no 'fixed' settings); choose a new output_dir")
     changed = sorted(k for k in set(fixed) | set(record["fixed"]) if fixed.get(k) != record["fixed"].get(k))
     changed += sorted(f"allocation {k}" for k, v in methods.items() if k in record["allocations"] and record["allocations"][k] != v)
     if changed:
