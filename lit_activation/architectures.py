@@ -74,6 +74,8 @@ def model_config(name_or_path: str, trust_remote_code: bool = False) -> Pretrain
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as err:
+        if path.is_dir():
+            raise models.unloadable(name_or_path, str(path), "config.json", err) from err
         raise ValueError(
             f"Cannot read the config of {name_or_path!r} (no network, or not a model): accepted are "
             f"{models.EMBEDDED_DEFAULT!r}, a local Hugging Face directory, a .gguf file, a hub id with network, "

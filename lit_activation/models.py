@@ -127,6 +127,18 @@ def _source(name_or_path: str) -> tuple[str, dict]:
     return name_or_path, {}
 
 
+def unloadable(name_or_path: str, source: str, what: str, err: BaseException) -> ValueError:
+    """The error for a model that cannot be read: for a local directory, what in it failed and why
+    (a broken config.json, no tokenizer files); otherwise, what is accepted."""
+    if Path(source).is_dir():
+        reason = " ".join(str(err).split())[:300]
+        return ValueError(f"{what} in {source!r} cannot be loaded: {reason}")
+    return ValueError(
+        f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
+        "a local Hugging Face directory or a .gguf file"
+    )
+
+
 def local_source(name_or_path: str) -> str:
     """A local directory with the model's files: the converted cache of the embedded default or of a
     .gguf file, a local directory as it is, or a hub id's snapshot (downloaded once: needs a network)."""
@@ -151,11 +163,8 @@ def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool
     source, kwargs = _source(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
-    except OSError as err:
-        raise ValueError(
-            f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
-            "a local Hugging Face directory or a .gguf file"
-        ) from err
+    except (OSError, ValueError) as err:  # a tokenizer transformers cannot build raises ValueError
+        raise unloadable(name_or_path, source, "the tokenizer", err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -180,10 +189,7 @@ def load_causal_lm(
             source, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code, **kwargs
         )
     except OSError as err:
-        raise ValueError(
-            f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
-            "a local Hugging Face directory or a .gguf file"
-        ) from err
+        raise unloadable(name_or_path, source, "the weights", err) from err
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)

@@ -141,3 +141,24 @@ def test_embedded_reference_values_hold():
     for gamma, counts in stored["layer_counts"].items():
         for layer, (a, b) in enumerate(zip(now["layer_counts"][gamma], counts, strict=True)):
             assert abs(a - b) <= 1e-5 * stored["layer_sizes"][layer], (gamma, layer, a, b)
+
+
+def test_a_local_model_dir_that_cannot_load_names_what_in_it_failed(tmp_path):
+    from transformers import LlamaConfig
+
+    from lit_activation.architectures import model_config
+
+    empty, broken, no_tokenizer = (tmp_path / n for n in ("empty", "broken", "no_tokenizer"))
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"is a path but holds no config.json"):
+        models.load_tokenizer(str(empty))
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match=rf"^the tokenizer in '{broken}' cannot be loaded: .*config.json' is not a valid JSON file"):
+        models.load_tokenizer(str(broken))
+    with pytest.raises(ValueError, match=rf"^config.json in '{broken}' cannot be loaded: .*not a valid JSON file"):
+        model_config(str(broken))
+    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=100).save_pretrained(no_tokenizer)
+    assert model_config(str(no_tokenizer)).num_hidden_layers == 2
+    with pytest.raises(ValueError, match=rf"^the tokenizer in '{no_tokenizer}' cannot be loaded: "):
+        models.load_tokenizer(str(no_tokenizer))
