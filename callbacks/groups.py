@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import io
+from lit_activation.architectures import model_config, text_config
 from lit_activation.baselines import BlockOutputGram
 from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
 from lit_activation.engine.reduce import LayerGram
@@ -31,6 +32,13 @@ class GroupGramCallback(ScoreCallback):
 
     outputs: tuple[str, ...] = ()
     hidden_baseline: bool = False  # also the hidden-state cosines (lit_activation.baselines)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Before the weights load: the layer options against the depth the model's config gives
+        (checked again on the loaded model's layers at the start of scoring)."""
+        super().setup(trainer, pl_module, stage)
+        hp = pl_module.hparams
+        self.check_layers(int(text_config(model_config(hp.model, hp.trust_remote_code)).num_hidden_layers))
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve on every rank

@@ -35,9 +35,9 @@ class LLMDcos(GroupGramCallback):
     def check_layers(self, n_layers: int) -> None:
         matrix_layers(n_layers, self.matrix_layers)
 
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_predict_start(trainer, pl_module)
-        self._box_pairs(trainer.datamodule.dataset_names)  # a typo fails now, not after scoring
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._box_pairs(trainer.datamodule.dataset_names)  # a typo fails before the weights load, not after scoring
 
     def _box_pairs(self, names: list[str]) -> list[tuple[str, str]]:
         if self.box_pairs is not None:

@@ -260,12 +260,25 @@ def test_sts_warns_once_about_duplicate_pairs(tmp_path, caplog):
     assert out["layer_sum"][first] == pytest.approx(out["layer_sum"][second], rel=1e-6)
 
 
-def test_bad_box_pairs_fail_before_scoring(tmp_path, bench_files):
+@pytest.mark.parametrize(
+    ("callback", "message"),
+    [
+        (lambda: LLMDcos(box_pairs=[["boolq", "mmlu"]]), r"box_pairs entry \['boolq', 'mmlu'\] must be two of the run's datasets"),
+        (lambda: LLMDcos(matrix_layers=[0, 2]), r"Layer range \[0, 2\] is not within 0..1"),
+        (lambda: LLMDcos(box_pairs=[["boolq", "gsm8k"]], matrix_layers=[0, 1]), None),  # the edge itself: tiny-llama has 2 layers
+    ],
+)
+def test_bad_llmdcos_options_fail_before_the_model_loads(tmp_path, bench_files, monkeypatch, callback, message):
+    class Loaded(Exception):
+        pass
+
+    def no_loading(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
     dm = ActivationDataModule(["boolq", "gsm8k"], mode="pairs", num_samples=2, max_length=40, data_files=bench_files)
-    callback = LLMDcos(box_pairs=[["boolq", "mmlu"]])
-    with pytest.raises(ValueError, match=r"box_pairs entry \['boolq', 'mmlu'\] must be two of the run's datasets"):
-        trainer_for(tmp_path, callback).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
-    assert callback.gram.gram is None  # nothing was scored
+    with pytest.raises(ValueError, match=message) if message else pytest.raises(Loaded):
+        trainer_for(tmp_path, callback()).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
 
 
 def test_no_parameter_sized_tensor_goes_to_the_host_during_llmdcos_and_sts_runs(tmp_path, bench_files):
