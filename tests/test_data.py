@@ -90,6 +90,11 @@ def test_empty_text_is_an_error(tmp_path, tiny_tok):
     f.write_text('{"question": "   ", "answer": "1"}\n')
     with pytest.raises(ValueError, match="record 0 formats to empty text"):
         sample_inputs("gsm8k", 1, tiny_tok, data_files=str(f))
+    # a template's own words ("\nQuestion: ?\nAnswer:") around no text of the record's are no prompt
+    f = tmp_path / "boolq.jsonl"
+    f.write_text('{"passage": "Cats purr.", "question": "do cats purr", "answer": true}\n{"passage": "", "question": " ", "answer": false}\n')
+    with pytest.raises(ValueError, match=r"^Dataset 'boolq' record 1 has no text: its fields \['question', 'passage'\] are empty$"):
+        sample_inputs("boolq", 2, tiny_tok, data_files=str(f))
 
 
 def test_sts_pairs_and_calibration(bench_files, tiny_tok):

@@ -33,11 +33,18 @@ def choose(n_available: int, n: int, seed: int, name: str) -> list[int]:
     return random.Random(seed).sample(range(n_available), n)
 
 
-def prompt_texts(name: str, records: Sequence[dict], with_answer: bool = False) -> list[str]:
-    """Format every record as the paper's prompt; an empty one is an error naming its index."""
+def prompt_texts(name: str, records: Sequence[dict], with_answer: bool = False, indices: Sequence[int] | None = None) -> list[str]:
+    """Format every record as the paper's prompt; an empty one is an error naming its index in the
+    file (`indices`: the records' indices there, when they are a sample of it)."""
     spec = get_spec(name)
+    indices = range(len(records)) if indices is None else indices
+    for i, r in zip(indices, records, strict=True):
+        # the template's own words ("Question: ?") would hide a record with no text of its own
+        fields = [f for f in spec.fields if isinstance(r.get(f), str) or r.get(f) is None]
+        if fields and not any(str(r.get(f) or "").strip() for f in fields):
+            raise ValueError(f"Dataset {name!r} record {i} has no text: its fields {fields} are empty")
     texts = [spec.format(r, with_answer=with_answer) for r in records]
-    for i, text in enumerate(texts):
+    for i, text in zip(indices, texts, strict=True):
         if not text.strip():
             raise ValueError(f"Dataset {name!r} record {i} formats to empty text")
     return texts
@@ -113,8 +120,8 @@ def sample_inputs(
         return windows(token_stream(_corpus_texts(name, records), tokenizer), n, window, seed, name)
     if spec.kind == "sts":
         raise ValueError(f"{name!r} is a sentence-pair (STS) dataset; use mode 'sts'")
-    chosen = [records[i] for i in choose(len(records), n, seed, name)]
-    return tokenize(prompt_texts(name, chosen), tokenizer, max_length, name)
+    chosen = choose(len(records), n, seed, name)
+    return tokenize(prompt_texts(name, [records[i] for i in chosen], indices=chosen), tokenizer, max_length, name)
 
 
 def sample_sts_texts(
