@@ -401,3 +401,47 @@ def test_frontier_needs_two_seeds_each_and_two_methods():
     assert F.frontier_winner("x", {"a": [9.0, 9.0]}).verdict == F.CANNOT
     nan = F.frontier_winner("x", {"a": [9.0, 9.0], "b": [math.nan, 10.0]})
     assert nan.detail["winner"] == "a" and nan.reason == "non-finite perplexity"
+
+
+# ---------------------------------------------------------------------------------------------
+# Edges where an interval or a difference is exactly at the rule's bound (a test review's findings)
+
+
+def test_finding1_an_interval_that_touches_zero_is_inconclusive():
+    """Equal, constant halves: every resample gives log(1) = 0, so the interval is (0, 0) and neither
+    'low > 0' (held) nor 'high < 0' (not held) is true."""
+    a = F.count_profile("c", [100] * 6, seed=SEED, resamples=RESAMPLES)
+    assert a.interval == (0.0, 0.0) and a.verdict == F.INCONCLUSIVE
+
+
+def test_finding1_with_no_parameter_above_the_threshold_cannot_be_assessed():
+    assert F.count_profile("c", [0] * 6, seed=SEED, resamples=RESAMPLES).verdict == F.CANNOT
+    assert F.count_profile("c", [0, 0, 0, 0, 0, 1], seed=SEED, resamples=RESAMPLES).verdict != F.CANNOT
+
+
+def test_same_domain_drop_exactly_at_the_margin_is_held():
+    """The rule is 'falls by at most 0.05': an interval of exactly (0.05, 0.05) is held."""
+    a = F.depth_drop("c", [[0.05, 0.9, 0.0]] * 4, same_domain=True, seed=SEED, resamples=RESAMPLES)
+    assert a.interval == pytest.approx((0.05, 0.05), abs=1e-15) and a.verdict == F.HELD
+
+
+def test_validation1_and_the_frontier_with_no_difference_and_no_spread_are_inconclusive():
+    """|difference| ≤ spread is inconclusive, also at 0 ≤ 0 (equal perplexities, seed-independent)."""
+    assert F.versus_uniform("c", [10.0, 10.0], [10.0, 10.0]).verdict == F.INCONCLUSIVE
+    assert F.frontier_winner("x", {"a": [10.0, 10.0], "b": [10.0, 10.0]}).verdict == F.INCONCLUSIVE
+
+
+def test_the_frontier_never_crowns_a_method_with_a_nan_perplexity_whatever_the_order():
+    for points in ({"b": [math.nan, 10.0], "a": [9.0, 9.0]}, {"a": [9.0, 9.0], "b": [math.nan, 10.0]}):
+        assert F.frontier_winner("x", points).detail["winner"] == "a"
+
+
+def test_the_stored_matrix_diagonal_is_a_strict_row_maximum():
+    assert F.diagonal_is_row_max([[0.5, 0.5], [0.2, 0.6]]) == [False, True]  # a tie is not a maximum
+    assert F.diagonal_is_row_max([[0.5, 0.4, 0.6], [0.1, 0.6, 0.2], [0.0, 0.1, 0.3]]) == [False, True, True]
+
+
+def test_rho_difference_needs_three_finite_pairs():
+    three = F.rho_difference([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], seed=SEED, resamples=RESAMPLES)
+    assert three is not None and three[0] == pytest.approx(1.0 - 0.5)
+    assert F.rho_difference([1.0, 2.0, math.nan], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], seed=SEED, resamples=RESAMPLES) is None
