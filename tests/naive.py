@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import torch
 import torch.nn.functional as F
 
@@ -62,3 +65,11 @@ def naive_means(
 def per_layer(means: dict[str, torch.Tensor], layer_of: dict[str, int], n_layers: int) -> list[torch.Tensor]:
     """Every parameter's value of each layer, the layer's modules concatenated."""
     return [torch.cat([m.flatten() for n, m in means.items() if layer_of[n] == layer]) for layer in range(n_layers)]
+
+
+def paper_formula(counts, s, alpha=2.0, beta=0.2):
+    """The paper's formula written out with the standard library, layer i = 1..L."""
+    mean, std = statistics.fmean(counts), statistics.pstdev(counts)
+    n_prime = [1 / (1 + math.exp(-((c - mean) / std + alpha / i))) for i, c in enumerate(counts, start=1)]
+    total = sum(n_prime)
+    return [s + beta * s * (1 - p * len(counts) / total) for p in n_prime]

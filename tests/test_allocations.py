@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from naive import naive_scores, per_layer
+from naive import naive_scores, paper_formula, per_layer
 from tolerant import gap_threshold, parts_of
 
 from lit_activation.models import decoder_layers, layer_map, linear_modules, weight_out_in
@@ -77,7 +77,8 @@ def test_owl_allocation_uses_those_ratios():
     calibration = torch.randint(4, 100, (4, 16), generator=torch.Generator().manual_seed(2))
     context = PruningContext(model, tiny_tokenizer(), calibration, "c4", None, 2)
     got = OWL(m=3.0, lam=0.05).layer_sparsity(0.5, context)
-    ratios, _ = naive_outlier_ratios(model, calibration, 3.0, 2)
+    ratios, near = naive_outlier_ratios(model, calibration, 3.0, 2)
+    assert near == [0, 0, 0]  # precondition: no score sits at a threshold, so both computations count alike
     # by hand: min-max scaled to [0, 2·lam], centred; more outliers -> lower sparsity
     lo, hi = min(ratios), max(ratios)
     scaled = [(r - lo) / (hi - lo) * 0.1 for r in ratios]
@@ -116,8 +117,9 @@ def test_alpha_over_i_protects_the_first_layers_by_hand():
 def test_activation_allocation_records_its_counts():
     model = tiny_model("llama")
     context = PruningContext(model, tiny_tokenizer(), torch.zeros((1, 4), dtype=torch.long), "c4", None, 1)
-    allocation = Activation(GivenCounts([10, 1000]), alpha=2.0, beta=0.2)
-    assert allocation.layer_sparsity(0.5, context) == activation_sparsity([10, 1000], 0.5, 2.0, 0.2)
+    allocation = Activation(GivenCounts([10, 1000]), alpha=1.0, beta=0.3)  # not the defaults: both must reach the formula
+    assert allocation.layer_sparsity(0.5, context) == pytest.approx(paper_formula([10, 1000], 0.5, alpha=1.0, beta=0.3), abs=1e-12)
+    assert paper_formula([10, 1000], 0.5, alpha=1.0, beta=0.3) != pytest.approx(paper_formula([10, 1000], 0.5), abs=1e-3)
     assert allocation.describe()["layer_counts"] == [10.0, 1000.0]
     with pytest.raises(ValueError, match="GivenCounts has 3 counts; 'tiny-llama' has 2 decoder layers"):
         Activation(GivenCounts([1, 2, 3])).check("tiny-llama", 2)
@@ -159,12 +161,39 @@ def test_alphapruning_allocation_equals_numpy_spectra_and_the_mapping_by_hand():
         metrics.append(total)
         sizes.append(params)
     assert len({round(m, 6) for m in metrics}) == 3  # precondition: the blocks' spectra differ
-    ratios = [0.7 + 0.6 * (m - min(metrics)) / (max(metrics) - min(metrics)) for m in metrics]
+    ratios = [0.8 + 0.4 * (m - min(metrics)) / (max(metrics) - min(metrics)) for m in metrics]  # [1 − ε, 1 + ε], ε = 0.2
     expected = [r * 0.5 * sum(sizes) / sum(p * q for p, q in zip(sizes, ratios, strict=True)) for r in ratios]
-    allocation = AlphaPruning(epsilon=0.3)
+    allocation = AlphaPruning(epsilon=0.2)  # not the default 0.3: the option must reach the mapping
     context = PruningContext(model, None, torch.zeros(1, 2, dtype=torch.long), "c4", None, 1)
     assert allocation.layer_sparsity(0.5, context) == pytest.approx(expected, rel=1e-5)  # fp32 SVD against fp64
     assert allocation.block_alphas == pytest.approx(metrics, rel=1e-5)
     assert allocation.describe()["method"] == "alphapruning"
     with pytest.raises(ValueError, match="epsilon must be in \\[0, 1\\)"):
         AlphaPruning(epsilon=1.5)
+
+
+@pytest.mark.parametrize(
+    ("build", "accepted"),
+    [
+        (lambda: Activation(GivenCounts([1, 2]), beta=0.0), True), (lambda: Activation(GivenCounts([1, 2]), beta=-1e-9), False),
+        (lambda: OWL(m=1e-9), True), (lambda: OWL(m=0.0), False), (lambda: OWL(lam=0.0), True), (lambda: OWL(lam=-1e-9), False),
+        (lambda: AlphaPruning(epsilon=0.0), True), (lambda: AlphaPruning(epsilon=0.999), True), (lambda: AlphaPruning(epsilon=1.0), False),
+        (lambda: AlphaPruning(epsilon=-1e-9), False),
+        (lambda: OnTheFlyCounts(gamma=0.0, samples=1, length=2, batch_size=1), True), (lambda: OnTheFlyCounts(samples=0), False),
+        (lambda: OnTheFlyCounts(length=1), False), (lambda: OnTheFlyCounts(batch_size=0), False),
+    ],
+)
+def test_allocation_options_at_and_just_past_their_bounds(build, accepted):
+    if accepted:
+        build()
+    else:
+        with pytest.raises(ValueError, match="must be|needs"):
+            build()
+
+
+def test_owl_outliers_are_strictly_above_m_times_the_mean_and_a_zero_target_stays_zero():
+    from lit_activation.pruning.sparsity import outlier_ratio, owl_from_ratios
+
+    assert outlier_ratio(torch.tensor([0.0, 0.0, 0.0, 1.0]), m=4.0) == 0.0  # 1.0 is exactly 4 × the mean 0.25: no outlier
+    assert outlier_ratio(torch.tensor([0.0, 0.0, 0.0, 1.0]), m=3.999) == 0.25
+    assert owl_from_ratios([0.1, 0.1], 0.0) == [0.0, 0.0] and activation_sparsity([1.0, 2.0], 0.0) == [0.0, 0.0]

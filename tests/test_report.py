@@ -346,12 +346,14 @@ def test_a_bad_run_dir_is_one_error_line_with_status_2(tmp_path, capsys, make_di
 
 def test_bad_options_are_one_error_line(tmp_path, capsys):
     run = counts_run(make(tmp_path, "counts"), FALLING)
-    for args in (["--resamples", "5"], ["--seed", "x"], []):
+    for args in (["--resamples", "5"], ["--resamples", "99"], ["--seed", "x"], []):
         with pytest.raises(SystemExit) as exit_:
             cli_main(["report", *([str(run)] if args else []), *args])
         assert exit_.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), err
+    cli_main(["report", str(run), "--resamples", "100", "--output", str(tmp_path / "out")])  # the bound itself is accepted
+    assert (tmp_path / "out" / "version_0" / "report.md").is_file()
 
 
 def test_corpora_vs_tasks_pools_counts_runs_and_is_not_run_without_a_corpus(tmp_path):

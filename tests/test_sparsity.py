@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 import torch
+from naive import paper_formula
 
 from lit_activation.pruning.sparsity import (
     activation_sparsity,
@@ -20,14 +21,6 @@ from lit_activation.pruning.sparsity import (
     uniform_sparsity,
     weighted_mean,
 )
-
-
-def paper_formula(counts, s, alpha=2.0, beta=0.2):
-    """The paper's formula written out with the standard library, layer i = 1..L."""
-    mean, std = statistics.fmean(counts), statistics.pstdev(counts)
-    n_prime = [1 / (1 + math.exp(-((c - mean) / std + alpha / i))) for i, c in enumerate(counts, start=1)]
-    total = sum(n_prime)
-    return [s + beta * s * (1 - p * len(counts) / total) for p in n_prime]
 
 
 def test_uniform():
