@@ -116,6 +116,12 @@ def test_a_missing_or_failed_figure_is_not_measured_never_met(missing):
     assert verdict(targets.verdicts(report()), "one dataset's finish").met is None  # no finish report given
 
 
+def test_the_fused_linears_error_is_not_measured_without_ieee_s_and_a_zero_time_is_no_speed_up():
+    assert verdict(targets.verdicts(report(max_normalised_error_ieee=None)), "default fused_linear:").met is None
+    zero = {**report(), "rows": rows(paper=0.1, split=0.0, fused=0.02, linears=0.025)}  # a broken timing, not an infinitely fast engine
+    assert verdict(targets.verdicts(zero), "exact engine").met is None and verdict(targets.verdicts(zero), "default fused:").met is not True
+
+
 def test_one_failed_half_of_a_default_decides_even_if_the_other_is_unmeasured():
     no_speed = {**report(fused_sums_max_normalised_error_split=1.0), "rows": rows(paper=0.1)}
     assert verdict(targets.verdicts(no_speed), "default fused:").met is False
