@@ -520,3 +520,38 @@ def test_results_of_before_the_metric_column_read_as_wanda(tmp_path):
     points = {("uniform", "wanda"): [10.0, 10.1], ("activation", "wanda"): [9.0, 9.1]}
     _, record = run_report(tmp_path, frontier_run(tmp_path / "cmp", points, with_metric=False))
     assert verdicts(record, "validation1") == [F.HELD, F.HELD]
+
+
+def test_the_paper_s_claim_is_decided_by_its_metric_wanda_even_when_another_metric_comes_first(tmp_path):
+    """Taylor rows first, and activation + taylor losing to uniform + taylor: the summary's verdict is
+    still activation + wanda against uniform + wanda (held), never the first metric's."""
+    points = {
+        ("uniform", "taylor"): [9.0, 9.1, 8.9], ("activation", "taylor"): [9.6, 9.7, 9.5],
+        ("uniform", "wanda"): [10.0, 10.1, 9.9], ("activation", "wanda"): [9.5, 9.6, 9.4],
+    }
+    _, record = run_report(tmp_path, frontier_run(tmp_path / "cmp", points))
+    v1 = record["sections"]["validation1"]
+    claim = next(a for a in v1["summary"] if a["claim"].startswith("Validation 1"))
+    assert "metric wanda" in claim["claim"] and claim["verdict"] == F.HELD
+    taylor = next(p for p in v1["parts"] if p["detail"].get("method") == "activation" and p["detail"]["metric"] == "taylor")
+    assert taylor["verdict"] == F.NOT_HELD  # a part of the table, not of the claim
+
+
+def test_validation2_compares_only_runs_of_the_same_sparsity(tmp_path):
+    """mmlu calibration helps mmlu at 50 % (+0.1) and hurts it at 60 % (−0.1): two claims with opposite
+    verdicts; pooling the sparsities would give one inconclusive claim."""
+    dirs = []
+    for sparsity, shift in ((0.5, 0.1), (0.6, -0.1)):
+        for calibration, mmlu in (("mmlu", 0.40 + shift), ("siqa", 0.40)):
+            for seed in (0, 1):
+                siqa = 0.6 if calibration == "siqa" else 0.5  # siqa's own calibration helps it at both sparsities
+                run = pruned_run(tmp_path, f"{calibration}_{sparsity}", seed, {"mmlu": mmlu + 0.01 * seed, "siqa": siqa + 0.01 * seed})
+                record = json.loads((run / "pruning.json").read_text())
+                record.update(target_sparsity=sparsity, calibration={"dataset": calibration, "seed": seed})
+                (run / "pruning.json").write_text(json.dumps(record))
+                dirs.append(run)
+    _, report = run_report(tmp_path, *dirs)
+    claims = {a["claim"]: a["verdict"] for a in report["sections"]["validation2"]["summary"]}
+    assert len(claims) == 2
+    assert next(v for c, v in claims.items() if "activation 0.5" in c) == F.HELD
+    assert next(v for c, v in claims.items() if "activation 0.6" in c) == F.NOT_HELD
