@@ -104,6 +104,8 @@ class WandaPruning(Callback):
             raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be Uniform, got {type(allocation).__name__}")
         if save_dir and Path(save_dir).exists():
             raise FileExistsError(f"save_dir {save_dir} already exists; a saved model is never overwritten")
+        if save_dir:
+            io.check_can_create(save_dir, "save_dir")  # not after pruning
         self.sparsity, self.allocation, self.nm, self.metric = sparsity, allocation, nm, metric
         self.calibration, self.save_dir = calibration, save_dir
         self.n, self.m = n, m

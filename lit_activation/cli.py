@@ -31,7 +31,7 @@ from lit_activation.module import ActivationModule
 from lit_activation.trainer import ActivationTrainer
 
 # Raised for bad input (values, files, a plan that cannot fit, NaN scores): one line, exit status 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MemoryError, FloatingPointError, ArgumentError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, MemoryError, FloatingPointError, ArgumentError)
 DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
 
 # jsonargparse reports a class that refused its arguments inside a list of the types it tried;

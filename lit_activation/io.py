@@ -101,6 +101,17 @@ def save_figure(path: str | Path, figure: Any, overwrite: bool = False) -> Path:
     return _atomic_write(Path(path), buf.getvalue(), overwrite)
 
 
+def check_can_create(path: str | Path, option: str) -> None:
+    """Fail before any work if directory `path` (option `option`) could not be made: something that
+    is not a directory in its way, or no write permission where it would be created."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise FileExistsError(f"{option} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {path} cannot be written: {existing} is not writable")
+
+
 def check_new(paths: Iterable[str | Path]) -> None:
     """Fail before any work if a result file already exists (not after an hour of scoring)."""
     for p in paths:

@@ -51,3 +51,34 @@ def test_a_failed_write_leaves_the_old_file_and_no_staging_file(tmp_path, monkey
     with pytest.raises(OSError, match="disk full"):
         io.write_text(tmp_path / "s.md", "new", overwrite=True)
     assert (tmp_path / "s.md").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["s.md"]
+
+
+def test_a_directory_that_could_not_be_made_is_refused_naming_the_option(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(FileExistsError, match=rf"^save_dir {tmp_path}/a-file/model: {tmp_path}/a-file is a file, not a directory$"):
+        io.check_can_create(tmp_path / "a-file" / "model", "save_dir")
+    io.check_can_create(tmp_path / "new" / "deeper", "save_dir")  # missing parents are made later
+    assert not (tmp_path / "new").exists()  # a check creates nothing
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: no directory is read-only to it")
+def test_a_read_only_parent_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(PermissionError, match="is not writable"):
+        io.check_can_create(locked / "model", "save_dir")
+
+
+def test_save_dir_report_output_and_compare_output_dir_are_checked_before_any_work(tmp_path, capsys):
+    from lit_activation.callbacks.pruning import WandaPruning
+    from lit_activation.cli import main
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FileExistsError, match="save_dir .*/f/m: .*/f is a file"):
+        WandaPruning(sparsity=0.5, save_dir=str(tmp_path / "f" / "m"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "counts.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(run), "--output", str(tmp_path / "f")])
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == f"error: --output {tmp_path}/f/version_0: {tmp_path}/f is a file, not a directory"

@@ -70,6 +70,7 @@ def check_output_dir(out: Path) -> None:
     """output_dir is new, empty, or a comparison to resume: never a file, nor another run's directory."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output_dir {out} is a file; give a directory: a new one, or a comparison's to resume it")
+    io.check_can_create(out, "output_dir")
     if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in (RESULTS, "comparison.json")):
         raise FileExistsError(f"output_dir {out} holds other files and no comparison ({RESULTS}, comparison.json); choose a new output_dir")
 
