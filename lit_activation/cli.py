@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
@@ -175,6 +176,24 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
     )
 
 
+SUBCOMMANDS = (*ActivationCLI.subcommands(), "report")
+
+
+def check_command_line(args: list[str]) -> None:
+    """What the parser would report without naming it: a subcommand that does not exist (its list
+    lacks `report`, which is dispatched before it) and a config file that is not YAML."""
+    if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:
+        raise ValueError(f"unknown subcommand {args[0]!r}; accepted: {', '.join(SUBCOMMANDS)}")
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == "--config" and Path(value).is_file():
+            try:
+                yaml.safe_load(Path(value).read_text())
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise ValueError(f"--config {value} is not valid YAML: {getattr(err, 'problem', None) or err}{where}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lit-activation` console script and of `python -m lit_activation`.
 
@@ -190,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else [a for a in argv if a != "--debug"]
     debug = debug or (argv is not None and "--debug" in argv)
     try:
+        check_command_line(args)
         if args[:1] == ["report"]:
             report.main(args[1:])
             return

@@ -304,3 +304,17 @@ def test_every_phase_s_length_is_checked_against_the_positions():
     ]:
         with pytest.raises(ValueError, match=f"^{option} is 513 tokens; 'tiny-llama' takes at most 512 positions"):
             check_context(job, config)
+
+
+def test_a_mistyped_subcommand_and_a_config_that_is_not_yaml_are_named(tmp_path, capsys):
+    from lit_activation.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  model: {a: b\n")
+    for args, expected in [
+        (["predcit", "--config", "x"], "error: unknown subcommand 'predcit'; accepted: predict, validate, compare, plan, report"),
+        (["predict", "--config", str(bad)], f"error: --config {bad} is not valid YAML: expected ',' or '}}', but got '<stream end>' at line 3, column 1"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [expected]
