@@ -12,9 +12,11 @@ work; `--debug` (or LIT_ACTIVATION_DEBUG=1) shows the traceback instead.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -112,6 +114,18 @@ def check_new_log_dirs(loggers: list, config) -> None:  # noqa: ANN001 - the par
             )
 
 
+# What Lightning writes into a run dir before any result. A run that fails with only these in its new
+# dir has that dir removed: it would take a version number and look like a run, holding nothing.
+BOOKKEEPING = ("config.yaml", "hparams.yaml", "events.out.tfevents.*")
+
+
+def discard_empty_run_dirs(paths: list[Path]) -> None:
+    """Remove each of `paths` (run dirs this process created) that holds nothing but BOOKKEEPING files."""
+    for path in paths:
+        if path.is_dir() and all(f.is_file() and any(fnmatch.fnmatch(f.name, p) for p in BOOKKEEPING) for f in path.iterdir()):
+            shutil.rmtree(path)
+
+
 class ActivationCLI(LightningCLI):
     """LightningCLI with the defaults every analysis needs (gradients on, TensorBoard run dirs).
 
@@ -139,9 +153,21 @@ class ActivationCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         """Refuse an explicit logger version whose run dir exists, before any model loads (rank 0 only:
-        the processes Lightning starts for the other ranks parse the same command after rank 0 made it)."""
+        the processes Lightning starts for the other ranks parse the same command after rank 0 made it),
+        and note the run dirs this run will create."""
+        self.new_run_dirs: list[Path] = []
         if self.subcommand in WRITING_SUBCOMMANDS and rank_zero_only.rank == 0:
             check_new_log_dirs(self.trainer.loggers, self.config[self.subcommand].trainer.logger)
+            loggers = [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
+            self.new_run_dirs = [Path(lg.log_dir) for lg in loggers if not Path(lg.log_dir).exists()]
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; if it fails, the run dirs it created that hold no result are removed."""
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception:
+            discard_empty_run_dirs(self.new_run_dirs)
+            raise
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
         # The data are tokenized for the model being analysed, with its trust setting, always.

@@ -318,3 +318,26 @@ def test_a_mistyped_subcommand_and_a_config_that_is_not_yaml_are_named(tmp_path,
         with pytest.raises(SystemExit) as exit_:
             main(args)
         assert exit_.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [expected]
+
+
+def test_a_run_refused_after_its_dir_was_made_leaves_no_empty_version_dir(tmp_path, monkeypatch, capsys):
+    """Refused in configure_model (the sequence is too long), after Lightning made version_0 and saved
+    config.yaml there: the dir goes, so the next run is version_0 again and nothing looks like a run."""
+    code, err = predict_into(tmp_path, monkeypatch, capsys, "--model.model", "tiny-gpt2", "--data.init_args.datasets", "[wiki]",
+                             "--data.init_args.num_samples", "2", "--data.init_args.window", "600", "--data.init_args.max_length", "600")
+    assert code == 2 and "takes at most 512 positions" in err
+    assert not list((tmp_path / "X").glob("version_*"))
+
+
+def test_only_a_run_dir_without_results_is_discarded(tmp_path):
+    from lit_activation.cli import discard_empty_run_dirs
+
+    empty, results, other = (tmp_path / n for n in ("empty", "results", "other"))
+    for d in (empty, results, other):
+        d.mkdir()
+        (d / "config.yaml").write_text("x")
+        (d / "events.out.tfevents.1.host").write_text("x")
+    (results / "counts.json").write_text("{}")
+    discard_empty_run_dirs([empty, results])
+    assert not empty.exists() and sorted(p.name for p in results.iterdir()) == ["config.yaml", "counts.json", "events.out.tfevents.1.host"]
+    assert other.exists()  # not this run's
