@@ -445,3 +445,24 @@ def test_rho_difference_needs_three_finite_pairs():
     three = F.rho_difference([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], seed=SEED, resamples=RESAMPLES)
     assert three is not None and three[0] == pytest.approx(1.0 - 0.5)
     assert F.rho_difference([1.0, 2.0, math.nan], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], seed=SEED, resamples=RESAMPLES) is None
+
+
+def test_combine_of_nothing_is_not_run_and_of_unassessable_parts_cannot_be_assessed():
+    assert F.combine("c", []).verdict == F.NOT_RUN
+    assert F.combine("c", [F.cannot("p", "why")]).verdict == F.CANNOT
+
+
+def test_the_low_first_layer_is_strictly_below_both_next_layers():
+    dip = lambda first: F.count_profile("c", [first, 5, 7, 1, 1, 1], seed=SEED, resamples=RESAMPLES).detail["first_layer_below_next_two"]  # noqa: E731
+    assert (dip(4), dip(5), dip(6)) == (True, False, False)  # 5 ties layer 1: not below it
+
+
+def test_finding1b_needs_datasets_of_one_depth():
+    a = F.corpora_deep("c", {"wiki": [1.0] * 6}, {"boolq": [1.0] * 8}, seed=SEED, resamples=RESAMPLES)
+    assert a.verdict == F.CANNOT and "different layer counts [6, 8]" in a.reason
+
+
+def test_an_unknown_or_non_finite_stderr_counts_as_none():
+    with_nan = F.accuracy([0.5, 0.7], [0.02, math.nan])
+    assert with_nan.se == pytest.approx(math.sqrt(0.02**2 + statistics.variance([0.5, 0.7]) / 2))
+    assert F.accuracy([0.5, 0.7], [None, math.inf]).se == pytest.approx(math.sqrt(statistics.variance([0.5, 0.7]) / 2))

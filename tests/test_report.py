@@ -555,3 +555,9 @@ def test_validation2_compares_only_runs_of_the_same_sparsity(tmp_path):
     assert len(claims) == 2
     assert next(v for c, v in claims.items() if "activation 0.5" in c) == F.HELD
     assert next(v for c, v in claims.items() if "activation 0.6" in c) == F.NOT_HELD
+
+
+def test_dataset_kinds_come_from_the_registry_and_unknown_names_are_other():
+    from lit_activation.report.runs import dataset_kind
+
+    assert [dataset_kind(n) for n in ("wiki", "c4", "boolq", "mmlu", "stsb", "my-own-set")] == ["corpus", "corpus", "task", "task", "other", "other"]
