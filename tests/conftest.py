@@ -32,3 +32,16 @@ def tiny_tok():
     from lit_activation.tiny import tiny_tokenizer
 
     return tiny_tokenizer()
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch) -> type[Exception]:
+    """The model loader replaced by one that raises the returned exception class: a check that must
+    come before the weights load either stops the run with its own error or lets this one through."""
+    from fixtures import ModelLoaded
+
+    def no_loading(*args, **kwargs):
+        raise ModelLoaded
+
+    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+    return ModelLoaded

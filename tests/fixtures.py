@@ -11,6 +11,10 @@ from pathlib import Path
 WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "log", "red", "blue", "big", "small", "quick", "slow", "happy", "sad", "old", "new"]
 
 
+class ModelLoaded(Exception):
+    """Raised by the `no_model_loading` fixture's loader (conftest.py): the run got as far as the weights."""
+
+
 def _words(i: int, n: int = 8) -> list[str]:
     """n words, distinct for every i < 400: the first two spell i in base 20, the rest are seeded by i."""
     return [WORDS[i % 20], WORDS[(i // 20) % 20], *random.Random(i).choices(WORDS, k=n - 2)]

@@ -168,11 +168,7 @@ def test_the_summary_table_states_mean_and_sample_std_and_marks_single_seeds():
     ],
     ids=["a-file", "another-run", "other-columns", "corrupt-record", "not-a-record"],
 )
-def test_an_output_dir_that_is_no_comparison_is_refused_untouched_before_any_run(tmp_path, bench_files, monkeypatch, prepare, error, message):
-    def no_loading(*args, **kwargs):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+def test_an_output_dir_that_is_no_comparison_is_refused_untouched_before_any_run(tmp_path, bench_files, no_model_loading, prepare, error, message):
     prepare(tmp_path / "cmp")
     before = {p.name: p.read_bytes() for p in (tmp_path / "cmp").iterdir()} if (tmp_path / "cmp").is_dir() else None
     with pytest.raises(error, match=message):

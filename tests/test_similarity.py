@@ -268,16 +268,9 @@ def test_sts_warns_once_about_duplicate_pairs(tmp_path, caplog):
         (lambda: LLMDcos(box_pairs=[["boolq", "gsm8k"]], matrix_layers=[0, 1]), None),  # the edge itself: tiny-llama has 2 layers
     ],
 )
-def test_bad_llmdcos_options_fail_before_the_model_loads(tmp_path, bench_files, monkeypatch, callback, message):
-    class Loaded(Exception):
-        pass
-
-    def no_loading(*args, **kwargs):
-        raise Loaded
-
-    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+def test_bad_llmdcos_options_fail_before_the_model_loads(tmp_path, bench_files, no_model_loading, callback, message):
     dm = ActivationDataModule(["boolq", "gsm8k"], mode="pairs", num_samples=2, max_length=40, data_files=bench_files)
-    with pytest.raises(ValueError, match=message) if message else pytest.raises(Loaded):
+    with pytest.raises(ValueError, match=message) if message else pytest.raises(no_model_loading):
         trainer_for(tmp_path, callback()).predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
 
 
@@ -293,16 +286,9 @@ def test_no_parameter_sized_tensor_goes_to_the_host_during_llmdcos_and_sts_runs(
 
 
 @pytest.mark.parametrize(("n", "stops"), [(2, True), (3, False)])
-def test_fewer_than_three_sts_pairs_stop_before_the_model_loads(tmp_path, bench_files, monkeypatch, n, stops):
-    class Loaded(Exception):
-        pass
-
-    def no_loading(*args, **kwargs):
-        raise Loaded
-
-    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
+def test_fewer_than_three_sts_pairs_stop_before_the_model_loads(tmp_path, bench_files, no_model_loading, n, stops):
     expected = pytest.raises(ValueError, match=r"^STSCorrelation needs at least 3 sentence pairs for a Spearman ρ; data.init_args.num_samples is 2$")
-    with expected if stops else pytest.raises(Loaded):
+    with expected if stops else pytest.raises(no_model_loading):
         run_sts(tmp_path, bench_files, n=n)
 
 

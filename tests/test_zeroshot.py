@@ -278,16 +278,8 @@ def test_paper_callback_records_the_protocol(tmp_path, bench_files, capsys):
 
 @pytest.mark.parametrize("protocol", ["lm_eval", "paper"])
 @pytest.mark.parametrize("broken", [True, False])
-def test_a_zero_shot_file_without_a_field_stops_before_the_model_loads(tmp_path, bench_files, monkeypatch, protocol, broken):
+def test_a_zero_shot_file_without_a_field_stops_before_the_model_loads(tmp_path, bench_files, no_model_loading, protocol, broken):
     """Found at setup, not after pruning and perplexity (whose figure would be lost with the run)."""
-
-    class Loaded(Exception):
-        pass
-
-    def no_loading(*args, **kwargs):
-        raise Loaded
-
-    monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
     records = [json.loads(line) for line in Path(bench_files["boolq"]).read_text().splitlines()]
     path = tmp_path / "boolq.jsonl"
     path.write_text("".join(json.dumps({k: v for k, v in r.items() if not (broken and k == "passage")}) + "\n" for r in records))
@@ -295,5 +287,5 @@ def test_a_zero_shot_file_without_a_field_stops_before_the_model_loads(tmp_path,
     evaluate = ZeroShotEval(tasks=["boolq"], data_files={"boolq": str(path)}, protocol=protocol, **options)
     dm = PerplexityDataModule("wikitext2", seqlen=64, max_chunks=2, data_files=bench_files["wikitext2"])
     trainer = Trainer(accelerator="cpu", inference_mode=False, logger=False, callbacks=[evaluate], enable_progress_bar=False, enable_model_summary=False)
-    with pytest.raises(ValueError, match=r"lacks fields \['passage'\]") if broken else pytest.raises(Loaded):
+    with pytest.raises(ValueError, match=r"lacks fields \['passage'\]") if broken else pytest.raises(no_model_loading):
         trainer.validate(ActivationModule(model="tiny-llama"), datamodule=dm, verbose=False)
