@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from lit_activation.pruning.wanda import prune_wanda
 from lit_activation.sharding import local, shards
 
 OUTPUTS = ("pruning.json", "sparsity.png")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,6 @@ class WandaPruning(Callback):
             raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be Uniform, got {type(allocation).__name__}")
         if save_dir and Path(save_dir).exists():
             raise FileExistsError(f"save_dir {save_dir} already exists; a saved model is never overwritten")
-        if save_dir:
-            io.check_can_create(save_dir, "save_dir")  # not after pruning
         self.sparsity, self.allocation, self.nm, self.metric = sparsity, allocation, nm, metric
         self.calibration, self.save_dir = calibration, save_dir
         self.n, self.m = n, m
@@ -131,12 +132,19 @@ class WandaPruning(Callback):
         """Before the weights load: check the allocation against the model and build the calibration batch."""
         if stage != "validate" or self.sparsity == 0 or self.calibration_ids is not None:
             return
+        if self.save_dir and trainer.is_global_zero:  # the rank that saves, before the weights, not after pruning
+            io.check_can_create(self.save_dir, "save_dir")
         hp = pl_module.hparams
         config = model_config(hp.model, hp.trust_remote_code)
         self.allocation.check(hp.model, int(text_config(config).num_hidden_layers))
         _, m = parse_nm(self.nm)
         if m:
-            check_nm_widths(m, input_widths(config))
+            try:
+                widths = input_widths(config, hp.trust_remote_code)
+            except Exception as err:  # noqa: BLE001 - an architecture fake tensors cannot build: each width is checked as it is pruned
+                log.warning("N:M widths not checked before loading (%s: %s); each module's is checked when it is pruned", type(err).__name__, err)
+            else:
+                check_nm_widths(m, widths)
         tokenizer = load_tokenizer(hp.model, hp.trust_remote_code)
         c = self.calibration
         self.calibration_ids = calibration_ids(c.dataset, tokenizer, c.samples, c.seqlen, c.seed, c.files)

@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import io
 from lit_activation.callbacks.base import run_dir, tensorboard
-from lit_activation.zeroshot import MMLU_SHOTS, PAPER_LABELS, PAPER_N, TASKS, paper_accuracy, paper_items, zero_shot
+from lit_activation.zeroshot import MMLU_SHOTS, PAPER_LABELS, PAPER_N, TASKS, check_local_task, paper_accuracy, paper_items, zero_shot
 
 PROTOCOLS = ("lm_eval", "paper")
 
@@ -101,11 +101,9 @@ class ZeroShotEval(Callback):
         if self.protocol == "paper":
             self._items = self._paper_items()
             return
-        from lit_activation.data.registry import load_records  # imports `datasets` lazily
-
-        for task in self.tasks:  # lm-eval reads the same files with the same fields; a hub task is left to it
+        for task in self.tasks:  # a hub task is left to lm-eval
             if (self.data_files or {}).get(task):
-                load_records(task, self.data_files[task])
+                check_local_task(task, self.data_files[task])
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.tasks:

@@ -9,6 +9,7 @@ download and no network.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import torch
@@ -54,7 +55,16 @@ def published_config(name: str) -> PretrainedConfig | None:
 
 
 def model_config(name_or_path: str, trust_remote_code: bool = False) -> PretrainedConfig:
-    """The model's config, read without loading weights (published values for known hub ids offline)."""
+    """The model's config, read without loading weights (published values for known hub ids offline).
+
+    Read once per process (a run's checks, plan and callbacks each ask, a comparison once per run);
+    each caller gets its own copy to change.
+    """
+    return copy.deepcopy(_read_config(name_or_path, trust_remote_code))
+
+
+@functools.lru_cache(maxsize=16)
+def _read_config(name_or_path: str, trust_remote_code: bool) -> PretrainedConfig:
     if name_or_path.startswith(models.TINY_PREFIX):
         return tiny_config(name_or_path[len(models.TINY_PREFIX) :])
     known = published_config(name_or_path)
@@ -88,25 +98,34 @@ def text_config(config: PretrainedConfig) -> PretrainedConfig:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
-def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode) -> PreTrainedModel:
+def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode, trust_remote_code: bool = False) -> PreTrainedModel:
     """The architecture with fake weights (no memory, no data) inside FakeTensorMode `mode`."""
     config = copy.deepcopy(config)  # from_config may set attributes: never touch the caller's
     with mode:
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
     return model.eval().requires_grad_(False)
 
 
 def context_length(config: PretrainedConfig) -> int | None:
-    """The most positions the model was built for (max_position_embeddings; GPT-2's n_positions),
-    None when the config does not say."""
-    value = getattr(text_config(config), "max_position_embeddings", None)
-    return int(value) if isinstance(value, int) and value > 0 else None
+    """The most positions the model takes (None when the config does not say): max_position_embeddings
+    (GPT-2's n_positions), or what a rotary scaling stretches it to, factor × the original length,
+    where a config keeps the original length there (linear or YaRN scaling added to a 4k model)."""
+    text = text_config(config)
+    value = getattr(text, "max_position_embeddings", None)
+    if not isinstance(value, int) or value <= 0:
+        return None
+    rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None)
+    factor = rope.get("factor") if isinstance(rope, dict) else None
+    if isinstance(factor, (int, float)) and factor > 1:
+        original = rope.get("original_max_position_embeddings") or value
+        return max(value, int(factor * original))
+    return value
 
 
-def input_widths(config: PretrainedConfig) -> dict[str, int]:
+def input_widths(config: PretrainedConfig, trust_remote_code: bool = False) -> dict[str, int]:
     """Each scored module's input width (a Linear's in_features, a Conv1D's rows), from a fake model."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    model = fake_model(config, torch.float32, FakeTensorMode())
+    model = fake_model(config, torch.float32, FakeTensorMode(), trust_remote_code)
     return {name: m.in_features if isinstance(m, torch.nn.Linear) else m.weight.shape[0] for name, m in models.linear_modules(model).items()}
 

@@ -63,7 +63,7 @@ def _class_option_error(err: BaseException) -> str | None:
     while cause is not None and len(chain) < 32:
         chain.append(str(cause).strip())
         cause = cause.__cause__
-    refused = next((m.group(1) for m in map(_CLASS_REFUSED.match, chain) if m), None)
+    refused = next((m.group(1) for m in map(_CLASS_REFUSED.match, reversed(chain)) if m), None)  # the innermost class
     keys = list(dict.fromkeys(m.group(1) for m in map(_KEY.match, chain) if m))
     if refused is None or not keys or not chain[-1]:
         return None
@@ -212,8 +212,8 @@ def check_command_line(args: list[str]) -> None:
         raise ValueError(f"unknown subcommand {args[0]!r}; accepted: {', '.join(SUBCOMMANDS)}")
     for flag, value in zip(args, args[1:], strict=False):
         if flag == "--config" and Path(value).is_file():
-            try:
-                yaml.safe_load(Path(value).read_text())
+            try:  # the syntax only: what the values mean is jsonargparse's to read (it keeps dates as text)
+                yaml.compose(Path(value).read_text(), Loader=yaml.SafeLoader)
             except yaml.YAMLError as err:
                 mark = getattr(err, "problem_mark", None)
                 where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

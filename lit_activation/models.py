@@ -163,7 +163,9 @@ def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool
     source, kwargs = _source(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError) as err:  # a tokenizer transformers cannot build raises ValueError
+    except (OSError, ValueError) as err:  # a local tokenizer transformers cannot build raises ValueError
+        if isinstance(err, ValueError) and not Path(source).is_dir():
+            raise  # a hub model's own reason (custom code, a missing package) says more than "unknown"
         raise unloadable(name_or_path, source, "the tokenizer", err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

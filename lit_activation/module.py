@@ -22,7 +22,7 @@ from lit_activation.engine.targets import sequence_nll
 from lit_activation.engine.tiling import budget_bytes
 from lit_activation.memory import GB, available_memory
 from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm, load_tokenizer, resolve_dtype
-from lit_activation.plan import check_context, check_fits, job_from_run, model_config_of, plan_memory
+from lit_activation.plan import check_fits, checked_job, plan_memory
 from lit_activation.shard_load import load_sharded
 from lit_activation.sharding import own_rows, warn_if_replicated
 
@@ -83,8 +83,7 @@ class ActivationModule(LightningModule):
                     check_fused(device, option)
             self.engine.check_fused_linear(device, self.engine.split_products(device))
         if trainer is not None:  # before the weights: sequences too long for the model, and the memory plan
-            job, config = job_from_run(self, trainer.datamodule, trainer.callbacks, trainer), model_config_of(hp)
-            check_context(job, config)
+            job, config = checked_job(self, trainer.datamodule, trainer.callbacks, trainer)
         if hp.check_memory and trainer is not None:  # not after an OOM
             self.memory_plan = plan_memory(job, config, available_memory(job.device_type))
             phase, peak = self.memory_plan.peak()

@@ -33,6 +33,7 @@ class Scoring:
 
     rows: int
     length: int
+    longest: int | None = None  # the longest input row, once the data are loaded (length is its cap)
     accumulator: bool = False  # Finding 1 sums (one fp32 value per scored parameter)
     accumulator_on_host: bool = False
     tables_bytes: int = 0  # LLMDcos / STS per-group Gram tables
@@ -252,7 +253,8 @@ def job_from_run(module, datamodule, callbacks: Iterable, trainer) -> Job:  # no
         d = datamodule.hparams
         rows = d.batch_size * datamodule.group_size
         counts = [cb for cb in callbacks if isinstance(cb, ActivationCounts)]
-        job.scoring = Scoring(rows=rows, length=max(d.max_length, d.window), accumulator=bool(counts),
+        loaded = [len(r) for g in datamodule.groups for r in g.rows]
+        job.scoring = Scoring(rows=rows, length=max(d.max_length, d.window), longest=max(loaded, default=None), accumulator=bool(counts),
                               accumulator_on_host=any(cb.state_device == "cpu" for cb in counts))
         if any(isinstance(cb, (LLMDcos, STSCorrelation)) for cb in callbacks):
             layers = int(text_config(model_config_of(hp)).num_hidden_layers)
@@ -282,17 +284,27 @@ def model_config_of(hparams) -> PretrainedConfig:  # noqa: ANN001 - ActivationMo
     return model_config(hparams.model, hparams.trust_remote_code)
 
 
-def sequence_lengths(job: Job) -> dict[str, int]:
-    """The longest sequence each phase of `job` feeds the model, by the option that sets it."""
+def checked_job(module, datamodule, callbacks: Iterable, trainer) -> tuple[Job, PretrainedConfig]:  # noqa: ANN001
+    """The Job of a configured run and its model's config, its sequences checked against the model's positions."""
+    job, config = job_from_run(module, datamodule, callbacks, trainer), model_config_of(module.hparams)
+    check_context(job, config)
+    return job, config
+
+
+def sequence_lengths(job: Job) -> dict[str, tuple[int, str]]:
+    """The longest sequence each phase of `job` feeds the model: {what: (tokens, the option that sets it)}."""
+    data = "data.init_args.max_length (prompts) or data.init_args.window (corpus windows)"
     lengths = {}
-    if job.scoring:
-        lengths["data.init_args.max_length / window"] = job.scoring.length
+    if job.scoring and job.scoring.longest is not None:  # the data are loaded: what the model will be given
+        lengths["the longest input"] = (job.scoring.longest, data)
+    elif job.scoring:  # planned before the data: their caps
+        lengths["data.init_args.max_length / window"] = (job.scoring.length, data)
     if job.pruning:
-        lengths["pruning.calibration.seqlen"] = job.pruning.seqlen
+        lengths["pruning.calibration.seqlen"] = (job.pruning.seqlen, "it")
         if job.pruning.activation_counts:
-            lengths["the on-the-fly counts' length"] = job.pruning.activation_counts[1]
+            lengths["pruning.allocation.init_args.counts.init_args.length"] = (job.pruning.activation_counts[1], "it")
     if job.evaluation:
-        lengths["data.init_args.seqlen"] = job.evaluation.seqlen
+        lengths["data.init_args.seqlen"] = (job.evaluation.seqlen, "it")
     return lengths
 
 
@@ -300,7 +312,6 @@ def check_context(job: Job, config: PretrainedConfig) -> None:
     """Refuse, before any weight loads, a sequence longer than the model was built for: learned
     positions (GPT-2) would fail mid-run, rotary ones would score positions never trained."""
     limit = context_length(config)
-    over = {name: n for name, n in sequence_lengths(job).items() if limit is not None and n > limit}
-    if over:
-        name, n = next(iter(over.items()))
-        raise ValueError(f"{name} is {n} tokens; {job.model!r} takes at most {limit} positions (max_position_embeddings): lower it to <= {limit}")
+    for name, (n, option) in sequence_lengths(job).items():
+        if limit is not None and n > limit:
+            raise ValueError(f"{name} is {n} tokens; {job.model!r} takes at most {limit} positions (max_position_embeddings): lower {option} to <= {limit}")

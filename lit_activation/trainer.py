@@ -14,11 +14,12 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_activation import io
+from lit_activation.architectures import text_config
 from lit_activation.callbacks.pruning import WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.memory import GB, available_memory, release_memory
 from lit_activation.models import load_causal_lm
-from lit_activation.plan import MemoryPlan, check_context, job_from_run, model_config_of, plan_memory
+from lit_activation.plan import MemoryPlan, check_context, checked_job, plan_memory
 from lit_activation.pruning import comparison as cmp
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, GivenCounts, OnTheFlyCounts, Uniform
 from lit_activation.pruning.context import PruningContext
@@ -58,11 +59,9 @@ class ActivationTrainer(Trainer):
                 datamodule.setup("predict")
             except (OSError, ValueError, RuntimeError) as err:
                 note = f"  note: data not loaded ({str(err).splitlines()[0][:160]}); their memory is not counted"
-        job = job_from_run(model, datamodule, self.callbacks, self)
+        job, config = checked_job(model, datamodule, self.callbacks, self)
         job = replace(job, device_type=device_type or job.device_type, devices=devices or job.devices)
         available = int(memory_gb * GB) if memory_gb is not None else (available_memory(job.device_type) if device_type is None else None)
-        config = model_config_of(model.hparams)
-        check_context(job, config)
         plan = plan_memory(job, config, available)
         print(plan.table() + (f"\n{note}" if note else ""))
         return plan
@@ -107,6 +106,7 @@ class ActivationTrainer(Trainer):
             "zeroshot": zeroshot.describe(),
         }
         methods = {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics}
+        self._check_before_any_run(model, datamodule, pruning, zeroshot, allocations)
         record = cmp.pin_configuration(out, fixed, methods)
         self._resolve_counts(model, pruning, allocations, record, out)
         done = cmp.recorded(out)
@@ -131,6 +131,19 @@ class ActivationTrainer(Trainer):
         """The pruning / zero-shot callback configured for this run (the CLI's fixed groups)."""
         found = [cb for cb in self.callbacks if isinstance(cb, kind)]
         return found[0] if found else kind()
+
+    def _check_before_any_run(
+        self, model: LightningModule, datamodule: LightningDataModule, pruning: WandaPruning, zeroshot: ZeroShotEval, allocations: list[Allocation]
+    ) -> None:
+        """What each run's setup would refuse, checked once before the on-the-fly counts load a model:
+        every allocation against the model, every sequence against its positions, the zero-shot files."""
+        job, config = checked_job(model, datamodule, self.callbacks, self)
+        layers = int(text_config(config).num_hidden_layers)
+        for allocation in allocations:
+            allocation.check(model.hparams.model, layers)
+            counts = replace(pruning.memory_needs(), activation_counts=allocation.on_the_fly_counts())
+            check_context(replace(job, pruning=counts), config)
+        zeroshot.setup(self, model, "validate")
 
     def _resolve_counts(self, model: LightningModule, pruning: WandaPruning, allocations: list[Allocation], record: dict, out: Path) -> None:
         """On-the-fly activation counts, once per comparison: every run starts from the same dense model."""

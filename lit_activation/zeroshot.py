@@ -85,6 +85,21 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
 
 DEFAULT_SHOTS = {"mmlu": 5}
 TASKS = tuple(_TEMPLATES)
+# The fields each local task's template above reads; HellaSwag also needs ctx, or ctx_a and ctx_b.
+LM_EVAL_FIELDS = {
+    "boolq": ("passage", "question", "answer"), "piqa": ("goal", "sol1", "sol2", "label"),
+    "siqa": ("context", "question", "answerA", "answerB", "answerC", "label"), "hellaswag": ("activity_label", "endings", "label"),
+    "mmlu": ("subject", "question", "choices", "answer"),
+}
+
+
+def check_local_task(name: str, data_file: str | list[str]) -> None:
+    """Read a local task's file and check the fields lm-eval will read, before any model is loaded."""
+    from lit_activation.data.registry import load_records  # imports `datasets` lazily
+
+    first = load_records(name, data_file, fields=LM_EVAL_FIELDS[name])[0]
+    if name == "hellaswag" and "ctx" not in first and not {"ctx_a", "ctx_b"} <= set(first):
+        raise ValueError(f"Dataset 'hellaswag' (files {data_file}) lacks 'ctx' (or 'ctx_a' and 'ctx_b'); found {sorted(first)}")
 
 
 def local_task(name: str, data_file: str | list[str]) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def test_activation_allocation_records_its_counts():
     with pytest.raises(ValueError, match="GivenCounts has 3 counts; 'tiny-llama' has 2 decoder layers"):
         Activation(GivenCounts([1, 2, 3])).check("tiny-llama", 2)
     Activation(GivenCounts([0, 1])).check("tiny-llama", 2)  # a zero beside a count is a count
-    for counts, message in (([1, float("inf")], "layer 1's count is inf"), ([-1, 3], "layer 0's count is -1"), ([0, 0], "every layer's count is 0")):
+    for counts, message in (([1, float("inf")], "layer 1's count is inf"), ([-1, 3], "layer 0's count is -1")):
         with pytest.raises(ValueError, match=f"^GivenCounts: {message}"):
             Activation(GivenCounts(counts)).check("tiny-llama", 2)
 
@@ -197,3 +197,18 @@ def test_owl_outliers_are_strictly_above_m_times_the_mean_and_a_zero_target_stay
     assert outlier_ratio(torch.tensor([0.0, 0.0, 0.0, 1.0]), m=4.0) == 0.0  # 1.0 is exactly 4 × the mean 0.25: no outlier
     assert outlier_ratio(torch.tensor([0.0, 0.0, 0.0, 1.0]), m=3.999) == 0.25
     assert owl_from_ratios([0.1, 0.1], 0.0) == [0.0, 0.0] and activation_sparsity([1.0, 2.0], 0.0) == [0.0, 0.0]
+
+
+def test_equal_counts_are_valid_and_warned_about(caplog):
+    """All 0 (a threshold above every score) is a valid outcome: α/i alone decides, and the log says so."""
+    context = PruningContext(tiny_model("llama"), tiny_tokenizer(), torch.zeros((1, 4), dtype=torch.long), "c4", None, 1)
+    allocation = Activation(GivenCounts([0, 0]))
+    allocation.check("tiny-llama", 2)
+    with caplog.at_level("WARNING"):
+        got = allocation.layer_sparsity(0.5, context)
+    assert got == pytest.approx(activation_sparsity([5, 5], 0.5)) and got[0] < got[1]
+    assert any("Every layer's activated count is 0" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    Activation(GivenCounts([1, 2])).layer_sparsity(0.5, context)
+    assert not caplog.records
+

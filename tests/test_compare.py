@@ -181,3 +181,21 @@ def test_an_empty_output_dir_is_a_new_comparison(tmp_path, bench_files):
     uniform = "[{class_path: lit_activation.pruning.allocations.Uniform}]"
     compare(tmp_path, bench_files, "cmp", "--seeds", "[0]", "--sparsities", "[0.5]", "--allocations", uniform)
     assert [r["method"] for r in rows(tmp_path / "cmp")] == ["dense", "uniform"]
+
+
+def test_what_a_run_would_refuse_is_refused_before_the_on_the_fly_counts_load_a_model(tmp_path, bench_files, no_model_loading, monkeypatch):
+    """The on-the-fly counts load the dense model before any run's own checks: a counts length past
+    the model's positions, or a zero-shot file without its fields, must stop the sweep before that."""
+    def no_loading(*args, **kwargs):
+        raise no_model_loading
+
+    monkeypatch.setattr("lit_activation.trainer.load_causal_lm", no_loading)
+    long_counts = "[{class_path: lit_activation.pruning.allocations.Activation, init_args: {counts: {class_path: OnTheFlyCounts, init_args: {length: 513}}}}]"
+    with pytest.raises(ValueError, match=r"^pruning.allocation.init_args.counts.init_args.length is 513 tokens; 'tiny-llama' takes at most 512"):
+        compare(tmp_path, bench_files, "cmp", "--seeds", "[0]", "--allocations", long_counts)
+    broken = tmp_path / "boolq.jsonl"
+    broken.write_text('{"question": "q", "answer": true}\n')
+    with pytest.raises(ValueError, match=r"lacks fields \['passage'\]"):
+        compare(tmp_path, bench_files, "cmp2", "--seeds", "[0]", "--zeroshot.tasks", "[boolq]", "--zeroshot.limit", "2",
+                "--zeroshot.data_files", f"{{boolq: {broken}}}")
+    assert not (tmp_path / "cmp" / "comparison.json").exists() and not (tmp_path / "cmp2" / "comparison.json").exists()

@@ -287,7 +287,8 @@ def test_a_sequence_longer_than_the_model_s_positions_stops_before_loading(tmp_p
         return
     code, err = predict_into(tmp_path, monkeypatch, capsys, *extra)
     assert code == 2 and [line for line in err.splitlines() if line.startswith("error:")] == [
-        "error: data.init_args.max_length / window is 513 tokens; 'tiny-gpt2' takes at most 512 positions (max_position_embeddings): lower it to <= 512"
+        "error: the longest input is 513 tokens; 'tiny-gpt2' takes at most 512 positions (max_position_embeddings): "
+        "lower data.init_args.max_length (prompts) or data.init_args.window (corpus windows) to <= 512"
     ], err[-1500:]
 
 
@@ -296,10 +297,13 @@ def test_every_phase_s_length_is_checked_against_the_positions():
     from lit_activation.plan import Evaluation, Job, Pruning, Scoring, check_context
 
     config = model_config("tiny-llama")  # 512 positions
+    check_context(Job("tiny-llama", scoring=Scoring(1, 4096, longest=512)), config)  # a cap above the positions, inputs within
     check_context(Job("tiny-llama", scoring=Scoring(1, 512), pruning=Pruning(1, 512, 1, activation_counts=(4, 512)), evaluation=Evaluation(1, 512)), config)
     for job, option in [
         (Job("tiny-llama", pruning=Pruning(1, 513, 1)), "pruning.calibration.seqlen"),
-        (Job("tiny-llama", pruning=Pruning(1, 64, 1, activation_counts=(4, 513))), "the on-the-fly counts' length"),
+        (Job("tiny-llama", pruning=Pruning(1, 64, 1, activation_counts=(4, 513))), "pruning.allocation.init_args.counts.init_args.length"),
+        (Job("tiny-llama", scoring=Scoring(1, 513)), "data.init_args.max_length / window"),
+        (Job("tiny-llama", scoring=Scoring(1, 4096, longest=513)), "the longest input"),
         (Job("tiny-llama", evaluation=Evaluation(1, 513)), "data.init_args.seqlen"),
     ]:
         with pytest.raises(ValueError, match=f"^{option} is 513 tokens; 'tiny-llama' takes at most 512 positions"):
@@ -341,3 +345,29 @@ def test_only_a_run_dir_without_results_is_discarded(tmp_path):
     discard_empty_run_dirs([empty, results])
     assert not empty.exists() and sorted(p.name for p in results.iterdir()) == ["config.yaml", "counts.json", "events.out.tfevents.1.host"]
     assert other.exists()  # not this run's
+
+
+def test_short_prompts_under_a_long_cap_are_not_refused(tmp_path, monkeypatch, capsys):
+    """max_length caps prompts: a cap above the model's positions is fine while every prompt fits."""
+    with pytest.raises(ModelLoaded):
+        predict_into(tmp_path, monkeypatch, capsys, "--model.model", "tiny-gpt2", "--data.init_args.datasets", "[reviews]",
+                     "--data.init_args.num_samples", "2", "--data.init_args.max_length", "4096")
+
+
+def test_an_option_of_a_nested_class_names_the_innermost_class(tmp_path, capsys):
+    from lit_activation.cli import main
+
+    config = ROOT / "configs" / "prune_embedded.yaml"
+    with pytest.raises(SystemExit):
+        main(["validate", "--config", str(config), "--model.model", "tiny-llama", "--pruning.allocation.init_args.counts", "GivenCounts",
+              "--pruning.allocation.init_args.counts.init_args.countz", "[1, 2]"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "(GivenCounts): Option 'countz' is not accepted" in err[0], err
+
+
+def test_a_config_whose_values_yaml_would_read_as_dates_passes_the_syntax_check(tmp_path):
+    from lit_activation.cli import check_command_line
+
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer:\n  logger:\n    init_args:\n      version: 2024-02-30\n")  # no such date: text to jsonargparse
+    check_command_line(["predict", "--config", str(config)])

@@ -118,6 +118,8 @@ def test_a_missing_or_failed_figure_is_not_measured_never_met(missing):
 
 def test_the_fused_linears_error_is_not_measured_without_ieee_s_and_a_zero_time_is_no_speed_up():
     assert verdict(targets.verdicts(report(max_normalised_error_ieee=None)), "default fused_linear:").met is None
+    missed = report(max_normalised_error_ieee=None, max_normalised_error_split_fused_linear=1e-5 * NEAR)  # over 1e-5 whatever IEEE's is
+    assert verdict(targets.verdicts(missed), "default fused_linear:").met is False
     zero = {**report(), "rows": rows(paper=0.1, split=0.0, fused=0.02, linears=0.025)}  # a broken timing, not an infinitely fast engine
     assert verdict(targets.verdicts(zero), "exact engine").met is None and verdict(targets.verdicts(zero), "default fused:").met is not True
 

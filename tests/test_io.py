@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,16 +70,18 @@ def test_a_read_only_parent_is_refused(tmp_path):
         io.check_can_create(locked / "model", "save_dir")
 
 
-def test_save_dir_report_output_and_compare_output_dir_are_checked_before_any_work(tmp_path, capsys):
-    from lit_activation.callbacks.pruning import WandaPruning
+def test_save_dir_and_report_output_are_checked_before_any_work(tmp_path, capsys, no_model_loading):
     from lit_activation.cli import main
 
     (tmp_path / "f").write_text("x")
-    with pytest.raises(FileExistsError, match="save_dir .*/f/m: .*/f is a file"):
-        WandaPruning(sparsity=0.5, save_dir=str(tmp_path / "f" / "m"))
+    config = Path(__file__).parents[1] / "configs" / "prune_uniform_embedded.yaml"
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", "--config", str(config), "--model.model", "tiny-llama", "--pruning.save_dir", str(tmp_path / "f" / "m"),
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    assert exit_.value.code == 2 and f"error: save_dir {tmp_path}/f/m: {tmp_path}/f is a file, not a directory" in capsys.readouterr().err
     run = tmp_path / "run"
     run.mkdir()
     (run / "counts.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_:
         main(["report", str(run), "--output", str(tmp_path / "f")])
-    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == f"error: --output {tmp_path}/f/version_0: {tmp_path}/f is a file, not a directory"
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == f"error: --output {tmp_path}/f: {tmp_path}/f is a file, not a directory"

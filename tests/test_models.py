@@ -162,3 +162,24 @@ def test_a_local_model_dir_that_cannot_load_names_what_in_it_failed(tmp_path):
     assert model_config(str(no_tokenizer)).num_hidden_layers == 2
     with pytest.raises(ValueError, match=rf"^the tokenizer in '{no_tokenizer}' cannot be loaded: "):
         models.load_tokenizer(str(no_tokenizer))
+
+
+def test_the_context_length_counts_a_rotary_scaling_that_keeps_the_original_length():
+    from transformers import GPT2Config, LlamaConfig
+
+    from lit_activation.architectures import context_length
+
+    assert context_length(LlamaConfig(max_position_embeddings=4096)) == 4096
+    assert context_length(LlamaConfig(max_position_embeddings=4096, rope_scaling={"rope_type": "linear", "factor": 4.0})) == 16384
+    llama_31 = {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    assert context_length(LlamaConfig(max_position_embeddings=131072, rope_scaling=llama_31)) == 131072  # already the extended length
+    assert context_length(GPT2Config(n_positions=1024)) == 1024
+
+
+def test_a_hub_tokenizer_s_own_error_is_not_hidden(monkeypatch):
+    def custom_code(*args, **kwargs):
+        raise ValueError("org/custom-model contains custom code; pass trust_remote_code=True")
+
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", custom_code)
+    with pytest.raises(ValueError, match="^org/custom-model contains custom code"):
+        models.load_tokenizer("org/custom-model")

@@ -289,3 +289,23 @@ def test_a_zero_shot_file_without_a_field_stops_before_the_model_loads(tmp_path,
     trainer = Trainer(accelerator="cpu", inference_mode=False, logger=False, callbacks=[evaluate], enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match=r"lacks fields \['passage'\]") if broken else pytest.raises(no_model_loading):
         trainer.validate(ActivationModule(model="tiny-llama"), datamodule=dm, verbose=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: {**{k: v for k, v in r.items() if k != "ctx"}, "ctx_a": r["ctx"], "ctx_b": ""}, None),  # the hub's layout: accepted
+        (lambda r: {k: v for k, v in r.items() if k != "activity_label"}, r"lacks fields \['activity_label'\]"),
+        (lambda r: {k: v for k, v in r.items() if k != "ctx"}, r"lacks 'ctx' \(or 'ctx_a' and 'ctx_b'\)"),
+    ],
+    ids=["ctx_a-ctx_b", "no-activity_label", "no-ctx"],
+)
+def test_a_local_hellaswag_file_is_checked_for_the_fields_lm_eval_reads(tmp_path, bench_files, no_model_loading, change, message):
+    records = [change(json.loads(line)) for line in Path(bench_files["hellaswag"]).read_text().splitlines()]
+    path = tmp_path / "hellaswag.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    evaluate = ZeroShotEval(tasks=["hellaswag"], data_files={"hellaswag": str(path)}, limit=4)
+    dm = PerplexityDataModule("wikitext2", seqlen=64, max_chunks=2, data_files=bench_files["wikitext2"])
+    trainer = Trainer(accelerator="cpu", inference_mode=False, logger=False, callbacks=[evaluate], enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match=message) if message else pytest.raises(no_model_loading):
+        trainer.validate(ActivationModule(model="tiny-llama"), datamodule=dm, verbose=False)

@@ -100,8 +100,9 @@ def _builder(files: Sequence[str]) -> tuple[str, dict]:
     return _BUILDERS[suffix], ({"delimiter": "\t"} if suffix == ".tsv" else {})
 
 
-def load_records(name: str, data_files: str | Sequence[str] | None = None) -> list[dict]:
-    """All records of a dataset: from `data_files` if given, else embedded, else the hub."""
+def load_records(name: str, data_files: str | Sequence[str] | None = None, fields: Sequence[str] | None = None) -> list[dict]:
+    """All records of a dataset: from `data_files` if given, else embedded, else the hub; each must
+    have `fields` (default: the registry's layout of the benchmark)."""
     import datasets  # imported lazily: it is slow and only needed here
 
     spec = get_spec(name)
@@ -126,10 +127,11 @@ def load_records(name: str, data_files: str | Sequence[str] | None = None) -> li
         raise ValueError(f"Dataset {name!r} has no source")
     if not records:
         raise ValueError(f"Dataset {name!r} is empty (loaded from {source})")
-    missing = [f for f in spec.fields if f not in records[0]]
+    fields = spec.fields if fields is None else fields
+    missing = [f for f in fields if f not in records[0]]
     if missing:
         raise ValueError(
-            f"Dataset {name!r} ({source}) lacks fields {missing}; its records need {list(spec.fields)} "
+            f"Dataset {name!r} ({source}) lacks fields {missing}; its records need {list(fields)} "
             f"(the benchmark's own layout); found {sorted(records[0])}"
         )
     return records

@@ -85,7 +85,7 @@ def main(argv: Sequence[str]) -> Path:
     """Read the run dirs, write OUTPUT/version_N/report.md and report.json; print the report's path last."""
     args = parse_args(argv)
     runs = [load_run(i, Path(p)) for i, p in enumerate(args.run_dirs, 1)]  # every input checked before any work
-    io.check_can_create(Path(args.output) / "version_0", "--output")
+    io.check_can_create(Path(args.output), "--output")
     sections = build(runs, args.seed, args.resamples)
     out = next_version(Path(args.output))
     report = io.write_text(out / "report.md", render(sections, runs, out, args.seed, args.resamples))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.allocations.counts import CountsSource, OnTheFlyCounts
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import activation_sparsity
+
+log = logging.getLogger(__name__)
 
 
 class Activation(Allocation):
@@ -30,6 +34,11 @@ class Activation(Allocation):
 
     def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
         self.resolved = [float(c) for c in self.counts.layer_counts(context)]
+        if len(set(self.resolved)) == 1:
+            log.warning(
+                "Every layer's activated count is %g: the counts say nothing, so the layer sparsities follow α/i alone "
+                "(a threshold above every score? choose a lower gamma or a quantile key)", self.resolved[0],
+            )
         return activation_sparsity(self.resolved, sparsity, self.alpha, self.beta)
 
     def on_the_fly_counts(self) -> tuple[int, int] | None:

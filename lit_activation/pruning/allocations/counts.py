@@ -47,14 +47,12 @@ def activation_layer_counts(
 
 
 def check_count_values(counts: Sequence, source: str) -> None:
-    """Counts of activated parameters: finite, >= 0 and not all 0 (no parameter above γ anywhere
-    would leave the allocation nothing to go by), else one line naming `source`."""
+    """Counts of activated parameters are finite numbers >= 0, else one line naming `source`. Equal
+    counts (all 0 included) are valid: the allocation then follows α/i alone (Activation warns)."""
     values = [float(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else math.nan for c in counts]
     bad = next((i for i, v in enumerate(values) if not math.isfinite(v) or v < 0), None)
     if bad is not None:
         raise ValueError(f"{source}: layer {bad}'s count is {counts[bad]!r}; counts of activated parameters are finite numbers >= 0")
-    if values and not any(values):
-        raise ValueError(f"{source}: every layer's count is 0 (no parameter above that threshold); use counts at a lower γ or a quantile key")
 
 
 class CountsSource(ABC):
