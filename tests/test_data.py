@@ -256,3 +256,9 @@ def test_lengths_and_counts_that_cannot_be_are_refused_when_the_data_module_is_b
     with pytest.raises(ValueError, match=f"^{message}$"):
         ActivationDataModule(["wiki"], **{option: value})
     ActivationDataModule(["wiki"], **{option: {"window": 2, "max_length": 2, "num_samples": 1}[option]})  # the edge itself is accepted
+
+
+def test_a_hub_dataset_out_of_reach_is_one_line_naming_the_way_out():
+    """Tests run offline: the hub is out of reach, as on a machine without network."""
+    with pytest.raises(FileNotFoundError, match=r"^Could not load dataset 'sick' from the hub .* Offline, pass local files: data_files: \{sick: "):
+        load_records("sick")

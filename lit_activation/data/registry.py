@@ -118,7 +118,7 @@ def load_records(name: str, data_files: str | Sequence[str] | None = None, field
         try:
             records = list(datasets.load_dataset(path, config, split=split, **spec.hub_kwargs))
         except Exception as err:  # the hub raises many types; all mean "not reachable / not found"
-            raise RuntimeError(
+            raise FileNotFoundError(  # a user's situation with a way out, said in one line
                 f"Could not load dataset {name!r} from the hub ({path}, {config}, {split}): {err}. "
                 f"Offline, pass local files: data_files: {{{name}: path/to/{name}.jsonl}}"
             ) from err
