@@ -211,13 +211,13 @@ def check_command_line(args: list[str]) -> None:
     if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:
         raise ValueError(f"unknown subcommand {args[0]!r}; accepted: {', '.join(SUBCOMMANDS)}")
     for flag, value in zip(args, args[1:], strict=False):
-        if flag == "--config" and Path(value).is_file():
+        if flag in ("--config", "-c") and Path(value).is_file():
             try:  # the syntax only: what the values mean is jsonargparse's to read (it keeps dates as text)
                 yaml.compose(Path(value).read_text(), Loader=yaml.SafeLoader)
             except yaml.YAMLError as err:
                 mark = getattr(err, "problem_mark", None)
                 where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-                raise ValueError(f"--config {value} is not valid YAML: {getattr(err, 'problem', None) or err}{where}") from None
+                raise ValueError(f"{flag} {value} is not valid YAML: {getattr(err, 'problem', None) or err}{where}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
