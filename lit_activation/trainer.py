@@ -97,7 +97,6 @@ class ActivationTrainer(Trainer):
         runs = cmp.sweep(allocations, metrics, sparsities, seeds)
         out = Path(output_dir)
         cmp.check_output_dir(out)
-        cmp.recorded(out)  # a results.csv of another version: refused now, not after the first run
         out.mkdir(parents=True, exist_ok=True)
         hp = model.hparams
         fixed = {

@@ -67,19 +67,21 @@ def sweep(allocations: Sequence[Allocation], metrics: Sequence[PruningMetric], s
 
 
 def check_output_dir(out: Path) -> None:
-    """output_dir is new, empty, or a comparison to resume: never a file, nor another run's directory."""
+    """output_dir is new, empty, or a comparison of this version to resume: never a file, another run's
+    directory, nor a results.csv of other columns (refused now, not after the first run)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output_dir {out} is a file; give a directory: a new one, or a comparison's to resume it")
     io.check_can_create(out, "output_dir")
     if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in (RESULTS, "comparison.json")):
         raise FileExistsError(f"output_dir {out} holds other files and no comparison ({RESULTS}, comparison.json); choose a new output_dir")
+    header, _ = io.read_csv(out / RESULTS)
+    if header and header != HEADER:
+        raise ValueError(f"{out / RESULTS} has columns {header}; this version writes {HEADER}. Choose a new output_dir")
 
 
 def recorded(out: Path) -> set[tuple[str, str, str, str]]:
-    """Keys of the runs already in results.csv (whose columns must be this version's)."""
-    header, rows = io.read_csv(out / RESULTS)
-    if header and header != HEADER:
-        raise ValueError(f"{out / RESULTS} has columns {header}; this version writes {HEADER}. Choose a new output_dir")
+    """Keys of the runs already in results.csv."""
+    _, rows = io.read_csv(out / RESULTS)
     return {(r["method"], r["pruning_metric"], f"{float(r['sparsity']):g}", r["seed"]) for r in rows}
 
 
