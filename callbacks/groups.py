@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import io
-from lit_activation.architectures import model_config, text_config
+from lit_activation.architectures import model_config, num_layers_of
 from lit_activation.baselines import BlockOutputGram
 from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
 from lit_activation.engine.reduce import LayerGram
@@ -38,7 +38,7 @@ class GroupGramCallback(ScoreCallback):
         (checked again on the loaded model's layers at the start of scoring)."""
         super().setup(trainer, pl_module, stage)
         hp = pl_module.hparams
-        self.check_layers(int(text_config(model_config(hp.model, hp.trust_remote_code)).num_hidden_layers))
+        self.check_layers(num_layers_of(model_config(hp.model, hp.trust_remote_code)))
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve on every rank

@@ -13,7 +13,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import io, plots
-from lit_activation.architectures import input_widths, model_config, text_config
+from lit_activation.architectures import input_widths, model_config, num_layers_of
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
 from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.registry import get_spec
@@ -136,7 +136,7 @@ class WandaPruning(Callback):
             io.check_can_create(self.save_dir, "save_dir")
         hp = pl_module.hparams
         config = model_config(hp.model, hp.trust_remote_code)
-        self.allocation.check(hp.model, int(text_config(config).num_hidden_layers))
+        self.allocation.check(hp.model, num_layers_of(config))
         _, m = parse_nm(self.nm)
         if m:
             try:

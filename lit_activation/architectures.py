@@ -98,6 +98,11 @@ def text_config(config: PretrainedConfig) -> PretrainedConfig:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def num_layers_of(config: PretrainedConfig) -> int:
+    """The number of decoder layers a config describes (its text config's, for multimodal ones)."""
+    return int(text_config(config).num_hidden_layers)
+
+
 def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode, trust_remote_code: bool = False) -> PreTrainedModel:
     """The architecture with fake weights (no memory, no data) inside FakeTensorMode `mode`."""
     config = copy.deepcopy(config)  # from_config may set attributes: never touch the caller's

@@ -17,7 +17,7 @@ from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from lit_activation import simulate
-from lit_activation.architectures import context_length, fake_model, text_config
+from lit_activation.architectures import context_length, fake_model, num_layers_of
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.tiling import default_tile_mb
 from lit_activation.memory import GB, MEMORY_LIMIT_ENV, process_memory
@@ -257,7 +257,7 @@ def job_from_run(module, datamodule, callbacks: Iterable, trainer) -> Job:  # no
         job.scoring = Scoring(rows=rows, length=max(d.max_length, d.window), longest=max(loaded, default=None), accumulator=bool(counts),
                               accumulator_on_host=any(cb.state_device == "cpu" for cb in counts))
         if any(isinstance(cb, (LLMDcos, STSCorrelation)) for cb in callbacks):
-            layers = int(text_config(model_config_of(hp)).num_hidden_layers)
+            layers = num_layers_of(model_config_of(hp))
             job.scoring.tables_bytes = d.num_samples * layers * datamodule.group_size**2 * 8
     if isinstance(datamodule, PerplexityDataModule):
         job.evaluation = Evaluation(rows=datamodule.hparams.batch_size, seqlen=datamodule.hparams.seqlen)

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from transformers import PretrainedConfig
 
-from lit_activation.architectures import fake_model
+from lit_activation.architectures import fake_model, text_config
 from lit_activation.engine.scores import scoring_pass
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.targets import sequence_nll
@@ -132,7 +132,7 @@ def scoring_peak(
 def _one_block(config: PretrainedConfig) -> PretrainedConfig:
     """The same architecture with a single decoder layer: every block peaks alike."""
     config = copy.deepcopy(config)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(config)
     text.num_hidden_layers = 1
     if getattr(text, "layer_types", None):
         text.layer_types = text.layer_types[:1]

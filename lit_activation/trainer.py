@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_activation import io
-from lit_activation.architectures import text_config
+from lit_activation.architectures import num_layers_of
 from lit_activation.callbacks.pruning import WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.memory import GB, available_memory, release_memory
@@ -137,7 +137,7 @@ class ActivationTrainer(Trainer):
         """What each run's setup would refuse, checked once before the on-the-fly counts load a model:
         every allocation against the model, every sequence against its positions, the zero-shot files."""
         job, config = checked_job(model, datamodule, self.callbacks, self)
-        layers = int(text_config(config).num_hidden_layers)
+        layers = num_layers_of(config)
         for allocation in allocations:
             allocation.check(model.hparams.model, layers)
             counts = replace(pruning.memory_needs(), activation_counts=allocation.on_the_fly_counts())
