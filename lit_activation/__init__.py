@@ -5,3 +5,7 @@ Start with `lit_activation.engine.scores.taylor_scores` (the math), `lit_activat
 """
 
 __version__ = "0.1.0"
+
+from lit_activation import deprecated
+
+deprecated.install()  # old class paths that saved configs name keep working, with a warning

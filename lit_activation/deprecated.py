@@ -1,0 +1,72 @@
+"""Old import paths that saved configs name, kept working with a one-line warning naming the new one.
+
+Every run saves its `config.yaml`, and re-running it is how a run is reproduced, so a class that
+moves keeps its old path here: a module that moved is aliased (MOVED), a class that was renamed is
+found under its old name (`renamed`, a module `__getattr__`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+import warnings
+from collections.abc import Callable, Mapping
+
+# old module -> new module, for every module a saved config may name
+MOVED = {
+    "lit_activation.allocations": "lit_activation.pruning.allocations",  # before the pruning package
+}
+
+
+class DeprecatedPath(FutureWarning):
+    """A saved config or a script names a class by a path that has moved (shown by default)."""
+
+
+def warn_moved(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new} (the old path will be removed)", DeprecatedPath, stacklevel=3)
+
+
+def renamed(module: str, names: Mapping[str, str], home: str | None = None) -> Callable[[str], object]:
+    """A module `__getattr__` that finds each old name of `names` as its new name in `home` (default: `module`)."""
+
+    def __getattr__(name: str) -> object:
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        target = home or module
+        warn_moved(f"{module}.{name}", f"{target}.{names[name]}")
+        return getattr(importlib.import_module(target), names[name])
+
+    return __getattr__
+
+
+class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module path (MOVED) as a module whose every attribute comes from the new one."""
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        return importlib.machinery.ModuleSpec(fullname, self) if fullname in MOVED else None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = types.ModuleType(spec.name, f"Moved to {MOVED[spec.name]}.")
+        new = MOVED[spec.name]
+
+        def __getattr__(name: str) -> object:
+            if name.startswith("__"):  # the import system's own questions (__path__, __file__): not a moved name
+                raise AttributeError(name)
+            value = getattr(importlib.import_module(new), name)  # AttributeError if it is not there either
+            warn_moved(f"{spec.name}.{name}", f"{new}.{name}")
+            return value
+
+        module.__getattr__ = __getattr__
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Nothing to run: every attribute is looked up in the new module."""
+
+
+def install() -> None:
+    """Make the old module paths importable (once per process; lit_activation/__init__ calls it)."""
+    if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
+        sys.meta_path.append(_Alias())
