@@ -32,14 +32,14 @@ def warn_moved(old: str, new: str) -> None:
 def renamed(module: str, names: Mapping[str, str], home: str | None = None) -> Callable[[str], object]:
     """A module `__getattr__` that finds each old name of `names` as its new name in `home` (default: `module`)."""
 
-    def __getattr__(name: str) -> object:
+    def moved_name(name: str) -> object:
         if name not in names:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
         target = home or module
         warn_moved(f"{module}.{name}", f"{target}.{names[name]}")
         return getattr(importlib.import_module(target), names[name])
 
-    return __getattr__
+    return moved_name
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -52,14 +52,14 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module = types.ModuleType(spec.name, f"Moved to {MOVED[spec.name]}.")
         new = MOVED[spec.name]
 
-        def __getattr__(name: str) -> object:
+        def moved_name(name: str) -> object:
             if name.startswith("__"):  # the import system's own questions (__path__, __file__): not a moved name
                 raise AttributeError(name)
             value = getattr(importlib.import_module(new), name)  # AttributeError if it is not there either
             warn_moved(f"{spec.name}.{name}", f"{new}.{name}")
             return value
 
-        module.__getattr__ = __getattr__
+        module.__getattr__ = moved_name
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:
