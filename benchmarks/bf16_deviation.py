@@ -17,11 +17,12 @@ import json
 
 import torch
 
-from lit_activation.counts import layer_counts
+from lit_activation.analyses.counts import layer_counts
+from lit_activation.analyses.similarity import cosine_from_gram, interleave
 from lit_activation.data.samples import sample_inputs
 from lit_activation.engine import EngineSettings, LayerGram, ScoreSum, stream_taylor_scores
-from lit_activation.models import layer_map, linear_modules, load_causal_lm
-from lit_activation.similarity import cosine_from_gram, interleave
+from lit_activation.models.layers import layer_map, linear_modules
+from lit_activation.models.loading import load_causal_lm
 
 
 def mean_scores(model: torch.nn.Module, ids: torch.Tensor, batch: int, compute: torch.dtype) -> dict[str, torch.Tensor]:

@@ -22,9 +22,9 @@ from unittest import mock
 import torch
 from machine import describe, sync
 
-from lit_activation import counts
-from lit_activation.architectures import model_config
-from lit_activation.models import layer_map, linear_modules
+from lit_activation.analyses import counts
+from lit_activation.models.architectures import model_config
+from lit_activation.models.layers import layer_map, linear_modules
 
 
 def random_means(shape: str, device: str) -> tuple[dict[str, torch.Tensor], dict[str, int], dict[str, str], int]:
@@ -52,7 +52,7 @@ def timed_finish(means: dict, layer_of: dict, kind_of: dict, n_layers: int, devi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default="smollm2-135m", help="a published config (lit_activation.architectures)")
+    parser.add_argument("--shape", default="smollm2-135m", help="a published config (lit_activation.models.architectures)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")

@@ -47,11 +47,12 @@ from scoring import bound_seconds, run_batched, run_paper
 from tensor_cores import errors
 from timing import cli_run
 
-from lit_activation.architectures import model_config
-from lit_activation.counts import layer_counts
+from lit_activation.analyses.counts import layer_counts
 from lit_activation.engine import EngineSettings, kernels, linear_kernel, split, stream_taylor_scores
 from lit_activation.engine.products import SplitProducts, pinned_matmul_precision, split_works_on
-from lit_activation.models import cache_dir, layer_map, linear_modules
+from lit_activation.models.architectures import model_config
+from lit_activation.models.layers import layer_map, linear_modules
+from lit_activation.models.loading import cache_dir
 
 FUSED_FIELDS = ("BLOCK_R", "BLOCK_C", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_R")
 LINEAR_FIELDS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "NUM_WARPS", "NUM_STAGES", "GROUP_M")
@@ -95,7 +96,7 @@ def make_model(directory: Path, shape: str, layers: int | None, toy: bool) -> No
     """A random bf16 model of a published shape (or the tiny one) with a tokenizer, saved to `directory`."""
     from transformers import AutoModelForCausalLM
 
-    from lit_activation.tiny import tiny_config, tiny_tokenizer
+    from lit_activation.models.tiny import tiny_config, tiny_tokenizer
 
     config = tiny_config("llama", 2, 64) if toy else model_config(shape)
     if layers:

@@ -29,7 +29,7 @@ from scoring import score_batches
 from timing import ROOT, cli_run
 
 from lit_activation.cli import build_cli
-from lit_activation.models import load_causal_lm
+from lit_activation.models.loading import load_causal_lm
 
 
 def engine_seconds(args: argparse.Namespace, overrides: list[str]) -> float:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-from lit_activation.architectures import model_config
 from lit_activation.engine import EngineSettings
-from lit_activation.memory import GB
-from lit_activation.plan import Evaluation, Job, Pruning, Scoring, plan_memory
+from lit_activation.models.architectures import model_config
+from lit_activation.planning.memory import GB
+from lit_activation.planning.plan import Evaluation, Job, Pruning, Scoring, plan_memory
 
 WORKLOADS = {
     "counts": dict(scoring=Scoring(rows=4, length=512, accumulator=True)),

@@ -22,7 +22,8 @@ import torch
 
 from lit_activation.data.perplexity import chunk_stream
 from lit_activation.data.samples import calibration_ids, evaluation_stream
-from lit_activation.models import decoder_layers, load_causal_lm
+from lit_activation.models.layers import decoder_layers
+from lit_activation.models.loading import load_causal_lm
 from lit_activation.pruning import metrics
 from lit_activation.pruning.wanda import prune_wanda
 

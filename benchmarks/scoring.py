@@ -31,7 +31,8 @@ import torch
 from machine import describe, peak_memory_gb, sync
 
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
-from lit_activation.models import linear_modules, load_causal_lm, resolve_dtype, weight_out_in
+from lit_activation.models.layers import linear_modules, weight_out_in
+from lit_activation.models.loading import load_causal_lm, resolve_dtype
 
 
 def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -39,7 +40,7 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor]:
     if args.random:
         from transformers import AutoModelForCausalLM
 
-        from lit_activation.architectures import model_config
+        from lit_activation.models.architectures import model_config
 
         torch.manual_seed(0)
         with torch.device(args.device):

@@ -22,9 +22,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from machine import describe
 
+from lit_activation.distributed.sharding import own_rows, shard_model
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
-from lit_activation.models import linear_modules, load_causal_lm
-from lit_activation.sharding import own_rows, shard_model
+from lit_activation.models.layers import linear_modules
+from lit_activation.models.loading import load_causal_lm
 
 
 def best(fn, repeats: int) -> float:  # noqa: ANN001

@@ -7,13 +7,14 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from matplotlib.figure import Figure
 
-from lit_activation import baselines, io, plots
-from lit_activation.baselines import off_diagonal_mean, rated_values, symmetric, tfidf_cosines
+from lit_activation import outputs, plots
+from lit_activation.analyses import baselines
+from lit_activation.analyses.baselines import off_diagonal_mean, rated_values, symmetric, tfidf_cosines
+from lit_activation.analyses.similarity import layer_span
+from lit_activation.analyses.sts import layer_sum, per_layer_rho, spearman
 from lit_activation.callbacks.base import model_name, tensorboard
 from lit_activation.callbacks.groups import GroupGramCallback
 from lit_activation.callbacks.sts import PAPER_LAYERS
-from lit_activation.similarity import layer_span
-from lit_activation.sts import layer_sum, per_layer_rho, spearman
 
 BASELINES = {"hidden": baselines.HIDDEN, "tfidf": f"{baselines.TFIDF} fitted on the set's N texts"}
 
@@ -107,13 +108,13 @@ class AllPairsSimilarity(GroupGramCallback):
             series = {"LLMDcos": off_diagonal_mean(llmdcos).tolist(), "hidden states": off_diagonal_mean(hidden).tolist()}
             line, line_label, ylabel = float(off_diagonal_mean(tfidf)), "TF-IDF", "mean cosine over pairs"
             title = f"{model} on {name} ({n} texts, no ratings)"
-        io.write_json(self.out / "allpairs.json", result)
+        outputs.write_json(self.out / "allpairs.json", result)
         fig = plots.line_figure(list(range(n_layers)), series, "layer", ylabel, title)
         fig.axes[0].axhline(line, color="gray", linestyle="--", label=f"{line_label} ({line:.3f})")
         fig.axes[0].legend()
         heat = heatmap(mean.tolist(), f"{model} on {name}: mean LLMDcos, layers {layers[0]}-{layers[-1]}")
-        io.save_figure(self.out / "allpairs_layers.png", fig)
-        io.save_figure(self.out / "allpairs_heatmap.png", heat)
+        outputs.save_figure(self.out / "allpairs_layers.png", fig)
+        outputs.save_figure(self.out / "allpairs_heatmap.png", heat)
         writer = tensorboard(trainer)
         if writer is not None:
             if ratings is not None:

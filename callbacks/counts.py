@@ -7,13 +7,13 @@ from typing import Literal
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from lit_activation import counts as C
-from lit_activation import io, plots
+from lit_activation import outputs, plots
+from lit_activation.analyses import counts as C
 from lit_activation.callbacks.base import ScoreCallback, model_name, run_dir, tensorboard
+from lit_activation.distributed.sharding import replica_sum, shards
 from lit_activation.engine.reduce import ScoreSum
 from lit_activation.engine.scores import ScoreTile
-from lit_activation.models import layer_map
-from lit_activation.sharding import replica_sum, shards
+from lit_activation.models.layers import layer_map
 
 OUTPUTS = ("counts.json", "counts.csv", "counts.png")
 
@@ -55,7 +55,7 @@ class ActivationCounts(ScoreCallback):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve it on every rank, once
         if trainer.is_global_zero:
-            io.check_new(self.out / f for f in OUTPUTS)
+            outputs.check_new(self.out / f for f in OUTPUTS)
         self.names = trainer.datamodule.dataset_names
         self.layer_of, self.kind_of, self.n_layers = layer_map(pl_module.model)
         device = "cpu" if self.state_device == "cpu" else None
@@ -121,16 +121,16 @@ class ActivationCounts(ScoreCallback):
 
     def write(self, trainer: Trainer, pl_module: LightningModule) -> None:
         out, res = self.out, self.results
-        io.write_json(out / "counts.json", res)
+        outputs.write_json(out / "counts.json", res)
         rows = [
             (name, layer, kind, d["module_counts"][kind][layer], d["layer_counts"][layer])
             for name, d in res["datasets"].items()
             for layer in range(res["n_layers"])
             for kind in d["module_counts"]
         ]
-        io.write_csv(out / "counts.csv", ["dataset", "layer", "module", "module_count", "layer_count"], rows)
+        outputs.write_csv(out / "counts.csv", ["dataset", "layer", "module", "module_count", "layer_count"], rows)
         fig = plots.counts_figure({n: d["layer_counts"] for n, d in res["datasets"].items()}, self.gamma, res["model"])
-        io.save_figure(out / "counts.png", fig)
+        outputs.save_figure(out / "counts.png", fig)
         writer = tensorboard(trainer)
         if writer is not None:
             self._log_tensorboard(writer, res, fig)

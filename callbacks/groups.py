@@ -6,15 +6,15 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from lit_activation import io
-from lit_activation.architectures import model_config, num_layers_of
-from lit_activation.baselines import BlockOutputGram
+from lit_activation import outputs
+from lit_activation.analyses.baselines import BlockOutputGram
+from lit_activation.analyses.similarity import cosine_from_gram
 from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
+from lit_activation.distributed.sharding import shard_rank
 from lit_activation.engine.reduce import LayerGram
 from lit_activation.engine.scores import ScoreTile
-from lit_activation.models import decoder_layers, layer_map
-from lit_activation.sharding import shard_rank
-from lit_activation.similarity import cosine_from_gram
+from lit_activation.models.architectures import model_config
+from lit_activation.models.layers import decoder_layers, layer_map, num_layers_of
 
 
 class GroupGramCallback(ScoreCallback):
@@ -31,7 +31,7 @@ class GroupGramCallback(ScoreCallback):
     """
 
     outputs: tuple[str, ...] = ()
-    hidden_baseline: bool = False  # also the hidden-state cosines (lit_activation.baselines)
+    hidden_baseline: bool = False  # also the hidden-state cosines (lit_activation.analyses.baselines)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Before the weights load: the layer options against the depth the model's config gives
@@ -43,7 +43,7 @@ class GroupGramCallback(ScoreCallback):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve on every rank
         if trainer.is_global_zero:
-            io.check_new(self.out / f for f in self.outputs)
+            outputs.check_new(self.out / f for f in self.outputs)
         dm = trainer.datamodule
         layer_of, _, n_layers = layer_map(pl_module.model)
         self.gram = LayerGram(layer_of, n_layers)

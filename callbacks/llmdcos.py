@@ -7,10 +7,10 @@ import itertools
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from lit_activation import io, plots
+from lit_activation import outputs, plots
+from lit_activation.analyses.similarity import matrix_layers, pair_cosines, similarity_matrix
 from lit_activation.callbacks.base import model_name, tensorboard
 from lit_activation.callbacks.groups import GroupGramCallback
-from lit_activation.similarity import matrix_layers, pair_cosines, similarity_matrix
 
 
 class LLMDcos(GroupGramCallback):
@@ -60,20 +60,20 @@ class LLMDcos(GroupGramCallback):
         per_pair = {key(x, y): pair_cosines(cos, index[x], index[y]).tolist() for x, y in itertools.combinations_with_replacement(names, 2)}
         matrix = similarity_matrix(cos, len(names), layers)
         model = model_name(pl_module)
-        io.write_json(self.out / "llmdcos.json", {
+        outputs.write_json(self.out / "llmdcos.json", {
             "model": model, "datasets": names, "n_pairs": cos.shape[0], "n_layers": n_layers,
             "matrix_layers": [layers[0], layers[-1]], "matrix": matrix.tolist(),
             "llmdcos": per_pair,  # "X-Y": pairs × layers, every value kept for re-plotting
         })
-        io.write_csv(
+        outputs.write_csv(
             self.out / "llmdcos.csv", ["pair", "sample", "layer", "llmdcos"],
             ((p, i, layer, v) for p, rows in per_pair.items() for i, row in enumerate(rows) for layer, v in enumerate(row)),
         )
-        io.write_csv(self.out / "similarity_matrix.csv", ["dataset", *names], ([n, *row] for n, row in zip(names, matrix.tolist(), strict=True)))
+        outputs.write_csv(self.out / "similarity_matrix.csv", ["dataset", *names], ([n, *row] for n, row in zip(names, matrix.tolist(), strict=True)))
         box = plots.box_figure({f"{x} vs {y}": per_pair[key(x, y)] for x, y in self._box_pairs(names)}, model)
         heat = plots.heatmap_figure(names, matrix.tolist(), f"{model}: mean LLMDcos, layers {layers[0]}-{layers[-1]}")
-        io.save_figure(self.out / "llmdcos_box.png", box)
-        io.save_figure(self.out / "similarity_matrix.png", heat)
+        outputs.save_figure(self.out / "llmdcos_box.png", box)
+        outputs.save_figure(self.out / "similarity_matrix.png", heat)
         writer = tensorboard(trainer)
         if writer is not None:
             for pair, rows in per_pair.items():

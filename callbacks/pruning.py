@@ -12,22 +12,23 @@ import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_activation import io, plots
-from lit_activation.architectures import input_widths, model_config, num_layers_of
+from lit_activation import outputs, plots
 from lit_activation.callbacks.base import model_name, run_dir, tensorboard
-from lit_activation.counts import LOCAL, Shards
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import calibration_ids
-from lit_activation.memory import release_memory
-from lit_activation.models import decoder_layers, layer_index, linear_modules, load_tokenizer
-from lit_activation.plan import Pruning
+from lit_activation.distributed.sharding import local, shards
+from lit_activation.distributed.shards import LOCAL, Shards
+from lit_activation.models.architectures import input_widths, model_config
+from lit_activation.models.layers import decoder_layers, layer_index, linear_modules, num_layers_of
+from lit_activation.models.loading import load_tokenizer
+from lit_activation.planning.memory import release_memory
+from lit_activation.planning.plan import Pruning
 from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.export import full_state_dict, save_pruned
 from lit_activation.pruning.metrics import PruningMetric, Wanda
 from lit_activation.pruning.sparsity import check_nm, check_nm_widths, weighted_mean
 from lit_activation.pruning.wanda import prune_wanda
-from lit_activation.sharding import local, shards
 
 OUTPUTS = ("pruning.json", "sparsity.png")
 
@@ -133,7 +134,7 @@ class WandaPruning(Callback):
         if stage != "validate" or self.sparsity == 0 or self.calibration_ids is not None:
             return
         if self.save_dir and trainer.is_global_zero:  # the rank that saves, before the weights, not after pruning
-            io.check_can_create(self.save_dir, "save_dir")
+            outputs.check_can_create(self.save_dir, "save_dir")
         hp = pl_module.hparams
         config = model_config(hp.model, hp.trust_remote_code)
         self.allocation.check(hp.model, num_layers_of(config))
@@ -158,7 +159,7 @@ class WandaPruning(Callback):
             return
         out = run_dir(trainer)  # a collective under DDP: every rank resolves it
         if trainer.is_global_zero:
-            io.check_new(out / f for f in OUTPUTS)
+            outputs.check_new(out / f for f in OUTPUTS)
         model = pl_module.model
         prefix, layers = decoder_layers(model)
         record = {
@@ -212,7 +213,7 @@ class WandaPruning(Callback):
 
     @staticmethod
     def _write(trainer: Trainer, out: Path, record: dict) -> None:
-        io.write_json(out / "pruning.json", record)
+        outputs.write_json(out / "pruning.json", record)
         series = {"pruned (achieved)": record["layer_pruned"]}
         if "layer_sparsity" in record:
             series["target"] = record["layer_sparsity"]
@@ -220,7 +221,7 @@ class WandaPruning(Callback):
             list(range(len(record["layer_pruned"]))), series, "layer", "sparsity",
             f"{record['model']}: {record['method']} {record['target_sparsity']:.0%} ({record['metric']})",
         )
-        io.save_figure(out / "sparsity.png", fig)
+        outputs.save_figure(out / "sparsity.png", fig)
         writer = tensorboard(trainer)
         if writer is not None:
             for layer, value in enumerate(record["layer_pruned"]):

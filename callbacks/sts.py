@@ -8,12 +8,13 @@ import logging
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from lit_activation import baselines, io, plots
-from lit_activation.baselines import tfidf_pair_cosines
+from lit_activation import outputs, plots
+from lit_activation.analyses import baselines
+from lit_activation.analyses.baselines import tfidf_pair_cosines
+from lit_activation.analyses.similarity import layer_span
+from lit_activation.analyses.sts import MIN_PAIRS, duplicate_items, layer_sum, per_layer_rho, spearman, tied_values, window_sweep
 from lit_activation.callbacks.base import model_name, tensorboard
 from lit_activation.callbacks.groups import GroupGramCallback
-from lit_activation.similarity import layer_span
-from lit_activation.sts import MIN_PAIRS, duplicate_items, layer_sum, per_layer_rho, spearman, tied_values, window_sweep
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ BASELINES = {"hidden": baselines.HIDDEN, "tfidf": f"{baselines.TFIDF} fitted on 
 class STSCorrelation(GroupGramCallback):
     """Per sentence pair the sum of LLMDcos over a layer range, correlated with the gold score.
 
-    Two baselines come from the same run (lit_activation.baselines): the cosine of the pair's
+    Two baselines come from the same run (lit_activation.analyses.baselines): the cosine of the pair's
     mean-pooled decoder-block outputs per layer, taken by hooks on the scoring forward (no extra
     pass, a few numbers per pair), and the TF-IDF cosine of the two sentences.
 
@@ -105,8 +106,8 @@ class STSCorrelation(GroupGramCallback):
             "hidden_layer_sum": hidden_sums.tolist(),
             "tfidf_spearman": tfidf_rho, "tfidf_p_value": tfidf_p, "tfidf": tfidf.tolist(),
         }
-        io.write_json(self.out / "sts.json", result)
-        io.write_csv(
+        outputs.write_json(self.out / "sts.json", result)
+        outputs.write_csv(
             self.out / "sts.csv",
             ["pair", "gold", *[f"llmdcos_layer{i}" for i in range(n_layers)], *[f"hidden_layer{i}" for i in range(n_layers)], "tfidf"],
             (
@@ -125,7 +126,7 @@ class STSCorrelation(GroupGramCallback):
         )
         fig.axes[0].axhline(tfidf_rho, color="gray", linestyle="--", label=f"TF-IDF ({tfidf_rho:.3f})")
         fig.axes[0].legend()
-        io.save_figure(self.out / "sts_layers.png", fig)
+        outputs.save_figure(self.out / "sts_layers.png", fig)
         writer = tensorboard(trainer)
         if writer is not None:
             writer.add_scalar(f"sts/{name}/spearman_layers_{layers[0]}_{layers[-1]}", rho)

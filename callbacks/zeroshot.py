@@ -6,9 +6,9 @@ from typing import Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_activation import io
+from lit_activation import outputs
+from lit_activation.analyses.zeroshot import MMLU_SHOTS, PAPER_LABELS, PAPER_N, TASKS, check_local_task, paper_accuracy, paper_items, zero_shot
 from lit_activation.callbacks.base import run_dir, tensorboard
-from lit_activation.zeroshot import MMLU_SHOTS, PAPER_LABELS, PAPER_N, TASKS, check_local_task, paper_accuracy, paper_items, zero_shot
 
 PROTOCOLS = ("lm_eval", "paper")
 
@@ -110,7 +110,7 @@ class ZeroShotEval(Callback):
             return
         self.out = run_dir(trainer)  # a collective under DDP: resolved on every rank
         if trainer.is_global_zero:
-            io.check_new([self.out / "zeroshot.json"])
+            outputs.check_new([self.out / "zeroshot.json"])
 
     def _paper_items(self) -> dict[str, tuple[list[str], list[int]]]:
         """task -> (prompts, gold) of the seeded sample, from the same files the lm_eval protocol reads."""
@@ -141,7 +141,7 @@ class ZeroShotEval(Callback):
         model.eval()
         self.results = self._evaluate(pl_module)
         model.train(was_training)
-        io.write_json(self.out / "zeroshot.json", {**self.describe(), "results": self.results})
+        outputs.write_json(self.out / "zeroshot.json", {**self.describe(), "results": self.results})
         writer = tensorboard(trainer)
         if writer is not None:
             prefix = "zeroshot" if self.protocol == "lm_eval" else "zeroshot_paper"  # the two protocols' numbers never share a tag

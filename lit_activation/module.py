@@ -14,17 +14,18 @@ import torch
 from lightning.pytorch import LightningModule
 from torchmetrics import MeanMetric
 
-from lit_activation.architectures import model_config
 from lit_activation.callbacks.base import ScoreCallback
+from lit_activation.distributed.sharded_loading import load_sharded
+from lit_activation.distributed.sharding import own_rows, warn_if_replicated
 from lit_activation.engine import EngineSettings, ScoreTile, stream_taylor_scores
 from lit_activation.engine.kernels import check_fused
 from lit_activation.engine.targets import sequence_nll
 from lit_activation.engine.tiling import budget_bytes
-from lit_activation.memory import GB, available_memory
-from lit_activation.models import EMBEDDED_DEFAULT, linear_modules, load_causal_lm, load_tokenizer, resolve_dtype
-from lit_activation.plan import check_fits, checked_job, plan_memory
-from lit_activation.shard_load import load_sharded
-from lit_activation.sharding import own_rows, warn_if_replicated
+from lit_activation.models.architectures import model_config
+from lit_activation.models.layers import linear_modules
+from lit_activation.models.loading import EMBEDDED_DEFAULT, load_causal_lm, load_tokenizer, resolve_dtype
+from lit_activation.planning.memory import GB, available_memory
+from lit_activation.planning.plan import check_fits, checked_job, plan_memory
 
 log = logging.getLogger(__name__)
 

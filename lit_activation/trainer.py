@@ -13,13 +13,13 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation import io
-from lit_activation.architectures import num_layers_of
+from lit_activation import outputs
 from lit_activation.callbacks.pruning import WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
-from lit_activation.memory import GB, available_memory, release_memory
-from lit_activation.models import load_causal_lm
-from lit_activation.plan import MemoryPlan, check_context, checked_job, plan_memory
+from lit_activation.models.layers import num_layers_of
+from lit_activation.models.loading import load_causal_lm
+from lit_activation.planning.memory import GB, available_memory, release_memory
+from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory
 from lit_activation.pruning import comparison as cmp
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, GivenCounts, OnTheFlyCounts, Uniform
 from lit_activation.pruning.context import PruningContext
@@ -117,7 +117,7 @@ class ActivationTrainer(Trainer):
             perplexity, achieved, zero_shot = self._one_run(model, datamodule, pruning, zeroshot, run, out)
             seconds = time.perf_counter() - start
             row = [run.method, run.metric, run.sparsity, run.seed, perplexity, datamodule.metric_name, achieved, json.dumps(zero_shot), round(seconds, 1)]
-            io.append_csv_row(out / cmp.RESULTS, cmp.HEADER, row)
+            outputs.append_csv_row(out / cmp.RESULTS, cmp.HEADER, row)
             cmp.write_summary(out, hp.model)
             elapsed.append(seconds)
         if not todo:  # a finished sweep's summary, rebuilt by this version from results.csv
@@ -158,7 +158,7 @@ class ActivationTrainer(Trainer):
                 del dense, context
                 release_memory()
                 record["resolved_counts"][allocation.label] = counts
-                io.write_json(out / "comparison.json", record, overwrite=True)
+                outputs.write_json(out / "comparison.json", record, overwrite=True)
             allocation.counts = GivenCounts(counts)
 
     def _one_run(

@@ -29,7 +29,7 @@ def bench_files(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def tiny_tok():
-    from lit_activation.tiny import tiny_tokenizer
+    from lit_activation.models.tiny import tiny_tokenizer
 
     return tiny_tokenizer()
 

@@ -8,7 +8,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from lit_activation.models import linear_modules
+from lit_activation.models.layers import linear_modules
 
 
 def naive_scores(model, row_ids: torch.Tensor, target: str = "max_logit") -> dict[str, torch.Tensor]:
@@ -48,7 +48,8 @@ def naive_means(
     (a tiny model or a model directory), loaded in fp32.
     """
     from lit_activation.data.datamodule import ActivationDataModule
-    from lit_activation.models import decoder_layers, layer_index, load_causal_lm
+    from lit_activation.models.layers import decoder_layers, layer_index
+    from lit_activation.models.loading import load_causal_lm
 
     model, _ = load_causal_lm(model_name)
     prefix, layers = decoder_layers(model)

@@ -22,9 +22,9 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
-from lit_activation.memory import release_memory
-from lit_activation.models import linear_modules
-from lit_activation.plan import Job, Scoring, plan_memory
+from lit_activation.models.layers import linear_modules
+from lit_activation.planning.memory import release_memory
+from lit_activation.planning.plan import Job, Scoring, plan_memory
 
 CONFIG = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, vocab_size=4000,
               max_position_embeddings=512, tie_word_embeddings=False)

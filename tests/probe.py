@@ -8,7 +8,7 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation.callbacks.counts import ActivationCounts
-from lit_activation.sharding import local
+from lit_activation.distributed.sharding import local
 
 
 class ShardProbe(Callback):

@@ -48,7 +48,7 @@ def write_model(directory: Path, seed: int = 0, **config: int) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from lit_activation.tiny import VOCAB, tiny_tokenizer
+    from lit_activation.models.tiny import VOCAB, tiny_tokenizer
 
     values = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   vocab_size=VOCAB, max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=2)

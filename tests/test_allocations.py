@@ -11,7 +11,8 @@ import torch
 from naive import naive_scores, paper_formula, per_layer
 from tolerant import gap_threshold, parts_of
 
-from lit_activation.models import decoder_layers, layer_map, linear_modules, weight_out_in
+from lit_activation.models.layers import decoder_layers, layer_map, linear_modules, weight_out_in
+from lit_activation.models.tiny import tiny_model, tiny_tokenizer
 from lit_activation.pruning.allocations import (
     OWL,
     Activation,
@@ -25,7 +26,6 @@ from lit_activation.pruning.allocations import (
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import activation_sparsity
 from lit_activation.pruning.wanda import owl_outlier_ratios
-from lit_activation.tiny import tiny_model, tiny_tokenizer
 
 
 def naive_outlier_ratios(model, calibration: torch.Tensor, m: float, batch_size: int) -> tuple[list[float], list[int]]:

@@ -17,9 +17,9 @@ from lit_activation.callbacks.allpairs import AllPairsSimilarity
 from lit_activation.callbacks.sts import STSCorrelation
 from lit_activation.data.datamodule import ActivationDataModule
 from lit_activation.engine import EngineSettings
-from lit_activation.models import decoder_layers, layer_index
+from lit_activation.models.layers import decoder_layers, layer_index
+from lit_activation.models.tiny import tiny_model
 from lit_activation.module import ActivationModule
-from lit_activation.tiny import tiny_model
 
 TEXTS = [
     "The cat sat on the mat.",

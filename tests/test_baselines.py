@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_activation.baselines import (
+from lit_activation.analyses.baselines import (
     BlockOutputGram,
     group_gram,
     mean_pool,
@@ -24,8 +24,8 @@ from lit_activation.baselines import (
 )
 from lit_activation.data.datamodule import ActivationDataModule
 from lit_activation.data.samples import RATED_SETS, rated_pairs, read_similarity
-from lit_activation.models import decoder_layers
-from lit_activation.tiny import tiny_model
+from lit_activation.models.layers import decoder_layers
+from lit_activation.models.tiny import tiny_model
 
 
 def naive_tfidf(texts: list[str]) -> np.ndarray:

@@ -293,8 +293,8 @@ def test_a_sequence_longer_than_the_model_s_positions_stops_before_loading(tmp_p
 
 
 def test_every_phase_s_length_is_checked_against_the_positions():
-    from lit_activation.architectures import model_config
-    from lit_activation.plan import Evaluation, Job, Pruning, Scoring, check_context
+    from lit_activation.models.architectures import model_config
+    from lit_activation.planning.plan import Evaluation, Job, Pruning, Scoring, check_context
 
     config = model_config("tiny-llama")  # 512 positions
     check_context(Job("tiny-llama", scoring=Scoring(1, 4096, longest=512)), config)  # a cap above the positions, inputs within

@@ -27,12 +27,13 @@ from tolerant import (
     parts_of,
 )
 
-from lit_activation import counts as C
+import lit_activation
+from lit_activation.analyses import counts as C
 from lit_activation.callbacks.counts import ActivationCounts
 from lit_activation.data.datamodule import ActivationDataModule
-from lit_activation.models import decoder_layers, linear_modules, module_kind
+from lit_activation.models.layers import decoder_layers, linear_modules, module_kind
+from lit_activation.models.tiny import tiny_model
 from lit_activation.module import ActivationModule
-from lit_activation.tiny import tiny_model
 
 # log10 extremes 3e-7 and 5e-4 sit far from whole decades (a libm an ulp off cannot move floor/ceil);
 # the γ tie 2e-5 > 2e-5 is exact (the same float on both sides)
@@ -144,7 +145,7 @@ class HostExits(contextlib.ExitStack):
     the torch call it is handling, so it never sees the score tiles, which reach the reducers in
     hooks that run inside `torch.autograd.grad`."""
 
-    OURS = (str(Path(C.__file__).parents[1] / "lit_activation"), str(Path(C.__file__).parents[1] / "callbacks"))
+    OURS = (str(Path(lit_activation.__file__).parent), str(Path(lit_activation.__file__).parents[1] / "callbacks"))
     EXITS = ("cpu", "tolist", "numpy", "item", "__float__", "__int__")
 
     def __enter__(self) -> HostExits:

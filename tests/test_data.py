@@ -184,7 +184,7 @@ def test_truncation_keeps_the_special_prefix():
     from tokenizers import processors
 
     from lit_activation.data.samples import tokenize
-    from lit_activation.tiny import tiny_tokenizer
+    from lit_activation.models.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     bos = tok.convert_tokens_to_ids("<bos>")

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from lit_activation import io
+from lit_activation import outputs
 
 WRITE_UNDER_UMASK = """
 import os, sys
 from pathlib import Path
 os.umask(int(sys.argv[2], 8))  # this child process's own umask
-from lit_activation import io
+from lit_activation import outputs
 out = Path(sys.argv[1])
-io.write_json(out / "a.json", {"x": 1})
-io.write_text(out / "b.md", "x")
-io.append_csv_row(out / "c.csv", ["x"], [1])
-(io.staging_dir(out / "d") / "f").write_text("x")
+outputs.write_json(out / "a.json", {"x": 1})
+outputs.write_text(out / "b.md", "x")
+outputs.append_csv_row(out / "c.csv", ["x"], [1])
+(outputs.staging_dir(out / "d") / "f").write_text("x")
 """
 
 
@@ -35,30 +35,30 @@ def test_results_get_the_mode_the_umask_allows(tmp_path, umask, file_mode, dir_m
 
 
 def test_a_result_is_never_overwritten_and_no_staging_file_is_left(tmp_path):
-    io.write_json(tmp_path / "r.json", {"x": 1})
+    outputs.write_json(tmp_path / "r.json", {"x": 1})
     with pytest.raises(FileExistsError, match="never overwritten"):
-        io.write_json(tmp_path / "r.json", {"x": 2})
+        outputs.write_json(tmp_path / "r.json", {"x": 2})
     assert (tmp_path / "r.json").read_text() == '{\n  "x": 1\n}\n'
     assert os.listdir(tmp_path) == ["r.json"]
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_staging_file(tmp_path, monkeypatch):
-    io.write_text(tmp_path / "s.md", "old")
+    outputs.write_text(tmp_path / "s.md", "old")
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
-        io.write_text(tmp_path / "s.md", "new", overwrite=True)
+        outputs.write_text(tmp_path / "s.md", "new", overwrite=True)
     assert (tmp_path / "s.md").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["s.md"]
 
 
 def test_a_directory_that_could_not_be_made_is_refused_naming_the_option(tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(FileExistsError, match=rf"^save_dir {tmp_path}/a-file/model: {tmp_path}/a-file is a file, not a directory$"):
-        io.check_can_create(tmp_path / "a-file" / "model", "save_dir")
-    io.check_can_create(tmp_path / "new" / "deeper", "save_dir")  # missing parents are made later
+        outputs.check_can_create(tmp_path / "a-file" / "model", "save_dir")
+    outputs.check_can_create(tmp_path / "new" / "deeper", "save_dir")  # missing parents are made later
     assert not (tmp_path / "new").exists()  # a check creates nothing
 
 
@@ -68,8 +68,8 @@ def test_a_read_only_parent_is_refused(tmp_path, monkeypatch):
     # os.access as the answer of a read-only directory: root (as CI may run) may write anywhere
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
     with pytest.raises(PermissionError, match=rf"^save_dir {locked}/model cannot be written: {locked} is not writable$"):
-        io.check_can_create(locked / "model", "save_dir")
-    io.check_can_create(tmp_path / "elsewhere", "save_dir")
+        outputs.check_can_create(locked / "model", "save_dir")
+    outputs.check_can_create(tmp_path / "elsewhere", "save_dir")
 
 
 def test_save_dir_and_report_output_are_checked_before_any_work(tmp_path, capsys, no_model_loading):

@@ -20,8 +20,8 @@ from test_scores import bf16_and_fp32_twin, padded_batch
 from lit_activation.cli import main
 from lit_activation.engine import EngineSettings, ScoreSum, kernels, linear_kernel, split, stream_taylor_scores
 from lit_activation.engine.split import concat_left, concat_right, split_bf16
-from lit_activation.models import linear_modules
-from lit_activation.tiny import tiny_model
+from lit_activation.models.layers import linear_modules
+from lit_activation.models.tiny import tiny_model
 
 pytestmark = needs_triton  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/interpreter.py)
 

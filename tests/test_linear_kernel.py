@@ -20,8 +20,8 @@ from lit_activation.engine import EngineSettings, kernels, linear_kernel, taylor
 from lit_activation.engine.products import SplitProducts
 from lit_activation.engine.split import chain_length
 from lit_activation.engine.tensor_core import cuda_core_matmul, fused_linear_model
-from lit_activation.models import linear_modules
-from lit_activation.tiny import tiny_model
+from lit_activation.models.layers import linear_modules
+from lit_activation.models.tiny import tiny_model
 
 ROOT = Path(__file__).parents[1]
 pytestmark = needs_triton  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/interpreter.py)

@@ -10,16 +10,10 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from lit_activation import models
-from lit_activation.models import (
-    EMBEDDED_DEFAULT,
-    decoder_layers,
-    layer_index,
-    linear_modules,
-    load_causal_lm,
-    module_kind,
-)
-from lit_activation.tiny import ARCHITECTURES, tiny_model, tiny_tokenizer
+from lit_activation.models import loading
+from lit_activation.models.layers import decoder_layers, layer_index, linear_modules, module_kind
+from lit_activation.models.loading import EMBEDDED_DEFAULT, load_causal_lm
+from lit_activation.models.tiny import ARCHITECTURES, tiny_model, tiny_tokenizer
 
 EXPECTED = {
     "llama": ("model.layers", 7),
@@ -96,7 +90,7 @@ def test_embedded_default_loads_and_is_cached(monkeypatch):
     assert len(decoder_layers(model)[1]) == 30 and len(modules) == 30 * 7
     assert abs(sum(m.weight.numel() for m in modules.values()) / 1e6 - 106.2) < 0.1
     # the second load must come from the fp32 safetensors cache: dequantizing now would fail
-    monkeypatch.setattr(models, "_dequantize", no_dequantizing)
+    monkeypatch.setattr(loading, "_dequantize", no_dequantizing)
     again, _ = load_causal_lm(EMBEDDED_DEFAULT)
     ids = tok("The capital of France is", return_tensors="pt")
     top = again(**ids).logits[0, -1].float().topk(2)
@@ -114,7 +108,7 @@ def test_a_users_gguf_is_dequantized_once_per_content(tmp_path, monkeypatch):
         tiny_model("llama").save_pretrained(target)
         tiny_tokenizer().save_pretrained(target)
 
-    monkeypatch.setattr(models, "_dequantize", fake_dequantize)
+    monkeypatch.setattr(loading, "_dequantize", fake_dequantize)
     f = tmp_path / "model.Q4_1.gguf"
     f.write_bytes(b"GGUF version 1")
     load_causal_lm(str(f))
@@ -146,28 +140,28 @@ def test_embedded_reference_values_hold():
 def test_a_local_model_dir_that_cannot_load_names_what_in_it_failed(tmp_path):
     from transformers import LlamaConfig
 
-    from lit_activation.architectures import model_config
+    from lit_activation.models.architectures import model_config
 
     empty, broken, no_tokenizer = (tmp_path / n for n in ("empty", "broken", "no_tokenizer"))
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"is a path but holds no config.json"):
-        models.load_tokenizer(str(empty))
+        loading.load_tokenizer(str(empty))
     broken.mkdir()
     (broken / "config.json").write_text("{ not json")
     with pytest.raises(ValueError, match=rf"^the tokenizer in '{broken}' cannot be loaded: .*config.json' is not a valid JSON file"):
-        models.load_tokenizer(str(broken))
+        loading.load_tokenizer(str(broken))
     with pytest.raises(ValueError, match=rf"^config.json in '{broken}' cannot be loaded: .*not a valid JSON file"):
         model_config(str(broken))
     LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=100).save_pretrained(no_tokenizer)
     assert model_config(str(no_tokenizer)).num_hidden_layers == 2
     with pytest.raises(ValueError, match=rf"^the tokenizer in '{no_tokenizer}' cannot be loaded: "):
-        models.load_tokenizer(str(no_tokenizer))
+        loading.load_tokenizer(str(no_tokenizer))
 
 
 def test_the_context_length_counts_a_rotary_scaling_that_keeps_the_original_length():
     from transformers import GPT2Config, LlamaConfig
 
-    from lit_activation.architectures import context_length
+    from lit_activation.models.architectures import context_length
 
     assert context_length(LlamaConfig(max_position_embeddings=4096)) == 4096
     assert context_length(LlamaConfig(max_position_embeddings=4096, rope_scaling={"rope_type": "linear", "factor": 4.0})) == 16384
@@ -180,6 +174,6 @@ def test_a_hub_tokenizer_s_own_error_is_not_hidden(monkeypatch):
     def custom_code(*args, **kwargs):
         raise ValueError("org/custom-model contains custom code; pass trust_remote_code=True")
 
-    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", custom_code)
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", custom_code)
     with pytest.raises(ValueError, match="^org/custom-model contains custom code"):
-        models.load_tokenizer("org/custom-model")
+        loading.load_tokenizer("org/custom-model")

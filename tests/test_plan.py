@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_activation.architectures import model_config
 from lit_activation.cli import build_cli
 from lit_activation.engine import EngineSettings
 from lit_activation.engine.scores import scoring_pass
-from lit_activation.models import linear_modules
-from lit_activation.plan import Job, Pruning, Scoring, plan_memory
-from lit_activation.simulate import LiveBytes, scoring_peak
-from lit_activation.tiny import tiny_config, tiny_model
+from lit_activation.models.architectures import model_config
+from lit_activation.models.layers import linear_modules
+from lit_activation.models.tiny import tiny_config, tiny_model
+from lit_activation.planning.plan import Job, Pruning, Scoring, plan_memory
+from lit_activation.planning.simulate import LiveBytes, scoring_peak
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -129,7 +129,7 @@ def test_the_plan_divides_by_the_shard_group(devices, group, divisor):
 
 @pytest.mark.parametrize(("available", "fits"), [(150, True), (149, False), (None, True)])
 def test_a_plan_fits_exactly_when_its_peak_phase_is_within_the_memory(available, fits):
-    from lit_activation.plan import Job, MemoryPlan, check_fits
+    from lit_activation.planning.plan import Job, MemoryPlan, check_fits
 
     plan = MemoryPlan(Job("m"), phases={"small": {"a": 40}, "big": {"a": 100, "b": 50}}, available=available)
     assert plan.peak() == ("big", 150) and plan.fits() is fits

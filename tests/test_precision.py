@@ -9,8 +9,8 @@ from test_scores import bf16_and_fp32_twin, padded_batch
 
 from lit_activation.engine import EngineSettings, taylor_scores
 from lit_activation.engine.products import pinned_matmul_precision
-from lit_activation.models import linear_modules
-from lit_activation.tiny import tiny_model
+from lit_activation.models.layers import linear_modules
+from lit_activation.models.tiny import tiny_model
 
 
 def fp64_scores(model, row_ids: torch.Tensor, target: str = "max_logit") -> dict[str, torch.Tensor]:

@@ -15,10 +15,10 @@ from transformers import AutoModelForCausalLM
 from lit_activation.callbacks.pruning import Calibration, WandaPruning
 from lit_activation.data.perplexity import PerplexityDataModule, chunk_stream
 from lit_activation.data.samples import evaluation_stream
-from lit_activation.models import decoder_layers, layer_index, linear_modules
+from lit_activation.models.layers import decoder_layers, layer_index, linear_modules
+from lit_activation.models.tiny import tiny_model, tiny_tokenizer
 from lit_activation.module import ActivationModule
 from lit_activation.pruning.allocations import OWL, Activation, CountsFile, OnTheFlyCounts
-from lit_activation.tiny import tiny_model, tiny_tokenizer
 
 
 def validate(tmp_path, files, callbacks=(), seqlen=64, version=None) -> tuple[dict, ActivationModule, PerplexityDataModule]:
@@ -191,7 +191,7 @@ def test_an_nm_pattern_that_does_not_divide_the_widths_stops_before_loading(tmp_
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_input_widths_of_the_fake_model_are_the_loaded_model_s(arch):
-    from lit_activation.architectures import input_widths, model_config
+    from lit_activation.models.architectures import input_widths, model_config
 
     model = tiny_model(arch)
     loaded = {name: (m.weight.shape[0] if type(m).__name__ == "Conv1D" else m.weight.shape[1]) for name, m in linear_modules(model).items()}

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lit_activation import findings as F
-from lit_activation import io
+from lit_activation import outputs
 from lit_activation.cli import main as cli_main
 from lit_activation.pruning.comparison import HEADER
+from lit_activation.report import findings
 from lit_activation.report import main as report_main
 
 SEED, RESAMPLES = 0, 500  # fewer resamples than the default: fast, and still far from every boundary below
@@ -42,7 +42,7 @@ def counts_run(path: Path, profiles: dict[str, list[int]], gamma: float = 2e-5) 
         }
         for name, counts in profiles.items()
     }
-    io.write_json(path / "counts.json", {
+    outputs.write_json(path / "counts.json", {
         "model": "fake-llama", "target": "max_logit", "gamma": gamma, "n_layers": n_layers, "layer_params": [10_000] * n_layers, "datasets": datasets,
     })
     (path / "counts.png").write_bytes(b"\x89PNG fake")
@@ -69,7 +69,7 @@ def llmdcos_run(path: Path, per_pair: dict[str, list[list[float]]], datasets: li
     }
     if matrix_layers:
         record["matrix_layers"] = matrix_layers
-    io.write_json(path / "llmdcos.json", record)
+    outputs.write_json(path / "llmdcos.json", record)
     for png in ("llmdcos_box.png", "similarity_matrix.png"):
         (path / png).write_bytes(b"\x89PNG fake")
     return path
@@ -80,7 +80,7 @@ def sts_run(path: Path, sign: int, **extra) -> Path:
     gold = [i / 40 for i in range(40)]
     layer_sum = [sign * g * 5 + rng.uniform(-0.05, 0.05) for g in gold]
     result = stats.spearmanr(layer_sum, gold)
-    io.write_json(path / "sts.json", {
+    outputs.write_json(path / "sts.json", {
         "model": "fake-llama", "dataset": "stsb", "n_pairs": len(gold), "layers": [6, 9], "spearman": float(result.statistic),
         "p_value": float(result.pvalue), "per_layer_spearman": [0.1, 0.2, 0.3], "gold": gold, "layer_sum": layer_sum, **extra,
     })
@@ -92,8 +92,8 @@ def compare_run(path: Path, perplexity: dict[str, list[float]], calibration: str
     for method, values in perplexity.items():
         for seed, ppl in enumerate(values):
             rows.append([method, "wanda", 0.5, seed, ppl, "ppl/wikitext2/test/seqlen64", 0.5, json.dumps(zeroshot or {}), 1.0])
-    io.write_csv(path / "results.csv", HEADER, rows)
-    io.write_json(path / "comparison.json", {
+    outputs.write_csv(path / "results.csv", HEADER, rows)
+    outputs.write_json(path / "comparison.json", {
         "fixed": {
             "model": "fake-llama", "evaluation": "ppl/wikitext2/test/seqlen64", "metric": "wanda",
             "calibration": {"dataset": calibration, "samples": 4, "seqlen": 32}, "zeroshot": {"protocol": "lm-evaluation-harness"},
@@ -154,7 +154,7 @@ def verdicts(record: dict, section: str) -> list[str]:
 
 def test_finding1_statistics_match_hand_computation():
     counts = [50, 900, 1000, 700, 650, 600, 300, 200, 100, 80]
-    a = F.count_profile("c", counts, seed=SEED, resamples=RESAMPLES)
+    a = findings.count_profile("c", counts, seed=SEED, resamples=RESAMPLES)
     shallow, deep = counts[:5], counts[5:]
     ms, md = sum(shallow) / 5, sum(deep) / 5
     assert a.detail["peak_layer"] == 2
@@ -163,46 +163,46 @@ def test_finding1_statistics_match_hand_computation():
     assert a.statistic == pytest.approx(math.log((ms + 1) / (md + 1)))
     assert a.detail["first_layer_below_next_two"] is True
     assert a.interval[0] <= a.statistic <= a.interval[1]
-    odd = F.count_profile("c", [5, 4, 3, 99, 2, 1, 0], seed=SEED, resamples=RESAMPLES)  # odd depth: the middle layer is in neither half
+    odd = findings.count_profile("c", [5, 4, 3, 99, 2, 1, 0], seed=SEED, resamples=RESAMPLES)  # odd depth: the middle layer is in neither half
     assert odd.detail["shallow_mean"] == pytest.approx(4.0) and odd.detail["deep_mean"] == pytest.approx(1.0)
 
 
 def test_finding2_and_3_statistics_match_hand_computation():
     rows_cross, rows_self = noisy(DOWN, N_PAIRS, 2, noise=0.05), noisy(FLAT, N_PAIRS, 1, noise=0.05)
-    a = F.depth_drop("c", rows_cross, same_domain=False, seed=SEED, resamples=RESAMPLES)
+    a = findings.depth_drop("c", rows_cross, same_domain=False, seed=SEED, resamples=RESAMPLES)
     drops = [sum(r[:3]) / 3 - sum(r[6:]) / 3 for r in rows_cross]
     assert a.statistic == pytest.approx(sum(drops) / len(drops))
     assert a.detail["first_layers"] == [0, 2] and a.detail["last_layers"] == [6, 8]
     deep = [6, 7, 8]
     own = [sum(r[i] for i in deep) / 3 for r in rows_self]
     other = [sum(r[i] for i in deep) / 3 for r in rows_cross]
-    m = F.self_margin("c", own, {"x": other}, seed=SEED, resamples=RESAMPLES)
+    m = findings.self_margin("c", own, {"x": other}, seed=SEED, resamples=RESAMPLES)
     assert m.statistic == pytest.approx(sum(own) / len(own) - sum(other) / len(other))
 
 
 def test_sts_interval_centres_on_scipy_rho_and_ties_match_scipy():
     x, y = [1, 2, 2, 3, 5, 4, 7, 7, 9], [2, 1, 3, 3, 4, 6, 5, 8, 9]
-    assert float(F._rank_correlation(np.array(x, float), np.array(y, float))) == pytest.approx(stats.spearmanr(x, y).statistic)
-    a = F.sts_correlation("c", None, None, x, y, seed=SEED, resamples=RESAMPLES)
+    assert float(findings._rank_correlation(np.array(x, float), np.array(y, float))) == pytest.approx(stats.spearmanr(x, y).statistic)
+    a = findings.sts_correlation("c", None, None, x, y, seed=SEED, resamples=RESAMPLES)
     assert a.statistic == pytest.approx(stats.spearmanr(x, y).statistic)
     assert a.detail["p_value"] == pytest.approx(stats.spearmanr(x, y).pvalue)
 
 
 def test_seeded_bootstrap_is_reproducible():
     values = noisy(DOWN, N_PAIRS, 2, noise=0.3)
-    one = F.depth_drop("c", values, same_domain=False, seed=7, resamples=RESAMPLES)
-    two = F.depth_drop("c", values, same_domain=False, seed=7, resamples=RESAMPLES)
-    other = F.depth_drop("c", values, same_domain=False, seed=8, resamples=RESAMPLES)
+    one = findings.depth_drop("c", values, same_domain=False, seed=7, resamples=RESAMPLES)
+    two = findings.depth_drop("c", values, same_domain=False, seed=7, resamples=RESAMPLES)
+    other = findings.depth_drop("c", values, same_domain=False, seed=8, resamples=RESAMPLES)
     assert one.interval == two.interval
     assert other.interval != one.interval
 
 
 def test_combine_is_held_only_when_every_part_is():
-    held, no, unsure = (F.Assessment("p", v) for v in (F.HELD, F.NOT_HELD, F.INCONCLUSIVE))
-    assert F.combine("c", [held, held]).verdict == F.HELD
-    assert F.combine("c", [held, unsure]).verdict == F.INCONCLUSIVE
-    assert F.combine("c", [held, unsure, no]).verdict == F.NOT_HELD
-    assert F.combine("c", [F.cannot("p", "why")]).verdict == F.CANNOT
+    held, no, unsure = (findings.Assessment("p", v) for v in (findings.HELD, findings.NOT_HELD, findings.INCONCLUSIVE))
+    assert findings.combine("c", [held, held]).verdict == findings.HELD
+    assert findings.combine("c", [held, unsure]).verdict == findings.INCONCLUSIVE
+    assert findings.combine("c", [held, unsure, no]).verdict == findings.NOT_HELD
+    assert findings.combine("c", [findings.cannot("p", "why")]).verdict == findings.CANNOT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,12 +215,12 @@ def test_profiles_built_to_hold_are_held(tmp_path):
         sts_run(make(tmp_path, "sts"), +1), compare_run(tmp_path / "compare", {"uniform": [10.0, 10.1, 9.9], "activation": [9.0, 9.1, 8.9]}),
     ]
     path, record = run_report(tmp_path, *dirs)
-    assert verdicts(record, "finding1") == [F.HELD, F.HELD]
-    assert verdicts(record, "finding2") == [F.HELD, F.HELD]
-    assert verdicts(record, "finding3") == [F.HELD]
-    assert verdicts(record, "validation3") == [F.HELD]
-    assert verdicts(record, "validation1") == [F.HELD, F.HELD]  # the paper's claim; the winner's lead (activation) beyond the spread
-    assert verdicts(record, "validation2") == [F.NOT_RUN]
+    assert verdicts(record, "finding1") == [findings.HELD, findings.HELD]
+    assert verdicts(record, "finding2") == [findings.HELD, findings.HELD]
+    assert verdicts(record, "finding3") == [findings.HELD]
+    assert verdicts(record, "validation3") == [findings.HELD]
+    assert verdicts(record, "validation1") == [findings.HELD, findings.HELD]  # the paper's claim; the winner's lead (activation) beyond the spread
+    assert verdicts(record, "validation2") == [findings.NOT_RUN]
     # the report's own numbers are the hand-computed ones
     boolq = next(p for p in record["sections"]["finding1"]["parts"] if p["detail"].get("dataset") == "boolq" and p["detail"]["threshold"].startswith("γ"))
     counts = FALLING["boolq"]
@@ -238,11 +238,11 @@ def test_profiles_built_not_to_hold_are_not_held(tmp_path):
         sts_run(make(tmp_path, "sts"), -1), compare_run(tmp_path / "compare", {"uniform": [9.0, 9.1, 8.9], "activation": [10.0, 10.1, 9.9]}),
     ]
     _, record = run_report(tmp_path, *dirs)
-    assert verdicts(record, "finding1") == [F.NOT_HELD, F.NOT_HELD]
-    assert verdicts(record, "finding2") == [F.NOT_HELD, F.NOT_HELD]
-    assert verdicts(record, "finding3") == [F.NOT_HELD]
-    assert verdicts(record, "validation3") == [F.NOT_HELD]
-    assert verdicts(record, "validation1") == [F.NOT_HELD, F.HELD]  # uniform wins, beyond the spread
+    assert verdicts(record, "finding1") == [findings.NOT_HELD, findings.NOT_HELD]
+    assert verdicts(record, "finding2") == [findings.NOT_HELD, findings.NOT_HELD]
+    assert verdicts(record, "finding3") == [findings.NOT_HELD]
+    assert verdicts(record, "validation3") == [findings.NOT_HELD]
+    assert verdicts(record, "validation1") == [findings.NOT_HELD, findings.HELD]  # uniform wins, beyond the spread
 
 
 def test_same_seed_gives_the_same_report_statistics(tmp_path):
@@ -257,9 +257,9 @@ def test_missing_runs_say_not_run_and_missing_fields_cannot_assess(tmp_path):
     path, record = run_report(tmp_path, llmdcos_run(make(tmp_path, "llmdcos"), {"a-a": noisy(FLAT, 5, 1), "a-b": noisy(DOWN, 5, 2), "b-b": noisy(FLAT, 5, 3)},
                                                     ["a", "b"], None))
     for section in ("finding1", "validation1", "validation2", "validation3", "allpairs", "zeroshot"):
-        assert verdicts(record, section) in ([F.NOT_RUN], []), section
+        assert verdicts(record, section) in ([findings.NOT_RUN], []), section
     (f3,) = record["sections"]["finding3"]["summary"]
-    assert f3["verdict"] == F.CANNOT and "matrix_layers" in f3["reason"]
+    assert f3["verdict"] == findings.CANNOT and "matrix_layers" in f3["reason"]
     text = path.read_text()
     sections = re.split(r"^## ", text, flags=re.M)[1:]
     assert all(len(s.strip().splitlines()) > 1 for s in sections), "no empty section"
@@ -276,10 +276,10 @@ def test_one_seed_is_inconclusive_and_calibration_sets_are_compared(tmp_path):
     assert labels == ["inconclusive (1 seed)"] * 4  # per run: the paper's claim and the winner's lead
     assert all(p["label"] == "inconclusive (1 seed)" for p in record["sections"]["validation1"]["parts"])
     v2 = record["sections"]["validation2"]
-    assert [a["verdict"] for a in v2["summary"]] == [F.HELD, F.HELD]  # uniform and activation, each: mmlu helps mmlu, siqa helps siqa
+    assert [a["verdict"] for a in v2["summary"]] == [findings.HELD, findings.HELD]  # uniform and activation, each: mmlu helps mmlu, siqa helps siqa
     diff = next(p for p in v2["parts"] if p["detail"]["task"] == "mmlu")
     assert diff["statistic"] == pytest.approx(0.07)
-    assert diff["interval"][0] == pytest.approx(0.07 - F.Z95 * math.sqrt(2) * 0.01)
+    assert diff["interval"][0] == pytest.approx(0.07 - findings.Z95 * math.sqrt(2) * 0.01)
 
 
 def test_sts_baselines_are_shown_when_present(tmp_path):
@@ -359,10 +359,10 @@ def test_bad_options_are_one_error_line(tmp_path, capsys):
 def test_corpora_vs_tasks_pools_counts_runs_and_is_not_run_without_a_corpus(tmp_path):
     tasks = counts_run(make(tmp_path, "counts"), {k: FALLING[k] for k in ("boolq", "mmlu")})
     _, record = run_report(tmp_path, tasks)
-    assert verdicts(record, "finding1") == [F.HELD, F.NOT_RUN]
+    assert verdicts(record, "finding1") == [findings.HELD, findings.NOT_RUN]
     corpora = counts_run(make(tmp_path, "counts_corpora"), {k: FALLING[k] for k in ("c4", "boolq")})  # boolq twice: kept apart, by run
     _, record = run_report(tmp_path, tasks, corpora)
-    assert verdicts(record, "finding1") == [F.HELD, F.HELD]
+    assert verdicts(record, "finding1") == [findings.HELD, findings.HELD]
     names = {p["detail"].get("dataset") for p in record["sections"]["finding1"]["parts"]}
     assert {"boolq [run 1]", "boolq [run 2]", "mmlu", "c4"} <= names
 
@@ -370,21 +370,21 @@ def test_corpora_vs_tasks_pools_counts_runs_and_is_not_run_without_a_corpus(tmp_
 def test_validate_runs_with_zero_shot_feed_validation_2_by_protocol(tmp_path):
     for calib, accs in (("mmlu", {"mmlu": 0.50, "siqa": 0.40}), ("siqa", {"mmlu": 0.40, "siqa": 0.50})):
         run = make(tmp_path, f"prune_{calib}")
-        io.write_json(run / "pruning.json", {"model": "fake-llama", "method": "activation", "target_sparsity": 0.5,
+        outputs.write_json(run / "pruning.json", {"model": "fake-llama", "method": "activation", "target_sparsity": 0.5,
                                              "calibration": {"dataset": calib, "seed": 0}})
-        io.write_json(run / "zeroshot.json", {"protocol": "paper", "tasks": list(accs), "results": {t: {"acc": a, "n": 256} for t, a in accs.items()}})
+        outputs.write_json(run / "zeroshot.json", {"protocol": "paper", "tasks": list(accs), "results": {t: {"acc": a, "n": 256} for t, a in accs.items()}})
     path, record = run_report(tmp_path, tmp_path / "runs" / "prune_mmlu" / "version_0", tmp_path / "runs" / "prune_siqa" / "version_0")
     (v2,) = record["sections"]["validation2"]["summary"]
-    assert v2["verdict"] == F.HELD and "paper" in v2["claim"]
+    assert v2["verdict"] == findings.HELD and "paper" in v2["claim"]
     se = math.sqrt(0.5 * 0.5 / 256) ** 2 + math.sqrt(0.4 * 0.6 / 256) ** 2
     part = record["sections"]["validation2"]["parts"][0]
-    assert part["interval"][0] == pytest.approx(0.1 - F.Z95 * math.sqrt(se))
+    assert part["interval"][0] == pytest.approx(0.1 - findings.Z95 * math.sqrt(se))
     assert "| paper |" in path.read_text()  # the zero-shot table names the protocol
 
 
 def test_allpairs_is_read_defensively_and_shown_without_a_verdict(tmp_path):
     run = make(tmp_path, "allpairs")
-    io.write_json(run / "allpairs.json", {"model": "fake-llama", "n_pairs": 10, "llmdcos_per_layer_spearman": [0.1, 0.4, None],
+    outputs.write_json(run / "allpairs.json", {"model": "fake-llama", "n_pairs": 10, "llmdcos_per_layer_spearman": [0.1, 0.4, None],
                                           "tfidf_spearman": 0.3, "something_else": {"x": 1}})
     (run / "allpairs_layers.png").write_bytes(b"\x89PNG fake")
     path, record = run_report(tmp_path, run)
@@ -404,10 +404,10 @@ def test_a_broken_run_file_is_one_error_line(tmp_path, capsys):
 
 def test_a_counts_run_without_datasets_cannot_be_assessed(tmp_path):
     run = make(tmp_path, "counts")
-    io.write_json(run / "counts.json", {"model": "fake-llama", "gamma": 2e-5, "n_layers": 12})
+    outputs.write_json(run / "counts.json", {"model": "fake-llama", "gamma": 2e-5, "n_layers": 12})
     path, record = run_report(tmp_path, run)
     (f1,) = record["sections"]["finding1"]["summary"]
-    assert f1["verdict"] == F.CANNOT and "lacks 'datasets'" in f1["reason"]
+    assert f1["verdict"] == findings.CANNOT and "lacks 'datasets'" in f1["reason"]
     assert "cannot assess" in path.read_text()
 
 
@@ -431,9 +431,9 @@ def test_finding3_with_three_datasets_compares_each_with_its_largest_other(tmp_p
     levels = {"a-a": 0.50, "a-b": 0.55, "a-c": 0.30, "b-b": 0.80, "b-c": 0.30, "c-c": 0.80}
     per_pair = {pair: noisy([v] * DEPTH, N_PAIRS, i, noise=0.004) for i, (pair, v) in enumerate(levels.items())}
     _, record = run_report(tmp_path, llmdcos_run(make(tmp_path, "llmdcos"), per_pair, ["a", "b", "c"], [6, 8]))
-    assert verdicts(record, "finding3") == [F.NOT_HELD]
+    assert verdicts(record, "finding3") == [findings.NOT_HELD]
     parts = {p["detail"]["dataset"]: p for p in record["sections"]["finding3"]["parts"]}
-    assert [parts[x]["verdict"] for x in "abc"] == [F.NOT_HELD, F.HELD, F.HELD]
+    assert [parts[x]["verdict"] for x in "abc"] == [findings.NOT_HELD, findings.HELD, findings.HELD]
     assert parts["a"]["detail"]["best_other"] == "b"
     deep = {pair: [sum(r[6:9]) / 3 for r in rows] for pair, rows in per_pair.items()}
     mean = {pair: sum(v) / len(v) for pair, v in deep.items()}
@@ -444,14 +444,14 @@ def test_finding3_with_three_datasets_compares_each_with_its_largest_other(tmp_p
 def pruned_run(tmp_path: Path, calibration: str, seed: int, accs: dict[str, float]) -> Path:
     """A `validate` run: pruning.json and an lm-eval zeroshot.json with acc_stderr 0.01 per task."""
     run = make(tmp_path, f"prune_{calibration}_{seed}")
-    io.write_json(run / "pruning.json", {"model": "fake-llama", "method": "activation", "target_sparsity": 0.5,
+    outputs.write_json(run / "pruning.json", {"model": "fake-llama", "method": "activation", "target_sparsity": 0.5,
                                          "calibration": {"dataset": calibration, "seed": seed}})
-    io.write_json(run / "zeroshot.json", {"protocol": "lm-evaluation-harness", "tasks": list(accs),
+    outputs.write_json(run / "zeroshot.json", {"protocol": "lm-evaluation-harness", "tasks": list(accs),
                                           "results": {t: {"acc": a, "acc_stderr": 0.01} for t, a in accs.items()}})
     return run
 
 
-@pytest.mark.parametrize("shift, verdict", [(+0.0405, F.HELD), (-0.0380, F.INCONCLUSIVE), (-0.0405, F.NOT_HELD)])
+@pytest.mark.parametrize("shift, verdict", [(+0.0405, findings.HELD), (-0.0380, findings.INCONCLUSIVE), (-0.0405, findings.NOT_HELD)])
 def test_validation2_two_seeds_each_decide_at_the_interval_edge(tmp_path, shift, verdict):
     """Validation 2 with 2 seeds per calibration set: mmlu calibrated on mmlu minus on siqa = shift; its interval's edge decides.
 
@@ -466,7 +466,7 @@ def test_validation2_two_seeds_each_decide_at_the_interval_edge(tmp_path, shift,
     half = 1.959963984540054 * math.sqrt(2 * (0.01**2 + np.var([0.40, 0.42], ddof=1) / 2))
     assert part["statistic"] == pytest.approx(shift) and part["interval"] == pytest.approx([shift - half, shift + half])
     assert part["verdict"] == verdict
-    assert [p["verdict"] for p in v2["parts"] if p["detail"]["task"] == "siqa"] == [F.HELD]  # +0.1
+    assert [p["verdict"] for p in v2["parts"] if p["detail"]["task"] == "siqa"] == [findings.HELD]  # +0.1
     assert [a["verdict"] for a in v2["summary"]] == [verdict]
 
 
@@ -486,8 +486,8 @@ def frontier_run(path: Path, points: dict[tuple[str, str], list[float]], with_me
         rows += [[method, metric, 0.5, seed, ppl, "ppl/x", 0.5, "{}", 1.0] for seed, ppl in enumerate(values)]
     if not with_metric:
         rows = [r[:1] + r[2:] for r in rows]
-    io.write_csv(path / "results.csv", header, rows)
-    io.write_json(path / "comparison.json", {"fixed": {"model": "fake-llama", "evaluation": "ppl/x", "calibration": {"dataset": "c4"}}})
+    outputs.write_csv(path / "results.csv", header, rows)
+    outputs.write_json(path / "comparison.json", {"fixed": {"model": "fake-llama", "evaluation": "ppl/x", "calibration": {"dataset": "c4"}}})
     return path
 
 
@@ -503,7 +503,7 @@ def test_the_winning_allocation_and_metric_per_sparsity_and_its_lead_over_the_sp
     v1 = record["sections"]["validation1"]
     winner = next(p for p in v1["parts"] if "winner" in p["detail"])
     assert (winner["detail"]["winner"], winner["detail"]["runner_up"]) == ("owl + taylor", "activation + wanda")
-    assert winner["statistic"] == pytest.approx(0.5) and winner["detail"]["spread"] == pytest.approx(0.2) and winner["verdict"] == F.HELD
+    assert winner["statistic"] == pytest.approx(0.5) and winner["detail"]["spread"] == pytest.approx(0.2) and winner["verdict"] == findings.HELD
     paper = next(p for p in v1["parts"] if p["detail"].get("method") == "activation")
     assert paper["detail"]["metric"] == "wanda" and paper["statistic"] == pytest.approx(-0.5)  # against uniform + wanda, not + taylor
     assert "| 50% | owl + taylor | 9 ± 0.1 | activation + wanda | 0.5 | 0.2 | held |" in path.read_text()
@@ -519,7 +519,7 @@ def test_a_lead_within_the_seed_spread_is_inconclusive(tmp_path):
 def test_results_of_before_the_metric_column_read_as_wanda(tmp_path):
     points = {("uniform", "wanda"): [10.0, 10.1], ("activation", "wanda"): [9.0, 9.1]}
     _, record = run_report(tmp_path, frontier_run(tmp_path / "cmp", points, with_metric=False))
-    assert verdicts(record, "validation1") == [F.HELD, F.HELD]
+    assert verdicts(record, "validation1") == [findings.HELD, findings.HELD]
 
 
 def test_the_paper_s_claim_is_decided_by_its_metric_wanda_even_when_another_metric_comes_first(tmp_path):
@@ -532,9 +532,9 @@ def test_the_paper_s_claim_is_decided_by_its_metric_wanda_even_when_another_metr
     _, record = run_report(tmp_path, frontier_run(tmp_path / "cmp", points))
     v1 = record["sections"]["validation1"]
     claim = next(a for a in v1["summary"] if a["claim"].startswith("Validation 1"))
-    assert "metric wanda" in claim["claim"] and claim["verdict"] == F.HELD
+    assert "metric wanda" in claim["claim"] and claim["verdict"] == findings.HELD
     taylor = next(p for p in v1["parts"] if p["detail"].get("method") == "activation" and p["detail"]["metric"] == "taylor")
-    assert taylor["verdict"] == F.NOT_HELD  # a part of the table, not of the claim
+    assert taylor["verdict"] == findings.NOT_HELD  # a part of the table, not of the claim
 
 
 def test_validation2_compares_only_runs_of_the_same_sparsity(tmp_path):
@@ -553,8 +553,8 @@ def test_validation2_compares_only_runs_of_the_same_sparsity(tmp_path):
     _, report = run_report(tmp_path, *dirs)
     claims = {a["claim"]: a["verdict"] for a in report["sections"]["validation2"]["summary"]}
     assert len(claims) == 2
-    assert next(v for c, v in claims.items() if "activation 0.5" in c) == F.HELD
-    assert next(v for c, v in claims.items() if "activation 0.6" in c) == F.NOT_HELD
+    assert next(v for c, v in claims.items() if "activation 0.5" in c) == findings.HELD
+    assert next(v for c, v in claims.items() if "activation 0.6" in c) == findings.NOT_HELD
 
 
 def test_dataset_kinds_come_from_the_registry_and_unknown_names_are_other():

@@ -8,8 +8,8 @@ from naive import naive_scores
 
 from lit_activation.engine import EngineSettings, stream_taylor_scores, taylor_scores
 from lit_activation.engine.targets import last_positions
-from lit_activation.models import linear_modules
-from lit_activation.tiny import ARCHITECTURES, tiny_model
+from lit_activation.models.layers import linear_modules
+from lit_activation.models.tiny import ARCHITECTURES, tiny_model
 
 # Batched against naive per-sample scores: fp32 noise, measured up to 3.8e-6 × the module's largest
 # score (3-layer Llama, left padding, eager attention). 1e-5 × max keeps a margin on other CPUs and

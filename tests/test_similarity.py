@@ -18,12 +18,7 @@ from test_counts import HostExits
 from tolerant import assert_distinct
 from torch import nn
 
-from lit_activation.callbacks.llmdcos import LLMDcos
-from lit_activation.callbacks.sts import STSCorrelation
-from lit_activation.data.datamodule import ActivationDataModule
-from lit_activation.models import decoder_layers, layer_index, linear_modules
-from lit_activation.module import ActivationModule
-from lit_activation.similarity import (
+from lit_activation.analyses.similarity import (
     cosine_from_gram,
     deep_layers,
     layer_span,
@@ -31,8 +26,13 @@ from lit_activation.similarity import (
     pair_rows,
     similarity_matrix,
 )
-from lit_activation.sts import duplicate_items, spearman, tied_values
-from lit_activation.tiny import tiny_model
+from lit_activation.analyses.sts import duplicate_items, spearman, tied_values
+from lit_activation.callbacks.llmdcos import LLMDcos
+from lit_activation.callbacks.sts import STSCorrelation
+from lit_activation.data.datamodule import ActivationDataModule
+from lit_activation.models.layers import decoder_layers, layer_index, linear_modules
+from lit_activation.models.tiny import tiny_model
+from lit_activation.module import ActivationModule
 
 
 def naive_layer_cos(model, ids_a: torch.Tensor, ids_b: torch.Tensor) -> np.ndarray:

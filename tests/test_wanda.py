@@ -8,10 +8,10 @@ import pytest
 import torch
 from naive import naive_scores
 
-from lit_activation.models import decoder_layers, linear_modules, weight_out_in
+from lit_activation.models.layers import decoder_layers, linear_modules, weight_out_in
+from lit_activation.models.tiny import tiny_model
 from lit_activation.pruning.metrics import GBLM, Magnitude, Taylor
 from lit_activation.pruning.wanda import prune_wanda, wanda_mask
-from lit_activation.tiny import tiny_model
 
 
 def pruned_columns(mask: torch.Tensor) -> list[list[int]]:

@@ -12,12 +12,12 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lit_activation.analyses.zeroshot import local_task, zero_shot
 from lit_activation.callbacks.pruning import Calibration, WandaPruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.data.perplexity import PerplexityDataModule
+from lit_activation.models.tiny import tiny_model, tiny_tokenizer
 from lit_activation.module import ActivationModule
-from lit_activation.tiny import tiny_model, tiny_tokenizer
-from lit_activation.zeroshot import local_task, zero_shot
 
 
 def loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
@@ -131,7 +131,7 @@ HAND_LABELS = {"boolq": ["no", "yes"], "piqa": ["0", "1"], "siqa": ["A", "B", "C
 
 @pytest.mark.parametrize(("arch", "task"), [("llama", t) for t in PAPER_TASKS] + [("gpt2", "boolq")])
 def test_paper_accuracy_equals_hand_computed_one_record_at_a_time(bench_files, arch, task):
-    from lit_activation.zeroshot import label_logits, label_token_ids, paper_items, paper_zero_shot
+    from lit_activation.analyses.zeroshot import label_logits, label_token_ids, paper_items, paper_zero_shot
 
     model, tok = tiny_model(arch), tiny_tokenizer()
     records = rows(bench_files, task)
@@ -159,8 +159,8 @@ def test_paper_accuracy_equals_hand_computed_one_record_at_a_time(bench_files, a
 
 
 def test_paper_prompts_exactly():
+    from lit_activation.analyses.zeroshot import paper_prompt
     from lit_activation.data import prompts
-    from lit_activation.zeroshot import paper_prompt
 
     boolq = {"passage": "Cats sleep a lot.", "question": "do cats sleep", "answer": True}
     piqa = {"goal": "Open a jar.", "sol1": "Twist the lid.", "sol2": "Kick the jar.", "label": 0}
@@ -180,7 +180,7 @@ def test_paper_prompts_exactly():
 
 
 def test_mmlu_demonstrations_precede_the_question_in_order_with_answers():
-    from lit_activation.zeroshot import paper_prompt
+    from lit_activation.analyses.zeroshot import paper_prompt
 
     demos = [{"question": f"Q{i}?", "subject": "", "choices": [f"a{i}", f"b{i}", f"c{i}", f"d{i}"], "answer": i % 4} for i in range(5)]
     record = {"question": "Last?", "subject": "world_history", "choices": ["w", "x", "y", "z"], "answer": 2}
@@ -191,14 +191,14 @@ def test_mmlu_demonstrations_precede_the_question_in_order_with_answers():
 
 
 def test_mmlu_without_demonstrations_is_one_clear_error(bench_files):
-    from lit_activation.zeroshot import paper_zero_shot
+    from lit_activation.analyses.zeroshot import paper_zero_shot
 
     with pytest.raises(ValueError, match=r"^Task 'mmlu' in the paper protocol needs its 5 fixed demonstrations[^\n]*$"):
         paper_zero_shot(tiny_model("llama"), tiny_tokenizer(), "mmlu", rows(bench_files, "mmlu"), n=2)
 
 
 def test_missing_field_names_field_and_task(bench_files):
-    from lit_activation.zeroshot import paper_items
+    from lit_activation.analyses.zeroshot import paper_items
 
     records = [{k: v for k, v in r.items() if k != "sol2"} for r in rows(bench_files, "piqa")]
     with pytest.raises(ValueError, match=r"^Task 'piqa': record \d+ lacks field 'sol2'[^\n]*$"):
@@ -209,7 +209,7 @@ def test_missing_field_names_field_and_task(bench_files):
 
 
 def test_label_token_is_the_last_id_of_the_tokenized_label():
-    from lit_activation.zeroshot import PAPER_LABELS, label_token_ids
+    from lit_activation.analyses.zeroshot import PAPER_LABELS, label_token_ids
 
     tok = tiny_tokenizer()
     assert tok("yes")["input_ids"] == tok.convert_tokens_to_ids(["y", "e", "s"])  # precondition: several ids per label
@@ -222,7 +222,7 @@ def test_label_token_is_the_last_id_of_the_tokenized_label():
 @pytest.mark.parametrize("task", PAPER_TASKS)
 def test_every_task_is_sampled_with_the_seed(bench_files, task):
     """BoolQ included: the paper's code took BoolQ's first 256 items whatever the seed."""
-    from lit_activation.zeroshot import paper_items, paper_prompt
+    from lit_activation.analyses.zeroshot import paper_items, paper_prompt
 
     records = rows(bench_files, task)
     demos = records[:5] if task == "mmlu" else None
@@ -255,7 +255,7 @@ def test_paper_callback_options_are_checked_and_kept(tmp_path):
 
 
 def test_paper_callback_records_the_protocol(tmp_path, bench_files, capsys):
-    from lit_activation.zeroshot import paper_zero_shot
+    from lit_activation.analyses.zeroshot import paper_zero_shot
 
     module = ActivationModule(model="tiny-llama")
     dm = PerplexityDataModule("wikitext2", seqlen=32, max_chunks=1, data_files=bench_files["wikitext2"])

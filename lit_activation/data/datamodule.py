@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from lit_activation.data.embedded import RATED_SETS
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import RatedPairs, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
-from lit_activation.models import EMBEDDED_DEFAULT, load_tokenizer
+from lit_activation.models.loading import EMBEDDED_DEFAULT, load_tokenizer
 
 Mode = Literal["single", "pairs", "sts", "set"]
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from lit_activation.data.datamodule import tokenizer_name
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import evaluation_stream
-from lit_activation.models import load_tokenizer
+from lit_activation.models.loading import load_tokenizer
 
 
 def chunk_stream(stream: torch.Tensor, seqlen: int, max_chunks: int | None = None) -> torch.Tensor:

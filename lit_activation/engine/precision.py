@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
+from lit_activation.distributed.sharding import is_sharded
 from lit_activation.engine.products import IEEEProducts
-from lit_activation.sharding import is_sharded
 
 
 def _linear_forward(module: nn.Module, products: IEEEProducts, tile_bytes: int, x: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from lit_activation.engine.products import IEEEProducts, pinned_matmul_precision
 from lit_activation.engine.settings import EngineSettings, RowRanges
 from lit_activation.engine.targets import chunked_mean_nll, head_input, last_token_target, softcap_of
 from lit_activation.engine.tiling import budget_bytes, row_tiles, tile_rows
-from lit_activation.models import decoder_layers, linear_modules
+from lit_activation.models.layers import decoder_layers, linear_modules
 
 
 class ScoreTile:

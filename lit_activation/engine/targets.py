@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lit_activation.engine.tiling import row_tiles, tile_rows
+from lit_activation.models.layers import text_config
 
 TARGETS = ("max_logit", "log_prob", "loss")
 
@@ -48,8 +49,7 @@ def last_token_target(last_logits: Tensor, target: str) -> Tensor:
 
 def softcap_of(model: nn.Module) -> float | None:
     """The config's final-logit soft cap (Gemma 2), applied to the logits as the model would."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return getattr(config, "final_logit_softcapping", None)
+    return getattr(text_config(model.config), "final_logit_softcapping", None)
 
 
 def chunked_token_nll(

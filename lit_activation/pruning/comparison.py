@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lit_activation import io, plots
+from lit_activation import outputs, plots
 from lit_activation.pruning.allocations import Allocation
 from lit_activation.pruning.metrics import PruningMetric
 
@@ -71,17 +71,17 @@ def check_output_dir(out: Path) -> None:
     directory, nor a results.csv of other columns (refused now, not after the first run)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output_dir {out} is a file; give a directory: a new one, or a comparison's to resume it")
-    io.check_can_create(out, "output_dir")
+    outputs.check_can_create(out, "output_dir")
     if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in (RESULTS, "comparison.json")):
         raise FileExistsError(f"output_dir {out} holds other files and no comparison ({RESULTS}, comparison.json); choose a new output_dir")
-    header, _ = io.read_csv(out / RESULTS)
+    header, _ = outputs.read_csv(out / RESULTS)
     if header and header != HEADER:
         raise ValueError(f"{out / RESULTS} has columns {header}; this version writes {HEADER}. Choose a new output_dir")
 
 
 def recorded(out: Path) -> set[tuple[str, str, str, str]]:
     """Keys of the runs already in results.csv."""
-    _, rows = io.read_csv(out / RESULTS)
+    _, rows = outputs.read_csv(out / RESULTS)
     return {(r["method"], r["pruning_metric"], f"{float(r['sparsity']):g}", r["seed"]) for r in rows}
 
 
@@ -106,7 +106,7 @@ def pin_configuration(out: Path, fixed: dict, methods: dict[str, dict]) -> dict:
             "or choose a new output_dir"
         )
     record["allocations"].update(methods)
-    io.write_json(path, record, overwrite=True)
+    outputs.write_json(path, record, overwrite=True)
     return record
 
 
@@ -167,13 +167,13 @@ def summary_mean(summary: Sequence[dict], method: str) -> str:
 
 def write_summary(out: Path, model: str) -> None:
     """summary.csv / summary.md / compare.png from everything in results.csv (rebuilt after each run)."""
-    _, rows = io.read_csv(out / RESULTS)
+    _, rows = outputs.read_csv(out / RESULTS)
     if not rows:
         return
     metric = rows[0]["metric"]
     summary = summarize(rows)
-    io.write_csv(out / "summary.csv", ["method", "sparsity", "mean", "std", "runs", "metric"], ([*r.values(), metric] for r in summary), overwrite=True)
-    io.write_text(out / "summary.md", markdown_table(summary, metric), overwrite=True)
+    outputs.write_csv(out / "summary.csv", ["method", "sparsity", "mean", "std", "runs", "metric"], ([*r.values(), metric] for r in summary), overwrite=True)
+    outputs.write_text(out / "summary.md", markdown_table(summary, metric), overwrite=True)
     sparsities = sorted({r["sparsity"] for r in summary if r["method"] != "dense"})
     methods = [m for m in dict.fromkeys(r["method"] for r in summary) if m != "dense"]
     if not sparsities:
@@ -184,5 +184,5 @@ def write_summary(out: Path, model: str) -> None:
         series["dense"] = dense * len(sparsities)
     fig = plots.line_figure(sparsities, series, "sparsity", f"perplexity ({metric})", f"{model}: layer-wise allocations + metrics")
     fig.axes[0].set_yscale("log")
-    io.save_figure(out / "compare.png", fig, overwrite=True)
+    outputs.save_figure(out / "compare.png", fig, overwrite=True)
     plots.close(fig)

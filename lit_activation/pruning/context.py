@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lit_activation.counts import LOCAL, Shards
+from lit_activation.distributed.shards import LOCAL, Shards
 
 
 @dataclass

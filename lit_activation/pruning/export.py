@@ -7,14 +7,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lit_activation import io
-from lit_activation.sharding import is_sharded
+from lit_activation import outputs
+from lit_activation.distributed.sharding import is_sharded
 
 
 def _unsharded(model: Any, state: dict[str, Any]) -> Any:
     """A plain copy of the model's architecture around the gathered weights themselves: built on the
     meta device and given the tensors (assign=True), so rank 0 never holds a second, random copy."""
-    from lit_activation.shard_load import meta_model
+    from lit_activation.distributed.sharded_loading import meta_model
 
     plain = meta_model(model.config, next(iter(state.values())).dtype)
     plain.load_state_dict(state, strict=False, assign=True)  # a tied head is named once in `state`
@@ -48,14 +48,14 @@ def save_pruned(model: Any, tokenizer: Any, path: str | Path, record: dict, stat
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists; a saved model is never overwritten. Choose another save_dir.")
-    tmp = io.staging_dir(path)
+    tmp = outputs.staging_dir(path)
     try:
         if state is not None:
             _unsharded(model, state).save_pretrained(tmp, safe_serialization=True)
         else:
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        io.write_json(tmp / "pruning.json", record)
+        outputs.write_json(tmp / "pruning.json", record)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

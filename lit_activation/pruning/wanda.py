@@ -19,12 +19,12 @@ import torch
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
-from lit_activation.counts import LOCAL, Shards
-from lit_activation.models import block_linears, decoder_layers, weight_out_in
+from lit_activation.distributed.sharding import is_sharded, local, row_offset
+from lit_activation.distributed.shards import LOCAL, Shards
+from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.metrics import PruningMetric, Wanda
 from lit_activation.pruning.sparsity import check_nm
-from lit_activation.sharding import is_sharded, local, row_offset
 
 
 def prune_mask(score: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:

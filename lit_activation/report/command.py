@@ -7,8 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lit_activation import findings as F
-from lit_activation import io
+from lit_activation import outputs
+from lit_activation.report import findings
 from lit_activation.report.finding1 import finding1
 from lit_activation.report.llmdcos import finding2, finding3
 from lit_activation.report.markdown import Section, fmt, fmt_ci, table, tally
@@ -39,7 +39,7 @@ def _link(target: Path, start: Path) -> str:
 def render(sections: Sequence[Section], runs: Sequence[Run], out: Path, seed: int, resamples: int) -> str:
     """The whole report.md."""
     lines = ["# Findings report", "", (
-        f"Statistics and verdicts as defined in {DEFINITIONS} (and `lit_activation/findings.py`). Intervals: 95 % percentile bootstrap, "
+        f"Statistics and verdicts as defined in {DEFINITIONS} (and `lit_activation/report/findings.py`). Intervals: 95 % percentile bootstrap, "
         f"{resamples} resamples, seed {seed}. Layers are 0-indexed (layer 0 = the paper's layer 1). Verdicts: held / not held / inconclusive; "
         "\"not run\" when no input speaks to a claim, \"cannot assess\" when an input lacks what the claim needs."
     ), "", "## Inputs", ""]
@@ -74,7 +74,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dirs (runs/NAME/version_N), logger dirs (runs/NAME: newest run) or compare dirs")
     parser.add_argument("--output", default="runs/report", help="parent directory; the report goes to OUTPUT/version_N (never overwritten)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap generator")
-    parser.add_argument("--resamples", type=int, default=F.RESAMPLES, help="bootstrap resamples per interval (>= 100)")
+    parser.add_argument("--resamples", type=int, default=findings.RESAMPLES, help="bootstrap resamples per interval (>= 100)")
     args = parser.parse_args(list(argv))
     if args.resamples < 100:
         raise ValueError(f"--resamples must be >= 100 for a 95 % interval, got {args.resamples}")
@@ -85,12 +85,12 @@ def main(argv: Sequence[str]) -> Path:
     """Read the run dirs, write OUTPUT/version_N/report.md and report.json; print the report's path last."""
     args = parse_args(argv)
     runs = [load_run(i, Path(p)) for i, p in enumerate(args.run_dirs, 1)]  # every input checked before any work
-    io.check_can_create(Path(args.output), "--output")
+    outputs.check_can_create(Path(args.output), "--output")
     sections = build(runs, args.seed, args.resamples)
     out = next_version(Path(args.output))
-    report = io.write_text(out / "report.md", render(sections, runs, out, args.seed, args.resamples))
-    io.write_json(out / "report.json", {
-        "settings": {"seed": args.seed, "resamples": args.resamples, "confidence": F.CONFIDENCE, "definitions": DEFINITIONS},
+    report = outputs.write_text(out / "report.md", render(sections, runs, out, args.seed, args.resamples))
+    outputs.write_json(out / "report.json", {
+        "settings": {"seed": args.seed, "resamples": args.resamples, "confidence": findings.CONFIDENCE, "definitions": DEFINITIONS},
         "inputs": [{"run": r.name, "path": str(r.path), "holds": sorted(r.data), "figures": [str(f) for f in r.figures()]} for r in runs],
         "summary": [a.as_dict() for s in sections for a in s.summary],
         "sections": {s.key: {"title": s.title, "summary": [a.as_dict() for a in s.summary], "parts": [a.as_dict() for a in s.parts]} for s in sections},

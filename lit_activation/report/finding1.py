@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from lit_activation import findings as F
+from lit_activation.report import findings
 from lit_activation.report.markdown import Section, fmt, fmt_ci, not_run_section, rests_on, table, verdicts
 from lit_activation.report.runs import Missing, Run, dataset_kind, need
 
@@ -35,7 +35,7 @@ def _count_profiles(run: Run, clash: set[str]) -> tuple[str, dict[str, dict], di
     return str(res.get("model", "?")), info, dict(profiles), notes
 
 
-def _finding1_model(model: str, group: dict, seed: int, resamples: int) -> tuple[list[str], list[F.Assessment], list[F.Assessment]]:
+def _finding1_model(model: str, group: dict, seed: int, resamples: int) -> tuple[list[str], list[findings.Assessment], list[findings.Assessment]]:
     """(Markdown, summary rows, parts) of Finding 1 for the pooled counts runs of one model."""
     info = group["info"]
     lines = [f"### {model}", "", rests_on(
@@ -48,7 +48,7 @@ def _finding1_model(model: str, group: dict, seed: int, resamples: int) -> tuple
     rows, shallow_parts, corpus_parts = [], [], []
     for label, per in group["profiles"].items():
         for name, counts in per.items():
-            a = F.count_profile(f"Finding 1, {model}, {name}, {label}", counts, seed=seed, resamples=resamples)
+            a = findings.count_profile(f"Finding 1, {model}, {name}, {label}", counts, seed=seed, resamples=resamples)
             a.detail.update(dataset=name, threshold=label, threshold_value=info[name]["thresholds"].get(label))
             shallow_parts.append(a)
             d = a.detail
@@ -59,7 +59,7 @@ def _finding1_model(model: str, group: dict, seed: int, resamples: int) -> tuple
             ])
         corpora = {n: c for n, c in per.items() if info[n]["kind"] == "corpus"}
         tasks = {n: c for n, c in per.items() if info[n]["kind"] == "task"}
-        b = F.corpora_deep(f"Finding 1b, {model}, {label}", corpora, tasks, seed=seed, resamples=resamples)
+        b = findings.corpora_deep(f"Finding 1b, {model}, {label}", corpora, tasks, seed=seed, resamples=resamples)
         b.detail["threshold"] = label
         corpus_parts.append(b)
     lines += table(
@@ -78,8 +78,8 @@ def _finding1_model(model: str, group: dict, seed: int, resamples: int) -> tuple
     kinds = {i["kind"] for i in info.values()}
     claim_b = f"Finding 1b ({model}): corpora higher than task sets in the deep half, every threshold"
     summary = [
-        F.combine(f"Finding 1 ({model}): counts concentrate in shallow layers, every dataset and threshold", shallow_parts),
-        F.combine(claim_b, corpus_parts) if {"corpus", "task"} <= kinds else F.not_run(
+        findings.combine(f"Finding 1 ({model}): counts concentrate in shallow layers, every dataset and threshold", shallow_parts),
+        findings.combine(claim_b, corpus_parts) if {"corpus", "task"} <= kinds else findings.not_run(
             claim_b, "no counts run on a general corpus (configs/counts_corpora.yaml)" if "corpus" not in kinds
             else "no counts run on task sets (configs/counts.yaml)"
         ),
@@ -118,7 +118,7 @@ def finding1(runs: Sequence[Run], seed: int, resamples: int) -> Section:
         summary += model_summary
         parts += model_parts
     if not models:
-        summary.append(F.cannot("Finding 1", "; ".join(notes)))
+        summary.append(findings.cannot("Finding 1", "; ".join(notes)))
     lines += [f"Note: {n}." for n in notes] + ([""] if notes else [])
     head = [f"**Verdict: {summary[0].label}.**", ""] if len(summary) == 1 else verdicts(summary)
     return Section(key, title, summary, head + lines, parts, [f for r in counts_runs for f in r.figures() if f.name == "counts.png"])

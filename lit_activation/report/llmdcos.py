@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from lit_activation import findings as F
+from lit_activation.report import findings
 from lit_activation.report.markdown import Section, fmt, fmt_ci, not_run_section, rests_on, table, verdicts
 from lit_activation.report.runs import Missing, Run, need
 
@@ -35,9 +35,9 @@ def finding2(runs: Sequence[Run], seed: int, resamples: int) -> Section:
         try:
             res, names, n_layers = _llmdcos_input(run)
         except Missing as err:
-            summary.append(F.cannot(f"Finding 2 ({run.name})", str(err)))
+            summary.append(findings.cannot(f"Finding 2 ({run.name})", str(err)))
             continue
-        first, last = F.thirds(n_layers)
+        first, last = findings.thirds(n_layers)
         model = res.get("model", "?")
         cross, same, rows = [], [], []
         for i, x in enumerate(names):
@@ -45,9 +45,9 @@ def finding2(runs: Sequence[Run], seed: int, resamples: int) -> Section:
                 values = _pair_values(res, x, y)
                 claim = f"Finding 2, {model}, {x}-{y}"
                 if values is None:
-                    a = F.cannot(claim, f"llmdcos.json has no pair {x}-{y}")
+                    a = findings.cannot(claim, f"llmdcos.json has no pair {x}-{y}")
                 else:
-                    a = F.depth_drop(claim, values, same_domain=x == y, seed=seed, resamples=resamples)
+                    a = findings.depth_drop(claim, values, same_domain=x == y, seed=seed, resamples=resamples)
                 a.detail["pair"] = f"{x}-{y}"
                 (same if x == y else cross).append(a)
                 rows.append([f"{x}-{y}", "same" if x == y else "cross", fmt(a.detail.get("n_pairs")), fmt(a.detail.get("first_mean")),
@@ -55,13 +55,15 @@ def finding2(runs: Sequence[Run], seed: int, resamples: int) -> Section:
         lines += [f"### {model} ({run.name})", "", rests_on(
             f"model {model}; datasets {', '.join(names)}; {res.get('n_pairs', '?')} sample pairs per dataset pair; {n_layers} layers, "
             f"first third {first[0] if first else '–'}–{first[-1] if first else '–'}, last third {last[0] if last else '–'}–{last[-1] if last else '–'}; "
-            f"{run.path}. Intervals resample sample pairs; same-domain margin {F.SAME_DOMAIN_MARGIN}."
+            f"{run.path}. Intervals resample sample pairs; same-domain margin {findings.SAME_DOMAIN_MARGIN}."
         ), ""]
         lines += table(["pair", "domain", "pairs", "first-third mean", "last-third mean", "first − last", "95 % interval", "verdict"], rows)
         summary += [
-            F.combine(f"Finding 2 ({model}, {run.name}): cross-domain LLMDcos falls with depth, every pair", cross)
-            if cross else F.cannot(f"Finding 2 ({model}, {run.name}): cross-domain", "one dataset only: no cross-domain pair"),
-            F.combine(f"Finding 2 ({model}, {run.name}): same-domain LLMDcos flat or rising (falls ≤ {F.SAME_DOMAIN_MARGIN}), every dataset", same),
+            findings.combine(f"Finding 2 ({model}, {run.name}): cross-domain LLMDcos falls with depth, every pair", cross)
+            if cross else findings.cannot(f"Finding 2 ({model}, {run.name}): cross-domain", "one dataset only: no cross-domain pair"),
+            findings.combine(
+                f"Finding 2 ({model}, {run.name}): same-domain LLMDcos flat or rising (falls ≤ {findings.SAME_DOMAIN_MARGIN}), every dataset", same
+            ),
         ]
         parts += cross + same
     head = verdicts(summary)
@@ -88,21 +90,21 @@ def finding3(runs: Sequence[Run], seed: int, resamples: int) -> Section:
             res, names, n_layers = _llmdcos_input(run)
             first, last = need(res, "matrix_layers", f"llmdcos.json in {run.path}")
         except Missing as err:
-            summary.append(F.cannot(f"Finding 3 ({run.name})", str(err)))
+            summary.append(findings.cannot(f"Finding 3 ({run.name})", str(err)))
             continue
         model = res.get("model", "?")
         layers = list(range(int(first), int(last) + 1))
 
         margins, rows = [], []
-        stored = F.diagonal_is_row_max(res["matrix"]) if res.get("matrix") else [None] * len(names)
+        stored = findings.diagonal_is_row_max(res["matrix"]) if res.get("matrix") else [None] * len(names)
         for i, x in enumerate(names):
             own = _pair_values(res, x, x)
             others = {y: _pair_values(res, x, y) for y in names if y != x}
             claim = f"Finding 3, {model}, {x}"
             if own is None or any(v is None for v in others.values()):
-                a = F.cannot(claim, f"llmdcos.json lacks a pair of {x}")
+                a = findings.cannot(claim, f"llmdcos.json lacks a pair of {x}")
             else:
-                a = F.self_margin(claim, deep_mean(own, layers), {y: deep_mean(v, layers) for y, v in others.items()}, seed=seed, resamples=resamples)
+                a = findings.self_margin(claim, deep_mean(own, layers), {y: deep_mean(v, layers) for y, v in others.items()}, seed=seed, resamples=resamples)
             a.detail.update(dataset=x, stored_diagonal_is_row_max=stored[i] if i < len(stored) else None)
             margins.append(a)
             rows.append([x, fmt(a.detail.get("self")), a.detail.get("best_other", "–"), fmt(a.detail.get("best_other_value")), fmt(a.statistic),
@@ -113,7 +115,7 @@ def finding3(runs: Sequence[Run], seed: int, resamples: int) -> Section:
         ), ""]
         lines += table(["dataset", "self", "best other", "its value", "margin", "95 % interval", "diagonal is row max (stored matrix)", "verdict"], rows)
         claim = f"Finding 3 ({model}, {run.name}): every dataset most similar to itself"
-        summary.append(F.combine(claim, margins) if len(names) > 1 else F.cannot(claim, "needs at least two datasets"))
+        summary.append(findings.combine(claim, margins) if len(names) > 1 else findings.cannot(claim, "needs at least two datasets"))
         parts += margins
     head = verdicts(summary)
     return Section(key, title, summary, head + lines, parts, [f for r in llm_runs for f in r.figures() if f.name == "similarity_matrix.png"])

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lit_activation import findings as F
+from lit_activation.report import findings
 
 
 @dataclass
@@ -17,9 +17,9 @@ class Section:
 
     key: str
     title: str
-    summary: list[F.Assessment]
+    summary: list[findings.Assessment]
     lines: list[str]
-    parts: list[F.Assessment] = field(default_factory=list)
+    parts: list[findings.Assessment] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
 
 
@@ -34,7 +34,7 @@ def fmt(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def fmt_ci(a: F.Assessment) -> str:
+def fmt_ci(a: findings.Assessment) -> str:
     return f"[{fmt(a.interval[0])}, {fmt(a.interval[1])}]" if a.interval else "–"
 
 
@@ -47,11 +47,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 def not_run_section(key: str, title: str, why: str, descriptive: bool = False) -> Section:
     """A section no input speaks to: says so (never empty); descriptive sections stay out of the summary."""
-    a = F.not_run(title, why)
+    a = findings.not_run(title, why)
     return Section(key, title, [] if descriptive else [a], [f"**Not run:** {why}.", ""], [a])
 
 
-def tally(a: F.Assessment) -> str:
+def tally(a: findings.Assessment) -> str:
     """'3/3 held' for a combined claim, '' for a single one."""
     d = a.detail
     if "parts" not in d:
@@ -64,6 +64,6 @@ def rests_on(text: str) -> str:
     return f"*Rests on:* {text}"
 
 
-def verdicts(summary: Sequence[F.Assessment]) -> list[str]:
+def verdicts(summary: Sequence[findings.Assessment]) -> list[str]:
     """A section's opening line: each of its claims with its verdict."""
     return ["**Verdicts:** " + "; ".join(f"{a.claim}: {a.label}" for a in summary), ""]

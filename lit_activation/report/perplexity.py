@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from lit_activation import findings as F
+from lit_activation.report import findings
 from lit_activation.report.markdown import Section, fmt, not_run_section, rests_on, table, verdicts
 from lit_activation.report.runs import Run, as_float
 
@@ -25,7 +25,7 @@ def validation1(runs: Sequence[Run]) -> Section:
         missing = [c for c in COMPARE_COLUMNS if c not in data["header"]]
         if missing or not data["rows"]:
             why = f"results.csv in {run.path} lacks columns {missing}" if missing else f"results.csv in {run.path} has no runs"
-            summary.append(F.cannot(f"Validation 1 ({run.name})", why))
+            summary.append(findings.cannot(f"Validation 1 ({run.name})", why))
             continue
         fixed = (data["comparison"] or {}).get("fixed", {})
         model = fixed.get("model", "?")
@@ -44,8 +44,8 @@ def validation1(runs: Sequence[Run]) -> Section:
                     values = groups.get((s, m, metric), [])
                     if not values:
                         continue
-                    mean, std, n = F.mean_std(values)
-                    a = None if m == "uniform" else F.versus_uniform(f"Validation 1, {model}, {m} vs uniform ({metric}) at {s:g}", values, uniform)
+                    mean, std, n = findings.mean_std(values)
+                    a = None if m == "uniform" else findings.versus_uniform(f"Validation 1, {model}, {m} vs uniform ({metric}) at {s:g}", values, uniform)
                     if a is not None:
                         a.detail.update(method=m, metric=metric, sparsity=s)
                         parts.append(a)
@@ -54,7 +54,7 @@ def validation1(runs: Sequence[Run]) -> Section:
                     rows.append([f"{s:.0%}", m, metric, f"{fmt(mean, 4)} ± {fmt(std, 2)}", n, fmt(a.statistic, 3) if a else "–",
                                  fmt(a.detail["spread"], 3) if a else "–", a.label if a else "(reference)"])
             points = {f"{m} + {k}": v for (ps, m, k), v in groups.items() if ps == s and m != "dense"}
-            w = F.frontier_winner(f"Beyond the paper, {model}: the best allocation + metric at {s:g} leads beyond the seed spread", points)
+            w = findings.frontier_winner(f"Beyond the paper, {model}: the best allocation + metric at {s:g} leads beyond the seed spread", points)
             w.detail.update(sparsity=s)
             parts.append(w)
             winners.append(w)
@@ -68,7 +68,7 @@ def validation1(runs: Sequence[Run]) -> Section:
             f"model {model}; perplexity {fixed.get('evaluation', (data['rows'][0].get('metric') or '?'))}; calibration "
             f"{calib.get('dataset', '?')} ({calib.get('samples', '?')} × {calib.get('seqlen', '?')} tokens); metrics {', '.join(metrics)}; "
             f"sparsities {', '.join(f'{s:g}' for s in sparsities)}; seeds per point as listed; {run.path}."
-            + (f" Dense perplexity {fmt(F.mean_std(dense)[0], 4)}." if dense else "")
+            + (f" Dense perplexity {fmt(findings.mean_std(dense)[0], 4)}." if dense else "")
         ), ""]
         lines += table(["sparsity", "allocation", "metric", "perplexity mean ± std", "seeds", "diff vs uniform", "std + std", "verdict"], rows)
         if frontier:
@@ -80,8 +80,9 @@ def validation1(runs: Sequence[Run]) -> Section:
             "activation allocation beats uniform, every sparsity"
         )
         why = f"no 'activation' runs in results.csv (methods {', '.join(methods) or 'none'})"
-        summary.append(F.combine(claim, activation) if activation else F.cannot(claim, why))
-        if any(w.verdict != F.CANNOT for w in winners):
-            summary.append(F.combine(f"Beyond the paper ({model}, {run.name}): each sparsity's best allocation + metric leads beyond the seed spread", winners))
+        summary.append(findings.combine(claim, activation) if activation else findings.cannot(claim, why))
+        if any(w.verdict != findings.CANNOT for w in winners):
+            claim_winners = f"Beyond the paper ({model}, {run.name}): each sparsity's best allocation + metric leads beyond the seed spread"
+            summary.append(findings.combine(claim_winners, winners))
     head = verdicts(summary)
     return Section(key, title, summary, head + lines, parts, [f for r in cmp_runs for f in r.figures() if f.name == "compare.png"])

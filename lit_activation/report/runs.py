@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lit_activation import io
+from lit_activation import outputs
 from lit_activation.data.registry import REGISTRY
 
 # The files a run directory can hold -> what they are (the writers: callbacks/*.py, comparison.py).
@@ -68,7 +68,7 @@ def load_run(index: int, path: Path) -> Run:
         if not file.is_file():
             continue
         if kind == "compare":
-            header, rows = io.read_csv(file)
+            header, rows = outputs.read_csv(file)
             record = path / "comparison.json"
             data[kind] = {"header": header, "rows": rows, "comparison": read_json(record) if record.is_file() else None}
         else:

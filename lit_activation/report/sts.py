@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lit_activation import findings as F
+from lit_activation.report import findings
 from lit_activation.report.markdown import Section, fmt, fmt_ci, not_run_section, rests_on, table, verdicts
 from lit_activation.report.runs import Run
 
@@ -46,7 +46,7 @@ def validation3(runs: Sequence[Run], seed: int, resamples: int) -> Section:
         res = run.data["sts"]
         model, dataset = res.get("model", "?"), res.get("dataset", "?")
         claim = f"Validation 3 ({model}, {dataset})"
-        a = F.sts_correlation(claim, res.get("spearman"), res.get("p_value"), res.get("layer_sum"), res.get("gold"), seed=seed, resamples=resamples)
+        a = findings.sts_correlation(claim, res.get("spearman"), res.get("p_value"), res.get("layer_sum"), res.get("gold"), seed=seed, resamples=resamples)
         if res.get("layer_sum") is None or res.get("gold") is None:
             a.reason = a.reason or "sts.json lacks gold/layer_sum: no interval"
         scalar = {k: v for k, v in res.items() if k.startswith(("hidden", "tfidf")) and not isinstance(v, list)}
@@ -54,7 +54,7 @@ def validation3(runs: Sequence[Run], seed: int, resamples: int) -> Section:
         versus = {}  # LLMDcos ρ minus each baseline's, paired over sentence pairs, when the run stored per-pair values
         for name, key_ in (("hidden", "hidden_layer_sum"), ("tfidf", "tfidf")):
             if isinstance(res.get(key_), list) and isinstance(res.get("layer_sum"), list) and isinstance(res.get("gold"), list):
-                diff = F.rho_difference(res["layer_sum"], res[key_], res["gold"], seed=seed, resamples=resamples)
+                diff = findings.rho_difference(res["layer_sum"], res[key_], res["gold"], seed=seed, resamples=resamples)
                 if diff is not None:
                     versus[name] = {"difference": diff[0], "interval": list(diff[1])}
         a.detail["versus_baselines"] = versus
@@ -66,7 +66,7 @@ def validation3(runs: Sequence[Run], seed: int, resamples: int) -> Section:
     lines = verdicts(summary) + [rests_on(
         "each row's model, STS data, pair count and layer range (0-indexed, inclusive) as listed; "
         + ", ".join(f"{r.name} ({r.path})" for r in sts_runs)
-        + f". Interval: bootstrap over sentence pairs of ρ(layer_sum, gold); held if ρ > 0 and p < {F.ALPHA}."
+        + f". Interval: bootstrap over sentence pairs of ρ(layer_sum, gold); held if ρ > 0 and p < {findings.ALPHA}."
     ), ""]
     lines += table(["data", "model", "pairs", "layers", "ρ", "p", "95 % interval", "best single layer ρ", "hidden-state ρ", "ρ − hidden ρ [95 %]",
                     "hidden best layer", "TF-IDF ρ", "ρ − TF-IDF ρ [95 %]", "verdict"], rows)
@@ -94,5 +94,5 @@ def allpairs(runs: Sequence[Run]) -> Section:
             lines += ["Cannot assess: allpairs.json holds no Spearman values (keys " + ", ".join(res) + ").", ""]
             continue
         lines += table(["quantity", "value"], [[k, _best(v) + " best of per-layer"] for k, v in series.items()] + [[k, fmt(v)] for k, v in scalars.items()])
-    a = F.Assessment("All-pairs similarity", "descriptive", reason="no verdict defined")
+    a = findings.Assessment("All-pairs similarity", "descriptive", reason="no verdict defined")
     return Section(key, title, [], lines, [a], [f for r in ap_runs for f in r.figures()])

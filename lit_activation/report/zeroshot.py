@@ -7,7 +7,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-from lit_activation import findings as F
+from lit_activation.report import findings
 from lit_activation.report.markdown import Section, fmt, fmt_ci, not_run_section, rests_on, table, verdicts
 from lit_activation.report.runs import Run, as_float
 
@@ -78,7 +78,7 @@ def validation2(runs: Sequence[Run]) -> Section:
                 values = [rec["results"][t].get("acc") for rec in by_calib[c] if t in rec["results"]]
                 values = [v for v in values if isinstance(v, (int, float))]
                 if values:
-                    m, s, n = F.mean_std(values)
+                    m, s, n = findings.mean_std(values)
                     acc_rows.append([c, t, f"{fmt(m, 4)} ± {fmt(s, 2)}", n])
         comparisons = []
         for c in calibs:
@@ -89,26 +89,26 @@ def validation2(runs: Sequence[Run]) -> Section:
                 theirs = [rec["results"][c] for rec in by_calib[o] if isinstance(rec["results"].get(c, {}).get("acc"), (int, float))]
                 if not mine or not theirs:
                     continue  # task c not evaluated (or c is not a task, e.g. c4)
-                a = F.calibration_advantage(
+                a = findings.calibration_advantage(
                     f"{claim}: task {c}, calibrated on {c} vs {o}",
-                    F.accuracy([x["acc"] for x in mine], [_stderr(x) for x in mine]),
-                    F.accuracy([x["acc"] for x in theirs], [_stderr(x) for x in theirs]),
+                    findings.accuracy([x["acc"] for x in mine], [_stderr(x) for x in mine]),
+                    findings.accuracy([x["acc"] for x in theirs], [_stderr(x) for x in theirs]),
                 )
                 a.detail.update(task=c, calibration=c, other=o)
                 comparisons.append(a)
         lines += [f"### {model}, {method} at {sparsity:g}, zero-shot protocol {protocol}", "", rests_on(
             f"calibration sets {', '.join(calibs)}; runs from {', '.join(sorted({r['source'] for v in by_calib.values() for r in v}))}; accuracy `acc`. "
-            f"Interval: difference ± {F.Z95:.2f}·√(se₁² + se₂²), se from lm-eval's stderr and the seed spread."
+            f"Interval: difference ± {findings.Z95:.2f}·√(se₁² + se₂²), se from lm-eval's stderr and the seed spread."
         ), ""]
         lines += table(["calibration", "task", "acc mean ± std", "seeds"], acc_rows)
         if comparisons:
             lines += table(["task = calibration", "other calibration", "diff", "95 % interval", "verdict"],
                            [[a.detail["task"], a.detail["other"], fmt(a.statistic), fmt_ci(a), a.label] for a in comparisons])
-            summary.append(F.combine(f"{claim}: each calibration set helps its own task", comparisons))
+            summary.append(findings.combine(f"{claim}: each calibration set helps its own task", comparisons))
         else:
             why = "needs runs with ≥ 2 calibration sets, one of them a task evaluated on both" if len(calibs) < 2 else \
                 f"no calibration set ({', '.join(calibs)}) is among the evaluated tasks of the other"
-            summary.append(F.cannot(claim, why))
+            summary.append(findings.cannot(claim, why))
         parts += comparisons
     lines += [f"Note: {n}." for n in notes] + ([""] if notes else [])
     head = verdicts(summary)
@@ -130,4 +130,4 @@ def zero_shot_runs(runs: Sequence[Run]) -> Section:
                          (pr.get("calibration") or {}).get("dataset", "–"), task, fmt((metrics or {}).get("acc"), 4), fmt((metrics or {}).get("acc_norm"), 4)])
     header = ["run", "protocol", "method", "sparsity", "calibration", "task", "acc", "acc_norm"]
     lines = table(header, rows) if rows else ["Cannot assess: no results in zeroshot.json.", ""]
-    return Section(key, title, [], lines, [F.Assessment("Zero-shot runs", "descriptive")])
+    return Section(key, title, [], lines, [findings.Assessment("Zero-shot runs", "descriptive")])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lit_activation.models import block_linears, decoder_layers, weight_out_in
+from lit_activation.distributed.sharding import is_sharded
+from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import alpha_sparsity, esd_alpha
-from lit_activation.sharding import is_sharded
 
 
 class AlphaPruning(Allocation):

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from torch import nn
 
-from lit_activation import counts as C
-from lit_activation.counts import LOCAL, Shards
+from lit_activation.analyses import counts as C
 from lit_activation.data.datamodule import Group, pad_groups
+from lit_activation.distributed.shards import LOCAL, Shards
 from lit_activation.engine import EngineSettings, RowRanges, stream_taylor_scores
 from lit_activation.engine.reduce import ScoreSum
-from lit_activation.models import layer_map, linear_modules
+from lit_activation.models.layers import layer_map, linear_modules
 from lit_activation.pruning.context import PruningContext
 
 

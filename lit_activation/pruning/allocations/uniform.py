@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lit_activation.models import decoder_layers
+from lit_activation.models.layers import decoder_layers
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import uniform_sparsity

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lit_activation.engine import EngineSettings, stream_taylor_scores
 from lit_activation.engine.reduce import GradientSquares
-from lit_activation.models import linear_modules, weight_out_in
+from lit_activation.models.layers import linear_modules, weight_out_in
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.metrics.base import PruningMetric, state_rows
 from lit_activation.pruning.metrics.taylor import calibration_key

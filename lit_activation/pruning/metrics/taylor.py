@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
-from lit_activation.models import block_linears, decoder_layers, linear_modules, weight_out_in
+from lit_activation.models.layers import block_linears, decoder_layers, linear_modules, weight_out_in
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.metrics.base import PruningMetric, state_rows
 

@@ -2,7 +2,7 @@
 
 A job runs in phases: scoring (counts, LLMDcos, STS), pruning (allocation, then Wanda block by
 block) and evaluation (perplexity). Each phase's peak is the weights plus what it adds:
-accumulators, one tile, activations (simulated on fake tensors, lit_activation.simulate), the
+accumulators, one tile, activations (simulated on fake tensors, lit_activation.planning.simulate), the
 calibration batch. The plan is the largest phase. `lit-activation plan --config X` prints it;
 every real run checks it first and stops, before loading the model, if it cannot fit.
 """
@@ -16,13 +16,14 @@ import torch
 from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
-from lit_activation import simulate
-from lit_activation.architectures import context_length, fake_model, num_layers_of
+from lit_activation.distributed.sharding import replicated_layout_warning, shard_group_size
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.tiling import default_tile_mb
-from lit_activation.memory import GB, MEMORY_LIMIT_ENV, process_memory
-from lit_activation.models import decoder_layers, linear_modules, resolve_dtype
-from lit_activation.sharding import replicated_layout_warning, shard_group_size
+from lit_activation.models.architectures import context_length, fake_model
+from lit_activation.models.layers import decoder_layers, linear_modules, num_layers_of
+from lit_activation.models.loading import resolve_dtype
+from lit_activation.planning import simulate
+from lit_activation.planning.memory import GB, MEMORY_LIMIT_ENV, process_memory
 
 CUDA_CONTEXT = 0.5 * GB  # CUDA context and kernels: outside torch's allocator, about this much per GPU
 
@@ -279,7 +280,7 @@ def shard_group_of(strategy) -> int | None:  # noqa: ANN001 - a ModelParallelStr
 
 def model_config_of(hparams) -> PretrainedConfig:  # noqa: ANN001 - ActivationModule hparams
     """The architecture of the module's configured model (config only, no weights)."""
-    from lit_activation.architectures import model_config
+    from lit_activation.models.architectures import model_config
 
     return model_config(hparams.model, hparams.trust_remote_code)
 

@@ -40,8 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from lit_activation.counts import LOCAL, Shards
-from lit_activation.models import decoder_layers
+from lit_activation.distributed.shards import LOCAL, Shards
+from lit_activation.models.layers import decoder_layers
 
 SHARD_DIM = "tensor_parallel"  # the mesh dimension whose ranks share batches and split rows
 REPLICA_DIM = "data_parallel"

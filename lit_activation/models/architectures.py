@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel
 
-from lit_activation import models
-from lit_activation.tiny import tiny_config
+from lit_activation.models import loading
+from lit_activation.models.layers import linear_modules, text_config
+from lit_activation.models.tiny import tiny_config
 
 # Published config.json values (Hugging Face model cards), enough to rebuild each architecture.
 _LLAMA_2 = dict(max_position_embeddings=4096, rms_norm_eps=1e-5, vocab_size=32000, tie_word_embeddings=False)
@@ -65,16 +66,16 @@ def model_config(name_or_path: str, trust_remote_code: bool = False) -> Pretrain
 
 @functools.lru_cache(maxsize=16)
 def _read_config(name_or_path: str, trust_remote_code: bool) -> PretrainedConfig:
-    if name_or_path.startswith(models.TINY_PREFIX):
-        return tiny_config(name_or_path[len(models.TINY_PREFIX) :])
+    if name_or_path.startswith(loading.TINY_PREFIX):
+        return tiny_config(name_or_path[len(loading.TINY_PREFIX) :])
     known = published_config(name_or_path)
     if known is not None and not Path(name_or_path).exists():
         return known
-    if name_or_path == models.EMBEDDED_DEFAULT:
-        cached = models.cache_dir() / models.EMBEDDED_DEFAULT / "config.json"
+    if name_or_path == loading.EMBEDDED_DEFAULT:
+        cached = loading.cache_dir() / loading.EMBEDDED_DEFAULT / "config.json"
         if cached.is_file():
             return AutoConfig.from_pretrained(cached.parent)
-        gguf = models.embedded_gguf_path()
+        gguf = loading.embedded_gguf_path()
         return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     path = Path(name_or_path).expanduser()
     if path.suffix == ".gguf":
@@ -85,22 +86,12 @@ def _read_config(name_or_path: str, trust_remote_code: bool) -> PretrainedConfig
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as err:
         if path.is_dir():
-            raise models.unloadable(name_or_path, str(path), "config.json", err) from err
+            raise loading.unloadable(name_or_path, str(path), "config.json", err) from err
         raise ValueError(
             f"Cannot read the config of {name_or_path!r} (no network, or not a model): accepted are "
-            f"{models.EMBEDDED_DEFAULT!r}, a local Hugging Face directory, a .gguf file, a hub id with network, "
+            f"{loading.EMBEDDED_DEFAULT!r}, a local Hugging Face directory, a .gguf file, a hub id with network, "
             f"or one of the published configs {sorted(ALIASES)}"
         ) from err
-
-
-def text_config(config: PretrainedConfig) -> PretrainedConfig:
-    """The decoder's config (multimodal configs nest it)."""
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
-def num_layers_of(config: PretrainedConfig) -> int:
-    """The number of decoder layers a config describes (its text config's, for multimodal ones)."""
-    return int(text_config(config).num_hidden_layers)
 
 
 def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode, trust_remote_code: bool = False) -> PreTrainedModel:
@@ -132,5 +123,5 @@ def input_widths(config: PretrainedConfig, trust_remote_code: bool = False) -> d
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     model = fake_model(config, torch.float32, FakeTensorMode(), trust_remote_code)
-    return {name: m.in_features if isinstance(m, torch.nn.Linear) else m.weight.shape[0] for name, m in models.linear_modules(model).items()}
+    return {name: m.in_features if isinstance(m, torch.nn.Linear) else m.weight.shape[0] for name, m in linear_modules(model).items()}
 

