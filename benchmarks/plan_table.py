@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import argparse
 
+from lit_activation.callbacks import ActivationCounts, Pruning
 from lit_activation.engine import EngineSettings
 from lit_activation.models.architectures import model_config
 from lit_activation.planning.memory import GB
-from lit_activation.planning.plan import Evaluation, Job, Pruning, Scoring, plan_memory
+from lit_activation.planning.plan import EvaluationPass, Job, Layout, ScoringPass, plan_memory
+from lit_activation.pruning.allocations import Activation, CountsFile
+from lit_activation.pruning.context import Calibration
 
 WORKLOADS = {
-    "counts": dict(scoring=Scoring(rows=4, length=512, accumulator=True)),
-    "LLMDcos": dict(scoring=Scoring(rows=6, length=512)),
-    "pruning + perplexity": dict(pruning=Pruning(samples=128, seqlen=2048, batch_size=1), evaluation=Evaluation(rows=1, seqlen=2048)),
+    "counts": dict(datamodule=ScoringPass(rows=4, length=512), callbacks=[ActivationCounts()]),
+    "LLMDcos": dict(datamodule=ScoringPass(rows=6, length=512)),  # its tables (LLMDcos) follow a data module's groups: left out here
+    "pruning + perplexity": dict(
+        datamodule=EvaluationPass(rows=1, seqlen=2048),
+        callbacks=[Pruning(sparsity=0.5, allocation=Activation(CountsFile("counts.json")), calibration=Calibration(samples=128, seqlen=2048))],
+    ),
 }
 
 
 def row(model: str, workload: str, devices: int, sharded: bool, memory_gb: float, checkpoint_blocks: bool) -> str:
     """One Markdown table row: the plan's largest phase and its main items."""
-    job = Job(
-        model=model, dtype="bfloat16", engine=EngineSettings(checkpoint_blocks=checkpoint_blocks), device_type="cuda", devices=devices,
-        sharded=sharded, **WORKLOADS[workload],
-    )
+    layout = Layout("cuda", devices=devices, sharded=sharded)
+    job = Job(model=model, dtype="bfloat16", engine=EngineSettings(checkpoint_blocks=checkpoint_blocks), layout=layout, **WORKLOADS[workload])
     plan = plan_memory(job, model_config(model), int(memory_gb * GB))
     phase, peak = plan.peak()
     items = plan.phases[phase]
@@ -37,7 +41,7 @@ def row(model: str, workload: str, devices: int, sharded: bool, memory_gb: float
     state = items.get("Finding 1 sums (fp32)", 0) / GB
     work = sum(v for k, v in items.items() if k.startswith(("activations", "calibration", "forward", "loss", "OWL"))) / GB
     verdict = "yes" if plan.fits() else "**no**"
-    host = max(plan.host.values()) / GB
+    host = plan.host_peak() / GB
     return f"| {model} | {workload} | {phase} | {weights:.1f} | {state:.1f} | {work:.1f} | {peak / GB:.1f} | {verdict} | {host:.1f} | {host * devices:.1f} |"
 
 

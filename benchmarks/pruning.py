@@ -25,7 +25,7 @@ from lit_activation.data.samples import calibration_ids, evaluation_stream
 from lit_activation.models.layers import decoder_layers
 from lit_activation.models.loading import load_causal_lm
 from lit_activation.pruning import metrics
-from lit_activation.pruning.wanda import prune_wanda
+from lit_activation.pruning.sequential import prune_sequential
 
 
 def peak_rss_gb() -> float:
@@ -45,7 +45,7 @@ def phase(name: str, args: argparse.Namespace, queue: mp.Queue) -> None:
             tokens = calib.numel()
         elif name.startswith("prune"):
             metric = getattr(metrics, name.split(":")[1])()
-            prune_wanda(model, calib, [0.5] * len(decoder_layers(model)[1]), metric=metric, batch_size=args.batch)
+            prune_sequential(model, calib, [0.5] * len(decoder_layers(model)[1]), metric=metric, batch_size=args.batch)
             tokens = calib.numel()
         else:
             for batch in chunks.split(args.batch):

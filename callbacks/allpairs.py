@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from matplotlib.figure import Figure
 
 from lit_activation import outputs, plots
 from lit_activation.analyses import baselines
 from lit_activation.analyses.baselines import off_diagonal_mean, rated_values, symmetric, tfidf_cosines
 from lit_activation.analyses.similarity import layer_span
 from lit_activation.analyses.sts import layer_sum, per_layer_rho, spearman
-from lit_activation.callbacks.base import model_name, tensorboard
+from lit_activation.callbacks.base import log_results, model_name
 from lit_activation.callbacks.groups import GroupGramCallback
 from lit_activation.callbacks.sts import PAPER_LAYERS
 
 BASELINES = {"hidden": baselines.HIDDEN, "tfidf": f"{baselines.TFIDF} fitted on the set's N texts"}
-
-
-def heatmap(matrix: list[list[float]], title: str) -> Figure:
-    """N × N matrix as an image (values printed only while they stay legible)."""
-    n = len(matrix)
-    fig, ax = plots.plt.subplots(figsize=(min(12.0, 2.0 + 0.35 * n), min(10.0, 1.5 + 0.3 * n)))
-    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-    if n <= 12:
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=7)
-    ax.set(xlabel="text", ylabel="text", title=title)
-    fig.colorbar(image, ax=ax)
-    return fig
 
 
 class AllPairsSimilarity(GroupGramCallback):
@@ -112,21 +97,18 @@ class AllPairsSimilarity(GroupGramCallback):
         fig = plots.line_figure(list(range(n_layers)), series, "layer", ylabel, title)
         fig.axes[0].axhline(line, color="gray", linestyle="--", label=f"{line_label} ({line:.3f})")
         fig.axes[0].legend()
-        heat = heatmap(mean.tolist(), f"{model} on {name}: mean LLMDcos, layers {layers[0]}-{layers[-1]}")
+        heat = plots.heatmap_figure(mean.tolist(), f"{model} on {name}: mean LLMDcos, layers {layers[0]}-{layers[-1]}")
         outputs.save_figure(self.out / "allpairs_layers.png", fig)
         outputs.save_figure(self.out / "allpairs_heatmap.png", heat)
-        writer = tensorboard(trainer)
-        if writer is not None:
-            if ratings is not None:
-                writer.add_scalar(f"allpairs/{name}/spearman_layers_{layers[0]}_{layers[-1]}", result["spearman"])
-                writer.add_scalar(f"allpairs/{name}/hidden_spearman_layers_{layers[0]}_{layers[-1]}", result["hidden_spearman"])
-                writer.add_scalar(f"allpairs/{name}/tfidf_spearman", result["tfidf_spearman"])
-            for label, values in series.items():
-                for layer, v in enumerate(values):
-                    writer.add_scalar(f"allpairs/{name}/{label.replace(' ', '_')}_per_layer", v, global_step=layer)
-            writer.add_figure("allpairs_layers", fig, close=False)
-            writer.add_figure("allpairs_heatmap", heat, close=False)
-            writer.flush()
+        span = f"layers_{layers[0]}_{layers[-1]}"
+        scalars = {
+            f"allpairs/{name}/spearman_{span}": result["spearman"], f"allpairs/{name}/hidden_spearman_{span}": result["hidden_spearman"],
+            f"allpairs/{name}/tfidf_spearman": result["tfidf_spearman"],
+        } if ratings is not None else {}
+        log_results(
+            trainer, scalars, per_layer={f"allpairs/{name}/{label.replace(' ', '_')}_per_layer": values for label, values in series.items()},
+            figures={"allpairs_layers": fig, "allpairs_heatmap": heat},
+        )
         plots.close(fig)
         plots.close(heat)
         summary = (

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.figure import Figure
 
 from lit_activation.engine.scores import ScoreTile
 
@@ -53,6 +55,28 @@ def tensorboard(trainer: Trainer) -> Any | None:
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
     return None
+
+
+def log_results(
+    trainer: Trainer,
+    scalars: Mapping[str, float] = {},  # noqa: B006 - read only
+    per_layer: Mapping[str, Sequence[float]] = {},  # noqa: B006 - read only
+    figures: Mapping[str, Figure] = {},  # noqa: B006 - read only
+) -> None:
+    """A run's results in its loggers: scalars, per-layer series (step = layer) through every logger,
+    and figures in TensorBoard (the one logger that stores them)."""
+    for logger in trainer.loggers:
+        if scalars:
+            logger.log_metrics(dict(scalars))
+        for tag, values in per_layer.items():
+            for layer, value in enumerate(values):
+                logger.log_metrics({tag: value}, step=layer)
+        logger.save()
+    writer = tensorboard(trainer)
+    if writer is not None and figures:
+        for tag, figure in figures.items():
+            writer.add_figure(tag, figure, close=False)
+        writer.flush()
 
 
 def all_reduce_sum(trainer: Trainer, tensor: torch.Tensor) -> torch.Tensor:

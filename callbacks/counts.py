@@ -8,12 +8,13 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import outputs, plots
-from lit_activation.analyses import counts as C
-from lit_activation.callbacks.base import ScoreCallback, model_name, run_dir, tensorboard
+from lit_activation.analyses.counts import check_quantiles, dataset_summary, finish_bytes
+from lit_activation.callbacks.base import ScoreCallback, log_results, model_name, run_dir, tensorboard
 from lit_activation.distributed.sharding import replica_sum, shards
 from lit_activation.engine.reduce import ScoreSum
 from lit_activation.engine.scores import ScoreTile
 from lit_activation.models.layers import layer_map
+from lit_activation.planning.plan import Footprint, PlanContext
 
 OUTPUTS = ("counts.json", "counts.csv", "counts.png")
 
@@ -48,9 +49,21 @@ class ActivationCounts(ScoreCallback):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
-        self.gamma, self.quantiles, self.bins, self.state_device = gamma, C.check_quantiles(quantiles), bins, state_device
+        self.gamma, self.quantiles, self.bins, self.state_device = gamma, check_quantiles(quantiles), bins, state_device
         self.sums: ScoreSum | None = None
         self.results: dict | None = None
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """The sums: one fp32 value per scored parameter (a sharded rank's rows), beside the weights or
+        in host RAM (`state_device: cpu`), where each dataset is also finished; a buffer of one tile's
+        batch sums on the device."""
+        on_host, largest = self.state_device == "cpu", plan.params.largest_scored
+        return (
+            Footprint()
+            .add("scoring", "Finding 1 sums (fp32)", plan.row_state(), on_host)
+            .add("scoring", "finishing a dataset", finish_bytes(largest), on_host)
+            .add("scoring", "batch sums of one tile (fp32)", min(plan.tile_bytes, largest * 4))
+        )
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve it on every rank, once
@@ -106,7 +119,7 @@ class ActivationCounts(ScoreCallback):
                 if reduced is not state:
                     state.copy_(reduced)
             name = self.names[len(self.finished)]
-            summary = C.dataset_summary(
+            summary = dataset_summary(
                 sums.means(), self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins, shards(trainer)
             )
             self.finished[name] = {"n_samples": sums.samples, **summary}
@@ -131,17 +144,17 @@ class ActivationCounts(ScoreCallback):
         outputs.write_csv(out / "counts.csv", ["dataset", "layer", "module", "module_count", "layer_count"], rows)
         fig = plots.counts_figure({n: d["layer_counts"] for n, d in res["datasets"].items()}, self.gamma, res["model"])
         outputs.save_figure(out / "counts.png", fig)
+        log_results(trainer, per_layer={f"counts/{name}": d["layer_counts"] for name, d in res["datasets"].items()}, figures={"counts": fig})
         writer = tensorboard(trainer)
         if writer is not None:
-            self._log_tensorboard(writer, res, fig)
+            self._log_histograms(writer, res)
         plots.close(fig)
         print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv; TensorBoard: tensorboard --logdir {out.parent}")
 
     @staticmethod
-    def _log_tensorboard(writer, res: dict, fig) -> None:
+    def _log_histograms(writer, res: dict) -> None:  # noqa: ANN001 - TensorBoard's SummaryWriter
+        """Each dataset's log10(mean A) histogram per layer, as TensorBoard histograms (step = layer)."""
         for name, d in res["datasets"].items():
-            for layer, count in enumerate(d["layer_counts"]):
-                writer.add_scalar(f"counts/{name}", count, global_step=layer)
             hist = d["log10_histogram"]
             bins = len(hist["counts"][0])
             edges = [hist["lo"] + (b + 1) * (hist["hi"] - hist["lo"]) / bins for b in range(bins)]
@@ -157,5 +170,4 @@ class ActivationCounts(ScoreCallback):
                     f"log10_mean_A/{name}", min=hist["lo"], max=hist["hi"], num=num, sum=total,
                     sum_squares=squares, bucket_limits=edges, bucket_counts=counts, global_step=layer,
                 )
-        writer.add_figure("counts", fig, close=False)
         writer.flush()

@@ -15,6 +15,7 @@ from lit_activation.engine.reduce import LayerGram
 from lit_activation.engine.scores import ScoreTile
 from lit_activation.models.architectures import model_config
 from lit_activation.models.layers import decoder_layers, layer_map, num_layers_of
+from lit_activation.planning.plan import Footprint, PlanContext
 
 
 class GroupGramCallback(ScoreCallback):
@@ -39,6 +40,26 @@ class GroupGramCallback(ScoreCallback):
         super().setup(trainer, pl_module, stage)
         hp = pl_module.hparams
         self.check_layers(num_layers_of(model_config(hp.model, hp.trust_remote_code)))
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """Per group and layer, the Gram matrix of its rows (fp64, host RAM; twice with the hidden-state
+        baseline); per batch, its Gram matrices and one tile's per-sample scores on the device. At the
+        end each table's cosines are formed beside the tables."""
+        data = plan.datamodule
+        if data is None:
+            return Footprint()
+        groups, size, layers = data.n_groups, data.group_size, plan.n_layers
+        tables = 2 if self.hidden_baseline else 1
+        table, small = groups * layers * size**2 * 8, 2 * groups * 8  # gold and seen: one value per group
+        rows = min(data.hparams.batch_size, groups) * size
+        one_tile = min(plan.tile_bytes, rows * plan.params.largest_scored * 4)
+        return (
+            Footprint()
+            .add("scoring", "Gram tables (fp64)", tables * table + small, on_host=True)
+            .add("scoring", "Gram of one batch (fp64)", tables * min(data.hparams.batch_size, groups) * layers * size**2 * 8)
+            .add("scoring", "scores of one tile (fp32)", one_tile)
+            .add("cosines", "Gram tables and their cosines (fp64)", (2 * tables + 1) * table + small, on_host=True)
+        )
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve on every rank

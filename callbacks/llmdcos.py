@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import outputs, plots
 from lit_activation.analyses.similarity import matrix_layers, pair_cosines, similarity_matrix
-from lit_activation.callbacks.base import model_name, tensorboard
+from lit_activation.callbacks.base import log_results, model_name
 from lit_activation.callbacks.groups import GroupGramCallback
 
 
@@ -71,17 +71,13 @@ class LLMDcos(GroupGramCallback):
         )
         outputs.write_csv(self.out / "similarity_matrix.csv", ["dataset", *names], ([n, *row] for n, row in zip(names, matrix.tolist(), strict=True)))
         box = plots.box_figure({f"{x} vs {y}": per_pair[key(x, y)] for x, y in self._box_pairs(names)}, model)
-        heat = plots.heatmap_figure(names, matrix.tolist(), f"{model}: mean LLMDcos, layers {layers[0]}-{layers[-1]}")
+        heat = plots.heatmap_figure(matrix.tolist(), f"{model}: mean LLMDcos, layers {layers[0]}-{layers[-1]}", labels=names)
         outputs.save_figure(self.out / "llmdcos_box.png", box)
         outputs.save_figure(self.out / "similarity_matrix.png", heat)
-        writer = tensorboard(trainer)
-        if writer is not None:
-            for pair, rows in per_pair.items():
-                for layer, mean in enumerate(torch.tensor(rows).mean(0).tolist()):
-                    writer.add_scalar(f"llmdcos_mean/{pair}", mean, global_step=layer)
-            writer.add_figure("llmdcos_box", box, close=False)
-            writer.add_figure("similarity_matrix", heat, close=False)
-            writer.flush()
+        log_results(
+            trainer, per_layer={f"llmdcos_mean/{pair}": torch.tensor(rows).mean(0).tolist() for pair, rows in per_pair.items()},
+            figures={"llmdcos_box": box, "similarity_matrix": heat},
+        )
         plots.close(box)
         plots.close(heat)
         print(f"LLMDcos: {self.out / 'llmdcos_box.png'}, {self.out / 'similarity_matrix.png'}, llmdcos.json/csv")

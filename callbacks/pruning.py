@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,52 +13,26 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import outputs, plots
-from lit_activation.callbacks.base import model_name, run_dir, tensorboard
-from lit_activation.data.registry import get_spec
+from lit_activation.callbacks.base import log_results, model_name, run_dir
 from lit_activation.data.samples import calibration_ids
+from lit_activation.deprecated import moved_attributes
 from lit_activation.distributed.sharding import local, shards
 from lit_activation.distributed.shards import LOCAL, Shards
 from lit_activation.models.architectures import input_widths, model_config
 from lit_activation.models.layers import decoder_layers, layer_index, linear_modules, num_layers_of
 from lit_activation.models.loading import load_tokenizer
 from lit_activation.planning.memory import release_memory
-from lit_activation.planning.plan import Pruning
+from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations import Allocation, Uniform
-from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.export import full_state_dict, save_pruned
 from lit_activation.pruning.metrics import PruningMetric, Wanda
+from lit_activation.pruning.sequential import calibration_peak, prune_sequential
 from lit_activation.pruning.sparsity import check_nm, check_nm_widths, weighted_mean
-from lit_activation.pruning.wanda import prune_wanda
 
 OUTPUTS = ("pruning.json", "sparsity.png")
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The calibration batch: `samples` seeded sequences of `seqlen` tokens of `dataset`.
-
-    Attributes:
-        dataset: a registered dataset (paper: c4; Validation 2: mmlu, siqa; offline: news).
-        samples, seqlen: the batch (paper: 128 × 2048). seqlen is explicit: the model's maximum
-            context (131072 for Llama-3.1) would not fit.
-        seed: which windows/examples are drawn.
-        files: local file(s) for the dataset (offline use).
-        batch_size: calibration sequences per block call (memory ∝ batch_size × seqlen).
-    """
-
-    dataset: str = "c4"
-    samples: int = 128
-    seqlen: int = 2048
-    seed: int = 0
-    files: str | list[str] | None = None
-    batch_size: int = 1
-
-    def __post_init__(self) -> None:
-        get_spec(self.dataset)
-        if self.samples < 1 or self.seqlen < 2 or self.batch_size < 1:
-            raise ValueError(f"calibration needs samples >= 1, seqlen >= 2, batch_size >= 1; got {self.samples}, {self.seqlen}, {self.batch_size}")
 
 
 def parse_nm(nm: str | None) -> tuple[int, int]:
@@ -72,7 +46,7 @@ def parse_nm(nm: str | None) -> tuple[int, int]:
     return n, m
 
 
-class WandaPruning(Callback):
+class Pruning(Callback):
     """Prunes the LightningModule's model once, when validation starts (docs/method.md §5).
 
     Args:
@@ -114,20 +88,22 @@ class WandaPruning(Callback):
         self.calibration_ids = None
         self.record: dict | None = None
 
-    def replaced(self, **changes: Any) -> WandaPruning:
+    def replaced(self, **changes: Any) -> Pruning:
         """A fresh callback with some options changed (a comparison's runs): a copy of the allocation;
         the metric itself, whose dense-model scores (Taylor, GBLM) are keyed by model and batch."""
         options = {k: getattr(self, k) for k in ("sparsity", "allocation", "nm", "metric", "calibration", "save_dir")}
         options["allocation"] = copy.deepcopy(options["allocation"])
-        return WandaPruning(**{**options, **changes})
+        return Pruning(**{**options, **changes})
 
-    def memory_needs(self) -> Pruning:
-        """What pruning adds to memory (for the plan): the calibration batch and the allocation's work."""
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """What pruning adds (the plan): one block's calibration activations at a time, and what the
+        allocation and the metric say their own work adds. Nothing at sparsity 0 (dense evaluation)."""
+        if self.sparsity == 0:
+            return Footprint()
         c = self.calibration
-        return Pruning(
-            c.samples, c.seqlen, c.batch_size, self.allocation.on_the_fly_counts(), owl=self.allocation.needs_wanda_scores(),
-            metric_state=self.metric.state_bytes(1) > 0, metric_target=self.metric.scoring_target(),
-        )
+        needs = Footprint().add("pruning", "calibration (block in/out, args)", plan.peak(calibration_peak, c.samples, c.seqlen, c.batch_size))
+        needs.feeds("pruning.calibration.seqlen", c.seqlen, "it")
+        return needs.merge(self.allocation.memory_needs(plan)).merge(self.metric.memory_needs(plan, c))
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Before the weights load: check the allocation against the model and build the calibration batch."""
@@ -174,7 +150,7 @@ class WandaPruning(Callback):
             context = PruningContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer))
             sparsities = self.allocation.layer_sparsity(self.sparsity, context)
             release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
-            pruned = prune_wanda(model, calib, sparsities, self.n, self.m, self.metric, c.batch_size, context)
+            pruned = prune_sequential(model, calib, sparsities, self.n, self.m, self.metric, c.batch_size, context)
             del calib, context
             release_memory()  # before evaluation
             record.update(layer_sparsity=sparsities, allocation=self.allocation.describe())
@@ -222,12 +198,12 @@ class WandaPruning(Callback):
             f"{record['model']}: {record['method']} {record['target_sparsity']:.0%} ({record['metric']})",
         )
         outputs.save_figure(out / "sparsity.png", fig)
-        writer = tensorboard(trainer)
-        if writer is not None:
-            for layer, value in enumerate(record["layer_pruned"]):
-                writer.add_scalar("pruning/layer_sparsity", value, global_step=layer)
-            writer.add_scalar("pruning/achieved_sparsity", record["achieved_sparsity"])
-            writer.add_figure("pruning/sparsity", fig, close=False)
-            writer.flush()
+        log_results(
+            trainer, scalars={"pruning/achieved_sparsity": record["achieved_sparsity"]}, per_layer={"pruning/layer_sparsity": record["layer_pruned"]},
+            figures={"pruning/sparsity": fig},
+        )
         plots.close(fig)
         print(f"Pruning ({record['method']}, target {record['target_sparsity']}): achieved {record['achieved_sparsity']:.4f}; {out / 'pruning.json'}")
+
+
+__getattr__ = moved_attributes(__name__, {"WandaPruning": "lit_activation.callbacks.pruning.Pruning"})  # the name of 0.1

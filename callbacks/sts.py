@@ -13,7 +13,7 @@ from lit_activation.analyses import baselines
 from lit_activation.analyses.baselines import tfidf_pair_cosines
 from lit_activation.analyses.similarity import layer_span
 from lit_activation.analyses.sts import MIN_PAIRS, duplicate_items, layer_sum, per_layer_rho, spearman, tied_values, window_sweep
-from lit_activation.callbacks.base import model_name, tensorboard
+from lit_activation.callbacks.base import log_results, model_name
 from lit_activation.callbacks.groups import GroupGramCallback
 
 log = logging.getLogger(__name__)
@@ -127,16 +127,13 @@ class STSCorrelation(GroupGramCallback):
         fig.axes[0].axhline(tfidf_rho, color="gray", linestyle="--", label=f"TF-IDF ({tfidf_rho:.3f})")
         fig.axes[0].legend()
         outputs.save_figure(self.out / "sts_layers.png", fig)
-        writer = tensorboard(trainer)
-        if writer is not None:
-            writer.add_scalar(f"sts/{name}/spearman_layers_{layers[0]}_{layers[-1]}", rho)
-            writer.add_scalar(f"sts/{name}/hidden_spearman_layers_{layers[0]}_{layers[-1]}", hidden_rho)
-            writer.add_scalar(f"sts/{name}/tfidf_spearman", tfidf_rho)
-            for layer, (r, h) in enumerate(zip(single, hidden_single, strict=True)):
-                writer.add_scalar(f"sts/{name}/spearman_per_layer", r, global_step=layer)
-                writer.add_scalar(f"sts/{name}/hidden_spearman_per_layer", h, global_step=layer)
-            writer.add_figure("sts_layers", fig, close=False)
-            writer.flush()
+        span = f"layers_{layers[0]}_{layers[-1]}"
+        log_results(
+            trainer,
+            scalars={f"sts/{name}/spearman_{span}": rho, f"sts/{name}/hidden_spearman_{span}": hidden_rho, f"sts/{name}/tfidf_spearman": tfidf_rho},
+            per_layer={f"sts/{name}/spearman_per_layer": single, f"sts/{name}/hidden_spearman_per_layer": hidden_single},
+            figures={"sts_layers": fig},
+        )
         plots.close(fig)
         print(
             f"STS {name}: Spearman ρ = {rho:.3f} (p = {p:.2g}, n = {pair_cos.shape[0]}, layers {layers[0]}-{layers[-1]}); "

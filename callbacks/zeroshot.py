@@ -7,14 +7,29 @@ from typing import Literal
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_activation import outputs
-from lit_activation.analyses.zeroshot import MMLU_SHOTS, PAPER_LABELS, PAPER_N, TASKS, check_local_task, paper_accuracy, paper_items, zero_shot
-from lit_activation.callbacks.base import run_dir, tensorboard
+from lit_activation.analyses.zeroshot import (
+    DEFAULT_SHOTS,
+    MMLU_SHOTS,
+    PAPER_LABELS,
+    PAPER_N,
+    TASKS,
+    check_local_task,
+    longest_request,
+    paper_accuracy,
+    paper_items,
+    zero_shot,
+)
+from lit_activation.callbacks.base import log_results, run_dir
+from lit_activation.models.architectures import context_length
+from lit_activation.models.loading import load_tokenizer
+from lit_activation.planning import simulate
+from lit_activation.planning.plan import Footprint, PlanContext
 
 PROTOCOLS = ("lm_eval", "paper")
 
 
 class ZeroShotEval(Callback):
-    """Zero-shot accuracy once validation ends, i.e. after WandaPruning pruned the model.
+    """Zero-shot accuracy once validation ends, i.e. after Pruning pruned the model.
 
     Two protocols, never mixed; zeroshot.json, describe() and the printed line name the one used:
 
@@ -69,6 +84,8 @@ class ZeroShotEval(Callback):
         self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size = list(tasks), data_files, num_fewshot, limit, batch_size
         self.protocol, self.n, self.seed, self.demonstrations = protocol, n, seed, demonstrations
         self.results: dict | None = None
+        self._longest: int | None = None  # tokens of the longest input it will score, once its files are read
+        self._unread: list[str] = []  # tasks read from the hub: their lengths are known only then
 
     @staticmethod
     def _check_paper_options(tasks: list[str], num_fewshot: dict[str, int] | None, limit: int | None, demonstrations: str | None) -> None:
@@ -92,18 +109,47 @@ class ZeroShotEval(Callback):
 
     def fresh(self) -> ZeroShotEval:
         """A new callback with the same options and no results (each run of a comparison)."""
-        return ZeroShotEval(self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size, self.protocol, self.n, self.seed, self.demonstrations)
+        fresh = ZeroShotEval(self.tasks, self.data_files, self.num_fewshot, self.limit, self.batch_size, self.protocol, self.n, self.seed, self.demonstrations)
+        fresh._longest, fresh._unread = self._longest, self._unread  # the same files: read once
+        if self.protocol == "paper" and hasattr(self, "_items"):
+            fresh._items = self._items
+        return fresh
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Before the weights load (not after pruning and perplexity): read and check every local file."""
-        if stage != "validate" or not self.tasks:
+        """Before the weights load (not after pruning and perplexity): read and check every local file,
+        and measure the longest input it will score (the memory plan's zero-shot phase)."""
+        if stage != "validate" or not self.tasks or self._longest is not None:
             return
+        hp = pl_module.hparams
+        tokenizer = load_tokenizer(hp.model, hp.trust_remote_code)
         if self.protocol == "paper":
             self._items = self._paper_items()
+            self._longest = max(len(tokenizer(p)["input_ids"]) for prompts, _ in self._items.values() for p in prompts)
             return
+        files, shots, lengths = self.data_files or {}, {**DEFAULT_SHOTS, **(self.num_fewshot or {})}, []
         for task in self.tasks:  # a hub task is left to lm-eval
-            if (self.data_files or {}).get(task):
-                check_local_task(task, self.data_files[task])
+            if files.get(task):
+                check_local_task(task, files[task])
+                lengths.append(longest_request(task, files[task], tokenizer, shots.get(task, 0), self.limit))
+        self._unread = [task for task in self.tasks if not files.get(task)]
+        self._longest = max(lengths, default=0)
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """One batch's forward and its logits (the plan): batch_size inputs as long as the longest it
+        will score, known once its files are read. lm-eval's log-likelihoods take a log-softmax over
+        the vocabulary at every position; the paper's scorer reads the last position only."""
+        needs = Footprint()
+        if not self.tasks:
+            return needs
+        if self._unread:
+            needs.not_counted.append(f"zero-shot tasks read from the hub ({', '.join(self._unread)}): their lengths are known once read")
+        if not self._longest:
+            if not self._unread:
+                needs.not_counted.append("zero-shot: its files are not read yet")
+            return needs
+        length = min(self._longest, context_length(plan.config) or self._longest)
+        item = "forward + log-likelihoods" if self.protocol == "lm_eval" else "forward + last-position logits"
+        return needs.add("zero-shot", item, plan.peak(simulate.logits_peak, self.batch_size, length, self.protocol == "lm_eval"))
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.tasks:
@@ -142,14 +188,10 @@ class ZeroShotEval(Callback):
         self.results = self._evaluate(pl_module)
         model.train(was_training)
         outputs.write_json(self.out / "zeroshot.json", {**self.describe(), "results": self.results})
-        writer = tensorboard(trainer)
-        if writer is not None:
-            prefix = "zeroshot" if self.protocol == "lm_eval" else "zeroshot_paper"  # the two protocols' numbers never share a tag
-            for task, metrics in self.results.items():
-                for metric in ("acc", "acc_norm"):
-                    if metric in metrics:
-                        writer.add_scalar(f"{prefix}/{task}/{metric}", metrics[metric])
-            writer.flush()
+        prefix = "zeroshot" if self.protocol == "lm_eval" else "zeroshot_paper"  # the two protocols' numbers never share a tag
+        log_results(
+            trainer, scalars={f"{prefix}/{task}/{m}": metrics[m] for task, metrics in self.results.items() for m in ("acc", "acc_norm") if m in metrics}
+        )
         summary = ", ".join(f"{t} {m.get('acc', float('nan')):.3f}" for t, m in self.results.items())
         how = "lm_eval protocol (lm-evaluation-harness)" if self.protocol == "lm_eval" else f"paper protocol, label logits, n={self.n}, seed {self.seed}"
         print(f"Zero-shot ({how}; acc): {summary}; {self.out / 'zeroshot.json'}")

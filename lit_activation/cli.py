@@ -28,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lit_activation import report
-from lit_activation.callbacks.pruning import WandaPruning
+from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.module import ActivationModule
 from lit_activation.trainer import ActivationTrainer
@@ -147,7 +147,7 @@ class ActivationCLI(LightningCLI):
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):  # noqa: ANN202 - Lightning's signature
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand in PRUNING_SUBCOMMANDS:
-            parser.add_lightning_class_args(WandaPruning, "pruning")
+            parser.add_lightning_class_args(Pruning, "pruning")
             parser.add_lightning_class_args(ZeroShotEval, "zeroshot")
         return parser
 

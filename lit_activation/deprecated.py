@@ -1,8 +1,9 @@
 """Old import paths that saved configs name, kept working with a one-line warning naming the new one.
 
 Every run saves its `config.yaml`, and re-running it is how a run is reproduced, so a class that
-moves keeps its old path here: a module that moved is aliased (MOVED), a class that was renamed is
-found under its old name (`renamed`, a module `__getattr__`).
+moves keeps its old path: a module that moved is aliased (MOVED), and a class or function that
+was renamed or moved out of a module that still exists is found under its old name there
+(`moved_attributes`, as that module's `__getattr__`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ import types
 import warnings
 from collections.abc import Callable, Mapping
 
-# old module -> new module, for every module a saved config may name
+# old module -> new module: each moved module a saved config or a script may name
 MOVED = {
     "lit_activation.allocations": "lit_activation.pruning.allocations",  # before the pruning package
+    **{f"lit_activation.{old}": f"lit_activation.{new}" for old, new in {
+        "counts": "analyses.counts", "similarity": "analyses.similarity", "sts": "analyses.sts", "baselines": "analyses.baselines",
+        "zeroshot": "analyses.zeroshot", "architectures": "models.architectures", "tiny": "models.tiny",
+        "sharding": "distributed.sharding", "shard_load": "distributed.sharded_loading", "plan": "planning.plan",
+        "simulate": "planning.simulate", "memory": "planning.memory", "findings": "report.findings", "io": "outputs",
+        "pruning.wanda": "pruning.sequential",
+    }.items()},  # before the packages (analyses, models, distributed, planning)
 }
 
 
@@ -29,15 +37,15 @@ def warn_moved(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated; use {new} (the old path will be removed)", DeprecatedPath, stacklevel=3)
 
 
-def renamed(module: str, names: Mapping[str, str], home: str | None = None) -> Callable[[str], object]:
-    """A module `__getattr__` that finds each old name of `names` as its new name in `home` (default: `module`)."""
+def moved_attributes(module: str, targets: Mapping[str, str]) -> Callable[[str], object]:
+    """A module `__getattr__` that finds each old name of `targets` at its new path ('package.module.Name')."""
 
     def moved_name(name: str) -> object:
-        if name not in names:
+        if name not in targets:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        target = home or module
-        warn_moved(f"{module}.{name}", f"{target}.{names[name]}")
-        return getattr(importlib.import_module(target), names[name])
+        home, _, new_name = targets[name].rpartition(".")
+        warn_moved(f"{module}.{name}", targets[name])
+        return getattr(importlib.import_module(home), new_name)
 
     return moved_name
 

@@ -17,7 +17,7 @@ from torchmetrics import MeanMetric
 from lit_activation.callbacks.base import ScoreCallback
 from lit_activation.distributed.sharded_loading import load_sharded
 from lit_activation.distributed.sharding import own_rows, warn_if_replicated
-from lit_activation.engine import EngineSettings, ScoreTile, stream_taylor_scores
+from lit_activation.engine import EngineSettings, RowRanges, ScoreTile, stream_taylor_scores
 from lit_activation.engine.kernels import check_fused
 from lit_activation.engine.targets import sequence_nll
 from lit_activation.engine.tiling import budget_bytes
@@ -61,15 +61,19 @@ class ActivationModule(LightningModule):
         self.save_hyperparameters()
         self.model: torch.nn.Module | None = None
         self.tokenizer = None
-        # hparams hold the parsed config (dicts, under LightningCLI); these are the objects
-        self.engine = engine  # as configured
-        self.settings = engine  # what each batch is scored with (a sharded run adds its own rows)
+        self.engine = engine  # hparams hold the parsed config (dicts, under LightningCLI); this is the object
+        self.rows: RowRanges | None = None  # a sharded rank's own rows of each scored module (None: every row)
         self.token_nll = MeanMetric().set_dtype(torch.float64)  # mean over every token of every rank
 
+    def fresh(self) -> ActivationModule:
+        """A new module with this one's options and no weights loaded yet (one run of a comparison)."""
+        hp = self.hparams
+        return type(self)(model=hp.model, dtype=hp.dtype, engine=self.engine, check_memory=hp.check_memory, trust_remote_code=hp.trust_remote_code)
+
     @property
-    def score_rows(self) -> dict[str, tuple[int, int]]:
+    def score_rows(self) -> RowRanges:
         """Per scored module, the rows this rank scores (all rows unless sharded)."""
-        return self.settings.rows or {}
+        return self.rows or {}
 
     def configure_model(self) -> None:
         # Loaded here, not in __init__: strategies (FSDP) may need to shard it as it is created.
@@ -86,7 +90,7 @@ class ActivationModule(LightningModule):
         if trainer is not None:  # before the weights: sequences too long for the model, and the memory plan
             job, config = checked_job(self, trainer.datamodule, trainer.callbacks, trainer)
         if hp.check_memory and trainer is not None:  # not after an OOM
-            self.memory_plan = plan_memory(job, config, available_memory(job.device_type))
+            self.memory_plan = plan_memory(job, config, available_memory(job.layout.device_type))
             phase, peak = self.memory_plan.peak()
             log.info("Memory plan: predicted peak %.2f GB per device (%s phase)", peak / GB, phase)
             check_fits(self.memory_plan)
@@ -100,7 +104,7 @@ class ActivationModule(LightningModule):
         self.model = load_sharded(hp.model, config, hp.dtype, self.device_mesh, self.engine.dtype, self.trainer.strategy.root_device, hp.trust_remote_code)
         self.tokenizer = load_tokenizer(hp.model, hp.trust_remote_code)
         self.scored_modules = linear_modules(self.model)
-        self.settings = replace(self.engine, rows=own_rows(self.scored_modules, self.device_mesh))
+        self.rows = own_rows(self.scored_modules, self.device_mesh)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         if torch.is_inference_mode_enabled():
@@ -116,7 +120,8 @@ class ActivationModule(LightningModule):
             for cb in consumers:
                 cb.on_score_tile(tile)
 
-        values = stream_taylor_scores(self.model, batch["input_ids"], batch["attention_mask"], fan_out, self.settings, self.scored_modules)
+        settings = replace(self.engine, rows=self.rows)
+        values = stream_taylor_scores(self.model, batch["input_ids"], batch["attention_mask"], fan_out, settings, self.scored_modules)
         for cb in consumers:
             cb.on_score_batch_end(self.trainer, self, batch, values)
 

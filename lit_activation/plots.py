@@ -36,15 +36,22 @@ def box_figure(values: Mapping[str, Sequence[Sequence[float]]], model: str) -> F
     return fig
 
 
-def heatmap_figure(names: Sequence[str], matrix: Sequence[Sequence[float]], title: str) -> Figure:
-    """Fig. 6: dataset × dataset mean deep-layer LLMDcos, values printed in the cells."""
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(names), 0.8 + 0.7 * len(names)))
+def heatmap_figure(matrix: Sequence[Sequence[float]], title: str, labels: Sequence[str] | None = None) -> Figure:
+    """A square matrix of similarities in [0, 1] as an image: Fig. 6's dataset × dataset matrix (`labels`
+    name the rows), or the N × N texts of a set (numbered). Values are printed while they stay legible."""
+    n = len(matrix)
+    size = (1.0 + 0.8 * n, 0.8 + 0.7 * n) if labels is not None else (min(12.0, 2.0 + 0.35 * n), min(10.0, 1.5 + 0.3 * n))
+    fig, ax = plt.subplots(figsize=size)
     image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    for i, row in enumerate(matrix):
-        for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    if labels is not None:
+        ax.set_xticks(range(n), labels, rotation=45, ha="right")
+        ax.set_yticks(range(n), labels)
+    else:
+        ax.set(xlabel="text", ylabel="text")
+    if labels is not None or n <= 12:
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8 if labels is not None else 7)
     fig.colorbar(image, ax=ax)
     ax.set_title(title)
     return fig

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
-from lit_activation import outputs
-from lit_activation.callbacks.pruning import WandaPruning
+from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.models.layers import num_layers_of
-from lit_activation.models.loading import load_causal_lm
-from lit_activation.planning.memory import GB, available_memory, release_memory
+from lit_activation.planning.memory import GB, available_memory
 from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory
-from lit_activation.pruning import comparison as cmp
-from lit_activation.pruning.allocations import OWL, Activation, Allocation, GivenCounts, OnTheFlyCounts, Uniform
-from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.allocations import OWL, Activation, Allocation, Uniform
+from lit_activation.pruning.comparison import Comparison, Run, RunResult, dense_counts, sweep
 from lit_activation.pruning.metrics import PruningMetric
 
 
@@ -49,22 +43,29 @@ class ActivationTrainer(Trainer):
             raise ValueError(f"memory_gb must be > 0 (GB per device), got {memory_gb}")
         if devices is not None and devices < 1:
             raise ValueError(f"devices must be >= 1, got {devices}")
-        note = None
-        if datamodule is not None:
-            # The data are in memory before the model loads in a real run: count them the same way
-            # (and find a data mistake now, not after the weights). Planning offline for a hub
-            # model must still work: then the data are left out, and the plan says so.
-            datamodule.trainer = self
-            try:
-                datamodule.setup("predict")
-            except (OSError, ValueError, RuntimeError) as err:
-                note = f"  note: data not loaded ({str(err).splitlines()[0][:160]}); their memory is not counted"
+        note = self._set_up_for_the_plan(model, datamodule)
         job, config = checked_job(model, datamodule, self.callbacks, self)
-        job = replace(job, device_type=device_type or job.device_type, devices=devices or job.devices)
-        available = int(memory_gb * GB) if memory_gb is not None else (available_memory(job.device_type) if device_type is None else None)
+        job = replace(job, layout=replace(job.layout, device_type=device_type or job.layout.device_type, devices=devices or job.layout.devices))
+        available = int(memory_gb * GB) if memory_gb is not None else (available_memory(job.layout.device_type) if device_type is None else None)
         plan = plan_memory(job, config, available)
         print(plan.table() + (f"\n{note}" if note else ""))
         return plan
+
+    def _set_up_for_the_plan(self, model: LightningModule, datamodule: LightningDataModule | None) -> str | None:
+        """Read the data and the callbacks' files as a run would before its weights load, so that the
+        plan counts them (and a data mistake shows now). Planning offline for a hub model must still
+        work: then what cannot be read is left out, and the returned note says so."""
+        if datamodule is None:
+            return None
+        stage = "predict" if type(datamodule).val_dataloader is LightningDataModule.val_dataloader else "validate"
+        datamodule.trainer = self
+        try:
+            datamodule.setup(stage)
+            for callback in self.callbacks:
+                callback.setup(self, model, stage)
+        except (OSError, ValueError, RuntimeError) as err:
+            return f"  note: data not loaded ({str(err).splitlines()[0][:160]}); their memory is not counted"
+        return None
 
     def compare(
         self,
@@ -88,51 +89,52 @@ class ActivationTrainer(Trainer):
             output_dir: results.csv, summary.md/csv, compare.png and one directory per run. Run the
                 same command again to resume.
         """
-        pruning = self._configured(WandaPruning)
-        zeroshot = self._configured(ZeroShotEval)
+        pruning, zeroshot = self._configured(Pruning), self._configured(ZeroShotEval)
         if pruning.save_dir or pruning.nm:
             raise ValueError("compare sweeps unstructured sparsities and saves no model: leave pruning.nm and pruning.save_dir unset")
         allocations = allocations if allocations is not None else [Uniform(), Activation(), OWL()]
         metrics = metrics if metrics is not None else [pruning.metric]
-        runs = cmp.sweep(allocations, metrics, sparsities, seeds)
-        out = Path(output_dir)
-        cmp.check_output_dir(out)
-        out.mkdir(parents=True, exist_ok=True)
         hp = model.hparams
+        comparison = Comparison(output_dir, sweep(allocations, metrics, sparsities, seeds), hp.model)
+        comparison.check()
+        self._check_before_any_run(model, datamodule, pruning, zeroshot, allocations)
         fixed = {
             "model": hp.model, "dtype": hp.dtype, "compute_dtype": model.engine.compute_dtype, "evaluation": datamodule.metric_name,
             "calibration": {k: v for k, v in dataclasses.asdict(pruning.calibration).items() if k != "seed"},
             "zeroshot": zeroshot.describe(),
         }
-        methods = {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics}
-        self._check_before_any_run(model, datamodule, pruning, zeroshot, allocations)
-        record = cmp.pin_configuration(out, fixed, methods)
-        self._resolve_counts(model, pruning, allocations, record, out)
-        done = cmp.recorded(out)
-        todo = [r for r in runs if r.key not in done]
-        elapsed: list[float] = []
-        for k, run in enumerate(todo, len(runs) - len(todo) + 1):
-            print(cmp.progress(k, len(runs), run, elapsed), flush=True)
-            start = time.perf_counter()
-            perplexity, achieved, zero_shot = self._one_run(model, datamodule, pruning, zeroshot, run, out)
-            seconds = time.perf_counter() - start
-            row = [run.method, run.metric, run.sparsity, run.seed, perplexity, datamodule.metric_name, achieved, json.dumps(zero_shot), round(seconds, 1)]
-            outputs.append_csv_row(out / cmp.RESULTS, cmp.HEADER, row)
-            cmp.write_summary(out, hp.model)
-            elapsed.append(seconds)
-        if not todo:  # a finished sweep's summary, rebuilt by this version from results.csv
-            cmp.write_summary(out, hp.model)
-        print((out / "summary.md").read_text() if (out / "summary.md").is_file() else "")
-        print(f"Comparison: {out / 'summary.md'}, summary.csv, {cmp.RESULTS}, compare.png ({len(runs)} runs, {len(todo)} run now)")
-        return out
+        comparison.pin(fixed, {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics})
+        device = self.strategy.root_device
+        comparison.resolve_counts(allocations, lambda source: dense_counts(source, hp.model, hp.dtype, hp.trust_remote_code, device, pruning.calibration))
 
-    def _configured(self, kind: type) -> WandaPruning | ZeroShotEval:
+        def validate(run: Run, run_dir: Path) -> RunResult:
+            prune = pruning.replaced(
+                sparsity=run.sparsity, allocation=run.allocation or Uniform(), metric=run.pruning_metric or pruning.metric,
+                calibration=replace(pruning.calibration, seed=run.seed),
+            )
+            evaluate = zeroshot.fresh()
+            trainer = self.for_one_run([prune, evaluate], TensorBoardLogger(run_dir.parent, name=run_dir.name, version=""))
+            (metrics,) = trainer.validate(model.fresh(), datamodule, verbose=False)
+            return RunResult(float(metrics[datamodule.metric_name]), prune.record["achieved_sparsity"], evaluate.results or {})
+
+        return comparison.run(validate, datamodule.metric_name)
+
+    def for_one_run(self, callbacks: list[Callback], logger: Logger) -> ActivationTrainer:
+        """A new trainer on this one's hardware, strategy and precision, with these callbacks and logger:
+        one run of a comparison, which must not inherit the state of the runs before it."""
+        return ActivationTrainer(
+            strategy=self.strategy, num_nodes=self.num_nodes, precision=self.precision,
+            inference_mode=self.validate_loop.inference_mode, enable_progress_bar=self.progress_bar_callback is not None,
+            enable_checkpointing=False, enable_model_summary=False, logger=logger, callbacks=callbacks,
+        )
+
+    def _configured(self, kind: type) -> Pruning | ZeroShotEval:
         """The pruning / zero-shot callback configured for this run (the CLI's fixed groups)."""
         found = [cb for cb in self.callbacks if isinstance(cb, kind)]
         return found[0] if found else kind()
 
     def _check_before_any_run(
-        self, model: LightningModule, datamodule: LightningDataModule, pruning: WandaPruning, zeroshot: ZeroShotEval, allocations: list[Allocation]
+        self, model: LightningModule, datamodule: LightningDataModule, pruning: Pruning, zeroshot: ZeroShotEval, allocations: list[Allocation]
     ) -> None:
         """What each run's setup would refuse, checked once before the on-the-fly counts load a model:
         every allocation against the model, every sequence against its positions, the zero-shot files."""
@@ -140,40 +142,5 @@ class ActivationTrainer(Trainer):
         layers = num_layers_of(config)
         for allocation in allocations:
             allocation.check(model.hparams.model, layers)
-            counts = replace(pruning.memory_needs(), activation_counts=allocation.on_the_fly_counts())
-            check_context(replace(job, pruning=counts), config)
+            check_context(replace(job, callbacks=[pruning.replaced(sparsity=0.5, allocation=allocation)]), config)
         zeroshot.setup(self, model, "validate")
-
-    def _resolve_counts(self, model: LightningModule, pruning: WandaPruning, allocations: list[Allocation], record: dict, out: Path) -> None:
-        """On-the-fly activation counts, once per comparison: every run starts from the same dense model."""
-        for allocation in allocations:
-            if not (isinstance(allocation, Activation) and isinstance(allocation.counts, OnTheFlyCounts)):
-                continue
-            counts = record["resolved_counts"].get(allocation.label)
-            if counts is None:
-                hp, c = model.hparams, pruning.calibration
-                dense, tokenizer = load_causal_lm(hp.model, hp.dtype, hp.trust_remote_code, device=self.strategy.root_device)
-                context = PruningContext(dense, tokenizer, torch.empty(0, dtype=torch.long), c.dataset, c.files, c.batch_size)
-                counts = allocation.counts.layer_counts(context)
-                del dense, context
-                release_memory()
-                record["resolved_counts"][allocation.label] = counts
-                outputs.write_json(out / "comparison.json", record, overwrite=True)
-            allocation.counts = GivenCounts(counts)
-
-    def _one_run(
-        self, model: LightningModule, datamodule: LightningDataModule, pruning: WandaPruning, zeroshot: ZeroShotEval, run: cmp.Run, out: Path
-    ) -> tuple[float, float, dict]:
-        """Fresh dense weights, this run's pruning, one validate: (perplexity, achieved sparsity, zero-shot)."""
-        run_dir = out / "runs" / run.name
-        cmp.set_aside(run_dir)
-        prune = pruning.replaced(
-            sparsity=run.sparsity, allocation=run.allocation or Uniform(), metric=run.pruning_metric or pruning.metric,
-            calibration=replace(pruning.calibration, seed=run.seed),
-        )
-        evaluate = zeroshot.fresh()
-        self.callbacks = [cb for cb in self.callbacks if not isinstance(cb, (WandaPruning, ZeroShotEval))] + [prune, evaluate]
-        self.loggers = [TensorBoardLogger(out / "runs", name=run.name, version="")]
-        model.model = None  # configure_model loads the dense weights again
-        (metrics,) = self.validate(model, datamodule, verbose=False)
-        return float(metrics[datamodule.metric_name]), prune.record["achieved_sparsity"], evaluate.results or {}

@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from lit_activation.callbacks.pruning import WandaPruning
+from lit_activation.callbacks.pruning import Pruning
 from lit_activation.cli import main
 
 
 def halt_inside(run_name: str, marker: Path) -> None:
-    original = WandaPruning._write
+    original = Pruning._write
 
     def write(trainer, out: Path, record: dict) -> None:  # noqa: ANN001
         original(trainer, out, record)
@@ -27,7 +27,7 @@ def halt_inside(run_name: str, marker: Path) -> None:
             while True:
                 time.sleep(1)
 
-    WandaPruning._write = staticmethod(write)
+    Pruning._write = staticmethod(write)
 
 
 if __name__ == "__main__":

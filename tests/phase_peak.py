@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from lit_activation.callbacks import ActivationCounts
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 from lit_activation.models.layers import linear_modules
 from lit_activation.planning.memory import release_memory
-from lit_activation.planning.plan import Job, Scoring, plan_memory
+from lit_activation.planning.plan import Job, ScoringPass, plan_memory
 
 CONFIG = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8, vocab_size=4000,
               max_position_embeddings=512, tie_word_embeddings=False)
@@ -58,7 +59,7 @@ def main(phase: str) -> dict:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().requires_grad_(False)
     modules = linear_modules(model)
     settings, rows, length = PHASES.get(phase, PHASES["counts"])
-    job = Job(model="phase", engine=settings, device_type="cpu", scoring=Scoring(rows=rows, length=length, accumulator=phase == "state"))
+    job = Job(model="phase", engine=settings, datamodule=ScoringPass(rows, length), callbacks=[ActivationCounts()] if phase == "state" else [])
     items = plan_memory(job, config).phases["scoring"]
     if phase == "state":
         holder = []

@@ -83,9 +83,9 @@ class MetricStateProbe(Callback):
         self.out_dir = Path(out_dir)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from lit_activation.callbacks.pruning import WandaPruning
+        from lit_activation.callbacks.pruning import Pruning
 
-        metric = next(cb for cb in trainer.callbacks if isinstance(cb, WandaPruning)).metric
+        metric = next(cb for cb in trainer.callbacks if isinstance(cb, Pruning)).metric
         state = getattr(metric, "_means", None) or metric._squares  # the metric's own state (test-only read)
         rows = pl_module.score_rows
         record = {

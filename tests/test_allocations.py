@@ -23,9 +23,9 @@ from lit_activation.pruning.allocations import (
     Uniform,
     activation_layer_counts,
 )
+from lit_activation.pruning.allocations.owl import owl_outlier_ratios
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import activation_sparsity
-from lit_activation.pruning.wanda import owl_outlier_ratios
 
 
 def naive_outlier_ratios(model, calibration: torch.Tensor, m: float, batch_size: int) -> tuple[list[float], list[int]]:

@@ -100,7 +100,7 @@ def test_header_overrides_parse_with_the_configs_command(tmp_path, monkeypatch):
                 continue
             flags = {fragment[i]: fragment[i + 1] for i in range(0, len(fragment) - 1, 2) if fragment[i].startswith("--")}
             if "--pruning.sparsity" in flags:  # the override reached the object that runs, not only the parsed config
-                (pruning,) = [cb for cb in cli.trainer.callbacks if type(cb).__name__ == "WandaPruning"]
+                (pruning,) = [cb for cb in cli.trainer.callbacks if type(cb).__name__ == "Pruning"]
                 assert pruning.sparsity == float(flags["--pruning.sparsity"]), (config.name, fragment)
             checked += 1
     assert not refused, "\n".join(refused)

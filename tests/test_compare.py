@@ -189,7 +189,7 @@ def test_what_a_run_would_refuse_is_refused_before_the_on_the_fly_counts_load_a_
     def no_loading(*args, **kwargs):
         raise no_model_loading
 
-    monkeypatch.setattr("lit_activation.trainer.load_causal_lm", no_loading)
+    monkeypatch.setattr("lit_activation.pruning.comparison.load_causal_lm", no_loading)
     long_counts = "[{class_path: lit_activation.pruning.allocations.Activation, init_args: {counts: {class_path: OnTheFlyCounts, init_args: {length: 513}}}}]"
     with pytest.raises(ValueError, match=r"^pruning.allocation.init_args.counts.init_args.length is 513 tokens; 'tiny-llama' takes at most 512"):
         compare(tmp_path, bench_files, "cmp", "--seeds", "[0]", "--allocations", long_counts)

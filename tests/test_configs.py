@@ -50,7 +50,7 @@ def test_config_parses_and_instantiates(config, monkeypatch):
     cli = build_cli([sub, "--config", str(config)])
     assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.datamodule is not None  # instantiated, nothing ran
     if sub in ("validate", "compare"):
-        assert any(type(cb).__name__ == "WandaPruning" for cb in cli.trainer.callbacks)
+        assert any(type(cb).__name__ == "Pruning" for cb in cli.trainer.callbacks)
 
 
 def run_tiny(config: Path, tmp_path: Path, *extra: str) -> ActivationTrainer:
@@ -72,7 +72,7 @@ FIGURES = {
     "LLMDcos": {"llmdcos_box.png", "similarity_matrix.png"},
     "STSCorrelation": {"sts_layers.png"},
     "AllPairsSimilarity": {"allpairs_layers.png", "allpairs_heatmap.png"},
-    "WandaPruning": {"sparsity.png"},
+    "Pruning": {"sparsity.png"},
 }
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -82,7 +82,7 @@ def documented_figures(config: Path) -> tuple[str, set[str]]:
     parsed = yaml.safe_load(config.read_text())
     callbacks = [cb["class_path"].rsplit(".", 1)[-1] for cb in parsed["trainer"].get("callbacks") or []]
     if subcommand(config) == "validate":
-        callbacks.append("WandaPruning")
+        callbacks.append("Pruning")
     assert set(callbacks) <= set(FIGURES), f"{config.name}: add the figures of {set(callbacks) - set(FIGURES)} to FIGURES"
     return parsed["trainer"]["logger"]["init_args"]["name"], set().union(*(FIGURES[c] for c in callbacks))
 
@@ -293,18 +293,26 @@ def test_a_sequence_longer_than_the_model_s_positions_stops_before_loading(tmp_p
 
 
 def test_every_phase_s_length_is_checked_against_the_positions():
+    from lit_activation.callbacks.pruning import Pruning
     from lit_activation.models.architectures import model_config
-    from lit_activation.planning.plan import Evaluation, Job, Pruning, Scoring, check_context
+    from lit_activation.planning.plan import EvaluationPass, Job, ScoringPass, check_context
+    from lit_activation.pruning.allocations import Activation, OnTheFlyCounts
+    from lit_activation.pruning.context import Calibration
+
+    def prune(seqlen: int, counts_length: int | None = None) -> Pruning:
+        allocation = Activation(OnTheFlyCounts(samples=4, length=counts_length)) if counts_length else Activation(OnTheFlyCounts(length=64))
+        return Pruning(sparsity=0.5, allocation=allocation, calibration=Calibration(dataset="wiki", samples=1, seqlen=seqlen))
 
     config = model_config("tiny-llama")  # 512 positions
-    check_context(Job("tiny-llama", scoring=Scoring(1, 4096, longest=512)), config)  # a cap above the positions, inputs within
-    check_context(Job("tiny-llama", scoring=Scoring(1, 512), pruning=Pruning(1, 512, 1, activation_counts=(4, 512)), evaluation=Evaluation(1, 512)), config)
+    check_context(Job("tiny-llama", datamodule=ScoringPass(1, 4096, longest=512)), config)  # a cap above the positions, inputs within
+    check_context(Job("tiny-llama", datamodule=ScoringPass(1, 512), callbacks=[prune(512, 512)]), config)
+    check_context(Job("tiny-llama", datamodule=EvaluationPass(1, 512)), config)
     for job, option in [
-        (Job("tiny-llama", pruning=Pruning(1, 513, 1)), "pruning.calibration.seqlen"),
-        (Job("tiny-llama", pruning=Pruning(1, 64, 1, activation_counts=(4, 513))), "pruning.allocation.init_args.counts.init_args.length"),
-        (Job("tiny-llama", scoring=Scoring(1, 513)), "data.init_args.max_length / window"),
-        (Job("tiny-llama", scoring=Scoring(1, 4096, longest=513)), "the longest input"),
-        (Job("tiny-llama", evaluation=Evaluation(1, 513)), "data.init_args.seqlen"),
+        (Job("tiny-llama", callbacks=[prune(513)]), "pruning.calibration.seqlen"),
+        (Job("tiny-llama", callbacks=[prune(64, 513)]), "pruning.allocation.init_args.counts.init_args.length"),
+        (Job("tiny-llama", datamodule=ScoringPass(1, 513)), "data.init_args.max_length / window"),
+        (Job("tiny-llama", datamodule=ScoringPass(1, 4096, longest=513)), "the longest input"),
+        (Job("tiny-llama", datamodule=EvaluationPass(1, 513)), "data.init_args.seqlen"),
     ]:
         with pytest.raises(ValueError, match=f"^{option} is 513 tokens; 'tiny-llama' takes at most 512 positions"):
             check_context(job, config)

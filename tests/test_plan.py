@@ -12,14 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_activation.callbacks import ActivationCounts, Pruning
 from lit_activation.cli import build_cli
 from lit_activation.engine import EngineSettings
 from lit_activation.engine.scores import scoring_pass
 from lit_activation.models.architectures import model_config
 from lit_activation.models.layers import linear_modules
 from lit_activation.models.tiny import tiny_config, tiny_model
-from lit_activation.planning.plan import Job, Pruning, Scoring, plan_memory
+from lit_activation.planning.plan import Job, Layout, ScoringPass, plan_memory
 from lit_activation.planning.simulate import LiveBytes, scoring_peak
+from lit_activation.pruning.allocations import Uniform
+from lit_activation.pruning.context import Calibration
+from lit_activation.pruning.metrics import Taylor
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -106,10 +110,10 @@ def test_predicted_phase_peaks_match_the_real_allocator(phase, low, high):
 def test_the_plan_splits_a_metrics_state_as_its_ranks_keep_it(arch, divisor):
     """Taylor's and GBLM's state: a rank keeps its own rows of a Linear (1/N), every row of a Conv1D."""
     config = tiny_config(arch, layers=2, hidden=32)
-    pruning = Pruning(samples=4, seqlen=16, batch_size=2, metric_state=True, metric_target="max_logit")
-    common = dict(model=f"tiny-{arch}", engine=EngineSettings(), device_type="cuda", pruning=pruning)
-    whole = plan_memory(Job(**common), config).phases["metric scores"]["metric state (fp32)"]
-    split = plan_memory(Job(**common, devices=2, sharded=True, shard_group=2), config).phases["metric scores"]["metric state (fp32)"]
+    pruning = Pruning(sparsity=0.5, allocation=Uniform(), metric=Taylor(), calibration=Calibration(dataset="wiki", samples=4, seqlen=16, batch_size=2))
+    common = dict(model=f"tiny-{arch}", engine=EngineSettings(), callbacks=[pruning])
+    whole = plan_memory(Job(**common, layout=Layout("cuda")), config).phases["metric scores"]["metric state (fp32)"]
+    split = plan_memory(Job(**common, layout=Layout("cuda", devices=2, sharded=True, shard_group=2)), config).phases["metric scores"]["metric state (fp32)"]
     assert whole > 0 and split == whole // divisor
 
 
@@ -117,9 +121,9 @@ def test_the_plan_splits_a_metrics_state_as_its_ranks_keep_it(arch, divisor):
 def test_the_plan_divides_by_the_shard_group(devices, group, divisor):
     """Lightning's 'auto' layout is one group of every device; HSDP 2 × 4 divides by 4, not 8."""
     config = tiny_config("llama", layers=2, hidden=32)
-    common = dict(model="tiny-llama", engine=EngineSettings(), device_type="cuda", scoring=Scoring(rows=2, length=16, accumulator=True))
-    whole = plan_memory(Job(**common), config)
-    plan = plan_memory(Job(**common, devices=devices, sharded=True, shard_group=group), config)
+    common = dict(model="tiny-llama", engine=EngineSettings(), datamodule=ScoringPass(rows=2, length=16), callbacks=[ActivationCounts()])
+    whole = plan_memory(Job(**common, layout=Layout("cuda")), config)
+    plan = plan_memory(Job(**common, layout=Layout("cuda", devices=devices, sharded=True, shard_group=group)), config)
     assert plan.phases["scoring"]["weights"] == whole.phases["scoring"]["weights"] // divisor
     assert plan.phases["scoring"]["Finding 1 sums (fp32)"] == whole.phases["scoring"]["Finding 1 sums (fp32)"] // divisor
     warned = "shards nothing" in plan.table()

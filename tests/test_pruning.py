@@ -1,4 +1,4 @@
-"""WandaPruning + perplexity through Lightning, saving and reloading the pruned model."""
+"""Pruning + perplexity through Lightning, saving and reloading the pruned model."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from transformers import AutoModelForCausalLM
 
-from lit_activation.callbacks.pruning import Calibration, WandaPruning
+from lit_activation.callbacks.pruning import Pruning
 from lit_activation.data.perplexity import PerplexityDataModule, chunk_stream
 from lit_activation.data.samples import evaluation_stream
 from lit_activation.models.layers import decoder_layers, layer_index, linear_modules
 from lit_activation.models.tiny import tiny_model, tiny_tokenizer
 from lit_activation.module import ActivationModule
 from lit_activation.pruning.allocations import OWL, Activation, CountsFile, OnTheFlyCounts
+from lit_activation.pruning.context import Calibration
 
 
 def validate(tmp_path, files, callbacks=(), seqlen=64, version=None) -> tuple[dict, ActivationModule, PerplexityDataModule]:
@@ -68,7 +69,7 @@ def calibration(files, samples: int = 4) -> Calibration:
 
 def test_pruning_callback_records_and_saves(tmp_path, bench_files):
     save = tmp_path / "pruned"
-    callback = WandaPruning(
+    callback = Pruning(
         sparsity=0.5, allocation=Activation(OnTheFlyCounts(gamma=1e-3, samples=4, length=32)),
         calibration=calibration(bench_files), save_dir=str(save),
     )
@@ -105,16 +106,16 @@ def test_pruning_callback_records_and_saves(tmp_path, bench_files):
     torch.testing.assert_close(reloaded(ids).logits, module.model(ids).logits)
     assert json.loads((save / "pruning.json").read_text())["achieved_sparsity"] == record["achieved_sparsity"]
     with pytest.raises(FileExistsError, match="never overwritten"):
-        WandaPruning(save_dir=str(save))
+        Pruning(save_dir=str(save))
 
 
 def test_owl_and_two_of_four_through_the_callback(tmp_path, bench_files):
-    validate(tmp_path / "owl", bench_files, [WandaPruning(sparsity=0.6, allocation=OWL(), calibration=calibration(bench_files))])
+    validate(tmp_path / "owl", bench_files, [Pruning(sparsity=0.6, allocation=OWL(), calibration=calibration(bench_files))])
     record = json.loads((tmp_path / "owl" / "t" / "version_0" / "pruning.json").read_text())
     assert record["allocation"] == {"method": "owl", "m": 5.0, "lam": 0.08}
     assert sum(record["layer_sparsity"]) / 2 == pytest.approx(0.6)
     assert all(bool((m.weight != 0).all()) for m in linear_modules(tiny_model("llama")).values())  # dense: no zeros before
-    _, module, _ = validate(tmp_path / "nm", bench_files, [WandaPruning(sparsity=0.5, nm="2:4", calibration=calibration(bench_files))])
+    _, module, _ = validate(tmp_path / "nm", bench_files, [Pruning(sparsity=0.5, nm="2:4", calibration=calibration(bench_files))])
     for m in linear_modules(module.model).values():
         assert ((m.weight == 0).view(m.weight.shape[0], -1, 4).sum(-1) == 2).all()
 
@@ -127,7 +128,7 @@ def counts_file(tmp_path, model: str = "tiny-llama", counts=(10, 1000)) -> str:
 
 def test_counts_file_drives_the_activation_allocation(tmp_path, bench_files):
     allocation = Activation(CountsFile(counts_file(tmp_path), dataset="news"))
-    validate(tmp_path, bench_files, [WandaPruning(sparsity=0.5, allocation=allocation, calibration=calibration(bench_files))])
+    validate(tmp_path, bench_files, [Pruning(sparsity=0.5, allocation=allocation, calibration=calibration(bench_files))])
     record = json.loads((tmp_path / "t" / "version_0" / "pruning.json").read_text())
     assert record["allocation"]["layer_counts"] == [10, 1000] and record["layer_sparsity"][1] < record["layer_sparsity"][0]
 
@@ -147,22 +148,22 @@ def test_a_counts_file_of_another_model_stops_before_loading(tmp_path, bench_fil
 
     monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
     path = counts_file(tmp_path, file_model, counts)
-    callback = WandaPruning(sparsity=0.5, allocation=Activation(CountsFile(path)), calibration=calibration(bench_files))
+    callback = Pruning(sparsity=0.5, allocation=Activation(CountsFile(path)), calibration=calibration(bench_files))
     with pytest.raises(ValueError, match=f"counts file '{path}' " + message):
         validate(tmp_path, bench_files, [callback])
 
 
 def test_bad_pruning_arguments_are_clear(bench_files):
     with pytest.raises(ValueError, match=r"Sparsity 1.2 is outside \[0, 1\)"):
-        WandaPruning(sparsity=1.2)
+        Pruning(sparsity=1.2)
     with pytest.raises(ValueError, match="sparsity 0.6 was asked"):
-        WandaPruning(sparsity=0.6, nm="2:4")
+        Pruning(sparsity=0.6, nm="2:4")
     with pytest.raises(ValueError, match="nm 'two:four' is not N:M; accepted: e.g. '2:4'"):
-        WandaPruning(sparsity=0.5, nm="two:four")
+        Pruning(sparsity=0.5, nm="two:four")
     with pytest.raises(ValueError, match="allocation must be Uniform, got OWL"):
-        WandaPruning(sparsity=0.5, nm="2:4", allocation=OWL())
+        Pruning(sparsity=0.5, nm="2:4", allocation=OWL())
     with pytest.raises(ValueError, match=r"metric 'sparsegpt' is not a pruning metric; accepted: Wanda, Magnitude, Taylor, GBLM"):
-        WandaPruning(metric="sparsegpt")
+        Pruning(metric="sparsegpt")
     with pytest.raises(ValueError, match="Unknown dataset 'c5'"):
         Calibration("c5")
     with pytest.raises(ValueError, match="calibration needs samples >= 1"):
@@ -172,7 +173,7 @@ def test_bad_pruning_arguments_are_clear(bench_files):
 
 
 def test_existing_pruning_results_are_not_overwritten(tmp_path, bench_files):
-    callback = lambda: WandaPruning(sparsity=0.5, calibration=calibration(bench_files, samples=2))  # noqa: E731
+    callback = lambda: Pruning(sparsity=0.5, calibration=calibration(bench_files, samples=2))  # noqa: E731
     validate(tmp_path, bench_files, [callback()], version=0)
     before = (tmp_path / "t" / "version_0" / "pruning.json").read_bytes()
     with pytest.raises(FileExistsError, match="pruning.json"):
@@ -183,7 +184,7 @@ def test_existing_pruning_results_are_not_overwritten(tmp_path, bench_files):
 @pytest.mark.parametrize(("nm", "sparsity", "stops"), [("2:5", 0.4, True), ("2:4", 0.5, False), ("4:8", 0.5, False)])
 def test_an_nm_pattern_that_does_not_divide_the_widths_stops_before_loading(tmp_path, bench_files, no_model_loading, nm, sparsity, stops):
     """tiny-llama's inputs are 32 (attention, gate/up) and 64 wide (down_proj): m = 4 and 8 divide both, 5 neither."""
-    callback = WandaPruning(sparsity=sparsity, nm=nm, calibration=calibration(bench_files))
+    callback = Pruning(sparsity=sparsity, nm=nm, calibration=calibration(bench_files))
     expected = pytest.raises(ValueError, match=r"^N:M with m=5 needs input widths divisible by 5; model.layers.0.self_attn.q_proj takes 32 inputs \(14 of 14")
     with expected if stops else pytest.raises(no_model_loading):
         validate(tmp_path, bench_files, [callback])

@@ -62,3 +62,25 @@ def test_a_saved_run_runs_again(tmp_path, monkeypatch, bench_files):
     (run_dir,) = (tmp_path / "runs" / "prune_owl_embedded").iterdir()
     assert {"pruning.json", "zeroshot.json", "config.yaml"} <= {p.name for p in run_dir.iterdir()}
     assert cli.trainer.callback_metrics  # perplexity was measured
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("lit_activation.callbacks.WandaPruning", "lit_activation.callbacks.pruning.Pruning"),
+        ("lit_activation.callbacks.pruning.WandaPruning", "lit_activation.callbacks.pruning.Pruning"),
+        ("lit_activation.allocations.OnTheFlyCounts", "lit_activation.pruning.allocations.OnTheFlyCounts"),
+        ("lit_activation.models.load_causal_lm", "lit_activation.models.loading.load_causal_lm"),
+        ("lit_activation.plan.plan_memory", "lit_activation.planning.plan.plan_memory"),
+    ],
+)
+def test_an_old_path_finds_the_same_object_and_says_where_it_moved(old, new):
+    import importlib
+
+    def find(path: str) -> object:
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+    with pytest.warns(DeprecatedPath, match=f"^{old} is deprecated; use {new} "):
+        found = find(old)
+    assert found is find(new)

@@ -11,7 +11,7 @@ from naive import naive_scores
 from lit_activation.models.layers import decoder_layers, linear_modules, weight_out_in
 from lit_activation.models.tiny import tiny_model
 from lit_activation.pruning.metrics import GBLM, Magnitude, Taylor
-from lit_activation.pruning.wanda import prune_wanda, wanda_mask
+from lit_activation.pruning.sequential import prune_sequential, wanda_mask
 
 
 def pruned_columns(mask: torch.Tensor) -> list[list[int]]:
@@ -58,7 +58,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="sparsity 0.3 was asked"):
         wanda_mask(torch.ones(2, 4), torch.ones(4), 0.3, n=2, m=4)
     with pytest.raises(ValueError, match="2 decoder layers"):
-        prune_wanda(tiny_model("llama"), torch.randint(4, 100, (2, 8)), [0.5])
+        prune_sequential(tiny_model("llama"), torch.randint(4, 100, (2, 8)), [0.5])
 
 
 def smallest(scores: list[float], k: int) -> list[int]:
@@ -127,7 +127,7 @@ def test_sequential_pruning_equals_naive_per_layer_loop(arch):
     calibration = torch.randint(4, 100, (6, 16), generator=torch.Generator().manual_seed(0))
     sparsity = [0.5, 0.3, 0.6]
     ours, reference = tiny_model(arch, layers=3), tiny_model(arch, layers=3)
-    fractions = prune_wanda(ours, calibration, sparsity, batch_size=2)
+    fractions = prune_sequential(ours, calibration, sparsity, batch_size=2)
     naive_prune(reference, calibration, sparsity, batch_size=2)
     # Exact equality is legitimate here: both run the same block calls on the same inputs in the
     # same order and chunking, so the norms are bit-identical; only the bookkeeping differs.
@@ -147,7 +147,7 @@ def test_two_of_four_prunes_the_two_lowest_wanda_scores_of_each_group():
     calibration = torch.randint(4, 100, (2, 8), generator=torch.Generator().manual_seed(3))
     model, reference = tiny_model("llama"), tiny_model("llama")
     assert all(bool((mod.weight != 0).all()) for mod in linear_modules(model).values())  # dense: no zero to start with
-    prune_wanda(model, calibration, [0.5, 0.5], n=2, m=4)
+    prune_sequential(model, calibration, [0.5, 0.5], n=2, m=4)
     naive_prune(reference, calibration, [0.5, 0.5], batch_size=1, nm=(2, 4))
     for (name, ours), theirs in zip(linear_modules(model).items(), linear_modules(reference).values(), strict=True):
         assert torch.equal(ours.weight == 0, theirs.weight == 0), name  # which two, not only how many
@@ -155,7 +155,7 @@ def test_two_of_four_prunes_the_two_lowest_wanda_scores_of_each_group():
 
 def test_magnitude_ignores_the_inputs():
     model, dense = tiny_model("llama"), tiny_model("llama")
-    prune_wanda(model, torch.randint(4, 100, (2, 8)), [0.5, 0.3], metric=Magnitude())
+    prune_sequential(model, torch.randint(4, 100, (2, 8)), [0.5, 0.3], metric=Magnitude())
     for (name, pruned), original in zip(linear_modules(model).items(), linear_modules(dense).values(), strict=True):
         weight = weight_out_in(original)
         k = int(weight.shape[1] * (0.5 if ".0." in name else 0.3))
@@ -178,7 +178,7 @@ def test_taylor_metric_prunes_by_mean_taylor_scores_of_the_dense_model(arch):
     sparsity = [0.5, 0.4]
     model, reference = tiny_model(arch), tiny_model(arch)
     means = naive_mean_taylor(reference, calibration)  # before any pruning: the dense model's scores
-    prune_wanda(model, calibration, sparsity, metric=Taylor(), batch_size=3)
+    prune_sequential(model, calibration, sparsity, metric=Taylor(), batch_size=3)
     modules = linear_modules(reference)
     naive_prune(reference, calibration, sparsity, batch_size=3, score=lambda name, weight, norm: weight_out_in(modules[name], means[name]), rel=1e-4)
     for (name, ours), theirs in zip(linear_modules(model).items(), modules.values(), strict=True):
@@ -188,7 +188,7 @@ def test_taylor_metric_prunes_by_mean_taylor_scores_of_the_dense_model(arch):
 def test_sequential_taylor_scores_each_block_on_the_model_pruned_so_far():
     calibration = torch.randint(4, 100, (3, 10), generator=torch.Generator().manual_seed(11))
     model, reference = tiny_model("llama"), tiny_model("llama")
-    prune_wanda(model, calibration, [0.5, 0.5], metric=Taylor(sequential=True), batch_size=2)
+    prune_sequential(model, calibration, [0.5, 0.5], metric=Taylor(sequential=True), batch_size=2)
     modules = linear_modules(reference)
     current: dict[str, torch.Tensor] = {}
 
@@ -252,7 +252,7 @@ def test_gblm_metric_equals_its_definition():
     modules = linear_modules(reference)
     squares = naive_gradient_squares(reference, calibration)
     alpha = 100.0
-    prune_wanda(model, calibration, [0.5, 0.5], metric=GBLM(alpha), batch_size=2)
+    prune_sequential(model, calibration, [0.5, 0.5], metric=GBLM(alpha), batch_size=2)
 
     def score(name, weight, norm):
         gradient = weight_out_in(modules[name], squares[name]).sqrt()

@@ -13,11 +13,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_activation.analyses.zeroshot import local_task, zero_shot
-from lit_activation.callbacks.pruning import Calibration, WandaPruning
+from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.data.perplexity import PerplexityDataModule
 from lit_activation.models.tiny import tiny_model, tiny_tokenizer
 from lit_activation.module import ActivationModule
+from lit_activation.pruning.context import Calibration
 
 
 def loglikelihood(model, tokenizer, context: str, continuation: str) -> float:
@@ -62,7 +63,7 @@ def test_unknown_task_is_an_error():
 def test_callback_runs_lm_eval_on_the_pruned_model(tmp_path, bench_files):
     module = ActivationModule(model="tiny-llama")
     dm = PerplexityDataModule("wikitext2", seqlen=64, max_chunks=2, data_files=bench_files["wikitext2"])
-    prune = WandaPruning(sparsity=0.6, calibration=Calibration("c4", samples=2, seqlen=32, files=bench_files["c4"]))
+    prune = Pruning(sparsity=0.6, calibration=Calibration("c4", samples=2, seqlen=32, files=bench_files["c4"]))
     files = {task: bench_files[task] for task in ("boolq", "hellaswag")}
     evaluate = ZeroShotEval(tasks=["boolq", "hellaswag"], data_files=files, limit=8, batch_size=4)
     trainer = Trainer(

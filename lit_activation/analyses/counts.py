@@ -36,6 +36,13 @@ from lit_activation.distributed.shards import LOCAL, Shards
 CHUNK = 1 << 22
 
 
+def finish_bytes(largest: int) -> int:
+    """Memory a dataset's finish takes beside the means (the memory plan): the edge table's arrays
+    (2^16 entries, built through int64 searches) and one chunk's temporaries (masks, bucket
+    indices: at most 16 bytes per value); `largest`: the largest module's number of means."""
+    return 5 * 4 * (1 << (32 - RANGE_SHIFT)) + 16 * min(CHUNK, largest)
+
+
 def _chunks(values: Tensor) -> Iterator[Tensor]:
     flat = values.reshape(-1)
     for start in range(0, flat.numel(), CHUNK):

@@ -117,6 +117,24 @@ def local_task(name: str, data_file: str | list[str]) -> dict[str, Any]:
     }
 
 
+def longest_request(name: str, data_file: str | list[str], tokenizer: Any, num_fewshot: int, limit: int | None = None) -> int:
+    """Tokens of the longest input lm-eval will give the model for a local task: its context and
+    continuation, as lm-eval builds them (few-shot examples drawn with its default seed)."""
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.evaluator import DEFAULT_OTHER_SEED
+
+    task = ConfigurableTask(config=local_task(name, data_file))
+    task.set_config(key="num_fewshot", value=num_fewshot)
+    task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)  # simple_evaluate's default fewshot_random_seed
+    task.build_all_requests(limit=limit)
+
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # lm-eval scores context + continuation without the last token, plus a BOS where the tokenizer adds one
+    return max(tokens(context) + tokens(continuation) for context, continuation in (i.args[:2] for i in task.instances)) + 1
+
+
 def zero_shot(
     model: nn.Module,
     tokenizer: Any,

@@ -29,6 +29,7 @@ from lit_activation.data.embedded import RATED_SETS
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import RatedPairs, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
 from lit_activation.models.loading import EMBEDDED_DEFAULT, load_tokenizer
+from lit_activation.planning.plan import Footprint, PlanContext, ScoringPass
 
 Mode = Literal["single", "pairs", "sts", "set"]
 
@@ -169,6 +170,22 @@ class ActivationDataModule(LightningDataModule):
         if self.hparams.mode == "set":
             return len(self.groups[0].rows) if self.groups else self.hparams.num_samples
         return {"single": 1, "pairs": 2 * len(self.dataset_names), "sts": 2}[self.hparams.mode]
+
+    @property
+    def n_groups(self) -> int:
+        """Groups to score: the loaded count once set up; before, one per sample of each dataset
+        (single), one per sample pair (pairs, sts), one for the whole set (set)."""
+        if self.groups:
+            return len(self.groups)
+        hp = self.hparams
+        return {"single": len(self.dataset_names) * hp.num_samples, "set": 1}.get(hp.mode, hp.num_samples)
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """The scoring passes over its batches (the plan): batch_size groups of group_size rows, as long
+        as the longest input once loaded, else as the caps allow."""
+        hp = self.hparams
+        longest = max((len(r) for g in self.groups for r in g.rows), default=None)
+        return ScoringPass(rows=hp.batch_size * self.group_size, length=max(hp.max_length, hp.window), longest=longest).memory_needs(plan)
 
     def _inputs(self, name: str, n: int, tokenizer) -> list[list[int]]:
         hp = self.hparams

@@ -11,6 +11,7 @@ from lit_activation.data.datamodule import tokenizer_name
 from lit_activation.data.registry import get_spec
 from lit_activation.data.samples import evaluation_stream
 from lit_activation.models.loading import load_tokenizer
+from lit_activation.planning.plan import EvaluationPass, Footprint, PlanContext
 
 
 def chunk_stream(stream: torch.Tensor, seqlen: int, max_chunks: int | None = None) -> torch.Tensor:
@@ -70,6 +71,10 @@ class PerplexityDataModule(LightningDataModule):
         hp = self.hparams
         limit = f"/first{hp.max_chunks}" if hp.max_chunks else ""
         return f"ppl/{hp.dataset}/{self.split}/seqlen{hp.seqlen}{limit}"
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """The evaluation passes (the plan): batch_size chunks of seqlen tokens per forward."""
+        return EvaluationPass(rows=self.hparams.batch_size, seqlen=self.hparams.seqlen).memory_needs(plan)
 
     def setup(self, stage: str | None = None) -> None:
         if self.chunks is None:

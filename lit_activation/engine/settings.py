@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 
 from lit_activation.engine.targets import check_target
+from lit_activation.models.loading import DTYPES
 
 MATMULS: tuple[str, ...] = ("auto", "ieee", "split")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # One module's rows [start, stop) to score; a sharded run scores each rank's own rows only.
 RowRanges = dict[str, tuple[int, int]]

@@ -5,3 +5,15 @@
 - layers.py         the scored modules: decoder blocks, their linears, layer and kind of each
 - tiny.py           tiny random models and a character tokenizer, for tests and smoke runs
 """
+
+from lit_activation.deprecated import moved_attributes
+
+# lit_activation.models was one module before this package: its names, found where they live now
+__getattr__ = moved_attributes(__name__, {
+    **{name: f"lit_activation.models.loading.{name}" for name in (
+        "EMBEDDED_DEFAULT", "TINY_PREFIX", "DTYPES", "resolve_dtype", "cache_dir", "load_causal_lm", "load_tokenizer", "local_source",
+    )},
+    **{name: f"lit_activation.models.layers.{name}" for name in (
+        "decoder_layers", "block_linears", "linear_modules", "layer_index", "module_kind", "weight_out_in", "layer_map",
+    )},
+})

@@ -71,17 +71,14 @@ def _read_config(name_or_path: str, trust_remote_code: bool) -> PretrainedConfig
     known = published_config(name_or_path)
     if known is not None and not Path(name_or_path).exists():
         return known
-    if name_or_path == loading.EMBEDDED_DEFAULT:
-        cached = loading.cache_dir() / loading.EMBEDDED_DEFAULT / "config.json"
-        if cached.is_file():
-            return AutoConfig.from_pretrained(cached.parent)
-        gguf = loading.embedded_gguf_path()
-        return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf = loading.gguf_file(name_or_path)
+    if gguf is not None:
+        file, key = gguf
+        converted = loading.cache_dir() / key if key else None  # the embedded default's converted copy, when made
+        if converted is not None and (converted / "config.json").is_file():
+            return AutoConfig.from_pretrained(converted)
+        return AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
     path = Path(name_or_path).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
-        return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as err:

@@ -109,15 +109,25 @@ def dequantized_dir(gguf: Path, key: str | None = None) -> Path:
     return target
 
 
+def gguf_file(name_or_path: str) -> tuple[Path, str | None] | None:
+    """The GGUF file behind a model name and its cache key: the embedded default's (keyed by its
+    name) or a .gguf path (keyed by its content); None for every other source."""
+    if name_or_path == EMBEDDED_DEFAULT:
+        return embedded_gguf_path(), EMBEDDED_DEFAULT
+    path = Path(name_or_path).expanduser()
+    if path.suffix != ".gguf":
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
+    return path, None
+
+
 def _source(name_or_path: str) -> tuple[str, dict]:
     """Where to load from: (directory or hub id, extra from_pretrained kwargs)."""
-    if name_or_path == EMBEDDED_DEFAULT:
-        return str(dequantized_dir(embedded_gguf_path(), EMBEDDED_DEFAULT)), {}
+    gguf = gguf_file(name_or_path)
+    if gguf is not None:
+        return str(dequantized_dir(*gguf)), {}
     path = Path(name_or_path).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
-        return str(dequantized_dir(path)), {}
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is a path but holds no config.json (a Hugging Face model dir)")
     return name_or_path, {}

@@ -1,16 +1,18 @@
-"""Memory plan: the predicted peak of a job on each device, before any weight is loaded.
+"""The memory plan: a run's predicted peak per device, phase by phase, before any weight is loaded.
 
-A job runs in phases: scoring (counts, LLMDcos, STS), pruning (allocation, then Wanda block by
-block) and evaluation (perplexity). Each phase's peak is the weights plus what it adds:
-accumulators, one tile, activations (simulated on fake tensors, lit_activation.planning.simulate), the
-calibration batch. The plan is the largest phase. `lit-activation plan --config X` prints it;
-every real run checks it first and stops, before loading the model, if it cannot fit.
+A run's parts say what they add, each in one method, `memory_needs(plan: PlanContext) -> Footprint`:
+the data module (the model's passes over its batches) and each callback (its state, its own passes).
+The planner adds the weights to every phase and names no part's class; a part without the method
+is listed as "not counted". The plan's peak is its largest phase. `lit-activation plan` prints it,
+and every real run checks it before loading the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from transformers import PretrainedConfig
@@ -19,8 +21,8 @@ from transformers.pytorch_utils import Conv1D
 from lit_activation.distributed.sharding import replicated_layout_warning, shard_group_size
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.tiling import default_tile_mb
-from lit_activation.models.architectures import context_length, fake_model
-from lit_activation.models.layers import decoder_layers, linear_modules, num_layers_of
+from lit_activation.models.architectures import context_length, fake_model, model_config
+from lit_activation.models.layers import decoder_layers, linear_modules, num_layers_of, text_config
 from lit_activation.models.loading import resolve_dtype
 from lit_activation.planning import simulate
 from lit_activation.planning.memory import GB, MEMORY_LIMIT_ENV, process_memory
@@ -28,53 +30,201 @@ from lit_activation.planning.memory import GB, MEMORY_LIMIT_ENV, process_memory
 CUDA_CONTEXT = 0.5 * GB  # CUDA context and kernels: outside torch's allocator, about this much per GPU
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a run executes: the device type, devices per node, nodes, and how the weights are split."""
+
+    device_type: str = "cpu"
+    devices: int = 1  # per node
+    nodes: int = 1
+    sharded: bool = False  # FSDP2 (ModelParallelStrategy): weights and per-parameter state split over a shard group
+    shard_group: int | None = None  # ranks that split each weight (tensor_parallel_size; None: `devices`)
+
+    @property
+    def shards(self) -> int:
+        """How many ranks each weight is split over (1 unless sharded)."""
+        return (self.shard_group or self.devices) if self.sharded else 1
+
+
 @dataclass
-class Scoring:
-    """A predict job: `rows` sequences of up to `length` tokens per batch."""
+class Footprint:
+    """What one part of a run adds, phase by phase, and the longest sequences it feeds the model.
+
+    `device`: bytes on each device beyond the weights; `host`: bytes of host RAM per rank (on a
+    CPU run the same memory as the device's). `sequences`: what -> (tokens, the option that sets it).
+    """
+
+    device: dict[str, dict[str, int]] = field(default_factory=dict)
+    host: dict[str, dict[str, int]] = field(default_factory=dict)
+    sequences: dict[str, tuple[int, str]] = field(default_factory=dict)
+    not_counted: list[str] = field(default_factory=list)  # what the part allocates but cannot state yet, and why
+
+    def add(self, phase: str, item: str, nbytes: int, on_host: bool = False) -> Footprint:
+        """Add `nbytes` to `item` of `phase` (on the device, or in host RAM); returns self."""
+        items = (self.host if on_host else self.device).setdefault(phase, {})
+        items[item] = items.get(item, 0) + int(nbytes)
+        return self
+
+    def add_all(self, phase: str, items: Mapping[str, int]) -> Footprint:
+        """Add several device items to `phase`; returns self."""
+        for item, nbytes in items.items():
+            self.add(phase, item, nbytes)
+        return self
+
+    def feeds(self, what: str, tokens: int, option: str) -> Footprint:
+        """Record a sequence of `tokens` fed to the model, set by `option`; returns self."""
+        self.sequences[what] = (int(tokens), option)
+        return self
+
+    def merge(self, other: Footprint) -> Footprint:
+        """Everything `other` adds, added to this footprint; returns self."""
+        for on_host, phases in ((False, other.device), (True, other.host)):
+            for phase, items in phases.items():
+                for item, nbytes in items.items():
+                    self.add(phase, item, nbytes, on_host)
+        self.sequences.update(other.sequences)
+        self.not_counted += other.not_counted
+        return self
+
+    def phases(self) -> list[str]:
+        """Every phase named, in the order the parts named them."""
+        return list(dict.fromkeys([*self.device, *self.host]))
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Parameter counts of an architecture, from a fake-tensor model."""
+
+    total: int  # every parameter (tied ones once)
+    scored: int  # the linear weights inside the decoder blocks
+    block: int  # the largest decoder block's
+    root: int  # the rest: embeddings, head, final norm
+    largest: int  # the largest single tensor
+    largest_scored: int  # the largest scored weight
+    conv1d: int  # scored parameters in Conv1D modules (GPT-2), whose rows a sharded rank keeps whole
+
+
+_PARAMETERS: dict[tuple, Parameters] = {}
+
+
+def parameters(config: PretrainedConfig, dtype: torch.dtype) -> Parameters:
+    """The architecture's parameter counts, from a fake-tensor model (once per config and dtype in a process)."""
+    key = (type(config).__name__, config.to_json_string(), dtype)
+    if key not in _PARAMETERS:
+        model = fake_model(config, dtype, simulate.FakeTensorMode())
+        params = list({id(p): p for p in model.parameters()}.values())
+        total = sum(p.numel() for p in params)
+        modules = linear_modules(model).values()
+        blocks = [sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1]]
+        _PARAMETERS[key] = Parameters(
+            total=total, scored=sum(m.weight.numel() for m in modules), block=max(blocks), root=total - sum(blocks),
+            largest=max(p.numel() for p in params), largest_scored=max(m.weight.numel() for m in modules),
+            conv1d=sum(m.weight.numel() for m in modules if isinstance(m, Conv1D)),
+        )
+    return _PARAMETERS[key]
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a part of a run may read to state its memory: the architecture, the dtypes, the layout,
+    the run's data module, and simulations of the passes a part runs (planning/simulate.py)."""
+
+    config: PretrainedConfig
+    dtype: torch.dtype  # the weights' stored dtype
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    layout: Layout = field(default_factory=Layout)
+    datamodule: Any = None  # the run's data module (a callback whose state follows the data reads it)
+    simulate: bool = True  # False: passes count 0 bytes (the sequences alone, checked before any pass is simulated)
+
+    @functools.cached_property
+    def params(self) -> Parameters:
+        return parameters(self.config, self.dtype)
+
+    @property
+    def n_layers(self) -> int:
+        return num_layers_of(self.config)
+
+    @property
+    def shards(self) -> int:
+        return self.layout.shards
+
+    @property
+    def tile_bytes(self) -> int:
+        """The engine's budget for one tile of per-sample scores."""
+        return int((self.engine.tile_mb or default_tile_mb(self.layout.device_type)) * 2**20)
+
+    def row_state(self, bytes_per_value: int = 4, whole_conv1d: bool = False) -> int:
+        """A per-parameter state of the scored weights on one rank: a sharded rank keeps its own rows
+        (1/N), and with `whole_conv1d` every row of a Conv1D (which is pruned on its gathered weight)."""
+        p = self.params
+        if whole_conv1d:
+            return (p.scored - p.conv1d) * bytes_per_value // self.shards + p.conv1d * bytes_per_value
+        return p.scored * bytes_per_value // self.shards
+
+    def peak(self, simulation: Callable[..., int], *args: object) -> int:
+        """simulation(config, dtype, *args): the peak of a pass run on fake tensors (planning/simulate.py)."""
+        return simulation(self.config, self.dtype, *args) if self.simulate else 0
+
+    def scoring_pass(self, rows: int, length: int, target: str | None = None) -> dict[str, int]:
+        """The items of one scoring pass over `rows` sequences of `length` tokens (`target`: the
+        engine's unless given): activations and one tile, and the loss target's head chunks."""
+        target = target or self.engine.target
+        settings = replace(self.engine, rows=None, target="max_logit" if target == "loss" else target)
+        split = self.engine.split_products(self.layout.device_type)
+        items = {"activations + one tile": self.peak(simulate.scoring_peak, settings, rows, length, self.tile_bytes, split)}
+        if target == "loss":  # a chunk of positions' fp32 logits and their log-softmax, each within one tile
+            vocab = text_config(self.config).vocab_size
+            items["loss head chunks"] = 2 * min(self.tile_bytes, rows * (length - 1) * vocab * 4)
+        return items
+
+    def evaluation_pass(self, rows: int, seqlen: int) -> dict[str, int]:
+        """The items of one perplexity batch: a forward and the token NLLs a chunk at a time."""
+        return {"forward + NLL chunks": self.peak(simulate.evaluation_peak, rows, seqlen, self.tile_bytes)}
+
+
+@dataclass(frozen=True)
+class ScoringPass:
+    """A part that runs scoring passes over batches of `rows` sequences of up to `length` tokens
+    (`longest`: the longest real input once the data are loaded): what a data module states."""
 
     rows: int
     length: int
-    longest: int | None = None  # the longest input row, once the data are loaded (length is its cap)
-    accumulator: bool = False  # Finding 1 sums (one fp32 value per scored parameter)
-    accumulator_on_host: bool = False
-    tables_bytes: int = 0  # LLMDcos / STS per-group Gram tables
+    longest: int | None = None
+    option: str = "data.init_args.max_length (prompts) or data.init_args.window (corpus windows)"
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        needs = Footprint().add_all("scoring", plan.scoring_pass(self.rows, self.length))
+        if self.longest is not None:
+            return needs.feeds("the longest input", self.longest, self.option)
+        return needs.feeds("data.init_args.max_length / window", self.length, self.option)
 
 
-@dataclass
-class Pruning:
-    """A Wanda job: the calibration batch and how the layer sparsities are found."""
-
-    samples: int
-    seqlen: int
-    batch_size: int
-    activation_counts: tuple[int, int] | None = None  # on-the-fly counts: (samples, length)
-    owl: bool = False
-    metric_state: bool = False  # the metric keeps one fp32 value per scored parameter (Taylor, GBLM)
-    metric_target: str | None = None  # the metric's scoring passes over the calibration batch use this D
-
-
-@dataclass
-class Evaluation:
-    """Perplexity batches of `rows` chunks of `seqlen` tokens."""
+@dataclass(frozen=True)
+class EvaluationPass:
+    """A part that evaluates perplexity in batches of `rows` chunks of `seqlen` tokens."""
 
     rows: int
     seqlen: int
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        return Footprint().add_all("evaluation", plan.evaluation_pass(self.rows, self.seqlen)).feeds("data.init_args.seqlen", self.seqlen, "it")
 
 
 @dataclass
 class Job:
-    """What a run does, as far as memory is concerned."""
+    """What a run does, as far as memory is concerned: the model, how it is stored and computed,
+    where it runs, and its parts (the data module and the callbacks), each stating its needs."""
 
     model: str
     dtype: str = "float32"
-    engine: EngineSettings = field(default_factory=EngineSettings)  # target, compute dtype, products, tile, recompute
-    device_type: str = "cpu"
-    devices: int = 1  # per node
-    sharded: bool = False  # FSDP2 (ModelParallelStrategy): weights and accumulator split over a shard group
-    shard_group: int | None = None  # ranks that split each weight (tensor_parallel_size; None: `devices`)
-    scoring: Scoring | None = None
-    pruning: Pruning | None = None
-    evaluation: Evaluation | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    layout: Layout = field(default_factory=Layout)
+    datamodule: Any = None
+    callbacks: list = field(default_factory=list)
+
+    def parts(self) -> list:
+        """The data module and the callbacks, Lightning's own callbacks left out (they hold no tensors)."""
+        return [p for p in [self.datamodule, *self.callbacks] if p is not None and not type(p).__module__.startswith("lightning.")]
 
 
 @dataclass
@@ -83,29 +233,34 @@ class MemoryPlan:
 
     job: Job
     phases: dict[str, dict[str, int]] = field(default_factory=dict)
-    host: dict[str, int] = field(default_factory=dict)  # items kept in host RAM beside a GPU job
+    host: dict[str, dict[str, int]] = field(default_factory=dict)  # host RAM per rank beside a GPU job, per phase
     available: int | None = None
+    not_counted: list[str] = field(default_factory=list)  # parts that do not state their memory
+    sequences: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def shards(self) -> int:
-        """How many ranks each weight is split over (1 unless sharded)."""
-        job = self.job
-        return (job.shard_group or job.devices) if job.sharded else 1
+        return self.job.layout.shards
 
     def peak(self) -> tuple[str, int]:
         """(phase, bytes) of the largest phase."""
         name = max(self.phases, key=lambda p: sum(self.phases[p].values()))
         return name, sum(self.phases[name].values())
 
+    def host_peak(self) -> int:
+        """Host RAM per rank at its largest phase (loading included)."""
+        return max((sum(items.values()) for items in self.host.values()), default=0)
+
     def fits(self) -> bool:
         return self.available is None or self.peak()[1] <= self.available
 
     def table(self) -> str:
         """The plan as aligned text, one block per phase, the peak marked."""
-        job = self.job
-        where = f"{job.devices} × {job.device_type}" + (f" (sharded over groups of {self.shards})" if job.sharded else "")
+        job, layout = self.job, self.job.layout
+        nodes = f"{layout.nodes} nodes × " if layout.nodes > 1 else ""
+        where = f"{nodes}{layout.devices} × {layout.device_type}" + (f" (sharded over groups of {self.shards})" if layout.sharded else "")
         lines = [f"Memory plan: {job.model}, weights {job.dtype}, compute {job.engine.compute_dtype}, per device of {where}"]
-        warning = replicated_layout_warning(job.devices, self.shards) if job.sharded else None
+        warning = replicated_layout_warning(layout.devices, self.shards) if layout.sharded else None
         if warning:
             lines.append(f"  warning: {warning}")
         peak_phase, peak = self.peak()
@@ -114,95 +269,55 @@ class MemoryPlan:
             lines.append(f"  {phase}: {sum(items.values()) / GB:.2f} GB{mark}")
             lines += [f"    {name:<34} {value / GB:8.2f} GB" for name, value in items.items()]
         if self.host:
-            per_rank = max(self.host.values())
-            lines.append(
-                f"  host RAM per rank: {per_rank / GB:.2f} GB at most ({', '.join(f'{k} {v / GB:.2f} GB' for k, v in self.host.items())}); "
-                f"per node of {job.devices}: {job.devices * per_rank / GB:.2f} GB"
-            )
+            per_rank = self.host_peak()
+            parts = ", ".join(f"{phase} {sum(items.values()) / GB:.2f} GB" for phase, items in self.host.items())
+            per_node = layout.devices * per_rank
+            lines.append(f"  host RAM per rank: {per_rank / GB:.2f} GB at most ({parts}); per node of {layout.devices}: {per_node / GB:.2f} GB")
+        if self.not_counted:
+            lines += [f"  not counted: {what}" for what in self.not_counted]
         if self.available is not None:
             verdict = "fits" if self.fits() else "DOES NOT FIT"
             lines.append(f"  available per device: {self.available / GB:.2f} GB -> {verdict} (peak {peak / GB:.2f} GB)")
         return "\n".join(lines)
 
 
-def _params(config: PretrainedConfig, dtype: torch.dtype) -> tuple[int, int, int, int, int, int]:
-    """(all parameters, scored linear parameters, largest decoder block's, the rest's: embeddings,
-    head, norm; the largest single tensor's; the scored ones in Conv1D modules, GPT-2's)."""
-    mode = simulate.FakeTensorMode()
-    model = fake_model(config, dtype, mode)
-    params = list({id(p): p for p in model.parameters()}.values())
-    total = sum(p.numel() for p in params)
-    modules = linear_modules(model).values()
-    scored = sum(m.weight.numel() for m in modules)
-    conv1d = sum(m.weight.numel() for m in modules if isinstance(m, Conv1D))
-    blocks = [sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1]]
-    return total, scored, max(blocks), total - sum(blocks), max(p.numel() for p in params), conv1d
-
-
-def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None) -> MemoryPlan:
-    """Predict every phase's peak per device for `job` on the architecture `config`."""
-    dtype, engine = resolve_dtype(job.dtype), job.engine
-    compute = engine.dtype
-    tile = (engine.tile_mb or default_tile_mb(job.device_type)) * 2**20
-    split = engine.split_products(job.device_type)
-    total, scored, block, root, largest, conv1d = _params(config, dtype)
-    plan = MemoryPlan(job, available=available)
-    shards = plan.shards
-    weights = {"weights": total * dtype.itemsize // shards}
-    if job.sharded:  # FSDP2 gathers one block (and prefetches the next) in the compute dtype; the root
-        weights["gathered blocks (2, unsharded)"] = 2 * block * compute.itemsize  # unit (embeddings, head)
-        weights["gathered root (embeddings, head)"] = root * compute.itemsize  # stays gathered all pass long
-    if job.device_type == "cpu":
-        weights["runtime (this process now)"] = process_memory()
+def weights_items(plan: PlanContext) -> dict[str, int]:
+    """What every phase holds before its own work: the weights (a rank's shard), FSDP's gathered
+    blocks and root, and the runtime (this process on a CPU, the CUDA context on a GPU)."""
+    p, shards, compute = plan.params, plan.shards, plan.engine.dtype
+    items = {"weights": p.total * plan.dtype.itemsize // shards}
+    if plan.layout.sharded:  # FSDP2 gathers one block (and prefetches the next) in the compute dtype; the root
+        items["gathered blocks (2, unsharded)"] = 2 * p.block * compute.itemsize  # unit (embeddings, head)
+        items["gathered root (embeddings, head)"] = p.root * compute.itemsize  # stays gathered all pass long
+    if plan.layout.device_type == "cpu":
+        items["runtime (this process now)"] = process_memory()
     else:
-        weights["CUDA context"] = int(CUDA_CONTEXT)
-    if job.device_type != "cpu":  # the weights pass through host memory on their way to the device
-        plan.host["weights while loading"] = total * dtype.itemsize // shards + (largest * 4 // shards if job.sharded else 0)
-    plain = replace(engine, rows=None)
-    if job.scoring is not None:
-        s = job.scoring
-        items = dict(weights)
-        state = scored * 4 // shards
-        if s.accumulator and s.accumulator_on_host:
-            plan.host["Finding 1 sums (fp32)"] = state
-        elif s.accumulator:
-            items["Finding 1 sums (fp32)"] = state
-        if s.tables_bytes:
-            items["LLMDcos tables"] = s.tables_bytes
-        items["activations + one tile"] = simulate.scoring_peak(config, dtype, plain, s.rows, s.length, tile, split)
-        if engine.target == "loss":
-            items["loss head chunks"] = int(tile)
-        plan.phases["scoring"] = items
-    if job.pruning is not None:
-        p = job.pruning
-        items = dict(weights)
-        items["calibration (block in/out, args)"] = simulate.wanda_peak(config, dtype, p.samples, p.seqlen, p.batch_size)
-        if p.owl:
-            items["OWL scores of one block (fp32)"] = block * 4
-        plan.phases["pruning"] = items
-        if p.metric_target is not None:
-            scores = dict(weights)
-            if p.metric_state:
-                # a rank keeps its own rows of each Linear, every row of a Conv1D (pruned gathered)
-                scores["metric state (fp32)"] = (scored - conv1d) * 4 // shards + conv1d * 4
-            target = "max_logit" if p.metric_target == "loss" else p.metric_target
-            scores["activations + one tile"] = simulate.scoring_peak(config, dtype, replace(plain, target=target), p.batch_size, p.seqlen, tile, split)
-            if p.metric_target == "loss":
-                scores["loss head chunks"] = int(tile)
-            plan.phases["metric scores"] = scores
-        if p.activation_counts is not None:
-            n, length = p.activation_counts
-            counts = dict(weights)
-            counts["Finding 1 sums (fp32)"] = scored * 4 // shards
-            counts["activations + one tile"] = simulate.scoring_peak(config, dtype, replace(plain, target="max_logit"), min(n, 4), length, tile, split)
-            plan.phases["allocation counts"] = counts
-    if job.evaluation is not None:
-        e = job.evaluation
-        items = dict(weights)
-        items["forward + NLL chunks"] = simulate.evaluation_peak(config, dtype, e.rows, e.seqlen, tile)
-        plan.phases["evaluation"] = items
+        items["CUDA context"] = int(CUDA_CONTEXT)
+    return items
+
+
+def plan_memory(job: Job, config: PretrainedConfig, available: int | None = None, simulate: bool = True) -> MemoryPlan:
+    """Predict every phase's peak per device for `job` on the architecture `config`: the weights,
+    and what each part of the job says it adds (`memory_needs`). `simulate=False`: the passes count
+    nothing (the parts' sequences and fixed items only)."""
+    context = PlanContext(config, resolve_dtype(job.dtype), job.engine, job.layout, job.datamodule, simulate)
+    needs, not_counted = Footprint(), []
+    for part in job.parts():
+        if hasattr(part, "memory_needs"):
+            needs.merge(part.memory_needs(context))
+        else:
+            not_counted.append(f"{type(part).__name__} (it has no memory_needs)")
+    plan = MemoryPlan(job, available=available, not_counted=not_counted + needs.not_counted, sequences=needs.sequences)
+    weights = weights_items(context)
+    on_cpu = job.layout.device_type == "cpu"
+    for phase in needs.phases():
+        plan.phases[phase] = {**weights, **needs.device.get(phase, {}), **(needs.host.get(phase, {}) if on_cpu else {})}
     if not plan.phases:
         plan.phases["weights only"] = weights
+    if not on_cpu:  # the weights pass through host memory on their way to the device
+        p, shards = context.params, context.shards
+        plan.host["loading"] = {"weights while loading": p.total * context.dtype.itemsize // shards + (p.largest * 4 // shards if job.layout.sharded else 0)}
+        plan.host.update({phase: items for phase, items in needs.host.items() if items})
     return plan
 
 
@@ -214,7 +329,7 @@ def suggestions(plan: MemoryPlan) -> list[str]:
         out.append("keep the Finding 1 sums in host RAM (callbacks: ActivationCounts state_device: cpu)")
     if "activations + one tile" in items and not job.engine.checkpoint_blocks:
         out.append("recomputed blocks (model.engine.checkpoint_blocks: true; about a third more compute)")
-    if any(k.startswith("activations") or k.startswith("calibration") or k.startswith("forward") for k in items):
+    if any(k.startswith(("activations", "calibration", "forward")) for k in items):
         out.append("a smaller batch or length (data.init_args.batch_size / max_length / window; pruning batch_size or seqlen)")
     if job.dtype == "float32":
         out.append("store the weights in bfloat16 (model.dtype: bfloat16; scores stay exact fp32)")
@@ -237,35 +352,20 @@ def check_fits(plan: MemoryPlan) -> None:
     )
 
 
-def job_from_run(module, datamodule, callbacks: Iterable, trainer) -> Job:  # noqa: ANN001 - Lightning objects
-    """The Job that a configured run (ActivationModule, data module, callbacks, Trainer) will do."""
-    from lit_activation.callbacks import ActivationCounts, LLMDcos, STSCorrelation, WandaPruning
-    from lit_activation.data.datamodule import ActivationDataModule
-    from lit_activation.data.perplexity import PerplexityDataModule
-
-    hp = module.hparams
-    sharded = type(trainer.strategy).__name__ == "ModelParallelStrategy"
-    job = Job(
-        model=hp.model, dtype=hp.dtype, engine=module.engine, device_type=trainer.strategy.root_device.type, devices=trainer.num_devices,
-        sharded=sharded, shard_group=shard_group_of(trainer.strategy) if sharded else None,
+def layout_of(trainer) -> Layout:  # noqa: ANN001 - a Lightning Trainer
+    """The layout a configured Trainer will run: its device type and count, nodes, and shard group."""
+    strategy = trainer.strategy
+    sharded = type(strategy).__name__ == "ModelParallelStrategy"
+    return Layout(
+        device_type=strategy.root_device.type, devices=trainer.num_devices, nodes=trainer.num_nodes, sharded=sharded,
+        shard_group=shard_group_of(strategy) if sharded else None,
     )
-    callbacks = list(callbacks)
-    if isinstance(datamodule, ActivationDataModule):
-        d = datamodule.hparams
-        rows = d.batch_size * datamodule.group_size
-        counts = [cb for cb in callbacks if isinstance(cb, ActivationCounts)]
-        loaded = [len(r) for g in datamodule.groups for r in g.rows]
-        job.scoring = Scoring(rows=rows, length=max(d.max_length, d.window), longest=max(loaded, default=None), accumulator=bool(counts),
-                              accumulator_on_host=any(cb.state_device == "cpu" for cb in counts))
-        if any(isinstance(cb, (LLMDcos, STSCorrelation)) for cb in callbacks):
-            layers = num_layers_of(model_config_of(hp))
-            job.scoring.tables_bytes = d.num_samples * layers * datamodule.group_size**2 * 8
-    if isinstance(datamodule, PerplexityDataModule):
-        job.evaluation = Evaluation(rows=datamodule.hparams.batch_size, seqlen=datamodule.hparams.seqlen)
-    for cb in callbacks:
-        if isinstance(cb, WandaPruning) and cb.sparsity > 0:
-            job.pruning = cb.memory_needs()
-    return job
+
+
+def job_of(module, datamodule, callbacks: Iterable, trainer) -> Job:  # noqa: ANN001 - Lightning objects
+    """The Job that a configured run (ActivationModule, data module, callbacks, Trainer) will do."""
+    hp = module.hparams
+    return Job(model=hp.model, dtype=hp.dtype, engine=module.engine, layout=layout_of(trainer), datamodule=datamodule, callbacks=list(callbacks))
 
 
 def shard_group_of(strategy) -> int | None:  # noqa: ANN001 - a ModelParallelStrategy
@@ -278,41 +378,25 @@ def shard_group_of(strategy) -> int | None:  # noqa: ANN001 - a ModelParallelStr
     return None if size == "auto" else int(size)
 
 
-def model_config_of(hparams) -> PretrainedConfig:  # noqa: ANN001 - ActivationModule hparams
-    """The architecture of the module's configured model (config only, no weights)."""
-    from lit_activation.models.architectures import model_config
-
-    return model_config(hparams.model, hparams.trust_remote_code)
-
-
 def checked_job(module, datamodule, callbacks: Iterable, trainer) -> tuple[Job, PretrainedConfig]:  # noqa: ANN001
     """The Job of a configured run and its model's config, its sequences checked against the model's positions."""
-    job, config = job_from_run(module, datamodule, callbacks, trainer), model_config_of(module.hparams)
+    hp = module.hparams
+    job, config = job_of(module, datamodule, callbacks, trainer), model_config(hp.model, hp.trust_remote_code)
     check_context(job, config)
     return job, config
 
 
-def sequence_lengths(job: Job) -> dict[str, tuple[int, str]]:
-    """The longest sequence each phase of `job` feeds the model: {what: (tokens, the option that sets it)}."""
-    data = "data.init_args.max_length (prompts) or data.init_args.window (corpus windows)"
-    lengths = {}
-    if job.scoring and job.scoring.longest is not None:  # the data are loaded: what the model will be given
-        lengths["the longest input"] = (job.scoring.longest, data)
-    elif job.scoring:  # planned before the data: their caps
-        lengths["data.init_args.max_length / window"] = (job.scoring.length, data)
-    if job.pruning:
-        lengths["pruning.calibration.seqlen"] = (job.pruning.seqlen, "it")
-        if job.pruning.activation_counts:
-            lengths["pruning.allocation.init_args.counts.init_args.length"] = (job.pruning.activation_counts[1], "it")
-    if job.evaluation:
-        lengths["data.init_args.seqlen"] = (job.evaluation.seqlen, "it")
-    return lengths
+def sequence_lengths(job: Job, config: PretrainedConfig) -> dict[str, tuple[int, str]]:
+    """The longest sequence each part of `job` feeds the model: {what: (tokens, the option that sets it)}."""
+    return plan_memory(job, config, simulate=False).sequences
 
 
 def check_context(job: Job, config: PretrainedConfig) -> None:
     """Refuse, before any weight loads, a sequence longer than the model was built for: learned
     positions (GPT-2) would fail mid-run, rotary ones would score positions never trained."""
     limit = context_length(config)
-    for name, (n, option) in sequence_lengths(job).items():
-        if limit is not None and n > limit:
+    if limit is None:
+        return
+    for name, (n, option) in sequence_lengths(job, config).items():
+        if n > limit:
             raise ValueError(f"{name} is {n} tokens; {job.model!r} takes at most {limit} positions (max_position_embeddings): lower {option} to <= {limit}")

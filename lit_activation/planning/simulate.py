@@ -129,7 +129,7 @@ def scoring_peak(
     return peak_bytes(run, mode, _state(model, ids, mask))
 
 
-def _one_block(config: PretrainedConfig) -> PretrainedConfig:
+def one_block_config(config: PretrainedConfig) -> PretrainedConfig:
     """The same architecture with a single decoder layer: every block peaks alike."""
     config = copy.deepcopy(config)
     text = text_config(config)
@@ -137,20 +137,6 @@ def _one_block(config: PretrainedConfig) -> PretrainedConfig:
     if getattr(text, "layer_types", None):
         text.layer_types = text.layer_types[:1]
     return config
-
-
-@cached
-def wanda_peak(config: PretrainedConfig, dtype: torch.dtype, samples: int, seqlen: int, batch_size: int) -> int:
-    """Peak bytes (beyond the weights) of sequential Wanda on one block: the calibration batch's
-    block inputs and outputs, the block's call arguments and one chunk's forward through it."""
-    from lit_activation.pruning.wanda import sequential_blocks
-
-    mode = FakeTensorMode()
-    model = fake_model(_one_block(config), dtype, mode)
-    with mode:
-        calibration = torch.zeros((samples, seqlen), dtype=torch.long)
-    run = lambda: sequential_blocks(model, calibration, lambda index, block, norms: None, batch_size)  # noqa: E731
-    return peak_bytes(run, mode, _state(model, calibration))
 
 
 @cached
@@ -162,3 +148,23 @@ def evaluation_peak(config: PretrainedConfig, dtype: torch.dtype, rows: int, seq
     with mode:
         ids = torch.zeros((rows, seqlen), dtype=torch.long)
     return peak_bytes(lambda: sequence_nll(model, ids, chunk_bytes), mode, _state(model, ids))
+
+
+@cached
+def logits_peak(config: PretrainedConfig, dtype: torch.dtype, rows: int, length: int, every_position: bool) -> int:
+    """Peak bytes (beyond the weights) of a forward without gradients whose logits are read: at every
+    position with a log-softmax over the vocabulary (lm-evaluation-harness's log-likelihoods), or at
+    the last position only (`every_position` False: the head sees one hidden state per row)."""
+    mode = FakeTensorMode()
+    model = fake_model(config, dtype, mode)
+    with mode:
+        ids = torch.zeros((rows, length), dtype=torch.long)
+
+    def run() -> None:
+        with torch.no_grad():
+            if every_position:
+                torch.nn.functional.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+            else:
+                model(input_ids=ids, logits_to_keep=1)
+
+    return peak_bytes(run, mode, _state(model, ids))

@@ -1,11 +1,12 @@
 """Validation 1 as a sweep: dense vs allocations × metrics × sparsities × calibration seeds, perplexity.
 
-`lit-activation compare` runs each point as its own Lightning validate run (fresh dense weights,
-WandaPruning, perplexity, zero-shot when configured) and appends it to `results.csv` the moment it
-finishes. Running the same command again resumes: recorded runs are skipped, and a run that was
-interrupted is redone (its partial directory is kept aside, never deleted). `comparison.json` pins
-what the runs share (model, data, calibration, each allocation's options); an output directory
-holding runs of another configuration is refused rather than mixed.
+`Comparison` is the sweep behind `lit-activation compare`. Each point is one validate run of its
+own (fresh dense weights, pruning, perplexity, zero-shot when configured; the caller builds a new
+trainer and module for it) and is appended to `results.csv` the moment it finishes. Running the
+same command again resumes: recorded runs are skipped, and a run that was interrupted is redone
+(its partial directory is kept aside, never deleted). `comparison.json` pins what the runs share
+(model, data, calibration, each method's options); an output directory holding runs of another
+configuration is refused rather than mixed.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from lit_activation import outputs, plots
-from lit_activation.pruning.allocations import Allocation
+from lit_activation.models.loading import load_causal_lm
+from lit_activation.planning.memory import release_memory
+from lit_activation.pruning.allocations import Activation, Allocation, GivenCounts, OnTheFlyCounts
+from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.metrics import PruningMetric
 
 RESULTS = "results.csv"
@@ -108,6 +114,92 @@ def pin_configuration(out: Path, fixed: dict, methods: dict[str, dict]) -> dict:
     record["allocations"].update(methods)
     outputs.write_json(path, record, overwrite=True)
     return record
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run of the sweep measured."""
+
+    perplexity: float
+    achieved_sparsity: float
+    zero_shot: dict
+
+
+class Comparison:
+    """The sweep in `output_dir`: its runs, what they share, and what is recorded so far.
+
+    Args:
+        output_dir: results.csv, summary.md/csv, compare.png, comparison.json and one directory per run.
+        runs: the points of the sweep (`sweep`), the dense reference first.
+        model: the model's name, for titles.
+    """
+
+    def __init__(self, output_dir: str | Path, runs: Sequence[Run], model: str) -> None:
+        self.out, self.runs, self.model = Path(output_dir), list(runs), model
+        self.record: dict = {}
+
+    def check(self) -> None:
+        """Refuse, before any work, an output_dir that holds something other than this kind of comparison."""
+        check_output_dir(self.out)
+
+    def pin(self, fixed: dict, methods: dict[str, dict]) -> None:
+        """Record what the runs share, or check it against the record of an earlier start (pin_configuration)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.record = pin_configuration(self.out, fixed, methods)
+
+    def resolve_counts(self, allocations: Sequence[Allocation], dense_counts: Callable[[OnTheFlyCounts], list[float]]) -> None:
+        """On-the-fly activation counts, once per comparison (every run starts from the same dense
+        model): recorded in comparison.json, so a resumed sweep does not compute them again."""
+        for allocation in allocations:
+            if not (isinstance(allocation, Activation) and isinstance(allocation.counts, OnTheFlyCounts)):
+                continue
+            counts = self.record["resolved_counts"].get(allocation.label)
+            if counts is None:
+                counts = dense_counts(allocation.counts)
+                self.record["resolved_counts"][allocation.label] = counts
+                outputs.write_json(self.out / "comparison.json", self.record, overwrite=True)
+            allocation.counts = GivenCounts(counts)
+
+    def todo(self) -> list[Run]:
+        """The runs not yet in results.csv, in sweep order."""
+        done = recorded(self.out)
+        return [r for r in self.runs if r.key not in done]
+
+    def run(self, validate: Callable[[Run, Path], RunResult], evaluation_metric: str) -> Path:
+        """Run every point not yet recorded, `validate(run, run_dir)` each, recording each as it finishes."""
+        todo = self.todo()
+        elapsed: list[float] = []
+        for k, run in enumerate(todo, len(self.runs) - len(todo) + 1):
+            print(progress(k, len(self.runs), run, elapsed), flush=True)
+            run_dir = self.out / "runs" / run.name
+            set_aside(run_dir)
+            start = time.perf_counter()
+            result = validate(run, run_dir)
+            seconds = time.perf_counter() - start
+            row = [run.method, run.metric, run.sparsity, run.seed, result.perplexity, evaluation_metric, result.achieved_sparsity,
+                   json.dumps(result.zero_shot), round(seconds, 1)]
+            outputs.append_csv_row(self.out / RESULTS, HEADER, row)
+            write_summary(self.out, self.model)
+            elapsed.append(seconds)
+        if not todo:  # a finished sweep's summary, rebuilt by this version from results.csv
+            write_summary(self.out, self.model)
+        summary = self.out / "summary.md"
+        print(summary.read_text() if summary.is_file() else "")
+        print(f"Comparison: {summary}, summary.csv, {RESULTS}, compare.png ({len(self.runs)} runs, {len(todo)} run now)")
+        return self.out
+
+
+def dense_counts(
+    source: OnTheFlyCounts, model: str, dtype: str, trust_remote_code: bool, device: torch.device, calibration: Calibration
+) -> list[float]:
+    """Finding 1 counts of the dense model (loaded for them, then freed): what `source` computes."""
+    dense, tokenizer = load_causal_lm(model, dtype, trust_remote_code, device=device)
+    c = calibration
+    context = PruningContext(dense, tokenizer, torch.empty(0, dtype=torch.long), c.dataset, c.files, c.batch_size)
+    counts = source.layer_counts(context)
+    del dense, context
+    release_memory()
+    return counts
 
 
 def set_aside(run_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""What an allocation or a metric may use: the dense model, its tokenizer, the calibration batch, settings."""
+"""What pruning reads: the calibration batch's settings, and what an allocation or a metric may use."""
 
 from __future__ import annotations
 
@@ -7,7 +7,34 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lit_activation.data.registry import get_spec
 from lit_activation.distributed.shards import LOCAL, Shards
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration batch: `samples` seeded sequences of `seqlen` tokens of `dataset`.
+
+    Attributes:
+        dataset: a registered dataset (paper: c4; Validation 2: mmlu, siqa; offline: news).
+        samples, seqlen: the batch (paper: 128 × 2048). seqlen is explicit: the model's maximum
+            context (131072 for Llama-3.1) would not fit.
+        seed: which windows/examples are drawn.
+        files: local file(s) for the dataset (offline use).
+        batch_size: calibration sequences per block call (memory ∝ batch_size × seqlen).
+    """
+
+    dataset: str = "c4"
+    samples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    files: str | list[str] | None = None
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        get_spec(self.dataset)
+        if self.samples < 1 or self.seqlen < 2 or self.batch_size < 1:
+            raise ValueError(f"calibration needs samples >= 1, seqlen >= 2, batch_size >= 1; got {self.samples}, {self.seqlen}, {self.batch_size}")
 
 
 @dataclass

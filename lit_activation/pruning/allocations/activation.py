@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.allocations.counts import CountsSource, OnTheFlyCounts
 from lit_activation.pruning.context import PruningContext
@@ -41,10 +42,8 @@ class Activation(Allocation):
             )
         return activation_sparsity(self.resolved, sparsity, self.alpha, self.beta)
 
-    def on_the_fly_counts(self) -> tuple[int, int] | None:
-        if isinstance(self.counts, OnTheFlyCounts):
-            return self.counts.samples, self.counts.length
-        return None
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        return self.counts.memory_needs(plan)
 
     def describe(self) -> dict:
         return {"method": self.label, "alpha": self.alpha, "beta": self.beta, "counts": self.counts.describe(), "layer_counts": self.resolved}

@@ -6,6 +6,7 @@ from typing import Literal
 
 from lit_activation.distributed.sharding import is_sharded
 from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
+from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import alpha_sparsity, esd_alpha
@@ -43,6 +44,11 @@ class AlphaPruning(Allocation):
             sizes.append(params)
         self.block_alphas = metrics
         return alpha_sparsity(metrics, sizes, sparsity, self.epsilon)
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """The singular values of one weight at a time: its fp32 copy and LAPACK's copy of it (a
+        sharded weight is gathered whole for it)."""
+        return Footprint().add("pruning", "AlphaPruning SVD of one weight", 2 * plan.params.largest_scored * 4)
 
     @property
     def label(self) -> str:

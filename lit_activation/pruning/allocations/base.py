@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.context import PruningContext
 
 
@@ -26,13 +27,9 @@ class Allocation(ABC):
     def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
         """One sparsity per decoder layer for the overall `sparsity`, computed on the dense model."""
 
-    def on_the_fly_counts(self) -> tuple[int, int] | None:
-        """(samples, length) of the activation counts this allocation computes itself, if any (memory plan)."""
-        return None
-
-    def needs_wanda_scores(self) -> bool:
-        """Whether it scans every block's Wanda scores (memory plan)."""
-        return False
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """What computing the layer sparsities adds to memory (the plan): nothing by default."""
+        return Footprint()
 
     @property
     def label(self) -> str:

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from torch import nn
 
-from lit_activation.analyses import counts as C
+from lit_activation.analyses.counts import layer_counts
 from lit_activation.data.datamodule import Group, pad_groups
 from lit_activation.distributed.shards import LOCAL, Shards
 from lit_activation.engine import EngineSettings, RowRanges, stream_taylor_scores
 from lit_activation.engine.reduce import ScoreSum
 from lit_activation.models.layers import layer_map, linear_modules
+from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.context import PruningContext
 
 
@@ -43,7 +44,7 @@ def activation_layer_counts(
         stream_taylor_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), sums.update, EngineSettings(rows=rows), modules)
         sums.end()
     layer_of, _, n_layers = layer_map(model)
-    return shards.sum(C.layer_counts(sums.means(), layer_of, n_layers, gamma)).tolist()
+    return shards.sum(layer_counts(sums.means(), layer_of, n_layers, gamma)).tolist()
 
 
 def check_count_values(counts: Sequence, source: str) -> None:
@@ -64,6 +65,10 @@ class CountsSource(ABC):
     @abstractmethod
     def layer_counts(self, context: PruningContext) -> list[float]:
         """One count per decoder layer."""
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """What computing the counts adds to memory (the plan): nothing, unless they are computed now."""
+        return Footprint()
 
     def describe(self) -> dict:
         """JSON-ready record of where the counts came from."""
@@ -153,6 +158,16 @@ class OnTheFlyCounts(CountsSource):
             raise ValueError(f"OnTheFlyCounts needs gamma >= 0, samples >= 1, length >= 2, batch_size >= 1; got {gamma}, {samples}, {length}, {batch_size}")
         self.gamma, self.samples, self.length = gamma, samples, length
         self.dataset, self.files, self.seed, self.batch_size = dataset, files, seed, batch_size
+
+    def memory_needs(self, plan: PlanContext) -> Footprint:
+        """A Finding 1 pass on the dense model: its sums (one fp32 value per scored parameter) and the
+        scoring of `batch_size` sequences of `length` tokens, before pruning starts."""
+        return (
+            Footprint()
+            .add("allocation counts", "Finding 1 sums (fp32)", plan.row_state())
+            .add_all("allocation counts", plan.scoring_pass(min(self.samples, self.batch_size), self.length, "max_logit"))
+            .feeds("pruning.allocation.init_args.counts.init_args.length", self.length, "it")
+        )
 
     def layer_counts(self, context: PruningContext) -> list[float]:
         from lit_activation.data.samples import sample_inputs

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
 from lit_activation.engine import RowRanges
-from lit_activation.pruning.context import PruningContext
+from lit_activation.planning.plan import Footprint, PlanContext
+from lit_activation.pruning.context import Calibration, PruningContext
 
 
 class PruningMetric(ABC):
@@ -39,13 +40,9 @@ class PruningMetric(ABC):
         token (the block's inputs as pruning reached it).
         """
 
-    def scoring_target(self) -> str | None:
-        """The target D of the scoring passes it runs over the calibration batch (the plan); None: none."""
-        return None
-
-    def state_bytes(self, scored_parameters: int) -> int:
-        """Memory the metric keeps besides the model (the plan): nothing for Wanda."""
-        return 0
+    def memory_needs(self, plan: PlanContext, calibration: Calibration) -> Footprint:
+        """What the metric adds to memory besides pruning's own (the plan): nothing for Wanda."""
+        return Footprint()
 
     @property
     def label(self) -> str:

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from lit_activation.engine import EngineSettings, stream_taylor_scores
 from lit_activation.engine.reduce import GradientSquares
 from lit_activation.models.layers import linear_modules, weight_out_in
-from lit_activation.pruning.context import PruningContext
+from lit_activation.planning.plan import Footprint, PlanContext
+from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.metrics.base import PruningMetric, state_rows
 from lit_activation.pruning.metrics.taylor import calibration_key
 
@@ -54,11 +55,10 @@ class GBLM(PruningMetric):
         gradient = weight_out_in(module, self._squares[name]).sqrt()
         return weight.abs().float() * (input_norm.float()[None, :] / math.sqrt(self._samples) + self.alpha * gradient)
 
-    def scoring_target(self) -> str | None:
-        return "loss"
-
-    def state_bytes(self, scored_parameters: int) -> int:
-        return 4 * scored_parameters
+    def memory_needs(self, plan: PlanContext, calibration: Calibration) -> Footprint:
+        """One loss-target scoring pass over the calibration batch and the gradient squares it sums."""
+        passes = plan.scoring_pass(calibration.batch_size, calibration.seqlen, "loss")
+        return Footprint().add("metric scores", "metric state (fp32)", plan.row_state(whole_conv1d=True)).add_all("metric scores", passes)
 
     def describe(self) -> dict:
         return {"metric": self.label, "alpha": self.alpha}

@@ -12,8 +12,10 @@ from torch import Tensor, nn
 
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 from lit_activation.models.layers import block_linears, decoder_layers, linear_modules, weight_out_in
-from lit_activation.pruning.context import PruningContext
+from lit_activation.planning.plan import Footprint, PlanContext
+from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.metrics.base import PruningMetric, state_rows
+from lit_activation.pruning.sequential import calibration_inputs
 
 
 def calibration_means(model: nn.Module, ids: Tensor, batch_size: int, settings: EngineSettings, modules: Mapping[str, nn.Module]) -> dict[str, Tensor]:
@@ -74,11 +76,16 @@ class Taylor(PruningMetric):
     def scores(self, name: str, module: nn.Module, weight: Tensor, input_norm: Tensor) -> Tensor:
         return weight_out_in(module, self._means[name])
 
-    def scoring_target(self) -> str | None:
-        return self.target
-
-    def state_bytes(self, scored_parameters: int) -> int:
-        return 0 if self.sequential else 4 * scored_parameters
+    def memory_needs(self, plan: PlanContext, calibration: Calibration) -> Footprint:
+        """Scoring passes over the calibration batch and the mean scores they give: every scored
+        parameter's before pruning, or (sequential) one block's while pruning holds its inputs."""
+        passes = plan.scoring_pass(calibration.batch_size, calibration.seqlen, self.target)
+        if self.sequential:  # when pruning reaches a block, before its own pass: the calibration's inputs to it are held
+            phase = "metric scores, block by block"
+            held = plan.peak(calibration_inputs, calibration.samples, calibration.seqlen, calibration.batch_size)
+            needs = Footprint().add(phase, "calibration inputs held", held).add(phase, "metric state of one block (fp32)", plan.params.block * 4 // plan.shards)
+            return needs.add_all(phase, passes)
+        return Footprint().add("metric scores", "metric state (fp32)", plan.row_state(whole_conv1d=True)).add_all("metric scores", passes)
 
     def describe(self) -> dict:
         return {"metric": self.label, "target": self.target, "sequential": self.sequential}

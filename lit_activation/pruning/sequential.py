@@ -1,7 +1,7 @@
 """Wanda pruning (docs/method.md §5): score each weight, prune the lowest per output row, block by block.
 
 `prune_mask` turns one weight matrix's scores into a mask; `wanda_mask` is it with Wanda's scores
-|W_jk|·‖X_k‖₂. `prune_wanda` runs sequentially with any metric (pruning/metrics): the inputs of
+|W_jk|·‖X_k‖₂. `prune_sequential` runs sequentially with any metric (pruning/metrics): the inputs of
 block 0 are captured on the calibration set (with the exact arguments the model passes to its
 decoder layers, rotary position embeddings included), then for each block the input norms of its
 linear modules are collected with hooks, the block is pruned by the metric's scores, and the
@@ -13,19 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from lit_activation.distributed.sharding import is_sharded, local, row_offset
-from lit_activation.distributed.shards import LOCAL, Shards
+from lit_activation.models.architectures import fake_model
 from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
+from lit_activation.planning import simulate
 from lit_activation.pruning.context import PruningContext
-from lit_activation.pruning.metrics import PruningMetric, Wanda
 from lit_activation.pruning.sparsity import check_nm
 
+if TYPE_CHECKING:
+    from lit_activation.pruning.metrics import PruningMetric
 
 def prune_mask(score: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
     """Boolean mask (True = set to zero) from the scores of a weight of shape (out, in).
@@ -177,7 +180,7 @@ def prune_module(module: nn.Module, score_of: Callable[[Tensor], Tensor], sparsi
     return float(mask.float().mean())  # every row prunes as many: this rank's fraction is the module's
 
 
-def prune_wanda(
+def prune_sequential(
     model: nn.Module,
     calibration_ids: Tensor,
     layer_sparsity: Sequence[float],
@@ -199,7 +202,10 @@ def prune_wanda(
         raise ValueError(f"layer_sparsity has {len(layer_sparsity)} values; the model has {len(layers)} decoder layers")
     if calibration_ids.ndim != 2:
         raise ValueError(f"calibration_ids must be (n_samples, seqlen), got shape {tuple(calibration_ids.shape)}")
-    metric = metric or Wanda()
+    if metric is None:
+        from lit_activation.pruning.metrics.wanda import Wanda  # the metrics build on this module: imported on use
+
+        metric = Wanda()
     context = context or PruningContext(model, None, calibration_ids, "", None, batch_size)
     metric.prepare(context)
     pruned: dict[str, float] = {}
@@ -215,35 +221,28 @@ def prune_wanda(
     return pruned
 
 
-def layer_scores(block: nn.Module, norms: dict[str, Tensor]) -> Tensor:
-    """Every Wanda score of one block's linear modules (this rank's rows when sharded), flattened."""
-    parts = []
-    for name, module in block_linears(block).items():
-        weight = local(module.weight.detach()).abs().float()
-        norm = norms[name].float()
-        if isinstance(module, Conv1D):  # stored (in, out): a stored row is one input channel
-            start = row_offset(module.weight)
-            parts.append((weight * norm[start : start + weight.shape[0], None]).flatten())
-        else:
-            parts.append((weight * norm[None, :]).flatten())
-    return torch.cat(parts)
+@simulate.cached
+def calibration_inputs(config: PretrainedConfig, dtype: torch.dtype, samples: int, seqlen: int, batch_size: int) -> int:
+    """Bytes held between blocks by sequential pruning, run on fake tensors: the calibration batch's
+    inputs to the current block and the block's other arguments (rotary tables, masks) per chunk."""
+    mode = simulate.FakeTensorMode()
+    model = fake_model(simulate.one_block_config(config), dtype, mode)
+    with mode:
+        calibration = torch.zeros((samples, seqlen), dtype=torch.long)
+    held: list[BlockInputs] = []
+    tracker = simulate.LiveBytes([*model.parameters(), *model.buffers(), calibration])
+    with mode, tracker:
+        held.append(capture_first_block_inputs(model, calibration, batch_size))
+    return tracker.live
 
 
-@torch.no_grad()
-def owl_outlier_ratios(model: nn.Module, calibration_ids: Tensor, m: float = 5.0, batch_size: int = 1, shards: Shards = LOCAL) -> list[float]:
-    """OWL's per-layer outlier ratio on the dense model (sequential), one layer's scores in memory at a time.
-
-    The ratio is the share of a layer's Wanda scores above m × their mean; a sharded model forms
-    the mean and the count from its shards' sums (`shards`).
-    """
-    ratios: list[float] = []
-
-    def visit(index: int, block: nn.Module, norms: dict[str, Tensor]) -> None:
-        scores = layer_scores(block, norms)
-        total = shards.sum(torch.tensor([float(scores.double().sum()), float(scores.numel())], dtype=torch.float64))
-        threshold = m * total[0] / total[1]
-        above = shards.sum(torch.tensor([float((scores.double() > threshold).sum())], dtype=torch.float64))
-        ratios.append(float(above[0] / total[1]))
-
-    sequential_blocks(model, calibration_ids, visit, batch_size)
-    return ratios
+@simulate.cached
+def calibration_peak(config: PretrainedConfig, dtype: torch.dtype, samples: int, seqlen: int, batch_size: int) -> int:
+    """Peak bytes (beyond the weights) of sequential pruning on one block, run on fake tensors: the
+    calibration batch's block inputs and outputs, the block's call arguments, one chunk's forward."""
+    mode = simulate.FakeTensorMode()
+    model = fake_model(simulate.one_block_config(config), dtype, mode)
+    with mode:
+        calibration = torch.zeros((samples, seqlen), dtype=torch.long)
+    run = lambda: sequential_blocks(model, calibration, lambda index, block, norms: None, batch_size)  # noqa: E731
+    return simulate.peak_bytes(run, mode, [*model.parameters(), *model.buffers(), calibration])
