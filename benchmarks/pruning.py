@@ -25,7 +25,7 @@ from lit_activation.data.samples import calibration_ids, evaluation_stream
 from lit_activation.models.layers import decoder_layers
 from lit_activation.models.loading import load_causal_lm
 from lit_activation.pruning import metrics
-from lit_activation.pruning.sequential import prune_sequential
+from lit_activation.pruning.prune import prune_sequential
 
 
 def peak_rss_gb() -> float:

@@ -27,7 +27,8 @@ from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.export import full_state_dict, save_pruned
 from lit_activation.pruning.metrics import PruningMetric, Wanda
-from lit_activation.pruning.sequential import calibration_peak, prune_sequential
+from lit_activation.pruning.prune import prune_sequential
+from lit_activation.pruning.sequential import calibration_peak
 from lit_activation.pruning.sparsity import check_nm, check_nm_widths, weighted_mean
 
 OUTPUTS = ("pruning.json", "sparsity.png")

@@ -16,17 +16,19 @@ import types
 import warnings
 from collections.abc import Callable, Mapping
 
-# old module -> new module: each moved module a saved config or a script may name
-MOVED = {
+# old module -> new module (or the modules its names went to): each moved module a saved config or a script may name
+MOVED: dict[str, str | tuple[str, ...]] = {
     "lit_activation.allocations": "lit_activation.pruning.allocations",  # before the pruning package
     **{f"lit_activation.{old}": f"lit_activation.{new}" for old, new in {
         "counts": "analyses.counts", "similarity": "analyses.similarity", "sts": "analyses.sts", "baselines": "analyses.baselines",
         "zeroshot": "analyses.zeroshot", "architectures": "models.architectures", "tiny": "models.tiny",
         "sharding": "distributed.sharding", "shard_load": "distributed.sharded_loading", "plan": "planning.plan",
         "simulate": "planning.simulate", "memory": "planning.memory", "findings": "report.findings", "io": "outputs",
-        "pruning.wanda": "pruning.sequential",
     }.items()},  # before the packages (analyses, models, distributed, planning)
+    "lit_activation.pruning.wanda": ("lit_activation.pruning.masks", "lit_activation.pruning.sequential", "lit_activation.pruning.prune"),
 }
+# old module.name -> new module.name, for what was renamed as it moved
+RENAMED = {"lit_activation.pruning.wanda.prune_wanda": "lit_activation.pruning.prune.prune_sequential"}
 
 
 class DeprecatedPath(FutureWarning):
@@ -57,15 +59,23 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self) if fullname in MOVED else None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        module = types.ModuleType(spec.name, f"Moved to {MOVED[spec.name]}.")
-        new = MOVED[spec.name]
+        homes = MOVED[spec.name] if isinstance(MOVED[spec.name], tuple) else (MOVED[spec.name],)
+        module = types.ModuleType(spec.name, f"Moved to {', '.join(homes)}.")
 
         def moved_name(name: str) -> object:
             if name.startswith("__"):  # the import system's own questions (__path__, __file__): not a moved name
                 raise AttributeError(name)
-            value = getattr(importlib.import_module(new), name)  # AttributeError if it is not there either
-            warn_moved(f"{spec.name}.{name}", f"{new}.{name}")
-            return value
+            renamed = RENAMED.get(f"{spec.name}.{name}")
+            if renamed is not None:
+                home, _, new_name = renamed.rpartition(".")
+                warn_moved(f"{spec.name}.{name}", renamed)
+                return getattr(importlib.import_module(home), new_name)
+            for home in homes:
+                new = importlib.import_module(home)
+                if hasattr(new, name):
+                    warn_moved(f"{spec.name}.{name}", f"{home}.{name}")
+                    return getattr(new, name)
+            raise AttributeError(f"module {spec.name!r} (moved to {', '.join(homes)}) has no attribute {name!r}")
 
         module.__getattr__ = moved_name
         return module

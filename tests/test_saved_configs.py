@@ -72,6 +72,8 @@ def test_a_saved_run_runs_again(tmp_path, monkeypatch, bench_files):
         ("lit_activation.allocations.OnTheFlyCounts", "lit_activation.pruning.allocations.OnTheFlyCounts"),
         ("lit_activation.models.load_causal_lm", "lit_activation.models.loading.load_causal_lm"),
         ("lit_activation.plan.plan_memory", "lit_activation.planning.plan.plan_memory"),
+        ("lit_activation.pruning.wanda.prune_wanda", "lit_activation.pruning.prune.prune_sequential"),
+        ("lit_activation.pruning.wanda.wanda_mask", "lit_activation.pruning.masks.wanda_mask"),
     ],
 )
 def test_an_old_path_finds_the_same_object_and_says_where_it_moved(old, new):

@@ -10,8 +10,9 @@ from naive import naive_scores
 
 from lit_activation.models.layers import decoder_layers, linear_modules, weight_out_in
 from lit_activation.models.tiny import tiny_model
+from lit_activation.pruning.masks import wanda_mask
 from lit_activation.pruning.metrics import GBLM, Magnitude, Taylor
-from lit_activation.pruning.sequential import prune_sequential, wanda_mask
+from lit_activation.pruning.prune import prune_sequential
 
 
 def pruned_columns(mask: torch.Tensor) -> list[list[int]]:

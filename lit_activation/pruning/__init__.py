@@ -5,8 +5,10 @@
 - metrics/      which weights of a row go first: Wanda, Magnitude, Taylor (this engine's scores),
                 GBLM; one class per file
 - sparsity.py   the allocations' pure math (the paper's formula, OWL's ratios, the Hill estimator)
-- wanda.py      sequential block-by-block pruning with exact block inputs; masks from scores
+- masks.py      the mask from scores: lowest per row, or n of every m
+- sequential.py the calibration batch's inputs to each block, block by block (and their memory)
+- prune.py      sequential pruning by a metric: each block's linears masked, in place
 - export.py     the pruned model in Hugging Face format
 - comparison.py the resumable sweep behind `lit-activation compare`
-- context.py    what an allocation or a metric may read
+- context.py    the calibration settings, and what an allocation or a metric may read
 """

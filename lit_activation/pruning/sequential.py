@@ -1,66 +1,26 @@
-"""Wanda pruning (docs/method.md §5): score each weight, prune the lowest per output row, block by block.
+"""Pruning block by block (docs/method.md §5), as Wanda does it: the calibration batch's exact inputs
+to each decoder block, collected one block at a time.
 
-`prune_mask` turns one weight matrix's scores into a mask; `wanda_mask` is it with Wanda's scores
-|W_jk|·‖X_k‖₂. `prune_sequential` runs sequentially with any metric (pruning/metrics): the inputs of
-block 0 are captured on the calibration set (with the exact arguments the model passes to its
-decoder layers, rotary position embeddings included), then for each block the input norms of its
-linear modules are collected with hooks, the block is pruned by the metric's scores, and the
-PRUNED block is re-run to make the next block's inputs. No weight is updated. Memory: one block's
-calibration activations.
+The inputs of block 0 are captured with the exact arguments the model passes to its decoder layers
+(rotary position embeddings included); for each block, hooks collect its linear modules' input
+norms, a visitor prunes the block, and the PRUNED block is re-run to make the next block's inputs.
+Memory: one block's calibration activations (`calibration_peak`, `calibration_inputs`: the same
+code on fake tensors, for the memory plan).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import PretrainedConfig
-from transformers.pytorch_utils import Conv1D
 
-from lit_activation.distributed.sharding import is_sharded, local, row_offset
 from lit_activation.models.architectures import fake_model
 from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
 from lit_activation.planning import simulate
-from lit_activation.pruning.context import PruningContext
-from lit_activation.pruning.sparsity import check_nm
-
-if TYPE_CHECKING:
-    from lit_activation.pruning.metrics import PruningMetric
-
-def prune_mask(score: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
-    """Boolean mask (True = set to zero) from the scores of a weight of shape (out, in).
-
-    Unstructured: in every output row the ⌊in · sparsity⌋ lowest scores are pruned. N:M (n, m > 0):
-    in every group of m consecutive inputs of a row, the n lowest. Ties: the sort is stable, so
-    among equal scores the LOWER input index is pruned first — deterministic, which matters for
-    dequantized (GGUF) weights where equal magnitudes are common.
-    """
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"Sparsity {sparsity} is outside [0, 1)")
-    check_nm(sparsity, n, m)
-    out_features, in_features = score.shape
-    mask = torch.zeros_like(score, dtype=torch.bool)
-    if m:
-        if in_features % m:
-            raise ValueError(f"N:M with m={m} needs in_features divisible by m, got {in_features}")
-        grouped = score.reshape(out_features, in_features // m, m)
-        order = grouped.argsort(dim=-1, stable=True)[..., :n]
-        mask.view(out_features, in_features // m, m).scatter_(-1, order, True)
-        return mask
-    k = int(in_features * sparsity)
-    if k:
-        mask.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], True)
-    return mask
-
-
-def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, m: int = 0) -> Tensor:
-    """`prune_mask` of Wanda's scores S_jk = |W_jk| · ‖X_k‖₂ (input_norm = ones: magnitude pruning)."""
-    if input_norm.shape != (weight.shape[1],):
-        raise ValueError(f"input_norm has shape {tuple(input_norm.shape)}; expected ({weight.shape[1]},)")
-    return prune_mask(weight.detach().abs().float() * input_norm.float()[None, :], sparsity, n, m)
 
 
 @dataclass
@@ -157,68 +117,6 @@ def sequential_blocks(
     for index, block in enumerate(layers):
         visit(index, block, input_norms(block, inputs))
         inputs.hidden = _run_block(block, inputs)
-
-
-def prune_module(module: nn.Module, score_of: Callable[[Tensor], Tensor], sparsity: float, n: int = 0, m: int = 0) -> float:
-    """Zero the lowest-scored weights of every output row of one linear, in place; returns the pruned fraction.
-
-    score_of: the scores of a weight (out, in) given as such (a metric's, pruning/metrics). A
-    sharded weight (FSDP2) holds whole rows of a Linear on each rank: its mask is formed there. A
-    Conv1D stores (in, out), so its rows are spread over the ranks: it is gathered, per module.
-    """
-    weight = module.weight.detach()
-    part = local(weight)
-    if not is_sharded(weight) or isinstance(module, Conv1D):
-        full = weight.full_tensor() if is_sharded(weight) else weight
-        mask = prune_mask(score_of(weight_out_in(module, full)), sparsity, n, m)
-        mask = mask.t() if isinstance(module, Conv1D) else mask  # back to the stored layout
-        start = row_offset(weight)
-        part.masked_fill_(mask[start : start + part.shape[0]], 0)
-        return float(mask.float().mean())
-    mask = prune_mask(score_of(part), sparsity, n, m)
-    part.masked_fill_(mask, 0)
-    return float(mask.float().mean())  # every row prunes as many: this rank's fraction is the module's
-
-
-def prune_sequential(
-    model: nn.Module,
-    calibration_ids: Tensor,
-    layer_sparsity: Sequence[float],
-    n: int = 0,
-    m: int = 0,
-    metric: PruningMetric | None = None,
-    batch_size: int = 1,
-    context: PruningContext | None = None,
-) -> dict[str, float]:
-    """Prune the model in place; returns the pruned fraction of every linear module (by full name).
-
-    calibration_ids: (n_samples, seqlen) LongTensor. layer_sparsity: one float per decoder layer.
-    metric: the scores (default Wanda's |W|·‖X‖; `Magnitude` ignores the inputs). context: what the
-    metric may read (default: built from the arguments). A sharded model (FSDP2) is pruned shard
-    by shard: every rank runs the same calibration batch.
-    """
-    prefix, layers = decoder_layers(model)
-    if len(layer_sparsity) != len(layers):
-        raise ValueError(f"layer_sparsity has {len(layer_sparsity)} values; the model has {len(layers)} decoder layers")
-    if calibration_ids.ndim != 2:
-        raise ValueError(f"calibration_ids must be (n_samples, seqlen), got shape {tuple(calibration_ids.shape)}")
-    if metric is None:
-        from lit_activation.pruning.metrics.wanda import Wanda  # the metrics build on this module: imported on use
-
-        metric = Wanda()
-    context = context or PruningContext(model, None, calibration_ids, "", None, batch_size)
-    metric.prepare(context)
-    pruned: dict[str, float] = {}
-
-    def visit(index: int, block: nn.Module, norms: dict[str, Tensor]) -> None:
-        metric.enter_block(index, context)
-        for name, module in block_linears(block).items():
-            full = f"{prefix}.{index}.{name}"
-            score_of = lambda weight, full=full, module=module, norm=norms[name]: metric.scores(full, module, weight, norm)  # noqa: E731
-            pruned[full] = prune_module(module, score_of, layer_sparsity[index], n, m)
-
-    sequential_blocks(model, calibration_ids, visit, batch_size)
-    return pruned
 
 
 @simulate.cached
