@@ -2,12 +2,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures.py and tests/naive.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network in tests, ever
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Triton kernels run on the CPU in its interpreter, which must be chosen before triton is imported
@@ -15,16 +13,27 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRITON_INTERPRET", "1")
 logging.getLogger("gensim").setLevel(logging.WARNING)
 
-from fixtures import write_benchmarks  # noqa: E402
-from nudge import install_from_env  # noqa: E402
+import torch  # noqa: E402 - after TRITON_INTERPRET
 
-install_from_env()  # LIT_ACTIVATION_TEST_NUDGE_ULPS=k: every batched score moved by up to k ulps (tests/nudge.py)
+from tests.helpers.benchmark_files import write_benchmarks  # noqa: E402
+from tests.helpers.nudge import install_from_env  # noqa: E402
+
+install_from_env()  # LIT_ACTIVATION_TEST_NUDGE_ULPS=k: every batched score moved by up to k ulps (tests/helpers/nudge.py)
 
 
 @pytest.fixture(scope="session")
 def bench_files(tmp_path_factory) -> dict[str, str]:
     """data_files for every hub benchmark, in their real field layouts."""
     return write_benchmarks(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture
+def tiny_model() -> Callable[..., torch.nn.Module]:
+    """Tiny random models, built from a config in milliseconds (lit_activation.models.tiny):
+    `tiny_model()` is a Llama, `tiny_model("gpt2", layers=3)` another architecture or size."""
+    from lit_activation.models.tiny import tiny_model as build
+
+    return lambda arch="llama", **options: build(arch, **options)
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +47,20 @@ def tiny_tok():
 def no_model_loading(monkeypatch) -> type[Exception]:
     """The model loader replaced by one that raises the returned exception class: a check that must
     come before the weights load either stops the run with its own error or lets this one through."""
-    from fixtures import ModelLoaded
+    from tests.helpers.benchmark_files import ModelLoaded
 
     def no_loading(*args, **kwargs):
         raise ModelLoaded
 
     monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
     return ModelLoaded
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need CUDA: skipped, saying so, where there is none (CI, this project's machines)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -13,7 +13,7 @@ def test_every_cited_method_section_exists():
     sections = set(re.findall(r"^## §(\d+) ", method, flags=re.M))
     assert sections == {str(i) for i in range(1, 10)}
     cited = {}
-    for path in [*ROOT.glob("lit_activation/**/*.py"), *ROOT.glob("callbacks/*.py"), *ROOT.glob("tests/*.py"), ROOT / "README.md"]:
+    for path in [*ROOT.glob("lit_activation/**/*.py"), *ROOT.glob("callbacks/*.py"), *ROOT.glob("tests/**/*.py"), ROOT / "README.md"]:
         for number in re.findall(r"docs/method\.md §(\d+)", path.read_text()):
             cited.setdefault(number, []).append(path.name)
     assert cited, "the code cites docs/method.md"
@@ -23,5 +23,5 @@ def test_every_cited_method_section_exists():
 
 def test_the_repository_does_not_cite_files_it_does_not_carry():
     outside = "SPEC" + ".md"  # the team's notes outside the repository; written split so this file passes
-    for path in [*ROOT.glob("lit_activation/**/*.py"), *ROOT.glob("callbacks/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("configs/*.yaml")]:
+    for path in [*ROOT.glob("lit_activation/**/*.py"), *ROOT.glob("callbacks/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("configs/*.yaml")]:
         assert outside not in path.read_text(), path

@@ -1,0 +1,201 @@
+"""Every command line that a config header or the README shows is parsed (or run) by a test.
+
+Config headers follow one grammar: the command that runs the config (`#   lit-activation <sub>
+--config configs/<name>.yaml`), other full commands on their own `#   lit-activation ...` lines,
+and `# <Label>: --flag value ...` lines whose flags are overrides of the config's command: two
+spaces separate independent overrides, single spaces join the flags of one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lit_activation.cli import ActivationCLI, build_cli, main, one_line
+from lit_activation.trainer import ActivationTrainer
+
+ROOT = Path(__file__).parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def header(config: Path) -> list[str]:
+    """The comment lines before the first YAML key, without their '#'."""
+    lines = []
+    for line in config.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return lines
+
+
+def fragments(text: str) -> list[list[str]]:
+    """Independent overrides of a header line: groups separated by two spaces (one group's flags go
+    together, e.g. a class and its options)."""
+    groups = [shlex.split(group) for group in re.split(r" {2,}", text.strip()) if group.strip()]
+    for group in groups:
+        assert group[0].startswith("--"), f"a header override must start with a flag, got {text!r}"
+    return groups
+
+
+def commands_and_overrides(config: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """(full commands, override fragments) of a config's header, paths made absolute."""
+    commands, overrides = [], []
+    for line in header(config):
+        if line.startswith("lit-activation "):
+            commands.append(shlex.split(line.replace("configs/", f"{ROOT / 'configs'}/"))[1:])
+        elif "--" in line:
+            overrides += fragments(line[line.index("--") :])  # the label ends where the first flag starts
+    return commands, overrides
+
+
+def instantiates(args: list[str], monkeypatch) -> ActivationCLI:
+    """The CLI accepts `args` and builds every class they name (model, data, trainer, callbacks, the
+    pruning and zero-shot groups), so each class's own checks in `__init__` run; the subcommand itself
+    is recorded, not run (nothing loads). `--print_config` alone would only parse."""
+    sub = args[0]
+    calls = []
+
+    @functools.wraps(getattr(ActivationTrainer, sub))  # the CLI reads the subcommand's options from its signature
+    def record(self, *a, **kwargs):
+        calls.append(kwargs)
+
+    monkeypatch.setattr(ActivationTrainer, sub, record)
+    cli = build_cli(args)
+    assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.model.model is None, args  # built, not loaded, not run
+    return cli
+
+
+CASES = [(c, cmd) for c in CONFIGS for cmd in commands_and_overrides(c)[0]]
+
+
+@pytest.mark.parametrize(("config", "command"), CASES, ids=[f"{c.stem}:{' '.join(cmd[:1] + cmd[3:])[:40]}" for c, cmd in CASES])
+def test_header_commands_parse(config, command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative outputs (save_dir, runs/) resolve in an empty directory
+    instantiates(command, monkeypatch)
+
+
+def own_command(config: Path) -> list[str]:
+    commands, _ = commands_and_overrides(config)
+    return next(cmd for cmd in commands if cmd[2].endswith(config.name))
+
+
+def test_header_overrides_parse_with_the_configs_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checked, refused = 0, []
+    for config in CONFIGS:
+        own = own_command(config)
+        for fragment in commands_and_overrides(config)[1]:
+            try:
+                cli = instantiates([*own, *fragment], monkeypatch)
+            except Exception as err:  # every refused override is listed, not only the first
+                refused.append(f"{config.name}: {' '.join(fragment)}: {one_line(err)}")
+                continue
+            flags = {fragment[i]: fragment[i + 1] for i in range(0, len(fragment) - 1, 2) if fragment[i].startswith("--")}
+            if "--pruning.sparsity" in flags:  # the override reached the object that runs, not only the parsed config
+                (pruning,) = [cb for cb in cli.trainer.callbacks if type(cb).__name__ == "Pruning"]
+                assert pruning.sparsity == float(flags["--pruning.sparsity"]), (config.name, fragment)
+            checked += 1
+    assert not refused, "\n".join(refused)
+    assert checked >= 20  # the headers document overrides: they are all built
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "message"),
+    [
+        ("prune_uniform", ["--pruning.sparsity", "1.5"], r"Sparsity 1.5 is outside \[0, 1\)"),
+        ("prune_2of4", ["--pruning.sparsity", "0.6"], r"N:M 2:4 prunes 0.500 of the weights, but sparsity 0.6 was asked"),
+        ("prune_uniform", ["--pruning.calibration.samples", "0"], r"calibration needs samples >= 1"),
+        ("prune_uniform", ["--data.init_args.dataset", "boolq"], r"Perplexity needs running text; 'boolq' is a prompt set"),
+        ("counts", ["--data.init_args.mode", "set"], r"mode 'set' takes exactly one set of texts, got \['boolq'"),
+        ("sts", ["--model.engine.tile_mb", "0"], r"tile_mb must be > 0"),
+        ("counts", ["--model.engine.compute_dtype", "bfloat16", "--model.engine.fused_linear", "true"], r"fuses split products .* 'bfloat16'"),
+    ],
+    ids=["sparsity-1.5", "2of4-at-0.6", "calibration-samples-0", "perplexity-on-prompts", "set-of-five-datasets", "tile_mb-0", "fused_linear-in-bf16"],
+)
+def test_a_bad_override_is_refused_when_the_classes_are_built(config, override, message, tmp_path, monkeypatch):
+    """The check that the header overrides go through: it runs each class's `__init__` validation."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        instantiates([*own_command(ROOT / "configs" / f"{config}.yaml"), *override], monkeypatch)
+
+
+README_COMMAND = re.compile(r"^(?:\$ )?(lit-activation|python -m lit_activation|\.venv/bin/python benchmarks/\S+|python benchmarks/\S+)(.*)$")
+
+
+def readme_commands() -> list[str]:
+    """Command lines of the README's bash blocks (continuation lines joined)."""
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if README_COMMAND.match(line):
+                out.append(line)
+    return out
+
+
+def write_readme_report_inputs(root: Path) -> dict[Path, str]:
+    """The runs the README's `report` lines name, as their writers lay them out (runs/NAME/version_0
+    of counts_embedded and similarity_embedded, two compare output dirs): small, with made-up
+    values. Returns what each holds, by its path relative to `root`."""
+    layers, datasets = 6, ["humaneval", "news"]
+    counts = root / "runs" / "counts_embedded" / "version_0"
+    counts.mkdir(parents=True)
+    (counts / "counts.json").write_text(json.dumps({
+        "model": "smollm2-135m", "target": "max_logit", "gamma": 2e-5, "n_layers": layers, "layer_params": [1000] * layers,
+        "datasets": {d: {"n_samples": 8, "layer_counts": [900 - 100 * i - 10 * k for i in range(layers)], "quantile_counts": {}}
+                     for k, d in enumerate(datasets)},
+    }))
+    similarity = root / "runs" / "similarity_embedded" / "version_0"
+    similarity.mkdir(parents=True)
+    pairs = {f"{x}-{y}": [[0.9 - 0.1 * i + 0.01 * j for i in range(layers)] for j in range(4)] for x in datasets for y in datasets if x <= y}
+    (similarity / "llmdcos.json").write_text(json.dumps({
+        "model": "smollm2-135m", "datasets": datasets, "n_pairs": 4, "n_layers": layers, "matrix": [[0.8, 0.3], [0.3, 0.7]],
+        "matrix_layers": [3, 4], "llmdcos": pairs,
+    }))
+    compare = root / "runs" / "compare_quick"
+    compare.mkdir(parents=True)
+    header = ["method", "pruning_metric", "sparsity", "seed", "perplexity", "metric", "achieved_sparsity", "zeroshot", "seconds"]
+    rows = [["dense", "-", 0.0, 0, 20.0], ["uniform", "wanda", 0.5, 0, 31.0], ["activation", "wanda", 0.5, 0, 29.0], ["owl", "wanda", 0.5, 0, 30.0]]
+    (compare / "results.csv").write_text("\n".join(",".join(map(str, r)) for r in [header, *(r + ["ppl/wiki", r[2], "{}", 1.0] for r in rows)]) + "\n")
+    (compare / "comparison.json").write_text(json.dumps({"fixed": {"model": "smollm2-135m", "evaluation": "ppl/wiki", "metric": "wanda"}}))
+    shutil.copytree(compare, root / "runs" / "compare_embedded")
+    holds = {counts: "counts", similarity: "llmdcos", compare: "compare", root / "runs" / "compare_embedded": "compare"}
+    return {path.relative_to(root): kind for path, kind in holds.items()}
+
+
+@pytest.mark.parametrize("line", readme_commands(), ids=lambda line: re.sub(r"[^\w.]+", "-", line.replace("lit-activation ", ""))[:60])
+def test_readme_commands_parse(line, tmp_path, monkeypatch, capsys):
+    words = shlex.split(line.replace("configs/", f"{ROOT / 'configs'}/"))
+    if words[0].endswith("python") or words[0] == "python":  # a benchmark script: its arguments parse
+        script = ROOT / words[1]
+        done = subprocess.run([sys.executable, str(script), *words[2:], "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-1500:]
+        return
+    args = words[1:] if words[0] == "lit-activation" else words[3:]
+    monkeypatch.chdir(tmp_path)  # the line's relative paths (runs/..., outputs) resolve in an empty directory
+    if args[0] != "report":
+        instantiates(args, monkeypatch)
+        return
+    # `report` reads finished runs: the line runs, as written, on the runs it names
+    inputs = write_readme_report_inputs(tmp_path)
+    named = [Path(a) for a in args[1:]]
+    assert named and set(named) <= set(inputs), "the README names other runs; update the inputs here"
+    main(args)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == str(Path("runs") / "report" / "version_0" / "report.md") and (tmp_path / last).is_file()
+    record = json.loads((tmp_path / "runs" / "report" / "version_0" / "report.json").read_text())
+    assert [(Path(r["path"]), r["holds"]) for r in record["inputs"]] == [(path, [inputs[path]]) for path in named]
+    assert record["settings"]["seed"] == 0 and record["settings"]["resamples"] >= 100  # the defaults of the line
+
+
+def test_the_readme_shows_commands():
+    assert len(readme_commands()) >= 8

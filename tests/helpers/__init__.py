@@ -1,0 +1,31 @@
+"""What the tests share: benchmark files in their real layouts, naive computations, process runners, probes.
+
+- benchmark_files.py  small files in each benchmark's real field layout, written by the tests
+- naive.py            independent computations: per-sample autograd loops, the paper's formulas written out
+- tolerant.py         comparisons that hold under fp32 rounding (gaps, thresholds, ties)
+- allocations.py      what a callback allocates, measured (the memory plan's tests)
+- processes.py        runs of the CLI on one or several CPU processes (gloo)
+- probe.py            test-only callbacks: what each rank holds
+- nudge.py            moves every batched score by a few ulps (LIT_ACTIVATION_TEST_NUDGE_ULPS)
+- interpreter.py      whether Triton's CPU interpreter can run the kernels here
+- reference_values.py recorded outputs of the embedded default (a regression guard, not a proof)
+- phase_peak.py, compare_child.py  scripts the tests run in a child process
+- sitecustomize.py    installs the nudge in those child processes
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+HELPERS = Path(__file__).resolve().parent
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: offline, one thread, `tests.helpers` importable,
+    and this directory first on the path for its sitecustomize (the nudge switch)."""
+    return {
+        **os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HELPERS), str(ROOT)]), **extra,
+    }

@@ -1,0 +1,63 @@
+"""Runs of `python -m lit_activation` on one or several CPU processes (gloo), for the multi-process tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import child_env
+
+# ModelParallelStrategy as the README shows it; `sharded(dp, tp)` with an explicit layout
+SHARDED = json.dumps({"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"})
+
+
+def sharded(data_parallel: int, tensor_parallel: int) -> str:
+    return json.dumps({
+        "class_path": "lightning.pytorch.strategies.ModelParallelStrategy",
+        "init_args": {"data_parallel_size": data_parallel, "tensor_parallel_size": tensor_parallel},
+    })
+
+
+def cli(
+    tmp_path: Path, name: str, args: list[str], devices: int = 1, strategy: str | None = None, subcommand: str = "predict",
+    config: Path | None = None, model: str = "tiny-llama",
+) -> tuple[Path, str]:
+    """Run `python -m lit_activation <subcommand>` on `devices` CPU processes; (its run dir, its stderr)."""
+    cmd = [
+        sys.executable, "-m", "lit_activation", subcommand, *(["--config", str(config)] if config else []), "--model.model", model,
+        "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), *(["--trainer.strategy", strategy] if strategy else []),
+        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.logger.init_args.name", name, *args,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path)  # tests.helpers.probe importable
+    assert done.returncode == 0, done.stderr[-4000:]
+    return tmp_path / name / "version_0", done.stderr
+
+
+def probe_records(directory: Path, ranks: int) -> list:
+    """What a probe callback wrote for each rank."""
+    return [json.loads((directory / f"rank{r}.json").read_text()) for r in range(ranks)]
+
+
+def write_model(directory: Path, seed: int = 0, **config: int) -> Path:
+    """A random Llama-layout model directory (fp32 safetensors) with the tiny tokenizer: weights drawn
+    like tiny_model's (N(0, 0.2)), so that scores are far from zero."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from lit_activation.models.tiny import VOCAB, tiny_tokenizer
+
+    values = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  vocab_size=VOCAB, max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    values.update(config)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**values), dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.2)
+    model.save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    return directory
