@@ -1,25 +1,10 @@
 """Finding 1 (docs/method.md §2): how many parameters per layer have a mean activation above γ.
 
-Inputs are mean scores per module (name -> tensor, on any device) and the module -> layer
-mapping; outputs are plain lists and dicts ready for JSON. A dataset is finished where its
-means live, in two passes over them, with nothing parameter-sized ever crossing to the host: at
-Llama-2-7B scale the means are 6.5e9 values, and a pass that moved them (or an index per value)
-to the host took longer than scoring dozens of batches.
-
-- Pass 1 (`layer_stats`), per layer: the extrema of the positive means, the zeros, the fp64 sum
-  and the counts above γ per module kind.
-- Pass 2 (`bucket_counts`), per layer: how many means fall between consecutive edges of the
-  log10 histogram, by comparing each value with the edges (fp32, as the values are), through a
-  table on the values' bits (`EdgeTable`) that gives torch.bucketize's answer 3x faster.
-
-Both read the values a cache-sized chunk at a time, so each chunk's several reductions read it
-from memory once. Counts above a quantile threshold are read off pass 2: a threshold is an edge,
-and "above edge k" is "in a bucket past k", exactly. When each process holds only some rows of
-the means (a sharded run), every partial result goes through `Shards`, whose sums and extrema
-combine the processes' parts exactly (the counts are integers); one process uses `LOCAL`.
-Pure PyTorch, no Lightning.
+A dataset is finished where its means live, in two chunked passes (per-layer statistics, then a
+log10 histogram through a table on the values' bits), with nothing parameter-sized crossing to the
+host; counts above quantile thresholds are read off the histogram exactly. Partial results of a
+sharded run combine through `Shards` (docs/design.md, "Finishing a dataset"). Pure PyTorch.
 """
-
 from __future__ import annotations
 
 import math

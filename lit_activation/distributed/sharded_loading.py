@@ -1,24 +1,10 @@
-"""Load a model straight into its FSDP2 shards: no rank ever holds the whole model.
+"""Load a model straight into its FSDP2 shards: each rank reads only its own rows of the checkpoint.
 
-`from_pretrained` on every rank, then `fully_shard`, would hold a full copy per rank first:
-Llama-2-70B on the 8 ranks of a node would need about 1 TB of host memory. Instead:
-
-1. the model is built with its parameters on the meta device (no memory) and its buffers for real
-   (rotary frequencies and the like are computed in the constructors, whatever the architecture);
-2. `shard_model` splits every parameter by rows over the shard group (sharding.py);
-3. the shards are materialised on the rank's device and the buffers put back;
-4. each rank reads only its own rows of each tensor from the checkpoint's safetensors files.
-
-Step 4 opens the file once per tensor: safetensors maps the file, and the pages a read touches
-count in the process's resident memory until the file is closed, so one open file for all tensors
-would end up holding as much as the rank's whole shard a second time. A rank's host memory thus
-peaks at its shard plus one slice of one tensor.
-
-Sources without safetensors files, or whose tensor names the model renames on load (the random
-`tiny-*` test models, some checkpoints), go through rank 0 instead: it loads the full model and
-torch's `set_model_state_dict` broadcasts it one tensor at a time, so rank 0 alone holds it all.
+The model is built on the meta device, sharded, materialised, and each rank copies its rows of each
+tensor from the safetensors files, one file open per tensor, so a rank's host memory peaks at its
+shard plus one slice (docs/design.md, "Loading shards"). Sources without safetensors files go
+through rank 0, which alone holds the whole model.
 """
-
 from __future__ import annotations
 
 import json

@@ -1,37 +1,10 @@
 """Models larger than one device: FSDP2 under Lightning's ModelParallelStrategy, exact against one process.
 
-Layout. The strategy's device mesh is (data_parallel, tensor_parallel). `fully_shard` on that 2D
-mesh is HSDP: every weight is split by rows (dim 0) over the second dimension and replicated over
-the first. Lightning's sampler deals batches out by the first dimension only, so the ranks of the
-second dimension, one *shard group*, score the same batches. So this project's shard group is
-Lightning's `tensor_parallel` dimension: the reverse of Lightning's own FSDP examples, which shard
-over `data_parallel`. The default strategy on one node is DP=1 × TP=N: one shard group of N ranks.
-A layout with TP=1 on several devices shards nothing (N full copies): `warn_if_replicated` says so.
-
-Scores. Inside a block's forward and backward FSDP gathers the whole weight, so every rank can form
-any row of the per-sample gradients G_s. Each rank forms only the rows of its own shard. Its
-Finding 1 accumulator holds those rows (1/N of the state), counts and histograms are integer sums
-over the shard group, LLMDcos Gram entries are partial sums over rows added across it. Nothing
-parameter-sized crosses ranks per batch; only a dataset's finished sums are all-reduced across the
-replicas (when DP > 1), as under DDP. The loss target runs the head on the final hidden states
-after the forward and again in the backward: the root unit stays gathered in between (shard_model).
-Pruning metrics that keep per-parameter state (Taylor, GBLM) keep it for the rank's own rows (all
-rows of a Conv1D, which is pruned on its gathered weight).
-
-Why rows and not a reduce-scatter (the other way to hold 1/N of the accumulator: each rank scores
-its own batches and each batch's parameter-sized sums are reduce-scattered). Measured with 2 CPU
-processes on the embedded default, batch 2 × 128 (benchmarks/sharding.py, README): a rows pass
-4.95 s, a full pass 5.83 s, a reduce-scatter of one batch's sums 0.80 s (0.2 GB per rank); the
-data-parallel way would score 1.5× the batches per second there, and more on a GPU node, where the
-replicated forward and backward of rows weigh more than the reduce-scatter. Rows still, because:
-- nothing parameter-sized crosses ranks per batch (a 70B model on 8 ranks would reduce-scatter
-  245 GB per rank per batch), and the counts combine exactly as integer sums;
-- ranks need no lockstep beyond FSDP's own: predict hands ranks uneven batch counts, which a
-  per-batch collective would have to pad;
-- it is Lightning's default layout (DP=1 × TP=N), and throughput comes from more shard groups:
-  the smallest group that fits (lit-activation plan) times data-parallel replicas (HSDP).
+The shard group is Lightning's `tensor_parallel` dimension (the reverse of Lightning's own FSDP
+examples, which shard over `data_parallel`): its ranks score the same batches, each forming the
+per-sample gradients of its own weight rows, so nothing parameter-sized crosses ranks per batch
+and counts combine as integer sums. Layout and the choice of rows: docs/design.md, "Sharding".
 """
-
 from __future__ import annotations
 
 from collections.abc import Mapping

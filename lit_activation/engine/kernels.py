@@ -1,20 +1,10 @@
-"""One fused Triton kernel for the Finding 1 reduction: |W| ⊙ Σ_s |δ_sᵀ x_s|, tile by tile.
+"""One fused Triton kernel for Finding 1's reduction |W| ⊙ Σ_s |δ_sᵀ x_s|, tile by tile.
 
-The plain path forms a tile's per-sample gradients (batch, rows, cols) in memory, then reads them
-back to take |·|, sum over the batch and multiply by |W|: on a GPU that is batch × rows × cols × 4
-bytes written and read again per tile, which at tensor-core speed costs about as much as the
-products. Here each program keeps one (rows, cols) block of one sample's product in registers,
-adds its absolute value to the block's batch sum, and multiplies by |W| before the only store.
-
-The operands are the engine's own (engine/products.py): fp32 ones are multiplied as IEEE fp32;
-bf16 parts laid along K (engine/split.py) give exact products summed in fp32, in the plain path's
-chains: the small part products and the first chain of full-scale ones in one accumulator, each
-further chain (long inputs only) summed from zero and added in fp32 (a tensor core truncates its
-sums; engine/tensor_core.py). So the result is the plain path's up to the order of fp32 additions.
-Triton is optional: `EngineSettings.fused` asks for the kernel, on CUDA. TRITON_INTERPRET=1, set
-before triton is first imported (the tests' conftest does), runs it on the CPU.
+Each program keeps a block of one sample's product in registers and adds its absolute value to the
+batch sum, so the per-sample products never go through memory; the result is the plain path's up to
+the order of fp32 additions. CUDA with triton (`EngineSettings.fused`); TRITON_INTERPRET=1, set
+before triton is imported, runs it on a CPU (docs/design.md, "The fused kernels").
 """
-
 from __future__ import annotations
 
 import os

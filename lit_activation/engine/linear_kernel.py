@@ -1,28 +1,9 @@
-"""One Triton kernel for a scored linear's fp32 products x·Wᵀ and δ·W, split in registers.
+"""One Triton kernel for a scored linear's fp32 products x·Wᵀ and δ·W, split into bf16 parts in registers.
 
-The cuBLAS path (engine/split.py's `split_linear`) forms the bf16 parts of x in memory, runs a GEMM
-per group of part products, and adds every further full-scale chain in a GEMM epilogue: at
-K = 11008 that is 11 passes over the fp32 output. Here each program loads an fp32 block of x once,
-splits it into its three bf16 parts in registers, multiplies the part products on tensor cores and
-promotes its chain accumulator into an fp32 total every `chain` of K: one pass over x, W and the
-output, with no parts in memory. A weight stored in bf16 is one exact part (3 part products per
-block); any other weight is split too (6).
-
-Order within a chain, as engine/split.py lays it along K: the small part products of a K block
-before its full-scale x₀·W₀, and a chain no longer than `chain_length(K)` in tensor-core steps,
-all part products counted (engine/tensor_core.py models the truncation that rule bounds).
-Plain IEEE fp32 products stay with cuBLAS: in Triton they run on CUDA cores too, and spill
-registers at every launch benchmarks/compile_check.py tried.
-
-On Hopper the blocks arrive through TMA (tensor descriptors: the copy engine fetches a block per
-request and fills what lies outside the tensor with zeros) where x's and W's rows are 16-byte
-aligned, as a model's widths are; elsewhere through per-element pointers. The pointers' addresses
-and masks take registers: at 128 × 128 × 32, 250 per thread with pointers, 191 with TMA, and
-128 × 128 × 64 spills only with pointers (benchmarks/compile_check.py).
-
-Opt-in (`EngineSettings.fused_linear`) until benchmarks/gpu.py has timed it against cuBLAS.
+One pass over x, W and the output instead of a GEMM per group of part products with the parts in
+memory; the same order along K as engine/split.py. CUDA with triton only, opt-in
+(`EngineSettings.fused_linear`); how it loads and why: docs/design.md, "The fused kernels".
 """
-
 from __future__ import annotations
 
 import torch

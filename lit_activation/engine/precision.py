@@ -1,24 +1,10 @@
 """Run a model's forward and backward in fp32 while its weights stay stored in bf16/fp16.
 
-Scores must be exact fp32 (docs/method.md §9) even when a 7B model is held in bf16. Upcasting the
-whole model would double its memory, so inside `compute_precision(model, torch.float32, products)`:
-
-- every linear (nn.Linear, GPT-2's Conv1D, lm_head included) whose weight is stored in another
-  dtype, or every linear when the products are split (engine/products.py), runs through the
-  products' `linear`: a stored low-precision weight is upcast one row tile at a time (or used as
-  it is, exact, as a bf16 part), and autograd keeps only the stored weight, so no fp32 copy of any
-  large weight outlives a tile;
-- the small parameters (norms, biases, position tables) are upcast in place for the duration and
-  restored afterwards;
-- plain `nn.Embedding` lookups need nothing: a looked-up bf16 row is exact in fp32 and type
-  promotion carries it into the fp32 stream. Embedding subclasses that compute after the lookup
-  (Gemma's scaled embedding) are upcast like the small parameters.
-
-The result equals the computation of an fp32 model holding the same (bf16-rounded) weights.
-A sharded (FSDP2) model gathers its weights in the compute dtype already (its mixed-precision
-policy); only split products patch its linears.
+Inside `compute_precision(model, torch.float32, products)` each linear upcasts its stored weight one
+row tile at a time, the small parameters are upcast for the duration, and no fp32 copy of a large
+weight outlives a tile: the result equals an fp32 model holding the same bf16-rounded weights
+(docs/design.md, "fp32 compute from bf16 weights").
 """
-
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,19 +1,10 @@
 """Taylor activation scores A(s, w) = |w · ∂D(s)/∂w|, per input, exact, in fp32 (docs/method.md §1).
 
-One forward and one backward serve a whole batch. For a linear layer y = x Wᵀ the weight gradient
-of sample s is G_s = Σ_t δ_{s,t} x_{s,t}ᵀ with δ = ∂D/∂y; samples never interact in a decoder, so
-backpropagating Σ_s D(s) gives every δ_{s,t} of every sample at once. A forward hook keeps each
-module's input x; a hook on its output receives δ during the backward and forms the G_s of a few
-weight rows at a time (one batched matmul over positions per tile). Each tile goes to the consumer
-as |G_s| and |W| for those rows (A = |W| ⊙ |G_s|), so reducers never see more than one tile: peak
-memory is the model, the reducers' state, one tile and the batch's activations, whatever the size
-of a module. Weights stay frozen (no .grad is ever allocated).
-
-|·| is non-linear, so A can never come from a batch-summed gradient: that is why G_s is per sample.
-How the products are formed (plain fp32, or fp32-accurate bf16 parts on tensor cores) is the
-`EngineSettings.matmul` choice (engine/products.py); the pass pins the matmul precision either way.
+One forward and one backward serve a whole batch: hooks keep each module's input x and receive δ
+in the backward, and form the per-sample gradients G_s a few weight rows at a time, handed to the
+consumers as tiles (A = |W| ⊙ |G_s|) and let go. Peak memory: the model, the reducers' state, one
+tile and the batch's activations (docs/design.md, "Scores in one batched pass").
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping

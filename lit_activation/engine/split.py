@@ -1,28 +1,10 @@
 """fp32-accurate products from bfloat16 parts, for tensor cores (docs/method.md §9).
 
-An fp32 value x splits exactly into three bf16 parts, x = x₀ + x₁ + x₂, each the bf16 rounding of
-what the parts before it left over: fp32 carries 24 significant bits and each part takes the next
-8. A product of two bf16 values is exact in fp32, and a tensor core adds such products in fp32.
-So a product a·b of fp32 operands is formed from the part products aᵢ·bⱼ with i + j ≤ 2; the
-ones left out are below 2⁻²⁴ of |a|·|b|, the size of fp32's own rounding. That is 6 bf16
-products for fp32 × fp32 and 3 when one operand is bf16 already (the stored weights of a bf16
-model, exact in one part). On a GPU they run at bf16 tensor-core rate, several times the fp32
-rate of the CUDA cores: the parts are laid side by side along the summed dimension (K), so one
-GEMM adds them all in fp32.
-
-How a tensor core adds decides the order along K (engine/tensor_core.py models it): each step of
-16 products is truncated toward zero to fp32, so a chain of steps loses up to one unit in the last
-place of its accumulator per step, all in one direction. Hence (a) the small part products come
-first along K, while the accumulator is still small; (b) the full-scale products x₀·y₀ are summed
-in chains of at most `chain_length(K)` steps' worth of K, each chain's sum added to the total with
-an IEEE fp32 addition. With both, the modelled error is that of a CUDA-core fp32 GEMM
-(benchmarks/tensor_cores.py); with neither, 5-8 times it.
-
-On a CPU the part products are formed in fp32 from the upcast parts: bit for bit what a tensor
-core computes up to the order and rounding of the fp32 additions, so the algebra is tested without
-a GPU. These are pure functions of tensors; the engine chooses them (engine/products.py).
+An fp32 value splits exactly into three bf16 parts; a product of fp32 operands is the sum of the
+part products whose rounding fp32 would not hide (6, or 3 when one side is bf16 already), laid
+side by side along K so that one GEMM adds them, small ones first and the full-scale ones in short
+chains. Pure functions of tensors, exact on a CPU; why this order: docs/design.md, "Split products".
 """
-
 from __future__ import annotations
 
 import logging

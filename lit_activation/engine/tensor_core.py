@@ -1,25 +1,9 @@
-"""A bit-level model of the arithmetic a GPU uses for fp32 sums, to reason about split products.
+"""A bit-level model of how a tensor core adds fp32 sums, to reason about split products without a GPU.
 
-Split products (engine/split.py) are exact bf16 part products summed in fp32 by tensor cores. Those
-sums are not IEEE fp32 additions. The published bit-accurate model MMA-Sim (Xie et al. 2025,
-arXiv 2511.10909, checked bit for bit against H100 hardware) describes one Hopper `wgmma` step on
-bf16 inputs with an fp32 accumulator C as a fused dot-add of 16 products:
-
-1. the 16 products (exact) and C are aligned to the largest exponent among them, each cut toward
-   zero to 25 fractional bits at that exponent;
-2. the aligned values are added exactly;
-3. the sum is rounded toward zero (truncated) to fp32.
-
-A GEMM chains K/16 such steps into one accumulator. Step 3 loses up to one unit in the last place
-of the accumulator, always toward zero, so along one chain the error grows with the chain's length
-and does not average out. A CUDA-core fp32 GEMM rounds each of its K fused multiply-adds to
-nearest, and its errors mostly cancel. That is why split products lay the small part products
-first and break the full-scale ones into short chains (engine/split.py, docs/method.md §9).
-
-These are pure functions on fp64 tensors, slow (one step per 16 of K), used by the tests and by
-`benchmarks/tensor_cores.py` to measure orderings and chain lengths without a GPU.
+One Hopper `wgmma` step aligns 16 exact bf16 products and the accumulator, adds them exactly and
+truncates the sum toward zero to fp32 (MMA-Sim, Xie et al. 2025). Pure functions on fp64 tensors,
+slow, for the tests and benchmarks/tensor_cores.py (docs/design.md, "How a tensor core adds").
 """
-
 from __future__ import annotations
 
 import torch

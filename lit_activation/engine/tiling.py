@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-# Chosen from measured sweeps (README, Performance). CPU (benchmarks/scoring.py --tile-mb, 2 cores):
-# a few MB keep a tile in cache; larger tiles only cost memory. CUDA (one H200, Llama-2-7B shape,
-# batch 8 × 128, plain fp32 products): 16 MB reached 37 % of the matmul bound, 64 MB 53 %, 256 MB
-# 62 %, 1024 and 4096 MB 69 %: fewer, larger GEMMs. 1 GB is the smallest at the plateau.
+# The smallest budgets at the speed plateau of measured sweeps (docs/design.md, "Tile sizes").
 DEFAULT_TILE_MB = {"cpu": 4.0, "cuda": 1024.0}
 
 

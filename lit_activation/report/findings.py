@@ -1,47 +1,9 @@
 """Statistics and verdicts of the findings report: is each of the paper's claims held by these runs?
 
 Pure functions of numbers (numpy/scipy; no torch, no files); `lit_activation.report` reads the run
-directories and calls them. The same definitions are written out in docs/method.md, section
-"Findings report: operational definitions".
-
-Every interval is a 95 % percentile bootstrap interval (scipy.stats.bootstrap, `resamples`
-resamples, generator seeded with `seed`: the same inputs and seed give the same interval).
-Layers are 0-indexed, as in the run files: layer 0 is the paper's "layer 1".
-
-Each claim: statistic; what the bootstrap resamples; held / not held (else inconclusive).
-
-- F1, counts concentrate in shallow layers (per dataset, at γ and at each quantile threshold):
-  log((m_s + 1) / (m_d + 1)), m_s and m_d the mean layer count of the first and the last ⌊L/2⌋
-  layers; layers, resampled within each half (counts are stored per layer, not per sample);
-  held if low > 0, not held if high < 0.
-- F1b, corpora activate more in the deep half than task sets (per threshold): log((c + 1) / (t + 1)),
-  c and t the deep-half mean count averaged over the corpora and over the task sets; deep layers,
-  paired; held if low > 0, not held if high < 0.
-- F2, cross-domain LLMDcos falls with depth (per pair X-Y, X ≠ Y): mean over sample pairs of
-  (mean LLMDcos over the first ⌊L/3⌋ layers − over the last ⌊L/3⌋); sample pairs; held if low > 0,
-  not held if high < 0.
-- F2, same-domain LLMDcos stays flat or rises (per pair X-X): the same difference; sample pairs;
-  held if high ≤ SAME_DOMAIN_MARGIN (0.05), not held if low > SAME_DOMAIN_MARGIN.
-- F3 / Fig. 6, each dataset is most similar to itself (per dataset X): margin = mean deep LLMDcos
-  (matrix layers) of X-X − the largest X-Y, Y ≠ X; sample groups, paired across all pairs; held
-  if every margin's low > 0, not held if some margin's high < 0.
-- V1, the activation allocation beats uniform (per sparsity and metric): mean perplexity over
-  seeds, activation − uniform; no bootstrap (a handful of seeds): a verdict only with ≥ 2 seeds
-  each and abs(diff) > std_activation + std_uniform; held if diff < 0, not held if diff > 0.
-- V1 frontier, beyond the paper (per sparsity): the method (allocation + metric) of lowest mean
-  perplexity; held if its lead over the runner-up exceeds the two seed spreads, ≥ 2 seeds each.
-- V2, calibrating on task C helps task C (per pair of calibration sets C, O): accuracy on C when
-  calibrated on C − when calibrated on O; normal interval diff ± 1.96·√(se_C² + se_O²), se from
-  lm-eval's stderr and the seed spread; held if low > 0, not held if high < 0.
-- V3, deep-layer LLMDcos ranks STS pairs like humans: Spearman ρ(layer sum, gold) and its p-value;
-  sentence pairs, paired; held if ρ > 0 and p < 0.05, not held if high < 0. Beside it, without a
-  verdict: ρ minus a baseline's ρ (hidden states, TF-IDF), paired over sentence pairs.
-
-A claim made for every dataset, pair, sparsity or threshold (`combine`) is held when every part is
-held, not held when some part is not held, inconclusive otherwise; parts that cannot be assessed
-are left out and named.
+directories and calls them. Each claim's statistic, interval and verdict rule is defined in
+docs/method.md, "Findings report: operational definitions".
 """
-
 from __future__ import annotations
 
 import inspect
