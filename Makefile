@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLI := $(VENV)/bin/lit-activation
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-quick install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 	$(CLI) compare --config configs/compare_embedded.yaml --sparsities "[0.5]" --seeds "[0]" --metrics "[Wanda]" --output_dir runs/compare_quick
 	# the newest version of each run above; the report's path is the last line it prints
 	$(CLI) report runs/counts_embedded runs/similarity_embedded runs/llmdcos_embedded runs/allpairs_embedded runs/compare_quick
+
+test-quick: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow and not ddp and not embedded"
 
 test: $(STAMP)
 	$(PY) -m ruff check .

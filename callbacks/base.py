@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import json
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 
+from lit_activation import outputs
 from lit_activation.engine.scores import ScoreTile
+from lit_activation.resume import PROGRESS
 
 
 class ScoreCallback(Callback):
@@ -31,6 +36,11 @@ class ScoreCallback(Callback):
                 f"set data.init_args.mode (ActivationDataModule)"
             )
 
+    def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
+        """Whether this batch's work is done already, in the run being resumed (its progress read back):
+        a batch every score callback has done is not scored again."""
+        return False
+
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         """A batch is about to be scored."""
 
@@ -47,6 +57,49 @@ def run_dir(trainer: Trainer) -> Path:
     A collective under DDP (rank 0 broadcasts it): call it on every rank, never inside a rank-0 branch.
     """
     return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def resuming(trainer: Trainer) -> bool:
+    """Whether this run resumes an interrupted one in its run dir (`predict --resume`)."""
+    return getattr(trainer, "resume_dir", None) is not None
+
+
+class Progress:
+    """A run's finished units of work, one file each in its run dir's progress/<part>/, so that an
+    interrupted run can be resumed (lit_activation/resume.py). Each file is written atomically by
+    the rank that holds the unit complete, the moment it is finished; `clear` removes them once the
+    run's results are written.
+    """
+
+    def __init__(self, trainer: Trainer, part: str) -> None:
+        self.dir = run_dir(trainer) / PROGRESS / part  # run_dir: a collective, on every rank
+        self.resuming = resuming(trainer)
+
+    def save_json(self, key: str, record: dict) -> None:
+        outputs.write_json(self.dir / f"{key}.json", record)
+
+    def load_json(self) -> list[dict]:
+        """Every saved record, in the order of their keys."""
+        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))] if self.resuming else []
+
+    def save_tensors(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        outputs.write_tensors(self.dir / f"{key}.safetensors", {name: t.detach().cpu() for name, t in tensors.items()})
+
+    def load_tensors(self) -> list[dict[str, torch.Tensor]]:
+        """Every saved set of tensors, in the order of their keys."""
+        return [outputs.read_tensors(p) for p in sorted(self.dir.glob("*.safetensors"))] if self.resuming else []
+
+    def discard_partial_results(self, names: Iterable[str]) -> None:
+        """A resumed run writes its results again: remove what an interrupted final write left."""
+        if self.resuming:
+            for name in names:
+                (self.dir.parents[1] / name).unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        """The results are written: the finished units are no longer needed."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # other parts' progress may still be there
+            self.dir.parent.rmdir()
 
 
 def tensorboard(trainer: Trainer) -> Any | None:

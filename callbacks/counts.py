@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule, Trainer
 
 from lit_activation import outputs, plots
 from lit_activation.analyses.counts import check_quantiles, dataset_summary, finish_bytes
-from lit_activation.callbacks.base import ScoreCallback, log_results, model_name, run_dir, tensorboard
+from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir, tensorboard
 from lit_activation.distributed.sharding import replica_sum, shards
 from lit_activation.engine.reduce import ScoreSum
 from lit_activation.engine.scores import ScoreTile
@@ -67,13 +67,23 @@ class ActivationCounts(ScoreCallback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve it on every rank, once
+        self.progress = Progress(trainer, "counts")
         if trainer.is_global_zero:
+            self.progress.discard_partial_results(OUTPUTS)
             outputs.check_new(self.out / f for f in OUTPUTS)
         self.names = trainer.datamodule.dataset_names
         self.layer_of, self.kind_of, self.n_layers = layer_map(pl_module.model)
         device = "cpu" if self.state_device == "cpu" else None
         self.sums = ScoreSum(pl_module.scored_modules, device=device, rows=pl_module.score_rows)
         self.finished: dict[str, dict] = {}
+        for record in self.progress.load_json():  # a resumed run: the datasets finished before, in order
+            expected = self.names[len(self.finished)] if len(self.finished) < len(self.names) else None
+            if record["dataset"] != expected:
+                raise ValueError(f"{self.progress.dir} holds dataset {record['dataset']!r} where this run's datasets {self.names} have {expected!r}")
+            self.finished[record["dataset"]] = record["result"]
+
+    def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
+        return int(batch["dataset_index"][0]) < len(self.finished)
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         datasets = batch["dataset_index"].unique().tolist()
@@ -124,6 +134,8 @@ class ActivationCounts(ScoreCallback):
             )
             self.finished[name] = {"n_samples": sums.samples, **summary}
             sums.reset()
+            if trainer.is_global_zero:  # written the moment it is finished: a killed run resumes after it
+                self.progress.save_json(f"{len(self.finished) - 1:04d}", {"dataset": name, "result": self.finished[name]})
 
     def layer_params(self, pl_module: LightningModule) -> list[int]:
         """Scored parameters per layer."""
@@ -149,6 +161,7 @@ class ActivationCounts(ScoreCallback):
         if writer is not None:
             self._log_histograms(writer, res)
         plots.close(fig)
+        self.progress.clear()
         print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv; TensorBoard: tensorboard --logdir {out.parent}")
 
     @staticmethod

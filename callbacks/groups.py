@@ -9,8 +9,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lit_activation import outputs
 from lit_activation.analyses.baselines import BlockOutputGram
 from lit_activation.analyses.similarity import cosine_from_gram
-from lit_activation.callbacks.base import ScoreCallback, all_reduce_sum, run_dir
-from lit_activation.distributed.sharding import shard_rank
+from lit_activation.callbacks.base import Progress, ScoreCallback, all_reduce_sum, run_dir
+from lit_activation.distributed.sharding import shard_rank, shards
 from lit_activation.engine.reduce import LayerGram
 from lit_activation.engine.scores import ScoreTile
 from lit_activation.models.architectures import model_config
@@ -63,7 +63,9 @@ class GroupGramCallback(ScoreCallback):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.out = run_dir(trainer)  # a collective under DDP: resolve on every rank
+        self.progress = Progress(trainer, "groups")
         if trainer.is_global_zero:
+            self.progress.discard_partial_results(self.outputs)
             outputs.check_new(self.out / f for f in self.outputs)
         dm = trainer.datamodule
         layer_of, _, n_layers = layer_map(pl_module.model)
@@ -77,6 +79,23 @@ class GroupGramCallback(ScoreCallback):
         if self.hidden_baseline:
             self.hidden = BlockOutputGram(decoder_layers(pl_module.model)[1])
             self.hidden_grams = torch.zeros_like(self.grams)
+        self.done: set[int] = set()
+        for saved in self.progress.load_tensors():  # a resumed run: the batches finished before
+            index = saved["index"]
+            self.done.update(index.tolist())
+            if trainer.is_global_zero:  # one rank holds them: the sums over ranks count them once
+                self.record(index, saved["grams"], saved["gold"], saved.get("hidden"))
+
+    def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
+        return set(batch["group_index"].tolist()) <= self.done
+
+    def record(self, index: torch.Tensor, grams: torch.Tensor, gold: torch.Tensor, hidden: torch.Tensor | None) -> None:
+        """Keep finished groups' Gram tables (complete over every weight row), gold scores and hidden-state Grams."""
+        self.grams[index] = grams
+        self.gold[index] = gold
+        self.seen[index] += 1
+        if hidden is not None:
+            self.hidden_grams[index] = hidden
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         groups = batch["group_index"]
@@ -92,16 +111,16 @@ class GroupGramCallback(ScoreCallback):
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         self.gram.end()  # NaN/inf in the batch's scores stops the run here, naming module and samples
         index = batch["group_index"].cpu()
-        self.grams[index] = self.gram.gram.double().cpu()  # a sharded rank's rows: partial sums, added across ranks
+        grams = shards(trainer).sum(self.gram.gram.double().cpu())  # a sharded rank's rows: partial sums, added over its shard group
         hidden = None
         if self.hidden_baseline:
             self.hidden.detach()
-            hidden = self.hidden.finish()
-        if shard_rank(trainer) == 0:  # the ranks of a shard group score the same groups: one of them counts them
-            self.gold[index] = batch["gold"].double().cpu()
-            self.seen[index] += 1
-            if hidden is not None:  # whole on every rank of the shard group: counted once
-                self.hidden_grams[index] = hidden.cpu()
+            hidden = self.hidden.finish().cpu()  # whole on every rank of the shard group
+        if shard_rank(trainer) == 0:  # the ranks of a shard group score the same groups: one of them keeps them
+            gold = batch["gold"].double().cpu()
+            self.record(index, grams, gold, hidden)
+            finished = {"index": index, "grams": grams, "gold": gold} | ({"hidden": hidden} if hidden is not None else {})
+            self.progress.save_tensors(f"{int(index[0]):08d}", finished)  # a killed run resumes after it
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if self.hidden_baseline and hasattr(self, "hidden"):
@@ -126,6 +145,7 @@ class GroupGramCallback(ScoreCallback):
             )
         if trainer.is_global_zero:
             self.report(trainer, pl_module, cos)
+            self.progress.clear()
 
     def check_layers(self, n_layers: int) -> None:
         """Raise if the configured layer ranges do not fit the model."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -31,6 +31,7 @@ from lit_activation import report
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.module import ActivationModule
+from lit_activation.resume import check_same_results, find_run
 from lit_activation.trainer import ActivationTrainer
 
 # Raised for bad input (values, files, a plan that cannot fit, NaN scores): one line, exit status 2.
@@ -156,10 +157,27 @@ class ActivationCLI(LightningCLI):
         the processes Lightning starts for the other ranks parse the same command after rank 0 made it),
         and note the run dirs this run will create."""
         self.new_run_dirs: list[Path] = []
+        if self.subcommand == "predict" and self.config.predict.resume is not None:
+            self._check_resume(self.config.predict.resume)
+            return
         if self.subcommand in WRITING_SUBCOMMANDS and rank_zero_only.rank == 0:
             check_new_log_dirs(self.trainer.loggers, self.config[self.subcommand].trainer.logger)
             loggers = [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
             self.new_run_dirs = [Path(lg.log_dir) for lg in loggers if not Path(lg.log_dir).exists()]
+
+    def _check_resume(self, resume: str) -> None:
+        """Before any model loads: the run to resume exists, is unfinished, and was configured as
+        this one in all that changes results; its config.yaml is kept as it is."""
+        run = find_run(resume, self.trainer.logger_dir())
+        saved = run / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume {resume}: {saved} is missing; without it the run's configuration cannot be checked")
+        parser = self._parser(self.subcommand)
+        current = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
+        check_same_results(run, yaml.safe_load(saved.read_text()), current)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, SaveConfigCallback):
+                callback.already_saved = True  # the interrupted run's config.yaml stays
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; if it fails, the run dirs it created that hold no result are removed."""

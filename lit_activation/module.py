@@ -113,6 +113,8 @@ class ActivationModule(LightningModule):
                 "Set `trainer.inference_mode: false` (the shipped configs do)."
             )
         consumers = [cb for cb in self.trainer.callbacks if isinstance(cb, ScoreCallback)]
+        if consumers and all(cb.resumed(batch) for cb in consumers):
+            return  # a resumed run: this batch's results were written before the interruption
         for cb in consumers:
             cb.on_score_batch_start(self.trainer, self, batch)
 

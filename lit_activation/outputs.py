@@ -101,6 +101,20 @@ def save_figure(path: str | Path, figure: Any, overwrite: bool = False) -> Path:
     return _atomic_write(Path(path), buf.getvalue(), overwrite)
 
 
+def write_tensors(path: str | Path, tensors: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write named tensors as safetensors, atomically (a resumed run's finished work)."""
+    from safetensors.torch import save
+
+    return _atomic_write(Path(path), save({name: t.contiguous() for name, t in tensors.items()}), overwrite)
+
+
+def read_tensors(path: str | Path) -> dict[str, Any]:
+    """Named tensors from a safetensors file, on the host (no pickle is ever loaded)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
 def check_can_create(path: str | Path, option: str) -> None:
     """Fail before any work if directory `path` (option `option`) could not be made: something that
     is not a directory in its way, or no write permission where it would be created."""

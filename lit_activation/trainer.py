@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
@@ -18,11 +18,53 @@ from lit_activation.planning.plan import MemoryPlan, check_context, checked_job,
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, Uniform
 from lit_activation.pruning.comparison import Comparison, Run, RunResult, dense_counts, sweep
 from lit_activation.pruning.metrics import PruningMetric
+from lit_activation.resume import find_run
 
 
 class ActivationTrainer(Trainer):
     """Lightning's Trainer with two more entry points beside `predict` and `validate`:
-    `plan` (memory, before any run) and `compare` (a resumable pruning sweep)."""
+    `plan` (memory, before any run) and `compare` (a resumable pruning sweep); `predict` resumes."""
+
+    resume_dir: Path | None = None  # the interrupted run this one finishes (predict --resume)
+
+    def predict(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: object = None,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | None = None,
+        weights_only: bool | None = None,
+        resume: str | None = None,
+    ) -> list | None:
+        """Lightning's predict: scores, reduced by the callbacks; resumable.
+
+        Args:
+            return_predictions, ckpt_path, weights_only: Lightning's (predict_step returns nothing here).
+            resume: finish an interrupted run in its own run dir: its path (runs/counts/version_3)
+                or `last`, this logger's newest interrupted run. What it finished before (each
+                Finding 1 dataset, each batch of groups) is not scored again, and its results equal
+                an uninterrupted run's. The configuration must be the same in all that changes
+                results (the devices and nodes may differ).
+        """
+        if resume is not None:
+            self.resume_in(find_run(resume, self.logger_dir()))
+        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+    def logger_dir(self) -> Path:
+        """The directory holding this run's versions (the logger's save_dir/name)."""
+        for logger in self.loggers:
+            if isinstance(logger, (TensorBoardLogger, CSVLogger)):
+                return Path(logger.save_dir) / logger.name
+        raise ValueError("--resume needs a TensorBoard or CSV logger (trainer.logger): its run dirs are what is resumed")
+
+    def resume_in(self, run: Path) -> None:
+        """Write this run into the interrupted run's dir: its loggers point at that version."""
+        self.resume_dir = run
+        self.loggers = [
+            type(logger)(logger.save_dir, name=logger.name, version=run.name) if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger
+            for logger in self.loggers
+        ]
 
     def plan(
         self,

@@ -72,6 +72,7 @@ def test_a_read_only_parent_is_refused(tmp_path, monkeypatch):
     outputs.check_can_create(tmp_path / "elsewhere", "save_dir")
 
 
+@pytest.mark.slow
 def test_save_dir_and_report_output_are_checked_before_any_work(tmp_path, capsys, no_model_loading):
     from lit_activation.cli import main
 

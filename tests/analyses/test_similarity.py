@@ -26,9 +26,9 @@ from lit_activation.data.datamodule import ActivationDataModule
 from lit_activation.models.layers import decoder_layers, layer_index, linear_modules
 from lit_activation.module import ActivationModule
 from tests.helpers.host import HostExits
-from tests.helpers.lightning import trainer_for
 from tests.helpers.naive import naive_pooled, naive_scores, naive_tfidf
 from tests.helpers.tolerant import assert_distinct
+from tests.helpers.trainers import trainer_for
 
 
 def naive_layer_cos(model, ids_a: torch.Tensor, ids_b: torch.Tensor) -> np.ndarray:

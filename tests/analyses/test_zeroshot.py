@@ -43,6 +43,7 @@ def predictions(model, tokenizer, context: str, choices: list[str]) -> tuple[int
     return max(range(len(ll)), key=ll.__getitem__), max(range(len(norm)), key=norm.__getitem__)
 
 
+@pytest.mark.slow
 def test_piqa_accuracy_equals_hand_computed(bench_files, tiny_model):
     model, tok = tiny_model(), tiny_tokenizer()
     got = zero_shot(model, tok, ["piqa"], bench_files, limit=8, batch_size=4)["piqa"]
@@ -60,6 +61,7 @@ def test_unknown_task_is_an_error():
         local_task("arc", "x.jsonl")
 
 
+@pytest.mark.slow
 def test_callback_runs_lm_eval_on_the_pruned_model(tmp_path, bench_files, tiny_model):
     module = ActivationModule(model="tiny-llama")
     dm = PerplexityDataModule("wikitext2", seqlen=64, max_chunks=2, data_files=bench_files["wikitext2"])

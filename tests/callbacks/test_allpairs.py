@@ -16,8 +16,8 @@ from lit_activation.data.datamodule import ActivationDataModule
 from lit_activation.engine import EngineSettings
 from lit_activation.models.layers import decoder_layers, layer_index
 from lit_activation.module import ActivationModule
-from tests.helpers.lightning import trainer_for
 from tests.helpers.naive import naive_pooled, naive_scores, naive_tfidf
+from tests.helpers.trainers import trainer_for
 
 TEXTS = [
     "The cat sat on the mat.",

@@ -87,6 +87,7 @@ def own_command(config: Path) -> list[str]:
     return next(cmd for cmd in commands if cmd[2].endswith(config.name))
 
 
+@pytest.mark.slow
 def test_header_overrides_parse_with_the_configs_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     checked, refused = 0, []
@@ -172,6 +173,7 @@ def write_readme_report_inputs(root: Path) -> dict[Path, str]:
     return {path.relative_to(root): kind for path, kind in holds.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", readme_commands(), ids=lambda line: re.sub(r"[^\w.]+", "-", line.replace("lit-activation ", ""))[:60])
 def test_readme_commands_parse(line, tmp_path, monkeypatch, capsys):
     words = shlex.split(line.replace("configs/", f"{ROOT / 'configs'}/"))

@@ -97,6 +97,7 @@ def assert_figures(tmp_path: Path, name: str, expected: set[str]) -> None:
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 1000, png
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [c for c in EMBEDDED if subcommand(c) == "predict"], ids=lambda c: c.stem)
 def test_embedded_predict_config_runs_on_a_tiny_model(config, tmp_path):
     name, expected = documented_figures(config)
@@ -114,6 +115,7 @@ def test_sts_config_writes_its_figure_on_a_tiny_model(tmp_path, bench_files):
     assert_figures(tmp_path, name, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [c for c in EMBEDDED if subcommand(c) == "validate"], ids=lambda c: c.stem)
 def test_embedded_validate_config_runs_on_a_tiny_model(config, tmp_path):
     name, expected = documented_figures(config)
@@ -124,6 +126,7 @@ def test_embedded_validate_config_runs_on_a_tiny_model(config, tmp_path):
     assert_figures(tmp_path, name, expected)
 
 
+@pytest.mark.slow
 def test_embedded_compare_config_runs_on_a_tiny_model(tmp_path):
     run_tiny(ROOT / "configs" / "compare_embedded.yaml", tmp_path, "--sparsities", "[0.5]", "--seeds", "[0]", "--output_dir", str(tmp_path / "cmp"))
     parsed = yaml.safe_load((ROOT / "configs" / "compare_embedded.yaml").read_text())
@@ -137,6 +140,7 @@ def test_embedded_compare_config_runs_on_a_tiny_model(tmp_path):
     assert (tmp_path / "cmp" / "summary.md").is_file() and (tmp_path / "cmp" / "compare.png").is_file()
 
 
+@pytest.mark.slow
 def test_console_script_exits_zero_after_a_run(tmp_path):
     """The console script runs sys.exit(main()): a finished run must exit with status 0."""
     wrapper = "import sys; from lit_activation.cli import main; sys.exit(main())"
@@ -185,6 +189,7 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message, monkeypa
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_console_script_says_one_line_and_debug_shows_the_traceback(tmp_path):
     command = [sys.executable, "-m", "lit_activation", "validate", "--config", str(ROOT / "configs" / "prune_embedded.yaml"), "--pruning.sparsity", "1.5"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
@@ -251,6 +256,7 @@ def test_an_existing_logger_version_is_one_error_line_before_the_model_loads(tmp
     ],
     ids=["version-null", "new-version", "csv-logger"],
 )
+@pytest.mark.slow
 def test_runs_that_do_not_reuse_a_version_dir_go_on_to_load_the_model(tmp_path, monkeypatch, capsys, extra):
     existing_run(tmp_path)
     with pytest.raises(ModelLoaded):
@@ -266,6 +272,7 @@ def test_an_existing_csv_logger_version_is_refused_too(tmp_path, monkeypatch, ca
     assert code == 2 and f"error: log dir {tmp_path / 'csv' / 'version_3'} already exists" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_the_processes_of_other_ranks_do_not_refuse_the_dir_rank_0_made(tmp_path, monkeypatch, capsys):
     """Lightning starts ranks 1.. by running the same command again (LOCAL_RANK set) after rank 0 began."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -276,6 +283,7 @@ def test_the_processes_of_other_ranks_do_not_refuse_the_dir_rank_0_made(tmp_path
         predict_into(tmp_path, monkeypatch, capsys, "--trainer.logger.init_args.version", "0")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("length", "stops"), [(512, False), (513, True)])
 def test_a_sequence_longer_than_the_model_s_positions_stops_before_loading(tmp_path, monkeypatch, capsys, length, stops):
     """tiny-gpt2 has 512 learned positions: 513 would fail inside the embedding after the weights load."""
@@ -332,6 +340,7 @@ def test_a_mistyped_subcommand_and_a_config_that_is_not_yaml_are_named(tmp_path,
         assert exit_.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [expected]
 
 
+@pytest.mark.slow
 def test_a_run_refused_after_its_dir_was_made_leaves_no_empty_version_dir(tmp_path, monkeypatch, capsys):
     """Refused in configure_model (the sequence is too long), after Lightning made version_0 and saved
     config.yaml there: the dir goes, so the next run is version_0 again and nothing looks like a run."""

@@ -51,6 +51,7 @@ def test_a_saved_config_parses_and_instantiates(config, monkeypatch, tmp_path):
         assert moved == []
 
 
+@pytest.mark.slow
 def test_a_saved_run_runs_again(tmp_path, monkeypatch, bench_files):
     """The old layout's validate config, with its zero-shot file where it named it, runs end to end."""
     (tmp_path / "data").mkdir()

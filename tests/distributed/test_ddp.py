@@ -33,7 +33,7 @@ from tests.helpers.tolerant import (
     parts_of,
 )
 
-pytestmark = pytest.mark.ddp
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 
 
 STRATEGIES = {"one": (1, None), "ddp": (2, "ddp"), "sharded": (2, SHARDED)}

@@ -15,7 +15,7 @@ from tests.helpers.naive import naive_means, per_layer
 from tests.helpers.processes import cli, probe_records, sharded, write_model
 from tests.helpers.tolerant import gap_threshold, parts_of
 
-pytestmark = pytest.mark.ddp
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 
 # intermediate 37 and vocabulary 105 rows split 19/18 and 53/52 over a shard group of 2
 UNEVEN = dict(intermediate_size=37, vocab_size=105)

@@ -21,7 +21,7 @@ from lit_activation.models.layers import linear_modules
 from tests.helpers.engine import bf16_and_fp32_twin, fp64_scores, fused_sums, padded_batch, record_loads
 from tests.helpers.interpreter import needs_interpreter, needs_triton
 
-pytestmark = needs_triton  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/interpreter.py)
+pytestmark = [needs_triton, pytest.mark.slow]  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/helpers/interpreter.py)
 
 EPS32 = 2.0**-24
 ROOT = Path(__file__).parents[2]

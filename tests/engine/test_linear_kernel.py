@@ -19,7 +19,7 @@ from tests.helpers.engine import bf16_and_fp32_twin, fp64_scores, fused_sums, ma
 from tests.helpers.interpreter import needs_interpreter, needs_triton
 
 ROOT = Path(__file__).parents[2]
-pytestmark = needs_triton  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/interpreter.py)
+pytestmark = [needs_triton, pytest.mark.slow]  # kernel launches also need an interpreter that runs here: @needs_interpreter (tests/helpers/interpreter.py)
 
 EPS32 = 2.0**-24
 V = 1 + 2.0**-9 + 2.0**-18  # three bf16 parts: 1, 2⁻⁹, 2⁻¹⁸

@@ -9,8 +9,11 @@
 - nudge.py            moves every batched score by a few ulps (LIT_ACTIVATION_TEST_NUDGE_ULPS)
 - interpreter.py      whether Triton's CPU interpreter can run the kernels here
 - reference_values.py recorded outputs of the embedded default (a regression guard, not a proof)
-- phase_peak.py, compare_child.py  scripts the tests run in a child process
-- sitecustomize.py    installs the nudge in those child processes
+- trainers.py         a Lightning Trainer as the analyses' callbacks run under
+- engine.py           the engine's tests' shared batches, fp64 references and error measures
+- host.py             the host-exit spy (nothing parameter-sized leaves the device)
+- phase_peak.py, compare_child.py, halting_child.py  scripts the tests run in a child process
+- startup/            sitecustomize.py, which installs the nudge in those child processes
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
-HELPERS = Path(__file__).resolve().parent
+STARTUP = Path(__file__).resolve().parent / "startup"  # alone on the path: nothing here shadows a package
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a process a test starts: offline, one thread, `tests.helpers` importable,
-    and this directory first on the path for its sitecustomize (the nudge switch)."""
+    and startup/ first on the path for its sitecustomize (the nudge switch)."""
     return {
         **os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(HELPERS), str(ROOT)]), **extra,
+        "PYTHONPATH": os.pathsep.join([str(STARTUP), str(ROOT)]), **extra,
     }

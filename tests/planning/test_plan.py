@@ -62,6 +62,7 @@ def test_plan_command_prints_every_phase(capsys, bench_files):
     assert "-> fits" in out
 
 
+@pytest.mark.slow
 def test_published_configs_plan_offline(capsys):
     build_cli(["plan", "--config", str(CONFIGS / "counts.yaml"), "--device_type", "cuda", "--memory_gb", "80"])
     out = capsys.readouterr().out
@@ -92,6 +93,7 @@ def test_a_run_that_cannot_fit_stops_before_loading(tmp_path, monkeypatch, bench
 PHASE_BOUNDS = [("state", 0.98, 1.05), ("counts", 0.95, 1.2), ("llmdcos", 0.95, 1.2), ("loss", 0.95, 1.2), ("recompute", 0.95, 1.2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("phase", "low", "high"), PHASE_BOUNDS)
 def test_predicted_phase_peaks_match_the_real_allocator(phase, low, high):
     """Each phase's predicted peak (the Finding 1 state; activations and one tile of the counts, LLMDcos,

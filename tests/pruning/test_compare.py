@@ -20,6 +20,8 @@ from lit_activation.pruning.allocations import OnTheFlyCounts
 from lit_activation.pruning.metrics import Wanda
 from tests.helpers import child_env
 
+pytestmark = pytest.mark.slow  # every test here runs whole sweeps
+
 CONFIG = Path(__file__).parents[2] / "configs" / "compare_embedded.yaml"
 SWEEP = """
 allocations:

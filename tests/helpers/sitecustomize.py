@@ -1,7 +1,0 @@
-"""Imported by Python at start-up in the processes the tests launch (tests/helpers is first on their
-PYTHONPATH, helpers.child_env): installs the ulp-nudge switch there too (nudge.py); without its
-variable it does nothing."""
-
-from tests.helpers import nudge
-
-nudge.install_from_env()
