@@ -5,6 +5,7 @@ log10 histogram through a table on the values' bits), with nothing parameter-siz
 host; counts above quantile thresholds are read off the histogram exactly. Partial results of a
 sharded run combine through `Shards` (docs/design.md, "Finishing a dataset"). Pure PyTorch.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,6 +5,7 @@ tensor from the safetensors files, one file open per tensor, so a rank's host me
 shard plus one slice (docs/design.md, "Loading shards"). Sources without safetensors files go
 through rank 0, which alone holds the whole model.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,6 +72,9 @@ def meta_model(config: PretrainedConfig, dtype: torch.dtype, trust_remote_code: 
     """The architecture with parameters on the meta device and buffers computed for real (on the host)."""
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    # A head tied to the embeddings is one parameter, sharded once (FSDP2 keeps a tie made before
+    # it shards): the checkpoint names it once, as the embeddings, and each rank reads its own rows.
+    model.tie_weights()
     return model.eval().requires_grad_(False)
 
 
@@ -84,7 +88,7 @@ def materialize(model: nn.Module, device: torch.device) -> None:
 
 
 def missing_keys(model: nn.Module, files: Mapping[str, Path]) -> list[str]:
-    """Parameters the checkpoint files do not name (tied copies never appear in named_parameters)."""
+    """Parameters the checkpoint files do not name (a tied copy is no parameter of its own)."""
     prefix = getattr(model, "base_model_prefix", "")
     return [name for name, _ in model.named_parameters() if checkpoint_key(name, files, prefix) is None]
 

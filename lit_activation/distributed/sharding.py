@@ -5,6 +5,7 @@ examples, which shard over `data_parallel`): its ranks score the same batches, e
 per-sample gradients of its own weight rows, so nothing parameter-sized crosses ranks per batch
 and counts combine as integer sums. Layout and the choice of rows: docs/design.md, "Sharding".
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

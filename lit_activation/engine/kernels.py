@@ -5,6 +5,7 @@ batch sum, so the per-sample products never go through memory; the result is the
 the order of fp32 additions. CUDA with triton (`EngineSettings.fused`); TRITON_INTERPRET=1, set
 before triton is imported, runs it on a CPU (docs/design.md, "The fused kernels").
 """
+
 from __future__ import annotations
 
 import os

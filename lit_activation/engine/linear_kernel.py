@@ -4,6 +4,7 @@ One pass over x, W and the output instead of a GEMM per group of part products w
 memory; the same order along K as engine/split.py. CUDA with triton only, opt-in
 (`EngineSettings.fused_linear`); how it loads and why: docs/design.md, "The fused kernels".
 """
+
 from __future__ import annotations
 
 import torch

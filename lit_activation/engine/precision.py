@@ -5,6 +5,7 @@ row tile at a time, the small parameters are upcast for the duration, and no fp3
 weight outlives a tile: the result equals an fp32 model holding the same bf16-rounded weights
 (docs/design.md, "fp32 compute from bf16 weights").
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -5,6 +5,7 @@ in the backward, and form the per-sample gradients G_s a few weight rows at a ti
 consumers as tiles (A = |W| ⊙ |G_s|) and let go. Peak memory: the model, the reducers' state, one
 tile and the batch's activations (docs/design.md, "Scores in one batched pass").
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping

@@ -5,6 +5,7 @@ part products whose rounding fp32 would not hide (6, or 3 when one side is bf16 
 side by side along K so that one GEMM adds them, small ones first and the full-scale ones in short
 chains. Pure functions of tensors, exact on a CPU; why this order: docs/design.md, "Split products".
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ One Hopper `wgmma` step aligns 16 exact bf16 products and the accumulator, adds 
 truncates the sum toward zero to fp32 (MMA-Sim, Xie et al. 2025). Pure functions on fp64 tensors,
 slow, for the tests and benchmarks/tensor_cores.py (docs/design.md, "How a tensor core adds").
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Sharding that holds at scale (issue 17), with gloo CPU processes: a shard group inside a replicated
+"""Sharding that holds at scale, with gloo CPU processes: a shard group inside a replicated
 layout (DP=2 × TP=2) on rows that do not divide evenly, each rank loading only its own rows, a
 layout that shards nothing said so, and GPT-2's Conv1D pruned on shards."""
 
@@ -192,21 +192,31 @@ def test_taylor_on_shards_of_gpt2_keeps_each_conv1d_state_whole_on_every_rank(tm
     assert_taylor_masks(tmp_path, whole, conv1d=True)
 
 
-def test_each_rank_loads_only_its_rows(tmp_path, bench_files):
+@pytest.mark.parametrize("tied", [False, True], ids=["own-head", "tied-head"])
+def test_each_rank_loads_only_its_rows(tmp_path, bench_files, tied):
     """A 2-rank shard group: each process's resident memory grows, while the model loads, by its
     half of the weights (at least 0.4 of them: the probe does see the shard) and stays below 0.75 of
-    them: no rank ever holds the whole model. Measured by the kernel (VmHWM), not by FSDP."""
-    big = write_model(tmp_path / "big", hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8)
-    size = sum(t.numel() * t.element_size() for t in load_file(big / "model.safetensors").values())
+    them: no rank ever holds the whole model, also when the head is tied to the embeddings (saved
+    once, as the embeddings: each rank reads the head's own rows from that tensor). Measured by the
+    kernel (VmHWM), not by FSDP. The counts equal one process's."""
+    big = write_model(tmp_path / "big", hidden_size=512, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
+                      vocab_size=16000, tie_word_embeddings=tied)  # a head of 8 M parameters: a copy of it would show
+    stored = load_file(big / "model.safetensors")
+    assert ("lm_head.weight" in stored) != tied  # a tied head is saved once, as the embeddings
+    size = sum(t.numel() * t.element_size() for t in stored.values())
     assert size > 80 * 2**20  # precondition: large enough that allocator noise does not matter
     args = ["--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.datasets", "[boolq]", "--data.num_samples", "2",
             "--data.max_length", "8", "--data.data_files", json.dumps({"boolq": bench_files["boolq"]}),
-            "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts", "--trainer.callbacks+", "tests.helpers.probe.LoadMemoryProbe",
-            "--trainer.callbacks.out_dir", str(tmp_path / "two")]
-    cli(tmp_path, "two", args, 2, sharded(1, 2), model=str(big))
+            "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts", "--trainer.callbacks.gamma", "1e-9"]
+    probe = ["--trainer.callbacks+", "tests.helpers.probe.LoadMemoryProbe", "--trainer.callbacks.out_dir", str(tmp_path / "two")]
+    two, stderr = cli(tmp_path, "two", [*args, *probe], 2, sharded(1, 2), model=str(big))
+    assert "through rank 0" not in stderr
     for rank in probe_records(tmp_path / "two", 2):
         grew = rank["peak"] - rank["baseline"]
         assert 0.4 * size < grew < 0.75 * size, f"a rank grew by {grew / 2**20:.0f} MiB loading {size / 2**20:.0f} MiB"
+    one, _ = cli(tmp_path, "one", args, model=str(big))
+    one, two = (json.loads((run / "counts.json").read_text())["datasets"]["boolq"] for run in (one, two))
+    assert one["layer_counts"] == two["layer_counts"] and one["module_counts"] == two["module_counts"]
 
 
 def test_a_layout_that_shards_nothing_says_so_and_runs_as_replicas(tmp_path, bench_files):
