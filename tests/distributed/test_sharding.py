@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers.naive import naive_means, per_layer
-from tests.helpers.processes import cli, probe_records, sharded, write_model
+from tests.helpers.processes import LLMDCOS, cli, counts_args, probe_records, sharded, write_model
 from tests.helpers.tolerant import gap_threshold, parts_of
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
@@ -26,19 +26,6 @@ def uneven_model(tmp_path_factory) -> str:
     return str(write_model(tmp_path_factory.mktemp("uneven") / "model", **UNEVEN))
 
 
-def counts_args(files: dict[str, str], gamma: float) -> list[str]:
-    return [
-        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "single", "--data.datasets", "[boolq, mmlu]",
-        "--data.num_samples", "5", "--data.batch_size", "2", "--data.max_length", "40",
-        "--data.data_files", json.dumps({k: files[k] for k in ("boolq", "mmlu")}),
-        "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts", "--trainer.callbacks.gamma", repr(gamma),
-    ]
-
-
-LLMDCOS = [
-    "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "pairs", "--data.datasets", "[boolq, gsm8k]",
-    "--data.num_samples", "3", "--data.batch_size", "1", "--data.max_length", "40", "--trainer.callbacks+", "lit_activation.callbacks.llmdcos.LLMDcos",
-]
 HSDP = ["--model.engine.checkpoint_blocks", "true"]
 
 

@@ -61,3 +61,20 @@ def write_model(directory: Path, seed: int = 0, **config: int) -> Path:
     model.save_pretrained(directory)
     tiny_tokenizer().save_pretrained(directory)
     return directory
+
+
+def counts_args(files: dict[str, str], gamma: float) -> list[str]:
+    """Options of a Finding 1 run on boolq and mmlu (5 samples each, batches of 2) at threshold γ."""
+    return [
+        "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "single", "--data.datasets", "[boolq, mmlu]",
+        "--data.num_samples", "5", "--data.batch_size", "2", "--data.max_length", "40",
+        "--data.data_files", json.dumps({k: files[k] for k in ("boolq", "mmlu")}),
+        "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts", "--trainer.callbacks.gamma", repr(gamma),
+    ]
+
+
+# Options of an LLMDcos run on boolq and gsm8k (3 pairs, one group per batch); its data_files are the caller's
+LLMDCOS = [
+    "--data", "lit_activation.data.datamodule.ActivationDataModule", "--data.mode", "pairs", "--data.datasets", "[boolq, gsm8k]",
+    "--data.num_samples", "3", "--data.batch_size", "1", "--data.max_length", "40", "--trainer.callbacks+", "lit_activation.callbacks.llmdcos.LLMDcos",
+]
