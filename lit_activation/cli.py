@@ -13,6 +13,7 @@ work; `--debug` (or LIT_ACTIVATION_DEBUG=1) shows the traceback instead.
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from lit_activation import report
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
+from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.module import ActivationModule
 from lit_activation.resume import check_same_results, find_run
 from lit_activation.trainer import ActivationTrainer
@@ -174,7 +176,7 @@ class ActivationCLI(LightningCLI):
             raise FileNotFoundError(f"--resume {resume}: {saved} is missing; without it the run's configuration cannot be checked")
         parser = self._parser(self.subcommand)
         current = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
-        check_same_results(run, yaml.safe_load(saved.read_text()), current)
+        check_same_results(run, analyses_only(yaml.safe_load(saved.read_text())), analyses_only(current))
         for callback in self.trainer.callbacks:
             if isinstance(callback, SaveConfigCallback):
                 callback.already_saved = True  # the interrupted run's config.yaml stays
@@ -201,6 +203,26 @@ class ActivationCLI(LightningCLI):
                 },
             }
         )
+
+
+def analyses_only(config: dict) -> dict:
+    """The config with only the callbacks that produce a predict run's results (score callbacks):
+    others (progress, logging, probes) may differ in a resumed run."""
+    from lit_activation.callbacks.base import ScoreCallback
+
+    def scores(entry: object) -> bool:
+        path = entry.get("class_path") if isinstance(entry, dict) else None
+        module, _, name = path.rpartition(".") if isinstance(path, str) else ("", "", "")
+        try:
+            return issubclass(getattr(importlib.import_module(module), name), ScoreCallback)
+        except (ImportError, AttributeError, ValueError, TypeError):
+            return True  # a class that cannot be imported here is compared as it is
+
+    trainer = config.get("trainer") or {}
+    callbacks = trainer.get("callbacks")
+    if isinstance(callbacks, list):
+        config = {**config, "trainer": {**trainer, "callbacks": [c for c in callbacks if scores(c)]}}
+    return config
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
@@ -238,6 +260,14 @@ def check_command_line(args: list[str]) -> None:
                 raise ValueError(f"{flag} {value} is not valid YAML: {getattr(err, 'problem', None) or err}{where}") from None
 
 
+def lost_connection(err: BaseException) -> bool:
+    """Whether an error is a collective that could not complete: a peer gone (gloo, NCCL, the store)."""
+    import torch.distributed as dist
+
+    signs = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL", "timed out", "Timed out")
+    return isinstance(err, dist.DistError) or any(sign in str(err) for sign in signs)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `lit-activation` console script and of `python -m lit_activation`.
 
@@ -263,6 +293,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except (RuntimeError, OSError) as err:  # a collective that failed: was a rank lost?
+        lost = Heartbeat.active.explain() if Heartbeat.active is not None and lost_connection(err) else None
+        if lost is None or debug:
+            raise
+        print(f"error: {lost}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from lightning.pytorch import LightningModule
 from torchmetrics import MeanMetric
 
 from lit_activation.callbacks.base import ScoreCallback
+from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.distributed.sharded_loading import load_sharded
 from lit_activation.distributed.sharding import own_rows, warn_if_replicated
 from lit_activation.engine import EngineSettings, RowRanges, ScoreTile, stream_taylor_scores
@@ -74,6 +75,19 @@ class ActivationModule(LightningModule):
     def score_rows(self) -> RowRanges:
         """Per scored module, the rows this rank scores (all rows unless sharded)."""
         return self.rows or {}
+
+    def setup(self, stage: str) -> None:
+        """In a multi-process run, every rank watches the others' heartbeats: a rank that dies is named
+        and the run stops within a bounded time (distributed/heartbeat.py), its results kept."""
+        if stage == "predict":
+            hint = f"resume with --resume {self.trainer.log_dir}"  # log_dir: a collective, every rank asks
+        else:
+            hint = "run the same command again (compare resumes; one validate run starts over)"
+        Heartbeat.start(hint)
+
+    def teardown(self, stage: str) -> None:
+        if Heartbeat.active is not None and not self.trainer.interrupted:  # after a failure it names the lost ranks
+            Heartbeat.active.stop()
 
     def configure_model(self) -> None:
         # Loaded here, not in __init__: strategies (FSDP) may need to shard it as it is created.

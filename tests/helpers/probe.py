@@ -1,8 +1,11 @@
-"""Test-only callbacks: what each rank holds, to prove that sharding happens (tests/test_ddp.py, tests/test_sharding.py)."""
+"""Test-only callbacks for the multi-process tests: what each rank holds, which batches it scored, and a rank that dies."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -94,3 +97,21 @@ class MetricStateProbe(Callback):
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class KillRank(Callback):
+    """Kills this process (SIGKILL, as the OOM killer does) on rank `rank` when it has scored a batch
+    of dataset `dataset` (having finished the datasets before it with the other ranks), once the run
+    has written its first finished dataset (progress_dir/0000.json)."""
+
+    def __init__(self, rank: int, dataset: int, progress_dir: str) -> None:
+        self.rank, self.dataset, self.progress = rank, dataset, Path(progress_dir)
+
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:  # noqa: ANN001
+        if trainer.global_rank != self.rank or int(batch["dataset_index"][0]) < self.dataset:
+            return
+        for _ in range(600):  # rank 0 writes it right after the collective that finished the dataset
+            if (self.progress / "0000.json").is_file():
+                break
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGKILL)
