@@ -1,1 +1,1 @@
-"""The tests, one package per package of the source (tests/README.md)."""
+"""The tests, one package per package of the source (docs/development.md says how to run them)."""
