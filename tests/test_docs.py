@@ -75,3 +75,12 @@ def test_the_readme_is_a_landing_page():
     assert len(readme.splitlines()) <= 200
     for needed in ("make demo", "make test", "pip install", "## Citation and license", "docs/index.md"):
         assert needed in readme, needed
+
+
+def test_config_headers_quote_no_figure_that_a_command_computes():
+    """A figure the plan or a benchmark computes lives in one place, the command's output: a config's
+    comments name the command (`lit-activation plan ...`), never a copy of its numbers."""
+    for config in sorted((ROOT / "configs").glob("*.yaml")):
+        comments = [line for line in config.read_text().splitlines() if line.lstrip().startswith("#")]
+        copied = [line for line in comments if re.search(r"\d\s*(GB|GiB|MB|MiB)\b", line)]
+        assert copied == [], f"{config.name}: {copied}"
