@@ -77,8 +77,9 @@ class ActivationTrainer(Trainer):
         """Print the run's predicted peak memory per device, phase by phase; load and run nothing.
 
         Args:
-            device_type, devices: plan for this hardware instead of the trainer's (e.g. GPUs this
-                machine does not have).
+            device_type: plan for this kind of device instead of the trainer's (e.g. GPUs this machine
+                does not have).
+            devices: plan for this many devices per node instead of the trainer's.
             memory_gb: memory per device to check against (default: what the device reports).
         """
         if memory_gb is not None and not memory_gb > 0:
@@ -127,7 +128,8 @@ class ActivationTrainer(Trainer):
             metrics: the within-layer metrics compared (default: the `pruning` group's metric).
                 A metric's dense-model scores (Taylor, GBLM) are computed once per calibration
                 seed and shared by that seed's runs.
-            sparsities: overall targets in (0, 1). seeds: calibration seeds (mean ± std over them).
+            sparsities: overall targets in (0, 1).
+            seeds: calibration seeds (mean ± std over them).
             output_dir: results.csv, summary.md/csv, compare.png and one directory per run. Run the
                 same command again to resume.
         """

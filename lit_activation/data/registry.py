@@ -7,6 +7,7 @@ Local files use the benchmark's real field layout, e.g. BoolQ rows {question, pa
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,9 @@ _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".
 def get_spec(name: str) -> DatasetSpec:
     """The registered dataset called `name`; an unknown name lists the known ones."""
     if name not in REGISTRY:
-        raise ValueError(f"Unknown dataset {name!r}; known: {sorted(REGISTRY)}")
+        close = difflib.get_close_matches(name.lower(), REGISTRY, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"Unknown dataset {name!r}; {hint}known: {sorted(REGISTRY)}")
     return REGISTRY[name]
 
 

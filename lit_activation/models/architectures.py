@@ -79,16 +79,14 @@ def _read_config(name_or_path: str, trust_remote_code: bool) -> PretrainedConfig
             return AutoConfig.from_pretrained(converted)
         return AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
     path = Path(name_or_path).expanduser()
+    loading.check_path(name_or_path)
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as err:
         if path.is_dir():
             raise loading.unloadable(name_or_path, str(path), "config.json", err) from err
-        raise ValueError(
-            f"Cannot read the config of {name_or_path!r} (no network, or not a model): accepted are "
-            f"{loading.EMBEDDED_DEFAULT!r}, a local Hugging Face directory, a .gguf file, a hub id with network, "
-            f"or one of the published configs {sorted(ALIASES)}"
-        ) from err
+        reason = loading.hub_problem(name_or_path, err) or f"the config of {name_or_path!r} cannot be read ({loading.first_line(err)})"
+        raise ValueError(f"{reason}; the published configs need no network: {sorted(ALIASES)}") from err
 
 
 def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode, trust_remote_code: bool = False) -> PreTrainedModel:

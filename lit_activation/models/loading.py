@@ -1,7 +1,8 @@
 """Load causal LMs and their tokenizers: the embedded default, a hub id, a local directory, a GGUF file.
 
 A GGUF file (the embedded default is one) is dequantized once into an fp32 safetensors directory in
-the user cache; every later load reads that.
+the user cache; every later load reads that. A model that cannot be found is refused before any work
+with its cause (`check_source`): a path that does not exist, the hub switched off, out of reach, gated.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
+import socket
 from pathlib import Path
 
 import torch
@@ -127,22 +130,26 @@ def _source(name_or_path: str) -> tuple[str, dict]:
     gguf = gguf_file(name_or_path)
     if gguf is not None:
         return str(dequantized_dir(*gguf)), {}
+    check_path(name_or_path)
+    return name_or_path, {}
+
+
+def check_path(name_or_path: str) -> None:
+    """A model given as a local path exists and is a Hugging Face model directory (holds config.json)."""
     path = Path(name_or_path).expanduser()
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is a path but holds no config.json (a Hugging Face model dir)")
-    return name_or_path, {}
+    if not path.exists() and looks_like_path(name_or_path):
+        raise FileNotFoundError(f"model {name_or_path!r} does not exist: no such local directory ({path.absolute()})")
 
 
 def unloadable(name_or_path: str, source: str, what: str, err: BaseException) -> ValueError:
     """The error for a model that cannot be read: for a local directory, what in it failed and why
-    (a broken config.json, no tokenizer files); otherwise, what is accepted."""
+    (a broken config.json, no tokenizer files); for a hub id, why the hub did not give it."""
     if Path(source).is_dir():
         reason = " ".join(str(err).split())[:300]
         return ValueError(f"{what} in {source!r} cannot be loaded: {reason}")
-    return ValueError(
-        f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
-        "a local Hugging Face directory or a .gguf file"
-    )
+    return ValueError(hub_problem(name_or_path, err) or f"{what} of {name_or_path!r} cannot be loaded: {first_line(err)}")
 
 
 def local_source(name_or_path: str) -> str:
@@ -156,10 +163,137 @@ def local_source(name_or_path: str) -> str:
     try:
         return snapshot_download(source, allow_patterns=["*.json", "*.safetensors"])
     except Exception as err:  # offline, unknown, gated: the hub client raises many kinds
-        raise ValueError(
-            f"Unknown model {name_or_path!r}: accepted are {EMBEDDED_DEFAULT!r}, a hub id (needs network), "
-            f"a local Hugging Face directory or a .gguf file ({type(err).__name__})"
-        ) from err
+        raise unloadable(name_or_path, source, "the weights", err) from err
+
+
+# What a model name can be, for the one line that says why it cannot be found.
+ACCEPTED = f"accepted: {EMBEDDED_DEFAULT!r}, a hub id (owner/name), a local Hugging Face directory or a .gguf file"
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+HUB_TIMEOUT_S = 10  # one request for a hub model's config.json before any work; the hub client would retry for a minute
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # `name` or `owner/name`
+# Modules whose exceptions mean the network failed (the hub client's HTTP libraries across its versions).
+_NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "requests", "urllib3"}
+
+
+def offline_variable() -> str | None:
+    """The environment variable that switches the Hugging Face hub off (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE), if one is set."""
+    return next((name for name in OFFLINE_VARIABLES if os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}), None)
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    """Whether a model name is meant as a local path: it starts with `.`, `/` or `~`, or holds a path
+    separator in a form no hub id (`name` or `owner/name`) has."""
+    if name_or_path.startswith((".", "/", "~")):
+        return True
+    separators = [sep for sep in (os.sep, os.altsep) if sep]
+    return any(sep in name_or_path for sep in separators) and not _HUB_ID.fullmatch(name_or_path)
+
+
+def check_source(name_or_path: str) -> None:
+    """Refuse, naming the cause in one line, a model that cannot be found, before any work: a path that
+    does not exist or is no model directory, a hub id while the hub is switched off, out of reach,
+    gated or unknown. A hub id already in the local cache needs no network."""
+    if name_or_path.startswith(TINY_PREFIX):
+        return
+    try:
+        if gguf_file(name_or_path) is not None:  # a missing .gguf raises here
+            return
+    except ModuleNotFoundError as err:  # the embedded default's package is missing: a step of the install, said in one line
+        raise FileNotFoundError(str(err)) from err
+    check_path(name_or_path)
+    if not Path(name_or_path).expanduser().exists():
+        check_hub_id(name_or_path)
+
+
+def check_hub_id(repo_id: str) -> None:
+    """A hub model's config.json is in the local cache or can be read from the hub (one request, no retries)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise ValueError(f"model {repo_id!r} is neither a local path nor a hub id; {ACCEPTED}") from None
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    if offline_variable() is not None:
+        raise ValueError(_offline(repo_id))
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=HUB_TIMEOUT_S)
+    except Exception as err:  # the hub client raises its own errors and those of its HTTP library
+        raise ValueError(hub_problem(repo_id, err) or f"model {repo_id!r} cannot be read from the hub: {first_line(err)}") from err
+
+
+def hub_problem(repo_id: str, err: BaseException) -> str | None:
+    """Why a hub model could not be read, in one line, from the hub client's error anywhere in the chain
+    of `err` (transformers wraps it in an OSError); None when the chain holds no hub or network error."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    chain = _chain(err)
+
+    def found(kind: type | tuple[type, ...]) -> BaseException | None:
+        """The first error of the chain of this kind."""
+        return next((e for e in chain if isinstance(e, kind)), None)
+
+    if offline_variable() is not None or found(OfflineModeIsEnabled):
+        return _offline(repo_id)
+    if found(GatedRepoError):
+        return (
+            f"model {repo_id!r} is gated: accept its licence on https://huggingface.co/{repo_id}, then log in with "
+            "`huggingface-cli login` (or set HF_TOKEN)"
+        )
+    http = found(HfHubHTTPError)
+    status = getattr(getattr(http, "response", None), "status_code", None)
+    if found(RepositoryNotFoundError) or status in (401, 403):
+        return (
+            f"model {repo_id!r} is not on the Hugging Face hub, or is private: check the id; a private or gated model "
+            "needs `huggingface-cli login` (or HF_TOKEN)"
+        )
+    if found(EntryNotFoundError) and not found(LocalEntryNotFoundError):
+        return f"model {repo_id!r} on the Hugging Face hub has no config.json: it is not a transformers model"
+    if http is not None:
+        return f"the Hugging Face hub answered {status} for model {repo_id!r}: try again later, or give a local directory"
+    network = found((LocalEntryNotFoundError, ConnectionError, TimeoutError, socket.gaierror)) or next(
+        (e for e in chain if type(e).__module__.split(".")[0] in _NETWORK_MODULES), None
+    )
+    if network is None:
+        return None
+    return (
+        f"the Hugging Face hub cannot be reached for model {repo_id!r} ({first_line(chain[-1])}): check the network, "
+        f"or give a local directory (`huggingface-cli download {repo_id}` where there is a network)"
+    )
+
+
+def _offline(repo_id: str) -> str:
+    """The line for a hub id that is not in the local cache while the hub is switched off."""
+    variable = offline_variable() or "HF_HUB_OFFLINE"
+    return (
+        f"model {repo_id!r} is read as a hub id, but {variable} is set and it is not in the local cache: "
+        f"give a local directory (--model.model path/to/model), or unset {variable} to download it"
+    )
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and the errors it was raised from (its cause, else its context), outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain and len(chain) < 32:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def first_line(err: BaseException) -> str:
+    """An error's first line, else its type's name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__
 
 
 def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -188,6 +322,7 @@ def load_causal_lm(
 
     The model is put in eval mode with every parameter frozen: this toolkit never trains.
     """
+    log.info("Loading %s in %s", name_or_path, str(resolve_dtype(dtype)).removeprefix("torch."))
     if name_or_path.startswith(TINY_PREFIX):
         model = tiny_model(name_or_path[len(TINY_PREFIX) :]).to(resolve_dtype(dtype))
         return (model if device is None else model.to(device)), tiny_tokenizer()

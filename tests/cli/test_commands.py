@@ -68,6 +68,8 @@ def instantiates(args: list[str], monkeypatch) -> ActivationCLI:
         calls.append(kwargs)
 
     monkeypatch.setattr(ActivationTrainer, sub, record)
+    # whether a hub model can be read here is the machine's (tests have no network), not the command's: test_errors.py
+    monkeypatch.setattr("lit_activation.cli.check_source", lambda name: None)
     cli = build_cli(args)
     assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.model.model is None, args  # built, not loaded, not run
     return cli
@@ -129,24 +131,40 @@ def test_a_bad_override_is_refused_when_the_classes_are_built(config, override, 
 
 
 README_COMMAND = re.compile(r"^(?:\$ )?(lit-activation|python -m lit_activation|\.venv/bin/python benchmarks/\S+|python benchmarks/\S+)(.*)$")
+LAUNCHED = re.compile(r"^(?:srun|torchrun .*?-m lit_activation) (.*)$")  # a launcher's line: the command it starts
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def readme_commands() -> list[str]:
-    """Command lines of the README's bash blocks (continuation lines joined)."""
-    text = (ROOT / "README.md").read_text()
+    """Command lines of the README's and the docs' bash blocks (continuation lines joined); what a
+    launcher (srun, torchrun) starts is taken from its line."""
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split("  #")[0].strip()
-            if README_COMMAND.match(line):
-                out.append(line)
+    for page in PAGES:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split("  #")[0].strip()
+                launched = LAUNCHED.match(line)
+                if launched:
+                    line = launched.group(1) if launched.group(1).startswith("lit-activation") else f"lit-activation {launched.group(1)}"
+                if README_COMMAND.match(line) and line not in out:
+                    out.append(line)
     return out
 
 
+def interrupted_run_for(args: list[str], monkeypatch) -> None:
+    """The interrupted run a `--resume` line resumes: the run dir its options would write (version_0
+    of the config's logger), with the config.yaml they save and a progress/ left behind."""
+    plain = [a for i, a in enumerate(args) if a != "--resume" and (i == 0 or args[i - 1] != "--resume")]
+    cli = instantiates(plain, monkeypatch)
+    run = Path(cli.trainer.logger.save_dir) / cli.trainer.logger.name / "version_0"
+    (run / "progress").mkdir(parents=True)
+    (run / "config.yaml").write_text(cli._parser(args[0]).dump(cli.config[args[0]], skip_none=False))
+
+
 def write_readme_report_inputs(root: Path) -> dict[Path, str]:
-    """The runs the README's `report` lines name, as their writers lay them out (runs/NAME/version_0
-    of counts_embedded and similarity_embedded, two compare output dirs): small, with made-up
-    values. Returns what each holds, by its path relative to `root`."""
+    """The runs the README's and the docs' `report` lines name, as their writers lay them out
+    (runs/NAME/version_0 of counts_embedded, similarity_embedded and allpairs_embedded, two compare
+    output dirs): small, with made-up values. Returns what each holds, by its path relative to `root`."""
     layers, datasets = 6, ["humaneval", "news"]
     counts = root / "runs" / "counts_embedded" / "version_0"
     counts.mkdir(parents=True)
@@ -169,7 +187,15 @@ def write_readme_report_inputs(root: Path) -> dict[Path, str]:
     (compare / "results.csv").write_text("\n".join(",".join(map(str, r)) for r in [header, *(r + ["ppl/wiki", r[2], "{}", 1.0] for r in rows)]) + "\n")
     (compare / "comparison.json").write_text(json.dumps({"fixed": {"model": "smollm2-135m", "evaluation": "ppl/wiki", "metric": "wanda"}}))
     shutil.copytree(compare, root / "runs" / "compare_embedded")
-    holds = {counts: "counts", similarity: "llmdcos", compare: "compare", root / "runs" / "compare_embedded": "compare"}
+    allpairs = root / "runs" / "allpairs_embedded" / "version_0"
+    allpairs.mkdir(parents=True)
+    (allpairs / "allpairs.json").write_text(json.dumps({
+        "model": "smollm2-135m", "dataset": "lee", "n_texts": 3, "layers": [3, 5], "spearman": 0.2, "p_value": 0.01,
+        "per_layer_spearman": [0.1 * i for i in range(layers)], "hidden_spearman": 0.4, "tfidf_spearman": 0.25,
+    }))
+    holds = {
+        counts: "counts", similarity: "llmdcos", allpairs: "allpairs", compare: "compare", root / "runs" / "compare_embedded": "compare",
+    }
     return {path.relative_to(root): kind for path, kind in holds.items()}
 
 
@@ -184,12 +210,24 @@ def test_readme_commands_parse(line, tmp_path, monkeypatch, capsys):
         return
     args = words[1:] if words[0] == "lit-activation" else words[3:]
     monkeypatch.chdir(tmp_path)  # the line's relative paths (runs/..., outputs) resolve in an empty directory
+    saved = [Path(a) for a in args if a.endswith("config.yaml") and a.startswith("runs/")]
+    for path in saved:  # a line that re-runs a run's saved config: one as a run saves it
+        path.parent.mkdir(parents=True)
+        shutil.copy(ROOT / "tests" / "cli" / "saved_configs" / "predict_counts.yaml", path)
+    if args[0] in ("--version", "--help", "-h"):  # the tool's own: what it prints
+        main(args)
+        out = capsys.readouterr().out
+        assert out.startswith("lit-activation ") if args[0] == "--version" else "SUBCOMMAND --help" in out
+        return
     if args[0] != "report":
+        if "--resume" in args:
+            interrupted_run_for(args, monkeypatch)
         instantiates(args, monkeypatch)
         return
     # `report` reads finished runs: the line runs, as written, on the runs it names
     inputs = write_readme_report_inputs(tmp_path)
     named = [Path(a) for a in args[1:]]
+    named = [path if path in inputs else path / "version_0" for path in named]  # a logger dir: report reads its newest run
     assert named and set(named) <= set(inputs), "the README names other runs; update the inputs here"
     main(args)
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -199,5 +237,6 @@ def test_readme_commands_parse(line, tmp_path, monkeypatch, capsys):
     assert record["settings"]["seed"] == 0 and record["settings"]["resamples"] >= 100  # the defaults of the line
 
 
-def test_the_readme_shows_commands():
-    assert len(readme_commands()) >= 8
+def test_the_readme_and_the_docs_show_commands():
+    commands = readme_commands()
+    assert len(commands) >= 20 and any(c.startswith("lit-activation predict") for c in commands)

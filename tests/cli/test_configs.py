@@ -47,6 +47,8 @@ def test_config_parses_and_instantiates(config, monkeypatch):
         calls.append(kwargs)
 
     monkeypatch.setattr(ActivationTrainer, sub, record)
+    # whether a hub model can be read here is the machine's (tests have no network), not the config's: test_errors.py
+    monkeypatch.setattr("lit_activation.cli.check_source", lambda name: None)
     cli = build_cli([sub, "--config", str(config)])
     assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.datamodule is not None  # instantiated, nothing ran
     if sub in ("validate", "compare"):
@@ -332,7 +334,7 @@ def test_a_mistyped_subcommand_and_a_config_that_is_not_yaml_are_named(tmp_path,
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  model: {a: b\n")
     for args, expected in [
-        (["predcit", "--config", "x"], "error: unknown subcommand 'predcit'; accepted: predict, validate, compare, plan, report"),
+        (["predcit", "--config", "x"], "error: unknown subcommand 'predcit'; did you mean predict? accepted: predict, validate, compare, plan, report"),
         (["predict", "--config", str(bad)], f"error: --config {bad} is not valid YAML: expected ',' or '}}', but got '<stream end>' at line 3, column 1"),
     ]:
         with pytest.raises(SystemExit) as exit_:

