@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from lit_activation.cli import ActivationCLI, build_cli, main, one_line
+from lit_activation.cli import ActivationCLI, build_cli, main
+from lit_activation.cli.errors import one_line
 from lit_activation.trainer import ActivationTrainer
 
 ROOT = Path(__file__).parents[2]
@@ -69,7 +70,7 @@ def instantiates(args: list[str], monkeypatch) -> ActivationCLI:
 
     monkeypatch.setattr(ActivationTrainer, sub, record)
     # whether a hub model can be read here is the machine's (tests have no network), not the command's: test_errors.py
-    monkeypatch.setattr("lit_activation.cli.check_source", lambda name: None)
+    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name: None)
     cli = build_cli(args)
     assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.model.model is None, args  # built, not loaded, not run
     return cli

@@ -48,7 +48,7 @@ def test_config_parses_and_instantiates(config, monkeypatch):
 
     monkeypatch.setattr(ActivationTrainer, sub, record)
     # whether a hub model can be read here is the machine's (tests have no network), not the config's: test_errors.py
-    monkeypatch.setattr("lit_activation.cli.check_source", lambda name: None)
+    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name: None)
     cli = build_cli([sub, "--config", str(config)])
     assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.datamodule is not None  # instantiated, nothing ran
     if sub in ("validate", "compare"):
@@ -353,7 +353,7 @@ def test_a_run_refused_after_its_dir_was_made_leaves_no_empty_version_dir(tmp_pa
 
 
 def test_only_a_run_dir_without_results_is_discarded(tmp_path):
-    from lit_activation.cli import discard_empty_run_dirs
+    from lit_activation.cli.run_dirs import discard_empty_run_dirs
 
     empty, results, other = (tmp_path / n for n in ("empty", "results", "other"))
     for d in (empty, results, other):
@@ -385,7 +385,7 @@ def test_an_option_of_a_nested_class_names_the_innermost_class(tmp_path, capsys)
 
 
 def test_a_config_whose_values_yaml_would_read_as_dates_passes_the_syntax_check(tmp_path):
-    from lit_activation.cli import check_command_line
+    from lit_activation.cli.app import check_command_line
 
     config = tmp_path / "c.yaml"
     config.write_text("trainer:\n  logger:\n    init_args:\n      version: 2024-02-30\n")  # no such date: text to jsonargparse

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from jsonargparse import ArgumentError
 
-from lit_activation.cli import ActivationCLI, build_cli, console, discard_empty_run_dirs, main, missing_parents, one_line, suggestion
+from lit_activation.cli import ActivationCLI, build_cli, main
+from lit_activation.cli.console import console
+from lit_activation.cli.errors import one_line, suggestion
+from lit_activation.cli.run_dirs import discard_empty_run_dirs, missing_parents
 from lit_activation.trainer import ActivationTrainer
 
 ROOT = Path(__file__).parents[2]

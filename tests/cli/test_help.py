@@ -140,7 +140,7 @@ def test_options_left_out_of_the_help_still_parse_and_are_saved(tmp_path, monkey
 
 
 def test_a_bare_verbose_is_the_tool_s_and_verbose_with_a_value_is_validate_s():
-    from lit_activation.cli import split_flags
+    from lit_activation.cli.console import split_flags
 
     assert split_flags(["validate", "--verbose", "--config", "c.yaml"]) == (False, True, ["validate", "--config", "c.yaml"])
     assert split_flags(["validate", "--verbose", "false"]) == (False, False, ["validate", "--verbose", "false"])
@@ -148,7 +148,7 @@ def test_a_bare_verbose_is_the_tool_s_and_verbose_with_a_value_is_validate_s():
 
 
 def test_the_engine_s_help_is_its_first_sentences():
-    from lit_activation.cli import first_sentence
+    from lit_activation.cli.help import first_sentence
 
     assert first_sentence("how fp32 products are formed. `ieee`: plain fp32.") == "how fp32 products are formed."
     assert first_sentence("N:M, e.g. '2:4': every layer. Then more.") == "N:M, e.g. '2:4': every layer."

@@ -1,0 +1,262 @@
+"""`lit-activation`: one LightningCLI over ActivationModule, the data modules and the analyses.
+
+    lit-activation predict  --config configs/counts_embedded.yaml   # scores: counts, LLMDcos, STS
+    lit-activation validate --config configs/prune_embedded.yaml    # pruning + perplexity (+ zero-shot)
+    lit-activation compare  --config configs/compare_embedded.yaml  # allocations × metrics × sparsities × seeds
+    lit-activation plan     --config configs/counts.yaml            # predicted memory, nothing loaded
+    lit-activation report   RUN_DIR [RUN_DIR ...]                   # findings report from finished runs
+
+`lit-activation --help` lists them, `<subcommand> --help` a subcommand's options (this project's
+first, Lightning's that apply after; the rest still parse, as saved configs name them).
+
+A mistake in the input prints one line, `error: <message>` (with the closest option or class when
+one was mistyped), and exits with status 2 before any work; `--debug` (or LIT_ACTIVATION_DEBUG=1)
+shows the traceback instead. A run prints one line per phase; `--verbose` (or LIT_ACTIVATION_VERBOSE=1)
+shows all that Lightning and the libraries print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from jsonargparse import ArgumentError
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from lit_activation import __version__, report
+from lit_activation.callbacks.pruning import Pruning
+from lit_activation.callbacks.zeroshot import ZeroShotEval
+from lit_activation.cli.console import console, split_flags
+from lit_activation.cli.errors import USER_ERRORS, closest, lost_connection, one_line, suggestion
+from lit_activation.cli.help import EPILOG, SUBCOMMAND_HELP, SUBCOMMANDS, ActivationArgumentParser, HelpFormatter, help_sections, tool_help
+from lit_activation.cli.run_dirs import analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
+from lit_activation.data import datamodule, perplexity  # noqa: F401 - the data modules --data accepts by name, listed in --help
+from lit_activation.distributed.heartbeat import Heartbeat
+from lit_activation.models.architectures import published_config
+from lit_activation.models.loading import check_source
+from lit_activation.module import ActivationModule
+from lit_activation.resume import check_same_results, find_run
+from lit_activation.trainer import ActivationTrainer
+
+DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
+
+
+VERBOSE_ENV = "LIT_ACTIVATION_VERBOSE"
+
+
+# Subcommands that prune and evaluate: they get the fixed `pruning` and `zeroshot` groups.
+PRUNING_SUBCOMMANDS = ("validate", "compare", "plan")
+
+
+# Subcommands that write their results to the logger's version dir (compare writes to its output_dir, plan nothing).
+WRITING_SUBCOMMANDS = ("predict", "validate")
+
+
+class ActivationCLI(LightningCLI):
+    """LightningCLI with the defaults every analysis needs (gradients on, TensorBoard run dirs).
+
+    Subcommands: predict (scores), validate (pruning, perplexity), compare (a pruning sweep), plan
+    (memory). Nothing is trained, so fit and test are not offered. Pruning and zero-shot are fixed
+    option groups (`--pruning.sparsity`, `--pruning.allocation.init_args.alpha`,
+    `--zeroshot.tasks`), so an override never depends on the order of a callback list.
+    """
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {
+            "predict": {"model", "dataloaders", "datamodule"},
+            "validate": {"model", "dataloaders", "datamodule"},
+            "compare": {"model", "datamodule"},
+            "plan": {"model", "datamodule"},
+        }
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:  # noqa: ANN003 - jsonargparse's parser options
+        """Lightning's parser, with this project's help formatter."""
+        return super().init_parser(**{"formatter_class": HelpFormatter, **kwargs})
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):  # noqa: ANN202 - Lightning's signature
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in PRUNING_SUBCOMMANDS:
+            parser.add_lightning_class_args(Pruning, "pruning")
+            parser.add_lightning_class_args(ZeroShotEval, "zeroshot")
+        parser.description = SUBCOMMAND_HELP[subcommand][0].upper() + SUBCOMMAND_HELP[subcommand][1:] + "."
+        parser.usage = f"lit-activation {subcommand} [--config CONFIG] [--OPTION VALUE ...]"
+        parser.epilog = EPILOG
+        parser.help_sections = functools.partial(help_sections, subcommand=subcommand)
+        if subcommand in PRUNING_SUBCOMMANDS:  # within 200 lines with the pruning and zero-shot groups; predict's help has them in full
+            parser.first_sentence_of = ("model.engine.",)
+        return parser
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
+        """Lightning's parsing; a mistyped option or class name gets the closest one as its error's hint."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            words = sys.argv[1:] if args is None else list(args)
+            subcommand = next((w for w in words if w in self.subcommands()), None)
+            if subcommand is not None:
+                with contextlib.suppress(Exception):  # a hint is a courtesy: the error itself must get through
+                    err.hint = suggestion(self._parser(subcommand), err)
+            raise
+
+    def after_instantiate_classes(self) -> None:
+        """Before any model loads: the model can be found; an explicit logger version's run dir does
+        not exist (rank 0 only: the processes Lightning starts for the other ranks parse the same command
+        after rank 0 made it); and note the dirs this run will create."""
+        self.new_run_dirs: list[Path] = []
+        self.new_parent_dirs: list[Path] = []
+        self._check_model()
+        if self.subcommand == "predict" and self.config.predict.resume is not None:
+            self._check_resume(self.config.predict.resume)
+            return
+        if self.subcommand in WRITING_SUBCOMMANDS and rank_zero_only.rank == 0:
+            check_new_log_dirs(self.trainer.loggers, self.config[self.subcommand].trainer.logger)
+            loggers = [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
+            self.new_run_dirs = [Path(lg.log_dir) for lg in loggers if not Path(lg.log_dir).exists()]
+            parents = {p for run in self.new_run_dirs for p in missing_parents(run)}
+            self.new_parent_dirs = sorted(parents, key=lambda p: len(p.parts), reverse=True)  # deepest first
+
+    def _check_model(self) -> None:
+        """The model can be found (a path that exists, a hub id that can be read), or one line says why;
+        `plan` reads only a config, which the published ones give offline."""
+        name = self.model.hparams.model
+        if self.subcommand == "plan" and published_config(name) is not None:
+            return
+        check_source(name)
+
+    def _check_resume(self, resume: str) -> None:
+        """Before any model loads: the run to resume exists, is unfinished, and was configured as
+        this one in all that changes results; its config.yaml is kept as it is."""
+        run = find_run(resume, self.trainer.logger_dir())
+        saved = run / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume {resume}: {saved} is missing; without it the run's configuration cannot be checked")
+        parser = self._parser(self.subcommand)
+        current = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
+        check_same_results(run, analyses_only(yaml.safe_load(saved.read_text())), analyses_only(current))
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, SaveConfigCallback):
+                callback.already_saved = True  # the interrupted run's config.yaml stays
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; if it fails, the run dirs it created that hold no result are removed."""
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception:
+            discard_empty_run_dirs(self.new_run_dirs, self.new_parent_dirs)
+            raise
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
+        # The data are tokenized for the model being analysed, with its trust setting, always.
+        parser.link_arguments("model.model", "data.init_args.tokenizer")
+        parser.link_arguments("model.trust_remote_code", "data.init_args.trust_remote_code")
+        parser.set_defaults(
+            {
+                # Taylor scores are gradients: predict must not run under torch.inference_mode.
+                "trainer.inference_mode": False,
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "runs", "name": "lit_activation"},
+                },
+            }
+        )
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
+    """Parse `args` (default: the command line) and run the subcommand (run=False: parse and instantiate only).
+
+    Logging and warnings are left as they are: the console entry point, `main`, sets them for a command.
+    """
+    return ActivationCLI(
+        ActivationModule,
+        LightningDataModule,
+        trainer_class=ActivationTrainer,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": False},
+        parser_class=ActivationArgumentParser,
+        # raise instead of printing usage and exiting, so that main() can say it in one line
+        parser_kwargs={"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in ActivationCLI.subcommands()}},
+    )
+
+
+def check_command_line(args: list[str]) -> None:
+    """What the parser would report without naming it: a subcommand that does not exist (its list
+    lacks `report`, which is dispatched before it) and a config file that is not YAML."""
+    if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:
+        best = closest(args[0], SUBCOMMANDS)
+        hint = f"did you mean {best}? " if best else ""
+        raise ValueError(f"unknown subcommand {args[0]!r}; {hint}accepted: {', '.join(SUBCOMMANDS)}")
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag in ("--config", "-c") and Path(value).is_file():
+            try:  # the syntax only: what the values mean is jsonargparse's to read (it keeps dates as text)
+                yaml.compose(Path(value).read_text(), Loader=yaml.SafeLoader)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise ValueError(f"{flag} {value} is not valid YAML: {getattr(err, 'problem', None) or err}{where}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `lit-activation` console script and of `python -m lit_activation`.
+
+    `argv` (default: the command line) lets tests call it. `report` reads finished runs only, so it
+    is dispatched before LightningCLI (lit_activation/report/), under the same one-line errors.
+    Logging and warnings are set here, for the command's life (`console`). Returns None: the
+    console-script wrapper calls sys.exit(main()), and any other value would be printed and turned
+    into exit status 1.
+    """
+    debug, verbose, args = split_flags(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        sys.argv[1:] = args  # LightningCLI reads sys.argv, and so do the processes Lightning starts for other ranks
+        for given, variable in ((debug, DEBUG_ENV), (verbose, VERBOSE_ENV)):
+            if given:
+                os.environ[variable] = "1"  # which those processes inherit
+    debug = debug or bool(os.environ.get(DEBUG_ENV))
+    verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
+    try:
+        with console(verbose):
+            _run(args, argv is None, debug)
+    except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _run(args: list[str], from_command_line: bool, debug: bool) -> None:
+    """Dispatch a command: the tool's help or version, `report`, or a LightningCLI subcommand; a user's
+    mistake becomes one line and exit status 2, a rank lost in a collective one line and status 1."""
+    try:
+        if not args or args[0] in ("-h", "--help"):
+            print(tool_help())
+            return
+        if args[0] == "--version":
+            print(f"lit-activation {__version__}")
+            return
+        check_command_line(args)
+        if args[0] == "report":
+            report.main(args[1:])
+            return
+        build_cli(None if from_command_line else args)  # None: LightningCLI reads sys.argv, as before
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except (RuntimeError, OSError) as err:  # a collective that failed: was a rank lost?
+        lost = Heartbeat.active.explain() if Heartbeat.active is not None and lost_connection(err) else None
+        if lost is None or debug:
+            raise
+        print(f"error: {lost}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
