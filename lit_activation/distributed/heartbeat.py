@@ -5,14 +5,18 @@ Every rank of a multi-process run counts beats into the process group's store fr
 nodes). A rank whose count has not moved for `LOST_AFTER_S` seconds is lost: the watcher prints one
 line naming it and ends this process, even when the main thread waits inside a collective (NCCL
 would otherwise wait for its own timeout). When a collective fails first (gloo notices a closed
-connection at once), `lost_ranks` names the silent ranks for the same line. Results already
-written stay as they are; `predict --resume` continues from them.
+connection at once), `lost_ranks` names the silent ranks for the same line. When Lightning's own
+launcher started the ranks (one node, several devices), its observer thread in rank 0's process
+kills every process within seconds of a child's death; `observe_launcher` makes it say the line
+first, naming the child it saw end. Results already written stay as they are; `predict --resume`
+continues from them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -46,6 +50,9 @@ class Heartbeat:
         if cls.active is None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             cls.active = cls(resume_hint)
             threading.Thread(target=cls.active._run, name="lit-activation-heartbeat", daemon=True).start()
+            observer = next((t for t in threading.enumerate() if t.name == LAUNCHER_OBSERVER), None)
+            if observer is not None:
+                cls.active.observe_launcher(observer)
         return cls.active
 
     def stop(self) -> None:
@@ -107,14 +114,49 @@ class Heartbeat:
     def explain(self) -> str | None:
         """After a collective failed in the main thread: the line naming the lost ranks (None when none
         is silent, or while the watcher says it and ends the process)."""
-        if not self.reported.acquire(blocking=False):
-            time.sleep(3 * INTERVAL_S)  # the watcher is saying it and ending the process
-            return None
-        lost = self.lost_ranks()
-        return self.message(lost, f"no heartbeat for {2 * INTERVAL_S:g} s") if lost else None
+        lost = self.lost_ranks() if not self.reported.locked() else []
+        if lost and self.reported.acquire(blocking=False):  # taken only now: the launcher's observer may say it meanwhile
+            return self.message(lost, f"no heartbeat for {2 * INTERVAL_S:g} s")
+        if self.reported.locked():
+            time.sleep(3 * INTERVAL_S)  # another thread is saying it and ending the process
+        return None
 
     def report(self, lost: list[int], why: str) -> None:
         """Say it in one line and end this process (from the watcher: the main thread may be stuck in a collective)."""
         if self.reported.acquire(blocking=False):
             print(f"error: {self.message(lost, why)}", file=sys.stderr, flush=True)
             os._exit(1)
+
+    def observe_launcher(self, observer: threading.Thread) -> None:
+        """Lightning's launcher observer (rank 0's process, which started the node's other ranks as its
+        children) kills every process at once when a child ends with an error, before a heartbeat can
+        be missed: make it say the line first, naming the child it saw end, then stop as it would.
+        Its children are this node's next local ranks, so child i is global rank self.rank + i + 1."""
+        children = getattr(observer, "_child_processes", None)
+        if children is None or not hasattr(observer, "_terminate_all"):  # another Lightning: its own way stays
+            return
+
+        def name_then_terminate() -> None:
+            ended = [(self.rank + i + 1, child.returncode) for i, child in enumerate(children) if child.returncode]
+            if self.reported.acquire(blocking=False):
+                codes = describe_exit(ended[0][1]) if len(ended) == 1 else ", ".join(f"rank {r} {describe_exit(c)}" for r, c in ended)
+                print(f"error: {self.message([rank for rank, _ in ended], codes)}", file=sys.stderr, flush=True)
+            else:
+                time.sleep(1.0)  # the main thread or the watcher is saying it: let its line out first
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGKILL)  # as Lightning does: a rank inside a collective ignores SIGTERM
+            os._exit(1)
+
+        observer._terminate_all = name_then_terminate  # type: ignore[attr-defined]
+
+
+LAUNCHER_OBSERVER = "child-process-observer"  # the thread name of Lightning's _ChildProcessObserver
+
+
+def describe_exit(code: int) -> str:
+    """A process's return code in words: -9 is 'killed by SIGKILL'."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
