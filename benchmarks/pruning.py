@@ -1,10 +1,12 @@
 """Time and peak memory of pruning with each metric and of perplexity evaluation, in the same run.
 
     python benchmarks/pruning.py [--model smollm2-135m] [--samples 32] [--seqlen 256] [--eval-chunks 16]
-    python benchmarks/pruning.py --metrics Wanda Taylor GBLM
+    python benchmarks/pruning.py --metrics Wanda SparseGPT
 
-Pruning: calibration capture + per-block norms + prune + re-run (uniform 50 %), with each metric
-(Taylor and GBLM add their scoring pass over the calibration batch on the dense model). Evaluation:
+Pruning: calibration capture + per-block norms (SparseGPT: H = 2XXᵀ) + prune + re-run (uniform 50 %),
+with each metric (Taylor and GBLM add their scoring pass over the calibration batch on the dense
+model; SparseGPT its inverse factors and OBS updates). Each metric against Wanda with the same
+calibration: `over_wanda` (time) and `peak_over_wanda` (peak RSS beyond the loaded model). Evaluation:
 dense forward over non-overlapping seqlen chunks, tokens/s. Baseline in the same run: one plain
 forward of the calibration batch (what a pruning pass must cost at least twice: norms + re-run).
 Each phase runs in its own process so each peak RSS is its own.
@@ -62,7 +64,7 @@ def main() -> None:
     parser.add_argument("--seqlen", type=int, default=256)
     parser.add_argument("--eval-chunks", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--metrics", nargs="+", default=["Wanda", "Taylor", "GBLM"], help="pruning metrics (lit_activation.pruning.metrics)")
+    parser.add_argument("--metrics", nargs="+", default=["Wanda", "SparseGPT", "Taylor", "GBLM"], help="pruning metrics (lit_activation.pruning.metrics)")
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     report = {"model": args.model, "calibration": f"news {args.samples}x{args.seqlen}", "threads": torch.get_num_threads()}
@@ -72,10 +74,18 @@ def main() -> None:
         proc.start()
         report[name] = queue.get()
         proc.join()
+    baseline = report[f"prune:{'Wanda' if 'Wanda' in args.metrics else args.metrics[0]}"]
     for m in args.metrics:
-        report[f"prune:{m}"]["over_forward"] = report[f"prune:{m}"]["seconds"] / report["forward"]["seconds"]
-        report[f"prune:{m}"]["over_wanda"] = report[f"prune:{m}"]["seconds"] / report[f"prune:{args.metrics[0]}"]["seconds"]
+        phase_report = report[f"prune:{m}"]
+        phase_report["over_forward"] = phase_report["seconds"] / report["forward"]["seconds"]
+        phase_report["over_wanda"] = phase_report["seconds"] / baseline["seconds"]
+        phase_report["peak_over_wanda"] = beyond_load(phase_report) / beyond_load(baseline)
     print(json.dumps(report, indent=2))
+
+
+def beyond_load(phase_report: dict) -> float:
+    """Peak RSS of a phase beyond the loaded model (GB): what the phase's own work added."""
+    return phase_report["peak_rss_gb"] - phase_report["rss_after_load_gb"]
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ class Pruning(Callback):
         n, m = parse_nm(nm)
         check_nm(sparsity, n, m)
         if not isinstance(metric, PruningMetric):
-            raise ValueError(f"metric {metric!r} is not a pruning metric; accepted: Wanda, Magnitude, Taylor, GBLM (lit_activation.pruning.metrics)")
+            raise ValueError(f"metric {metric!r} is not a pruning metric; accepted: Wanda, Magnitude, Taylor, GBLM, SparseGPT (lit_activation.pruning.metrics)")
         if m and not isinstance(allocation, Uniform):
             raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be Uniform, got {type(allocation).__name__}")
         if save_dir and Path(save_dir).exists():

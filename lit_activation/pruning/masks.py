@@ -1,10 +1,16 @@
-"""Which weights a row loses: the mask from scores, per output row (unstructured) or per group of m inputs (N:M)."""
+"""Which weights a row loses: the mask from scores, per output row (unstructured) or per group of m inputs (N:M),
+and a linear module masked by it in place (`prune_module`, sharded or not)."""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from collections.abc import Callable
 
+import torch
+from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
+
+from lit_activation.distributed.sharding import is_sharded, local, row_offset
+from lit_activation.models.layers import weight_out_in
 from lit_activation.pruning.sparsity import check_nm
 
 
@@ -39,3 +45,24 @@ def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, 
     if input_norm.shape != (weight.shape[1],):
         raise ValueError(f"input_norm has shape {tuple(input_norm.shape)}; expected ({weight.shape[1]},)")
     return prune_mask(weight.detach().abs().float() * input_norm.float()[None, :], sparsity, n, m)
+
+
+def prune_module(module: nn.Module, score_of: Callable[[Tensor], Tensor], sparsity: float, n: int = 0, m: int = 0) -> float:
+    """Zero the lowest-scored weights of every output row of one linear, in place; returns the pruned fraction.
+
+    score_of: the scores of a weight (out, in) given as such (a metric's, pruning/metrics). A
+    sharded weight (FSDP2) holds whole rows of a Linear on each rank: its mask is formed there. A
+    Conv1D stores (in, out), so its rows are spread over the ranks: it is gathered, per module.
+    """
+    weight = module.weight.detach()
+    part = local(weight)
+    if not is_sharded(weight) or isinstance(module, Conv1D):
+        full = weight.full_tensor() if is_sharded(weight) else weight
+        mask = prune_mask(score_of(weight_out_in(module, full)), sparsity, n, m)
+        mask = mask.t() if isinstance(module, Conv1D) else mask  # back to the stored layout
+        start = row_offset(weight)
+        part.masked_fill_(mask[start : start + part.shape[0]], 0)
+        return float(mask.float().mean())
+    mask = prune_mask(score_of(part), sparsity, n, m)
+    part.masked_fill_(mask, 0)
+    return float(mask.float().mean())  # every row prunes as many: this rank's fraction is the module's

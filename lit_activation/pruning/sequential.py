@@ -2,8 +2,9 @@
 to each decoder block, collected one block at a time.
 
 The inputs of block 0 are captured with the exact arguments the model passes to its decoder layers
-(rotary position embeddings included); for each block, hooks collect its linear modules' input
-norms, a visitor prunes the block, and the PRUNED block is re-run to make the next block's inputs.
+(rotary position embeddings included); for each block, hooks collect a statistic of its linear
+modules' inputs (their norms, or SparseGPT's H = 2XXᵀ), a visitor prunes the block, and the PRUNED
+block is re-run to make the next block's inputs.
 Memory: one block's calibration activations (`calibration_peak`, `calibration_inputs`: the same
 code on fake tensors, for the memory plan).
 """
@@ -82,25 +83,46 @@ def _run_block(block: nn.Module, inputs: BlockInputs) -> list[Tensor]:
     return outputs
 
 
-def input_norms(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
-    """‖X_k‖₂ over every calibration token, per input channel of each linear module (fp64 sums)."""
-    modules = block_linears(block)
-    sums = {name: torch.zeros(weight_out_in(m).shape[1], dtype=torch.float64, device=m.weight.device) for name, m in modules.items()}
+def _accumulate_inputs(block: nn.Module, inputs: BlockInputs, sums: dict[str, Tensor], add: Callable[[Tensor, Tensor], None]) -> None:
+    """Run the block on its calibration inputs, calling add(sums[name], X) with each linear's inputs X (tokens, in)."""
+    handles = []
+    for name, module in block_linears(block).items():
 
-    def hook(name: str) -> Callable:
-        def fn(module: nn.Module, args: tuple, output: Tensor) -> None:
+        def fn(module: nn.Module, args: tuple, output: Tensor, total: Tensor = sums[name]) -> None:
             x = args[0].detach()
-            sums[name] += x.reshape(-1, x.shape[-1]).double().pow(2).sum(0)
+            add(total, x.reshape(-1, x.shape[-1]))
 
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+        handles.append(module.register_forward_hook(fn))
     try:
         _run_block(block, inputs)
     finally:
         for h in handles:
             h.remove()
+
+
+def input_norms(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
+    """‖X_k‖₂ over every calibration token, per input channel of each linear module (fp64 sums)."""
+    modules = block_linears(block)
+    sums = {name: torch.zeros(weight_out_in(m).shape[1], dtype=torch.float64, device=m.weight.device) for name, m in modules.items()}
+    _accumulate_inputs(block, inputs, sums, lambda total, x: total.add_(x.double().pow(2).sum(0)))
     return {name: s.sqrt() for name, s in sums.items()}
+
+
+def input_hessians(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
+    """H = 2·Σ x xᵀ over every calibration token, per linear module (in, in), fp32: SparseGPT's Hessian
+    of the layer-wise squared error. One H per module, as the reference keeps them (q, k and v each
+    their own), all of a block's at once while its inputs run."""
+    sums = {}
+    for name, module in block_linears(block).items():
+        width = weight_out_in(module).shape[1]
+        sums[name] = torch.zeros((width, width), dtype=torch.float32, device=module.weight.device)
+    _accumulate_inputs(block, inputs, sums, _add_gram)
+    return sums
+
+
+def _add_gram(total: Tensor, x: Tensor) -> None:
+    x = x.float()  # a copy only for a model not in fp32
+    total.addmm_(x.t(), x, alpha=2)
 
 
 @torch.no_grad()
@@ -109,13 +131,15 @@ def sequential_blocks(
     calibration_ids: Tensor,
     visit: Callable[[int, nn.Module, dict[str, Tensor]], None],
     batch_size: int = 1,
+    collect: Callable[[nn.Module, BlockInputs], dict[str, Tensor]] = input_norms,
 ) -> None:
-    """For each block in order: collect input norms, call visit(index, block, norms), re-run the block
-    (as `visit` left it) to produce the next block's inputs."""
+    """For each block in order: collect a statistic of its linears' inputs (default: their norms),
+    call visit(index, block, statistics), re-run the block (as `visit` left it) to produce the next
+    block's inputs."""
     _, layers = decoder_layers(model)
     inputs = capture_first_block_inputs(model, calibration_ids, batch_size)
     for index, block in enumerate(layers):
-        visit(index, block, input_norms(block, inputs))
+        visit(index, block, collect(block, inputs))
         inputs.hidden = _run_block(block, inputs)
 
 

@@ -18,10 +18,10 @@ def _check_target(s: float) -> None:
         raise ValueError(f"Sparsity {s} is outside [0, 1): 0 keeps every weight, 0.5 prunes half")
 
 
-def _check_result(sparsities: list[float], method: str) -> list[float]:
+def _check_result(sparsities: list[float], method: str, remedy: str = "lower the target or its strength") -> list[float]:
     bad = [(i, v) for i, v in enumerate(sparsities) if not 0.0 <= v < 1.0]
     if bad:
-        raise ValueError(f"{method} allocation gives layer sparsities outside [0, 1): {bad[:4]}; lower the target or its strength")
+        raise ValueError(f"{method} allocation gives layer sparsities outside [0, 1): {bad[:4]}; {remedy}")
     return sparsities
 
 
@@ -97,16 +97,23 @@ def check_nm_widths(m: int, widths: dict[str, int]) -> None:
         raise ValueError(f"N:M with m={m} needs input widths divisible by {m}; {name} takes {width} inputs ({len(bad)} of {len(widths)} modules do not divide)")
 
 
+XMIN = ("mid", "peak")  # where the fitted tail starts (AlphaPruning's fix_fingers: xmin_mid, xmin_peak)
+PEAK_BINS = 100  # AlphaPruning's histogram of the log10 eigenvalues
+
+
 def hill_alpha(eigenvalues: Tensor, xmin: str = "mid") -> float:
     """Power-law exponent α of the tail of an eigenvalue spectrum, by the Hill estimator.
 
-    With the eigenvalues sorted ascending λ_1 ≤ … ≤ λ_N and the tail starting at λ_i (`mid`: the
-    median, i = ⌊N/2⌋, 0-based), n = N − i values: α = 1 + n / Σ_{j ≥ i} ln(λ_j / λ_i), the maximum-
-    likelihood exponent of a density ∝ λ^−α above λ_i. Computed in fp64.
+    With the eigenvalues sorted ascending λ_1 ≤ … ≤ λ_N and the tail starting at λ_i, n = N − i
+    values: α = 1 + n / Σ_{j ≥ i} ln(λ_j / λ_i), the maximum-likelihood exponent of a density
+    ∝ λ^−α above λ_i. `mid`: the median, i = ⌊N/2⌋ (0-based). `peak`: the candidate xmin near the
+    density peak of the log10 eigenvalues whose fit is closest to the data (`peak_fit`). fp64.
     """
-    if xmin != "mid":
-        raise ValueError(f"xmin {xmin!r} is not supported; accepted: 'mid' (the tail starts at the median eigenvalue)")
+    if xmin not in XMIN:
+        raise ValueError(f"xmin {xmin!r} is not supported; accepted: 'mid' (the tail starts at the median eigenvalue) or 'peak' (at the density peak)")
     values = eigenvalues.detach().double().flatten().sort().values
+    if xmin == "peak":
+        return peak_fit(values)[0]
     if values.numel() < 2 or not bool(torch.isfinite(values).all()) or float(values[values.numel() // 2]) <= 0:
         raise ValueError(f"the spectrum needs at least 2 finite eigenvalues with a positive median, got {values.numel()}")
     tail = values[values.numel() // 2 :]
@@ -114,6 +121,65 @@ def hill_alpha(eigenvalues: Tensor, xmin: str = "mid") -> float:
     if float(logs) <= 0:
         raise ValueError("the spectrum's upper half is flat (all eigenvalues equal): no power-law tail to fit")
     return float(1 + tail.numel() / logs)
+
+
+def esd_peak(values: Tensor, bins: int = PEAK_BINS) -> float:
+    """Where the density of log10 λ peaks: the lower edge p of the fullest of `bins` equal bins over
+    [log10 min, log10 max] (the last bin closed; the first of several equally full), as λ, not its log."""
+    logs = values.double().log10()
+    lo, hi = float(logs.min()), float(logs.max())
+    index = ((logs - lo) * bins / (hi - lo)).floor().clamp(max=bins - 1).long()  # torch.histc's bin of each value
+    peak = int(torch.bincount(index, minlength=bins).argmax())  # the first maximum
+    return 10 ** (lo + (hi - lo) * peak / bins)
+
+
+def peak_window(peak: float) -> tuple[float, float]:
+    """The candidate xmin of `peak_fit`, as AlphaPruning (and WeightWatcher) compute them from the peak p:
+    eigenvalues λ with log10(0.95·p) <= λ <= 1.5·p. The lower bound is a log10 compared with the
+    eigenvalues themselves, as in the reference: it excludes nothing when p <= 1/0.95 (the bound is
+    then <= 0), and otherwise only eigenvalues far below the peak (below 2 for p = 100)."""
+    return math.log10(0.95 * peak), 1.5 * peak
+
+
+def tail_fit(values: Tensor, i: int) -> tuple[float, float]:
+    """(α, D) of the tail of sorted `values` from index i: the Hill α, and the Kolmogorov-Smirnov distance
+    D = max_k |1 − (λ_{i+k} / λ_i)^(1−α) − k/n| between the fitted power law's CDF and the tail's (k = 0 … n−1)."""
+    ratios = values[i:] / values[i]
+    n = ratios.numel()
+    alpha = 1 + n / float(ratios.log().sum())
+    steps = torch.arange(n, dtype=torch.float64) / n
+    return alpha, float((1 - ratios.pow(1 - alpha) - steps).abs().max())
+
+
+def peak_candidates(values: Tensor, bins: int = PEAK_BINS) -> range:
+    """Indices of the candidate xmin of sorted positive `values`: every λ_i but the largest inside the
+    peak's window (`peak_window`), as the reference's loop visits them (it stops at the first λ_i above it)."""
+    low, high = peak_window(esd_peak(values, bins))
+    inner = values[:-1]
+    return range(int((inner < low).sum()), int((inner <= high).sum()))
+
+
+def peak_fit(values: Tensor, bins: int = PEAK_BINS) -> tuple[float, float, float]:
+    """(α, xmin, D) of AlphaPruning's `xmin_peak` fit of sorted positive eigenvalues: of the candidate
+    xmin (`peak_candidates`), the one whose tail fit (`tail_fit`) has the smallest KS distance D wins,
+    the first of equal ones. A candidate whose tail is flat (all equal) has no fit (the reference
+    divides by zero there); no candidate at all is refused (where the reference returns α = 0)."""
+    if values.numel() < 2 or not bool(torch.isfinite(values).all()) or float(values[0]) <= 0:
+        raise ValueError(f"xmin 'peak' needs at least 2 finite, positive eigenvalues; got {values.numel()} from {float(values[0]):.3g}")
+    if float(values[-1]) == float(values[0]):
+        raise ValueError("the spectrum is flat (all eigenvalues equal): no power-law tail to fit")
+    best: tuple[float, float, float] | None = None
+    largest = float(values[-1])
+    for i in peak_candidates(values, bins):
+        if float(values[i]) == largest:
+            break  # the tail from here is flat
+        alpha, distance = tail_fit(values, i)
+        if best is None or distance < best[2]:
+            best = (alpha, float(values[i]), distance)
+    if best is None:
+        low, high = peak_window(esd_peak(values, bins))
+        raise ValueError(f"xmin 'peak' finds no candidate: no eigenvalue but the largest lies in the peak's window [{low:.4g}, {high:.4g}]")
+    return best
 
 
 def esd_alpha(weight: Tensor, xmin: str = "mid") -> float:
@@ -140,4 +206,4 @@ def alpha_sparsity(block_metrics: Sequence[float], layer_params: Sequence[int], 
     unit = (m - m.min()) / spread if spread > 0 else torch.full_like(m, 0.5)
     ratios = 1 - epsilon + 2 * epsilon * unit
     sparsities = ratios * s * params.sum() / (params * ratios).sum()
-    return _check_result(sparsities.tolist(), "AlphaPruning")
+    return _check_result(sparsities.tolist(), "AlphaPruning", "lower the target sparsity or epsilon (ε)")

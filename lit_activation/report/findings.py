@@ -4,6 +4,7 @@ Pure functions of numbers (numpy/scipy; no torch, no files); `lit_activation.rep
 directories and calls them. Each claim's statistic, interval and verdict rule is defined in
 docs/method.md, "Findings report: operational definitions".
 """
+
 from __future__ import annotations
 
 import inspect
@@ -349,23 +350,38 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return statistics.fmean(v), std, len(v)
 
 
+def lower_beyond_spread(claim: str, values: Sequence[float], reference: Sequence[float], name: str, missing: str) -> Assessment:
+    """The Validation 1 rule: perplexities over seeds (lower is better) against a reference's; a verdict
+    only when the means differ by more than the two seed spreads added, with ≥ 2 seeds each. Held:
+    `values` lower; not held: higher. Statistic: mean − the reference's mean; `name` keys the reference
+    in the detail (`{name}_mean`, …); `missing`: why it cannot be assessed without runs of either."""
+    if not values or not reference:
+        return cannot(claim, missing)
+    (ma, sa, na), (mr, sr, nr) = mean_std(values), mean_std(reference)
+    diff = ma - mr
+    detail = {"mean": ma, "std": sa, "seeds": na, f"{name}_mean": mr, f"{name}_std": sr, f"{name}_seeds": nr, "spread": sa + sr}
+    if not (math.isfinite(ma) and math.isfinite(mr)):
+        return Assessment(claim, INCONCLUSIVE, diff, reason="non-finite perplexity", detail=detail)
+    if min(na, nr) < 2:
+        return Assessment(claim, INCONCLUSIVE, diff, reason=f"{min(na, nr)} seed", detail=detail)
+    if abs(diff) <= sa + sr:
+        return Assessment(claim, INCONCLUSIVE, diff, reason="difference within the seed spread", detail=detail)
+    return Assessment(claim, HELD if diff < 0 else NOT_HELD, diff, detail=detail)
+
+
 def versus_uniform(claim: str, method: Sequence[float], uniform: Sequence[float]) -> Assessment:
     """Validation 1 at one sparsity: a method's perplexities over seeds against uniform's (lower is better).
 
     A verdict only when the means differ by more than the two seed spreads added, with ≥ 2 seeds each.
     """
-    if not method or not uniform:
-        return cannot(claim, "no runs of the method or of uniform at this sparsity")
-    (ma, sa, na), (mu, su, nu) = mean_std(method), mean_std(uniform)
-    diff = ma - mu
-    detail = {"mean": ma, "std": sa, "seeds": na, "uniform_mean": mu, "uniform_std": su, "uniform_seeds": nu, "spread": sa + su}
-    if not (math.isfinite(ma) and math.isfinite(mu)):
-        return Assessment(claim, INCONCLUSIVE, diff, reason="non-finite perplexity", detail=detail)
-    if min(na, nu) < 2:
-        return Assessment(claim, INCONCLUSIVE, diff, reason=f"{min(na, nu)} seed", detail=detail)
-    if abs(diff) <= sa + su:
-        return Assessment(claim, INCONCLUSIVE, diff, reason="difference within the seed spread", detail=detail)
-    return Assessment(claim, HELD if diff < 0 else NOT_HELD, diff, detail=detail)
+    return lower_beyond_spread(claim, method, uniform, "uniform", "no runs of the method or of uniform at this sparsity")
+
+
+def versus_metric(claim: str, metric: Sequence[float], baseline: Sequence[float]) -> Assessment:
+    """Beyond the paper, one allocation at one sparsity: a within-layer method's perplexities over seeds
+    against another's with the same allocation (SparseGPT against Wanda), by the Validation 1 rule.
+    Held: `metric` lower beyond the seed spread; not held: `baseline` lower beyond it."""
+    return lower_beyond_spread(claim, metric, baseline, "baseline", "no runs of one of the two methods at this allocation and sparsity")
 
 
 def frontier_winner(claim: str, points: Mapping[str, Sequence[float]]) -> Assessment:

@@ -105,3 +105,83 @@ def naive_pooled(model, ids: torch.Tensor) -> np.ndarray:
     finally:
         model.model.norm = norm
     return np.stack([s[0].double().numpy().mean(0) for s in states[1:]])
+
+
+def naive_sparsegpt(
+    weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, nm: tuple[int, int] = (0, 0), mask_group: int = 128, percdamp: float = 0.01,
+    gap: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT from the paper's equations, in fp64, one column at a time: (the pruned weight, its mask).
+
+    weight (rows, columns); hessian: H = 2·Σ x xᵀ (columns, columns). Dead inputs (H_ii = 0) get
+    H_ii = 1 and a zero weight column, then λ = percdamp · mean(diag H) joins the diagonal (as the
+    reference). Visiting column j with F = {j, …} the columns still free, [H_F⁻¹] is the explicit
+    inverse of H restricted to F (no Cholesky factor): the row's error e = (w_j − q_j) / [H_F⁻¹]_jj
+    moves the free weights by −e · [H_F⁻¹]_{j,:} (OBS). Masks, from the weights as they are when a
+    group starts: unstructured, per group of `mask_group` columns, the ⌊rows · columns · s⌋ lowest
+    w_c² / [H_{F_c}⁻¹]_cc by a Python sort (ties to the lower row, then column); N:M, per row the n
+    lowest of every m columns. gap > 0: assert that the last pruned and the first kept saliency of
+    every selection are more than `gap` apart (relative), so no rounding could swap them.
+    """
+    w = weight.detach().double().clone()
+    h = hessian.detach().double().clone()
+    rows, columns = w.shape
+    dead = [c for c in range(columns) if h[c, c] == 0]
+    for c in dead:
+        h[c, c] = 1.0
+        w[:, c] = 0.0
+    h += percdamp * float(h.diagonal().mean()) * torch.eye(columns, dtype=torch.float64)
+    inverses = [torch.linalg.inv(h[j:, j:]) for j in range(columns)]  # [H_F⁻¹] for F = {j, ...}
+    n, m = nm
+    width = m or mask_group
+    mask = torch.zeros(rows, columns, dtype=torch.bool)
+    for j in range(columns):
+        if j % width == 0:
+            group = range(j, min(j + width, columns))
+            saliency = {(r, c): float(w[r, c]) ** 2 / float(inverses[c][0, 0]) for r in range(rows) for c in group}
+            if m:
+                for r in range(rows):
+                    order = sorted(group, key=lambda c, r=r: (saliency[(r, c)], c))
+                    _clear_cut([saliency[(r, c)] for c in order], n, gap)
+                    mask[r, order[:n]] = True
+            else:
+                order = sorted(saliency, key=lambda rc: (saliency[rc], rc))
+                k = int(len(order) * sparsity)
+                _clear_cut([saliency[rc] for rc in order], k, gap)
+                for r, c in order[:k]:
+                    mask[r, c] = True
+        inverse = inverses[j]
+        error = torch.where(mask[:, j], w[:, j], 0.0) / inverse[0, 0]
+        w[:, j:] -= torch.outer(error, inverse[0, :])
+        w[mask[:, j], j] = 0.0  # what the update leaves there, exactly
+    return w, mask
+
+
+def _clear_cut(ordered: list[float], k: int, gap: float) -> None:
+    if gap and 0 < k < len(ordered):
+        last, first = ordered[k - 1], ordered[k]
+        assert first - last > gap * abs(first), f"saliencies {last!r} and {first!r} nearly tie at the cut"
+
+
+def naive_alpha_peak(eigenvalues, bins: int = 100) -> float:
+    """AlphaPruning's `xmin_peak` α written out with numpy's histogram and plain Python loops: the
+    peak p is the lower edge of the fullest bin of log10 λ (np.argmax: the first of equal ones); every
+    λ_i but the largest with log10(0.95·p) <= λ_i <= 1.5·p is a candidate xmin; the candidate whose
+    Hill fit α = 1 + n / Σ ln(λ_j / λ_i) has the smallest max_k |1 − (λ_{i+k}/λ_i)^(1−α) − k/n| wins."""
+    eigs = np.sort(np.asarray(eigenvalues, dtype=np.float64))
+    counts, edges = np.histogram(np.log10(eigs), bins=bins)
+    peak = 10 ** edges[int(np.argmax(counts))]
+    low, high = math.log10(0.95 * peak), 1.5 * peak
+    best = None
+    for i, x in enumerate(eigs[:-1]):
+        if x < low:
+            continue
+        if x > high:
+            break
+        tail = eigs[i:]
+        n = len(tail)
+        alpha = 1 + n / sum(math.log(t / x) for t in tail)
+        distance = max(abs(1 - (t / x) ** (1 - alpha) - k / n) for k, t in enumerate(tail))
+        if best is None or distance < best[1]:
+            best = (alpha, distance)
+    return best[0]

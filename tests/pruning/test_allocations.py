@@ -24,7 +24,7 @@ from lit_activation.pruning.allocations import (
 from lit_activation.pruning.allocations.owl import owl_outlier_ratios
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import activation_sparsity
-from tests.helpers.naive import naive_scores, paper_formula, per_layer
+from tests.helpers.naive import naive_alpha_peak, naive_scores, paper_formula, per_layer
 from tests.helpers.tolerant import gap_threshold, parts_of
 
 
@@ -60,6 +60,7 @@ def naive_outlier_ratios(model, calibration: torch.Tensor, m: float, batch_size:
     return ratios, near
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_owl_ratios_equal_an_independent_computation(arch, tiny_model):
     model = tiny_model(arch, layers=3)
@@ -170,6 +171,32 @@ def test_alphapruning_allocation_equals_numpy_spectra_and_the_mapping_by_hand(ti
     assert allocation.describe()["method"] == "alphapruning"
     with pytest.raises(ValueError, match="epsilon must be in \\[0, 1\\)"):
         AlphaPruning(epsilon=1.5)
+
+
+def test_alphapruning_with_xmin_peak_equals_numpy_spectra_and_the_reference_s_fit(tiny_model):
+    """xmin: peak (AlphaPruning's LLaMA scripts): each weight's α from numpy's SVD and the reference's
+    peak fit written out with numpy (tests/helpers/naive.py), summed per block, mapped as with mid."""
+    model = tiny_model("llama", layers=3)
+    prefix, _ = decoder_layers(model)
+    metrics, sizes = [], []
+    for index in range(3):
+        modules = {n: m for n, m in linear_modules(model).items() if n.startswith(f"{prefix}.{index}.")}
+        metrics.append(sum(naive_alpha_peak(np.linalg.svd(weight_out_in(m).double().numpy(), compute_uv=False) ** 2) for m in modules.values()))
+        sizes.append(sum(m.weight.numel() for m in modules.values()))
+    ratios = [0.7 + 0.6 * (m - min(metrics)) / (max(metrics) - min(metrics)) for m in metrics]  # ε = 0.3
+    expected = [r * 0.5 * sum(sizes) / sum(p * q for p, q in zip(sizes, ratios, strict=True)) for r in ratios]
+    allocation = AlphaPruning(xmin="peak")
+    context = PruningContext(model, None, torch.zeros(1, 2, dtype=torch.long), "c4", None, 1)
+    assert allocation.layer_sparsity(0.5, context) == pytest.approx(expected, rel=1e-5)  # fp32 SVD against fp64
+    assert allocation.block_alphas == pytest.approx(metrics, rel=1e-5)
+    assert allocation.describe() == {"method": "alphapruning", "epsilon": 0.3, "xmin": "peak", "block_alphas": allocation.block_alphas}
+    mid = AlphaPruning(xmin="mid")
+    mid.layer_sparsity(0.5, context)
+    assert mid.block_alphas != pytest.approx(metrics, rel=1e-3)  # the option reaches the fit
+    with pytest.raises(ValueError, match="^AlphaPruning xmin 'median' is not supported; accepted: 'mid', 'peak'$"):
+        AlphaPruning(xmin="median")
+    with pytest.raises(ValueError, match="lower the target sparsity or epsilon"):
+        AlphaPruning(epsilon=0.9, xmin="peak").layer_sparsity(0.9, context)
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,7 @@ def test_taylor_metric_prunes_by_mean_taylor_scores_of_the_dense_model(arch, tin
         assert torch.equal(ours.weight == 0, theirs.weight == 0), name
 
 
+@pytest.mark.slow
 def test_sequential_taylor_scores_each_block_on_the_model_pruned_so_far(tiny_model):
     calibration = torch.randint(4, 100, (3, 10), generator=torch.Generator().manual_seed(11))
     model, reference = tiny_model(), tiny_model()
@@ -220,6 +221,7 @@ def naive_gradient_squares(model, calibration: torch.Tensor) -> dict[str, torch.
     return squares
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_a_sharded_rank_keeps_metric_state_for_its_own_rows_of_a_linear_and_every_row_of_a_conv1d(arch, tiny_model):
     """A rank of a shard group (its rows in the context, as a sharded run sets them) keeps Taylor's
@@ -276,3 +278,13 @@ def test_taylor_dense_scores_are_shared_by_runs_of_one_calibration_batch(monkeyp
     for ids in (batch, batch, batch + 1):
         metric.prepare(PruningContext(tiny_model(), None, ids, "c4", None, 2))
     assert len(passes) == 2
+
+
+def test_a_method_that_defines_neither_scores_nor_prune_says_so(tiny_model):
+    from lit_activation.pruning.metrics import PruningMetric
+
+    class Nothing(PruningMetric):
+        pass
+
+    with pytest.raises(NotImplementedError, match="^Nothing defines neither scores nor its own prune$"):
+        prune_sequential(tiny_model(), torch.randint(4, 100, (2, 8)), [0.5, 0.5], metric=Nothing())

@@ -13,14 +13,17 @@ from lit_activation.pruning.sparsity import (
     alpha_sparsity,
     check_nm,
     esd_alpha,
+    esd_peak,
     hill_alpha,
     outlier_ratio,
     owl_from_ratios,
     owl_sparsity,
+    peak_candidates,
+    peak_fit,
     uniform_sparsity,
     weighted_mean,
 )
-from tests.helpers.naive import paper_formula
+from tests.helpers.naive import naive_alpha_peak, paper_formula
 
 
 def test_uniform():
@@ -114,8 +117,8 @@ def test_hill_estimator_by_hand():
     assert hill_alpha(torch.tensor([8.0, 1.0, 4.0, 2.0])) == pytest.approx(1 + 2 / math.log(2), rel=1e-12)
     with pytest.raises(ValueError, match="flat"):
         hill_alpha(torch.ones(6))
-    with pytest.raises(ValueError, match="'peak' is not supported"):
-        hill_alpha(torch.arange(1.0, 5.0), xmin="peak")
+    with pytest.raises(ValueError, match="'median' is not supported; accepted: 'mid' .* or 'peak'"):
+        hill_alpha(torch.arange(1.0, 5.0), xmin="median")
 
 
 def test_esd_alpha_uses_the_squared_singular_values():
@@ -132,7 +135,78 @@ def test_alpha_mapping_by_hand():
     assert got == pytest.approx([0.8 * scale, 1.2 * scale, scale], abs=1e-12)
     assert weighted_mean(got, [1, 1, 3]) == pytest.approx(0.5, abs=1e-12)
     assert alpha_sparsity([2, 2, 2], [5, 6, 7], 0.6, 0.3) == pytest.approx([0.6] * 3, abs=1e-12)  # no spread: uniform
-    with pytest.raises(ValueError, match="outside \\[0, 1\\)"):
+    with pytest.raises(ValueError, match="outside \\[0, 1\\): \\[\\(1, 1.17\\d*\\)\\]; lower the target sparsity or epsilon \\(ε\\)$"):
         alpha_sparsity([1, 9], [1, 1], 0.9, 0.3)  # 0.9 · 1.3 > 1
     with pytest.raises(ValueError, match="epsilon"):
         alpha_sparsity([1, 2], [1, 1], 0.5, 1.0)
+
+
+def spectrum(*values: float) -> torch.Tensor:
+    return torch.tensor(sorted(values), dtype=torch.float64)
+
+
+def hand_fit(values: list[float], i: int) -> tuple[float, float]:
+    """(α, D) of the tail from sorted index i, the formulas written out: α = 1 + n / Σ ln(λ_j/λ_i),
+    D = max_k |1 − (λ_{i+k}/λ_i)^(1−α) − k/n|."""
+    tail = sorted(values)[i:]
+    n = len(tail)
+    alpha = 1 + n / sum(math.log(t / tail[0]) for t in tail)
+    return alpha, max(abs(1 - (t / tail[0]) ** (1 - alpha) - k / n) for k, t in enumerate(tail))
+
+
+def test_xmin_peak_by_hand_on_four_eigenvalues():
+    """[1, 2, 4, 8]: log10 over [0, 0.903] in 100 bins holds one value per bin, so the fullest is the
+    first (first of equal ones): p = 10⁰ = 1, window [log10 0.95, 1.5]; 2 > 1.5 stops the search, so
+    the only candidate is λ = 1: α = 1 + 4 / (ln 1 + ln 2 + ln 4 + ln 8) = 1 + 2 / (3 ln 2)."""
+    alpha = 1 + 2 / (3 * math.log(2))
+    distance = max(abs(1 - 2 ** (1 - alpha) - 1 / 4), abs(1 - 4 ** (1 - alpha) - 2 / 4), abs(1 - 8 ** (1 - alpha) - 3 / 4))
+    assert esd_peak(spectrum(8, 1, 4, 2)) == 1.0 and list(peak_candidates(spectrum(8, 1, 4, 2))) == [0]
+    assert peak_fit(spectrum(8, 1, 4, 2)) == pytest.approx((alpha, 1.0, distance), rel=1e-12)
+    assert hill_alpha(torch.tensor([8.0, 1.0, 4.0, 2.0]), "peak") == pytest.approx(alpha, rel=1e-12)
+    assert hill_alpha(torch.tensor([8.0, 1.0, 4.0, 2.0]), "mid") == pytest.approx(1 + 2 / math.log(2), rel=1e-12)  # a different tail
+
+
+def test_the_peak_is_the_lower_edge_of_the_fullest_log10_bin_the_first_of_equal_ones():
+    """log10 of [1, 1.01, 1.5, 1.5, 10, 100] over [0, 2]: bins of 0.02; 1 and 1.01 in bin 0, both
+    1.5 in bin ⌊0.1761 / 0.02⌋ = 8: a tie, the first wins (p = 1); a third value there makes bin 8
+    the fullest: p = 10^(2 · 8 / 100). The largest value falls in the last bin, not past it."""
+    assert esd_peak(spectrum(1, 1.01, 1.5, 1.5, 10, 100)) == 1.0
+    assert esd_peak(spectrum(1, 1.01, 1.48, 1.5, 1.5, 10, 100)) == pytest.approx(10 ** 0.16, rel=1e-12)
+    assert esd_peak(spectrum(1, 90, 95, 99, 100, 100)) == pytest.approx(10 ** (2 * 99 / 100), rel=1e-12)  # 3 in the last bin (log10 >= 1.98)
+
+
+def test_the_peak_window_at_and_just_past_its_edges():
+    """Upper edge 1.5·p inclusive, as the reference breaks only above it; lower edge log10(0.95·p),
+    the reference's log10 compared with the eigenvalues themselves: with the peak at 10^1.98
+    (4 of 95-99 in bin ⌊log10(96) / 0.03⌋ = 66 of [0, 3]) the bound is log10(90.72) = 1.958, so the
+    eigenvalue 2.0, fifty times below the peak, is a candidate and 1.0 is not."""
+    above = math.nextafter(1.5, math.inf)
+    assert list(peak_candidates(spectrum(1.0, 1.01, 1.5, above, 10, 100))) == [0, 1, 2]  # p = 1: 1.5 in, the next float out
+    assert list(peak_candidates(spectrum(1.0, 1.01, above, above, 10, 100))) == [0, 1]
+    peak = 10 ** (3 * 66 / 100)
+    bound = math.log10(0.95 * peak)
+    values = spectrum(1.0, math.nextafter(bound, -math.inf), bound, 2.0, 95, 96, 97, 98, 99, 300, 1000)
+    assert esd_peak(values) == pytest.approx(peak, rel=1e-15)
+    assert list(peak_candidates(values)) == [2, 3, 4, 5, 6, 7, 8]  # the bound itself and up to 99 (1.5·p = 143): not 300
+    expected = min((hand_fit(values.tolist(), i) + (float(values[i]),) for i in range(2, 9)), key=lambda fit: fit[1])
+    assert peak_fit(values) == pytest.approx((expected[0], expected[2], expected[1]), rel=1e-12)
+
+
+def test_xmin_peak_refuses_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="needs at least 2 finite, positive eigenvalues"):
+        hill_alpha(torch.tensor([0.0, 1.0, 2.0]), "peak")
+    with pytest.raises(ValueError, match="flat"):
+        hill_alpha(torch.ones(5), "peak")
+    # the fullest bin is the last, holding only the largest value twice: no candidate below the largest
+    with pytest.raises(ValueError, match="finds no candidate"):
+        hill_alpha(torch.tensor([1.0, 1000.0, 1000.0]), "peak")
+
+
+@pytest.mark.parametrize("alpha", [2.0, 3.5, 6.0])
+def test_xmin_peak_recovers_a_known_power_law_and_equals_numpy(alpha):
+    """A power law's log10 density falls from its xmin, so the peak is the first bin and the candidates
+    the values up to 1.5·xmin; every candidate's tail is the same power law: the best fit is within 3
+    standard errors ((α−1)/√n, n ≥ 1000 here) of α, and numpy's histogram and a plain loop agree."""
+    values = power_law(2000, alpha, 0.01, seed=int(alpha * 10))
+    assert hill_alpha(values, "peak") == pytest.approx(alpha, abs=3 * (alpha - 1) / math.sqrt(1000))
+    assert hill_alpha(values, "peak") == pytest.approx(naive_alpha_peak(values.numpy()), rel=1e-10)

@@ -270,6 +270,31 @@ def test_validation1_needs_two_seeds_each():
 
 
 
+@pytest.mark.parametrize("wanda, verdict", [
+    ([10.11, 10.21, 10.31], findings.HELD),  # SparseGPT lower by 0.21, spread 0.2
+    ([10.09, 10.19, 10.29], findings.INCONCLUSIVE),  # lower by 0.19: within the spread
+    ([9.69, 9.79, 9.89], findings.NOT_HELD),  # Wanda lower by 0.21
+    ([9.71, 9.81, 9.91], findings.INCONCLUSIVE),  # Wanda lower by 0.19
+])
+def test_sparsegpt_against_wanda_just_either_side_of_the_seed_spread(wanda, verdict):
+    """Beyond the paper, one allocation and sparsity: SparseGPT's mean − Wanda's, a verdict only beyond std + std (0.1 each)."""
+    sparsegpt = [9.9, 10.0, 10.1]
+    a = findings.versus_metric("c", sparsegpt, wanda)
+    assert a.statistic == pytest.approx(sum(sparsegpt) / 3 - sum(wanda) / 3)
+    assert a.detail["spread"] == pytest.approx(0.2) and a.detail["baseline_mean"] == pytest.approx(sum(wanda) / 3)
+    assert a.verdict == verdict
+    if verdict == findings.INCONCLUSIVE:
+        assert a.reason == "difference within the seed spread"
+
+
+def test_sparsegpt_against_wanda_needs_two_seeds_each_finite_runs_and_both_methods():
+    assert findings.versus_metric("c", [9.0, 9.02], [10.0, 10.02]).verdict == findings.HELD
+    assert findings.versus_metric("c", [9.0, 9.02], [10.0]).reason == findings.versus_metric("c", [9.0], [10.0, 10.02]).reason == "1 seed"
+    assert findings.versus_metric("c", [9.0, math.inf], [10.0, 10.02]).reason == "non-finite perplexity"
+    missing = findings.versus_metric("c", [], [10.0, 10.02])
+    assert missing.verdict == findings.CANNOT and missing.reason == "no runs of one of the two methods at this allocation and sparsity"
+
+
 @pytest.mark.parametrize("method, uniform", [([9.0, math.nan], [10.0, 10.02]), ([9.0, 9.02], [10.0, math.inf]), ([math.nan], [10.0, 10.02])])
 def test_validation1_a_diverged_seed_is_inconclusive(method, uniform):
     """V1: a NaN or infinite perplexity (a diverged run) gives "inconclusive", not an exception from the seed std."""

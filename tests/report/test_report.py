@@ -561,3 +561,57 @@ def test_dataset_kinds_come_from_the_registry_and_unknown_names_are_other():
     from lit_activation.report.runs import dataset_kind
 
     assert [dataset_kind(n) for n in ("wiki", "c4", "boolq", "mmlu", "stsb", "my-own-set")] == ["corpus", "corpus", "task", "task", "other", "other"]
+
+
+def sweep_run(path: Path, points: dict[tuple[str, str, float], list[float]]) -> Path:
+    """A compare run: (allocation, metric, sparsity) -> perplexity per seed, and the dense reference."""
+    rows = [["dense", "-", 0.0, 0, 8.0, "ppl/x", 0.0, "{}", 1.0]]
+    for (method, metric, sparsity), values in points.items():
+        rows += [[method, metric, sparsity, seed, ppl, "ppl/x", sparsity, "{}", 1.0] for seed, ppl in enumerate(values)]
+    outputs.write_csv(path / "results.csv", HEADER, rows)
+    outputs.write_json(path / "comparison.json", {"fixed": {"model": "fake-llama", "evaluation": "ppl/x", "calibration": {"dataset": "c4"}}})
+    return path
+
+
+@pytest.mark.parametrize(("sparsegpt_uniform", "verdict"), [([10.11, 10.21, 10.31], findings.HELD), ([10.09, 10.19, 10.29], findings.INCONCLUSIVE)])
+def test_the_activation_allocation_gets_a_verdict_per_metric_the_paper_s_first(tmp_path, sparsegpt_uniform, verdict):
+    """Wanda's claim (activation 0.5 below uniform, spread 0.2: held) comes first; SparseGPT's is its own:
+    activation [9.9, 10, 10.1] against uniform 0.21 higher (held) or 0.19 higher (within the spread)."""
+    points = {
+        ("uniform", "wanda", 0.5): [10.0, 10.1, 9.9], ("activation", "wanda", 0.5): [9.5, 9.6, 9.4],
+        ("uniform", "sparsegpt", 0.5): sparsegpt_uniform, ("activation", "sparsegpt", 0.5): [9.9, 10.0, 10.1],
+    }
+    _, record = run_report(tmp_path, sweep_run(tmp_path / "cmp", points))
+    claims = [a for a in record["sections"]["validation1"]["summary"] if a["claim"].startswith("Validation 1")]
+    assert ["metric wanda" in claims[0]["claim"], "metric sparsegpt" in claims[1]["claim"], len(claims)] == [True, True, 2]
+    assert [claims[0]["verdict"], claims[1]["verdict"]] == [findings.HELD, verdict]
+
+
+def test_sparsegpt_or_wanda_per_allocation_and_sparsity(tmp_path):
+    """Uniform at 50 %: SparseGPT 1.0 lower (held); activation at 50 %: 0.05 apart, spread 0.2 (inconclusive);
+    uniform at 60 %: Wanda 1.0 lower (not held). The claim for every allocation and sparsity is then not held."""
+    points = {
+        ("uniform", "wanda", 0.5): [10.0, 10.1, 9.9], ("uniform", "sparsegpt", 0.5): [9.0, 9.1, 8.9],
+        ("activation", "wanda", 0.5): [9.45, 9.55, 9.35], ("activation", "sparsegpt", 0.5): [9.5, 9.6, 9.4],
+        ("uniform", "wanda", 0.6): [11.0, 11.1, 10.9], ("uniform", "sparsegpt", 0.6): [12.0, 12.1, 11.9],
+        ("owl", "wanda", 0.6): [11.0, 11.1, 10.9],  # no SparseGPT run with OWL: not compared
+    }
+    path, record = run_report(tmp_path, sweep_run(tmp_path / "cmp", points))
+    v1 = record["sections"]["validation1"]
+    pair = [p for p in v1["parts"] if p["detail"].get("baseline_metric") == "wanda"]
+    assert [(p["detail"]["method"], p["detail"]["sparsity"], p["verdict"]) for p in pair] == [
+        ("uniform", 0.5, findings.HELD), ("activation", 0.5, findings.INCONCLUSIVE), ("uniform", 0.6, findings.NOT_HELD)]
+    assert [p["statistic"] for p in pair] == pytest.approx([-1.0, 0.05, 1.0])
+    claim = next(a for a in v1["summary"] if "sparsegpt gives a lower perplexity than wanda" in a["claim"])
+    assert claim["verdict"] == findings.NOT_HELD and claim["detail"]["parts"] == 3
+    text = path.read_text()
+    assert "| 50% | uniform | 9 ± 0.1 | 10 ± 0.1 | -1 | 0.2 | sparsegpt | held |" in text
+    assert "| 60% | uniform | 12 ± 0.1 | 11 ± 0.1 | 1 | 0.2 | wanda | not held |" in text
+    assert "| 50% | activation | 9.5 ± 0.1 | 9.45 ± 0.1 | 0.05 | 0.2 | – | inconclusive (difference within the seed spread) |" in text
+
+
+def test_without_both_sparsegpt_and_wanda_there_is_no_head_to_head(tmp_path):
+    points = {("uniform", "wanda", 0.5): [10.0, 10.1], ("activation", "taylor", 0.5): [9.0, 9.1]}
+    path, record = run_report(tmp_path, sweep_run(tmp_path / "cmp", points))
+    assert not any("sparsegpt" in a["claim"] for a in record["sections"]["validation1"]["summary"])
+    assert "sparsegpt or wanda" not in path.read_text()

@@ -9,7 +9,7 @@ from lit_activation.models.layers import block_linears, decoder_layers, weight_o
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.context import PruningContext
-from lit_activation.pruning.sparsity import alpha_sparsity, esd_alpha
+from lit_activation.pruning.sparsity import XMIN, alpha_sparsity, esd_alpha
 
 
 class AlphaPruning(Allocation):
@@ -20,15 +20,19 @@ class AlphaPruning(Allocation):
     Args:
         epsilon: ε, half the spread of the ratios (AlphaPruning's default 0.3; its LLaMA scripts use
             0.2-0.5 by model and pruning method).
-        xmin: where the fitted tail starts: `mid`, the median eigenvalue.
-    Cost: one SVD per linear weight (fp32, one weight at a time; a sharded weight is gathered for it).
+        xmin: where the fitted tail starts: `mid`, the median eigenvalue; `peak` (what AlphaPruning's
+            LLaMA scripts use), the candidate near the density peak of the log10 eigenvalues whose
+            power law is closest to the tail by the KS distance (sparsity.peak_fit).
+    A layer sparsity outside [0, 1) is refused: lower the target or ε.
+    Cost: one SVD per linear weight (fp32, one weight at a time; a sharded weight is gathered for it);
+    `peak` adds one tail fit per candidate xmin (O(N) each, N singular values).
     """
 
-    def __init__(self, epsilon: float = 0.3, xmin: Literal["mid"] = "mid") -> None:
+    def __init__(self, epsilon: float = 0.3, xmin: Literal["mid", "peak"] = "mid") -> None:
         if not 0 <= epsilon < 1:
             raise ValueError(f"AlphaPruning epsilon must be in [0, 1), got {epsilon}")
-        if xmin != "mid":
-            raise ValueError(f"AlphaPruning xmin {xmin!r} is not supported; accepted: 'mid'")
+        if xmin not in XMIN:
+            raise ValueError(f"AlphaPruning xmin {xmin!r} is not supported; accepted: 'mid', 'peak'")
         self.epsilon, self.xmin = epsilon, xmin
         self.block_alphas: list[float] | None = None  # what the allocation used, for the record
 
