@@ -4,8 +4,8 @@
     python benchmarks/plan_table.py --devices 8 --memory-gb 80 --models llama-2-70b --sharded
 
 Workloads, as in configs/: Finding 1 counts (batch 4 × 512 tokens, one fp32 accumulator), LLMDcos
-(3 datasets: 6 rows per group, 512 tokens), Wanda pruning with a counts file (128 × 2048
-calibration, block batch 1) and perplexity (2048 tokens). Weights bf16, compute fp32.
+(3 datasets: 6 rows per group, 512 tokens), Wanda or SparseGPT pruning with a counts file (128
+× 2048 calibration, block batch 1) and perplexity (2048 tokens). Weights bf16, compute fp32.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from lit_activation.planning.memory import GB
 from lit_activation.planning.plan import EvaluationPass, Job, Layout, ScoringPass, plan_memory
 from lit_activation.pruning.allocations import Activation, CountsFile
 from lit_activation.pruning.context import Calibration
+from lit_activation.pruning.metrics import SparseGPT
 
 WORKLOADS = {
     "counts": dict(datamodule=ScoringPass(rows=4, length=512), callbacks=[ActivationCounts()]),
@@ -26,6 +27,12 @@ WORKLOADS = {
     "pruning + perplexity": dict(
         datamodule=EvaluationPass(rows=1, seqlen=2048),
         callbacks=[Pruning(sparsity=0.5, allocation=Activation(CountsFile("counts.json")), calibration=Calibration(samples=128, seqlen=2048))],
+    ),
+    "SparseGPT + perplexity": dict(  # as above, SparseGPT for Wanda: H = 2XXᵀ of every linear of a block, then one solve at a time
+        datamodule=EvaluationPass(rows=1, seqlen=2048),
+        callbacks=[
+            Pruning(sparsity=0.5, allocation=Activation(CountsFile("counts.json")), metric=SparseGPT(), calibration=Calibration(samples=128, seqlen=2048))
+        ],
     ),
 }
 

@@ -8,7 +8,6 @@ spaces separate independent overrides, single spaces join the flags of one.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shlex
@@ -19,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from lit_activation.cli import ActivationCLI, build_cli, main
+from lit_activation.cli import ActivationCLI, main
 from lit_activation.cli.errors import one_line
-from lit_activation.trainer import ActivationTrainer
+from tests.helpers.cli import build_not_run
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -61,17 +60,7 @@ def instantiates(args: list[str], monkeypatch) -> ActivationCLI:
     """The CLI accepts `args` and builds every class they name (model, data, trainer, callbacks, the
     pruning and zero-shot groups), so each class's own checks in `__init__` run; the subcommand itself
     is recorded, not run (nothing loads). `--print_config` alone would only parse."""
-    sub = args[0]
-    calls = []
-
-    @functools.wraps(getattr(ActivationTrainer, sub))  # the CLI reads the subcommand's options from its signature
-    def record(self, *a, **kwargs):
-        calls.append(kwargs)
-
-    monkeypatch.setattr(ActivationTrainer, sub, record)
-    # whether a hub model can be read here is the machine's (tests have no network), not the command's: test_errors.py
-    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name: None)
-    cli = build_cli(args)
+    cli, calls = build_not_run(args, monkeypatch)
     assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.model.model is None, args  # built, not loaded, not run
     return cli
 

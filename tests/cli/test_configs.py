@@ -4,7 +4,6 @@ config runs end to end on a tiny model."""
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import re
 import subprocess
@@ -16,6 +15,7 @@ import yaml
 
 from lit_activation.cli import build_cli
 from lit_activation.trainer import ActivationTrainer
+from tests.helpers.cli import build_not_run
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -40,16 +40,7 @@ def test_configs_exist():
 def test_config_parses_and_instantiates(config, monkeypatch):
     assert config.read_text().startswith("#"), "every config starts with a comment"
     sub = subcommand(config)
-    calls = []
-
-    @functools.wraps(getattr(ActivationTrainer, sub))  # the CLI reads the subcommand's options from its signature
-    def record(self, *args, **kwargs):
-        calls.append(kwargs)
-
-    monkeypatch.setattr(ActivationTrainer, sub, record)
-    # whether a hub model can be read here is the machine's (tests have no network), not the config's: test_errors.py
-    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name: None)
-    cli = build_cli([sub, "--config", str(config)])
+    cli, calls = build_not_run([sub, "--config", str(config)], monkeypatch)
     assert len(calls) == 1 and calls[0]["model"] is cli.model and cli.datamodule is not None  # instantiated, nothing ran
     if sub in ("validate", "compare"):
         assert any(type(cb).__name__ == "Pruning" for cb in cli.trainer.callbacks)

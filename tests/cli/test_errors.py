@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from jsonargparse import ArgumentError
 
-from lit_activation.cli import ActivationCLI, build_cli, main
+from lit_activation.cli import build_cli, main
 from lit_activation.cli.console import console
 from lit_activation.cli.errors import one_line, suggestion
 from lit_activation.cli.run_dirs import discard_empty_run_dirs, missing_parents
 from lit_activation.trainer import ActivationTrainer
+from tests.helpers.cli import subcommand_parsers
 
 ROOT = Path(__file__).parents[2]
 COUNTS = str(ROOT / "configs" / "counts_embedded.yaml")
@@ -26,21 +27,7 @@ PRUNE = str(ROOT / "configs" / "prune_embedded.yaml")
 
 @pytest.fixture(scope="module")
 def parsers() -> dict:
-    """Each subcommand's parser, built once (building them all takes seconds)."""
-    captured = {}
-
-    class Built(Exception):
-        pass
-
-    def keep(self, parser, args):
-        captured.update({sub: self._parser(sub) for sub in self.subcommands()})
-        raise Built
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ActivationCLI, "parse_arguments", keep)
-        with pytest.raises(Built):
-            build_cli(["predict"])
-    return captured
+    return subcommand_parsers()
 
 
 def refused(parser, args: list[str]) -> str:

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 import lit_activation
-from lit_activation.cli import ActivationCLI, build_cli, main
+from lit_activation.cli import build_cli, main
 from lit_activation.trainer import ActivationTrainer
+from tests.helpers.cli import subcommand_parsers
 
 ROOT = Path(__file__).parents[2]
 SUBCOMMANDS = ("predict", "validate", "compare", "plan")
@@ -37,21 +38,7 @@ HIDDEN = (
 
 @pytest.fixture(scope="module")
 def parsers() -> dict:
-    """Each subcommand's parser, built once (building them all takes seconds)."""
-    captured = {}
-
-    class Built(Exception):
-        pass
-
-    def keep(self, parser, args):
-        captured.update({sub: self._parser(sub) for sub in self.subcommands()})
-        raise Built
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ActivationCLI, "parse_arguments", keep)
-        with pytest.raises(Built):
-            build_cli(["predict"])
-    return captured
+    return subcommand_parsers()
 
 
 def help_of(parsers: dict, subcommand: str, monkeypatch) -> str:

@@ -6,7 +6,6 @@ moved or was renamed keeps its old path with a one-line warning naming the new o
 
 from __future__ import annotations
 
-import functools
 import shutil
 import warnings
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from lit_activation.cli import build_cli
 from lit_activation.deprecated import DeprecatedPath
-from lit_activation.trainer import ActivationTrainer
+from tests.helpers.cli import build_not_run
 
 SAVED = sorted((Path(__file__).parent / "saved_configs").glob("*.yaml"))
 
@@ -33,16 +32,9 @@ def test_every_subcommand_has_a_saved_config():
 def test_a_saved_config_parses_and_instantiates(config, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # a logger's run dir is looked up under the working directory
     sub = subcommand(config)
-    calls = []
-
-    @functools.wraps(getattr(ActivationTrainer, sub))  # the CLI reads the subcommand's options from its signature
-    def record(self, *args, **kwargs):
-        calls.append(kwargs)
-
-    monkeypatch.setattr(ActivationTrainer, sub, record)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DeprecatedPath)
-        build_cli([sub, "--config", str(config)])
+        _, calls = build_not_run([sub, "--config", str(config)], monkeypatch)
     assert len(calls) == 1
     moved = [str(w.message) for w in caught if issubclass(w.category, DeprecatedPath)]
     if config.stem.startswith("old_layout_"):

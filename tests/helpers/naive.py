@@ -185,3 +185,26 @@ def naive_alpha_peak(eigenvalues, bins: int = 100) -> float:
         if best is None or distance < best[1]:
             best = (alpha, distance)
     return best[0]
+
+
+def input_sums(model, modules: dict, calibration: torch.Tensor, batch_size: int, of) -> dict:
+    """Σ of(x) over the calibration batch, per module of `modules`: x (tokens, in) the module's inputs in
+    fp64, from whole-model forwards (use_cache off) of `batch_size` rows at a time with forward hooks."""
+    sums = dict.fromkeys(modules, 0.0)
+
+    def hook(name):
+        def fn(module, args, output):
+            x = args[0].detach().double()
+            sums[name] = sums[name] + of(x.reshape(-1, x.shape[-1]))
+
+        return fn
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+    try:
+        with torch.no_grad():
+            for chunk in calibration.split(batch_size):
+                model(input_ids=chunk, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return sums

@@ -24,7 +24,7 @@ from lit_activation.pruning.allocations import (
 from lit_activation.pruning.allocations.owl import owl_outlier_ratios
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import activation_sparsity
-from tests.helpers.naive import naive_alpha_peak, naive_scores, paper_formula, per_layer
+from tests.helpers.naive import input_sums, naive_alpha_peak, naive_scores, paper_formula, per_layer
 from tests.helpers.tolerant import gap_threshold, parts_of
 
 
@@ -32,21 +32,7 @@ def naive_outlier_ratios(model, calibration: torch.Tensor, m: float, batch_size:
     """Per layer: the fraction of Wanda scores above m × their mean, from one plain dense forward
     with hooks and numpy; and how many scores sit within 1e-5 of the threshold (ties to rounding)."""
     modules = linear_modules(model)
-    sums = dict.fromkeys(modules, 0.0)
-
-    def hook(name):
-        def fn(module, args, output):
-            x = args[0].detach().double()
-            sums[name] = sums[name] + x.reshape(-1, x.shape[-1]).pow(2).sum(0).numpy()
-
-        return fn
-
-    handles = [m_.register_forward_hook(hook(n)) for n, m_ in modules.items()]
-    with torch.no_grad():
-        for chunk in calibration.split(batch_size):
-            model(input_ids=chunk, use_cache=False)
-    for h in handles:
-        h.remove()
+    sums = {name: s.numpy() for name, s in input_sums(model, modules, calibration, batch_size, lambda x: x.pow(2).sum(0)).items()}
     layer_of, _, n_layers = layer_map(model)
     ratios, near = [], []
     for layer in range(n_layers):

@@ -11,7 +11,7 @@ from lit_activation.models.layers import decoder_layers, linear_modules, weight_
 from lit_activation.pruning.masks import wanda_mask
 from lit_activation.pruning.metrics import GBLM, Magnitude, Taylor
 from lit_activation.pruning.prune import prune_sequential
-from tests.helpers.naive import naive_scores
+from tests.helpers.naive import input_sums, naive_scores
 
 
 def pruned_columns(mask: torch.Tensor) -> list[list[int]]:
@@ -88,21 +88,7 @@ def naive_prune(
     n, m = nm
     for index, _ in enumerate(layers):
         mine = {name: mod for name, mod in modules.items() if f".{index}." in name}
-        sumsq = dict.fromkeys(mine, 0.0)
-
-        def hook(name, sumsq=sumsq):  # this layer's sums, bound now
-            def fn(module, args, output):
-                x = args[0].detach()
-                sumsq[name] = sumsq[name] + x.reshape(-1, x.shape[-1]).double().pow(2).sum(0)
-
-            return fn
-
-        handles = [mod.register_forward_hook(hook(name)) for name, mod in mine.items()]
-        with torch.no_grad():
-            for chunk in calibration.split(batch_size):
-                model(input_ids=chunk, use_cache=False)
-        for h in handles:
-            h.remove()
+        sumsq = input_sums(model, mine, calibration, batch_size, lambda x: x.pow(2).sum(0))
         with torch.no_grad():
             for name, module in mine.items():
                 weight = weight_out_in(module)

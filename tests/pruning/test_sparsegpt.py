@@ -20,7 +20,7 @@ from lit_activation.pruning.metrics import SparseGPT
 from lit_activation.pruning.metrics.sparsegpt import dampen, gathered_lowest_k, lowest_k, lowest_n_per_row, obs_prune, pruned_count
 from lit_activation.pruning.prune import prune_sequential
 from lit_activation.pruning.sequential import capture_first_block_inputs, input_hessians
-from tests.helpers.naive import naive_sparsegpt
+from tests.helpers.naive import input_sums, naive_sparsegpt
 
 # fp32 (H, its Cholesky factors, c rank-one updates) against fp64: at most 1.2e-5 of a module's
 # largest weight measured here (GPT-2's 128-wide c_proj), 4x below this bound; the updates
@@ -185,21 +185,7 @@ def naive_sequential(model, calibration: torch.Tensor, sparsity: list[float], nm
     modules = linear_modules(model)
     for index in range(len(layers)):
         mine = {name: module for name, module in modules.items() if f".{index}." in name}
-        grams = dict.fromkeys(mine, 0.0)
-
-        def hook(name, grams=grams):
-            def fn(module, args, output):
-                rows = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-                grams[name] = grams[name] + 2 * rows.T @ rows
-
-            return fn
-
-        handles = [module.register_forward_hook(hook(name)) for name, module in mine.items()]
-        with torch.no_grad():
-            for chunk in calibration.split(batch_size):
-                model(input_ids=chunk, use_cache=False)
-        for h in handles:
-            h.remove()
+        grams = input_sums(model, mine, calibration, batch_size, lambda x: 2 * x.T @ x)
         with torch.no_grad():
             for name, module in mine.items():
                 pruned, _ = naive_sparsegpt(weight_out_in(module), grams[name], sparsity[index], nm, mask_group, gap=GAP)
