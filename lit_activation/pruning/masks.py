@@ -1,9 +1,11 @@
 """Which weights a row loses: the mask from scores, per output row (unstructured) or per group of m inputs (N:M),
-and a linear module masked by it in place (`prune_module`, sharded or not)."""
+and a linear module masked by it in place (`prune_module`, sharded or not; `decided_weight`: which of its
+weights this process decides)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -47,22 +49,40 @@ def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, 
     return prune_mask(weight.detach().abs().float() * input_norm.float()[None, :], sparsity, n, m)
 
 
+class DecidedWeight(NamedTuple):
+    """The weight (out, in) whose entries this process decides; `own`: the part of a tensor shaped like
+    it that this process stores, in the stored layout (what is written back into the module); `first_row`:
+    where its rows start among the module's, when the other ranks decide the others (None: all are here)."""
+
+    weight: Tensor
+    own: Callable[[Tensor], Tensor]
+    first_row: int | None
+
+
+def decided_weight(module: nn.Module) -> DecidedWeight:
+    """Which weights of one linear this process decides, for a pruning method that works per output row.
+
+    Not sharded: the whole weight. Sharded (FSDP2, dim 0 of the stored weight): a Linear holds whole
+    rows on each rank, which decides them alone; a Conv1D stores (in, out), so its rows are spread
+    over the ranks: it is gathered, decided whole on every rank, and each keeps its own stored rows.
+    """
+    weight = module.weight.detach()
+    gathered = is_sharded(weight) and isinstance(module, Conv1D)
+    stored = local(weight)
+    start, length = (row_offset(weight) if gathered else 0), stored.shape[0]
+    decided = weight.full_tensor() if gathered else stored
+    first_row = row_offset(weight) if is_sharded(weight) and not gathered else None
+    return DecidedWeight(weight_out_in(module, decided), lambda tensor: weight_out_in(module, tensor)[start : start + length], first_row)
+
+
 def prune_module(module: nn.Module, score_of: Callable[[Tensor], Tensor], sparsity: float, n: int = 0, m: int = 0) -> float:
     """Zero the lowest-scored weights of every output row of one linear, in place; returns the pruned fraction.
 
-    score_of: the scores of a weight (out, in) given as such (a metric's, pruning/metrics). A
-    sharded weight (FSDP2) holds whole rows of a Linear on each rank: its mask is formed there. A
-    Conv1D stores (in, out), so its rows are spread over the ranks: it is gathered, per module.
+    score_of: the scores of a weight (out, in) given as such (a metric's, pruning/metrics), of the
+    rows this process decides (`decided_weight`: on a sharded Linear, its own; every row prunes as
+    many, so their fraction is the module's).
     """
-    weight = module.weight.detach()
-    part = local(weight)
-    if not is_sharded(weight) or isinstance(module, Conv1D):
-        full = weight.full_tensor() if is_sharded(weight) else weight
-        mask = prune_mask(score_of(weight_out_in(module, full)), sparsity, n, m)
-        mask = mask.t() if isinstance(module, Conv1D) else mask  # back to the stored layout
-        start = row_offset(weight)
-        part.masked_fill_(mask[start : start + part.shape[0]], 0)
-        return float(mask.float().mean())
-    mask = prune_mask(score_of(part), sparsity, n, m)
-    part.masked_fill_(mask, 0)
-    return float(mask.float().mean())  # every row prunes as many: this rank's fraction is the module's
+    decided = decided_weight(module)
+    mask = prune_mask(score_of(decided.weight), sparsity, n, m)
+    local(module.weight.detach()).masked_fill_(decided.own(mask), 0)
+    return float(mask.float().mean())

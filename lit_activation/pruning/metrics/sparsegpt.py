@@ -12,13 +12,14 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
-from lit_activation.distributed.sharding import is_sharded, local, row_offset
+from lit_activation.distributed.sharding import local
 from lit_activation.distributed.shards import Shards
 from lit_activation.models.architectures import fake_model
 from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
 from lit_activation.planning import simulate
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.context import Calibration, PruningContext
+from lit_activation.pruning.masks import decided_weight
 from lit_activation.pruning.metrics.base import PruningMetric
 from lit_activation.pruning.sequential import BlockInputs, calibration_inputs, input_hessians
 from lit_activation.pruning.sparsity import check_nm
@@ -208,18 +209,15 @@ class SparseGPT(PruningMetric):
         except torch.linalg.LinAlgError:
             raise ValueError(f"{name}: H + λI is not positive definite (percdamp {self.percdamp}); raise percdamp") from None
         del statistic
-        part = local(weight)
-        gathered = is_sharded(weight) and isinstance(module, Conv1D)  # its rows are spread over the ranks: pruned whole on each
-        stored = weight.full_tensor() if gathered else part
-        work = weight_out_in(module, stored).to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        del stored
+        decided = decided_weight(module)
+        work = decided.weight.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        own, first_row = decided.own, decided.first_row
+        del decided  # a gathered Conv1D's full weight: only its fp32 copy is needed now
         work.masked_fill_(dead, 0)
         # a sharded Linear: every rank of the group takes part in each group's selection (a collective)
-        select = gathered_lowest_k(rows, row_offset(weight), context.shards) if is_sharded(weight) and not gathered else lowest_k
+        select = lowest_k if first_row is None else gathered_lowest_k(rows, first_row, context.shards)
         obs_prune(work, hinv, sparsity, n, m, self.blocksize, self.mask_group, select)
-        updated = weight_out_in(module, work)  # the stored layout again: (in, out) for a Conv1D
-        start = row_offset(weight) if gathered else 0
-        part.copy_(updated[start : start + part.shape[0]])
+        local(weight).copy_(own(work))
         return pruned_count(rows, columns, sparsity, n, m, self.mask_group) / (rows * columns)
 
     def memory_needs(self, plan: PlanContext, calibration: Calibration) -> Footprint:
