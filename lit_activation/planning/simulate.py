@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from transformers import PretrainedConfig
@@ -38,18 +38,25 @@ class LiveBytes(TorchDispatchMode):
 
     A storage is counted once, however many views of it exist, and released when its last
     reference goes (torch keeps one Python object per storage, so a weak reference to it dies
-    exactly then).
+    exactly then). `fake` says what is counted: the fake tensors of a simulation, or the real
+    tensors of a measurement. Never both: code measured for real may itself simulate (a plan's
+    check builds a fake model), and a fake tensor holds no memory.
     """
 
-    def __init__(self, existing: Iterable[torch.Tensor] = ()) -> None:
+    def __init__(self, existing: Iterable[torch.Tensor] = (), *, fake: bool) -> None:
         super().__init__()
+        self.fake = fake
         self.live = self.peak = 0
         self._alive: dict[int, weakref.ref | None] = {}
-        for tensor in existing:  # weights and inputs: an op's view of them is no new memory
-            self._alive[id(tensor.untyped_storage())] = None
+        self.exclude(existing)
+
+    def exclude(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Never count these tensors' storages (weights and inputs, which exist before: an op's view of them is no new memory)."""
+        for tensor in tensors:
+            self._alive.setdefault(id(tensor.untyped_storage()), None)
 
     def _track(self, tensor: object) -> None:
-        if not isinstance(tensor, torch.Tensor):
+        if not isinstance(tensor, torch.Tensor) or isinstance(tensor, FakeTensor) != self.fake:
             return
         storage = tensor.untyped_storage()
         key = id(storage)
@@ -89,7 +96,7 @@ def cached(simulation: Callable[..., int]) -> Callable[..., int]:
 
 def peak_bytes(run: Callable[[], object], mode: FakeTensorMode, existing: Iterable[torch.Tensor]) -> int:
     """Peak of newly allocated live tensor bytes while `run()` executes in fake mode `mode`."""
-    tracker = LiveBytes(existing)
+    tracker = LiveBytes(existing, fake=True)
     with mode, tracker:
         run()
     return tracker.peak

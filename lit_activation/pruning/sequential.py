@@ -152,7 +152,7 @@ def calibration_inputs(config: PretrainedConfig, dtype: torch.dtype, samples: in
     with mode:
         calibration = torch.zeros((samples, seqlen), dtype=torch.long)
     held: list[BlockInputs] = []
-    tracker = simulate.LiveBytes([*model.parameters(), *model.buffers(), calibration])
+    tracker = simulate.LiveBytes([*model.parameters(), *model.buffers(), calibration], fake=True)
     with mode, tracker:
         held.append(capture_first_block_inputs(model, calibration, batch_size))
     return tracker.live

@@ -20,7 +20,6 @@ from lit_activation.cli import build_cli
 from lit_activation.models.architectures import model_config
 from lit_activation.models.loading import resolve_dtype
 from lit_activation.planning.plan import Job, Layout, PlanContext, plan_memory
-from lit_activation.planning.simulate import LiveBytes
 from lit_activation.trainer import ActivationTrainer
 from tests.helpers.allocations import measure
 
@@ -65,8 +64,7 @@ def run_measured(kind: type, subcommand: str, args: list[str], monkeypatch, weig
             hook = callback.on_validation_start
 
             def weights_first(trainer, pl_module, _hook=hook):  # noqa: ANN001, ANN202 - Lightning's hook
-                existing = LiveBytes(pl_module.parameters())._alive  # the weights' storages, as LiveBytes marks what exists
-                tracker._alive.update({key: None for key in existing if key not in tracker._alive})
+                tracker.exclude(pl_module.parameters())
                 return _hook(trainer, pl_module)
 
             callback.on_validation_start = weights_first
@@ -143,16 +141,6 @@ def test_the_plan_s_figure_for_sparsegpt_matches_what_it_allocates(case, wide_mo
         "--pruning.calibration.files", bench_files["c4"], "--pruning.calibration.samples", "4", "--pruning.calibration.seqlen", "32",
         "--pruning.calibration.batch_size", "2", *SPARSEGPT[case],
     ]
-    from torch.utils._python_dispatch import _disable_current_modes
-
-    from lit_activation.callbacks import pruning
-
-    def widths_untracked(*a, **k):  # N:M's check of the widths builds a fake model: its tensors hold no memory
-        with _disable_current_modes():
-            return input_widths(*a, **k)
-
-    input_widths = pruning.input_widths
-    monkeypatch.setattr(pruning, "input_widths", widths_untracked)
     predicted, measured, phases = run_measured(shipped.Pruning, "validate", args, monkeypatch, weights_in_place=True)
     print(case, predicted, measured, measured / max(predicted, 1), phases)
     h_block = 4 * (6 * 512**2 + 1024**2)

@@ -22,7 +22,7 @@ HOOKS = (
 
 def measure(callback: Callback) -> LiveBytes:
     """Track the callback's allocations from now on; returns the tracker (read `.peak` after the run)."""
-    tracker = LiveBytes()
+    tracker = LiveBytes(fake=False)
     for name in HOOKS:
         hook = getattr(callback, name, None)
         if hook is None:

@@ -29,13 +29,29 @@ from tests.helpers import ROOT, child_env
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 
+def test_the_tracker_counts_real_storages_in_a_measurement_and_fake_ones_in_a_simulation():
+    """Measured code may itself simulate (a plan's check builds a fake model): a measurement must not
+    count those fake tensors, which hold no memory, and a simulation must not count real ones."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for fake, expected in ((False, 4 * 1000), (True, 4 * 3000)):
+        tracker = LiveBytes([], fake=fake)
+        with tracker:
+            real = torch.zeros(1000)
+            with FakeTensorMode():
+                simulated = torch.zeros(3000)
+            assert tracker.live == expected, fake
+        del real, simulated
+        assert tracker.peak == expected and tracker.live == 0, fake
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])
 def test_fake_simulation_matches_the_same_pass_on_real_tensors(arch, tiny_model):
     """The planner's activation figure: fake tensors against real ones, measured by the same tracker."""
     model = tiny_model(arch, layers=3, hidden=64)
     ids = torch.randint(4, 100, (4, 48))
     mask = torch.ones_like(ids)
-    tracker = LiveBytes([*model.parameters(), *model.buffers(), ids, mask])
+    tracker = LiveBytes([*model.parameters(), *model.buffers(), ids, mask], fake=False)
     with tracker:
         scoring_pass(model, ids, mask, lambda tile: None, linear_modules(model), EngineSettings(tile_mb=2**14 / 2**20), True)
     simulated = scoring_peak(model.config, torch.float32, EngineSettings(), 4, 48, 2**14)
