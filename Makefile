@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Every finding and validation the report can judge offline, on the embedded model (about 10 min on 2 CPU cores):
+# Every finding and validation the report can judge offline, on the embedded model (about 13 min on 2 CPU cores):
 # counts (Finding 1), the similarity matrix with its box plots (Findings 2-3), all pairs of a rated set, a quick sweep.
 demo: $(STAMP)
 	$(CLI) predict --config configs/counts_embedded.yaml
