@@ -50,11 +50,13 @@ def wanda_mask(weight: Tensor, input_norm: Tensor, sparsity: float, n: int = 0, 
 
 
 class DecidedWeight(NamedTuple):
-    """The weight (out, in) whose entries this process decides; `own`: the part of a tensor shaped like
-    it that this process stores, in the stored layout (what is written back into the module); `first_row`:
-    where its rows start among the module's, when the other ranks decide the others (None: all are here)."""
+    """`weight`: the (out, in) weight whose entries this process decides; `stored`: this process's part
+    of the module's weight as stored, where results go; `own`: the part of a tensor shaped like `weight`
+    that goes there, in the stored layout; `first_row`: where `weight`'s rows start among the module's,
+    when the other ranks decide the others (None: all are here)."""
 
     weight: Tensor
+    stored: Tensor
     own: Callable[[Tensor], Tensor]
     first_row: int | None
 
@@ -67,12 +69,12 @@ def decided_weight(module: nn.Module) -> DecidedWeight:
     over the ranks: it is gathered, decided whole on every rank, and each keeps its own stored rows.
     """
     weight = module.weight.detach()
+    stored, offset = local(weight), row_offset(weight)
     gathered = is_sharded(weight) and isinstance(module, Conv1D)
-    stored = local(weight)
-    start, length = (row_offset(weight) if gathered else 0), stored.shape[0]
-    decided = weight.full_tensor() if gathered else stored
-    first_row = row_offset(weight) if is_sharded(weight) and not gathered else None
-    return DecidedWeight(weight_out_in(module, decided), lambda tensor: weight_out_in(module, tensor)[start : start + length], first_row)
+    start, length = (offset if gathered else 0), stored.shape[0]
+    decided = weight_out_in(module, weight.full_tensor() if gathered else stored)
+    first_row = offset if is_sharded(weight) and not gathered else None
+    return DecidedWeight(decided, stored, lambda tensor: weight_out_in(module, tensor)[start : start + length], first_row)
 
 
 def prune_module(module: nn.Module, score_of: Callable[[Tensor], Tensor], sparsity: float, n: int = 0, m: int = 0) -> float:
@@ -84,5 +86,5 @@ def prune_module(module: nn.Module, score_of: Callable[[Tensor], Tensor], sparsi
     """
     decided = decided_weight(module)
     mask = prune_mask(score_of(decided.weight), sparsity, n, m)
-    local(module.weight.detach()).masked_fill_(decided.own(mask), 0)
+    decided.stored.masked_fill_(decided.own(mask), 0)
     return float(mask.float().mean())

@@ -12,7 +12,6 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
-from lit_activation.distributed.sharding import local
 from lit_activation.distributed.shards import Shards
 from lit_activation.models.architectures import fake_model
 from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
@@ -211,13 +210,13 @@ class SparseGPT(PruningMetric):
         del statistic
         decided = decided_weight(module)
         work = decided.weight.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-        own, first_row = decided.own, decided.first_row
+        stored, own, first_row = decided.stored, decided.own, decided.first_row
         del decided  # a gathered Conv1D's full weight: only its fp32 copy is needed now
         work.masked_fill_(dead, 0)
         # a sharded Linear: every rank of the group takes part in each group's selection (a collective)
         select = lowest_k if first_row is None else gathered_lowest_k(rows, first_row, context.shards)
         obs_prune(work, hinv, sparsity, n, m, self.blocksize, self.mask_group, select)
-        local(weight).copy_(own(work))
+        stored.copy_(own(work))
         return pruned_count(rows, columns, sparsity, n, m, self.mask_group) / (rows * columns)
 
     def memory_needs(self, plan: PlanContext, calibration: Calibration) -> Footprint:
