@@ -31,7 +31,10 @@ ALLOCATIONS = ("uniform", "activation", "owl", "alphapruning")
 def section(report: str, title: str) -> list[str]:
     """The lines of one `## title` section of a report, without its heading and images."""
     lines = report.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("## ") and title in line) + 1
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ") and title in line), None)
+    if start is None:
+        raise SystemExit(f"the report has no '## {title}' section: is it the report of the right runs?")
+    start += 1
     end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
     return [line for line in lines[start:end] if not line.startswith("![")]
 
@@ -82,15 +85,13 @@ def at_half(compare_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fill(path: Path, begin: str, end: str, text: str) -> None:
-    """Replace what lies between the markers `begin` and `end` of a page with `text`."""
-    page = path.read_text()
+def filled(path: Path, page: str, begin: str, end: str, text: str) -> str:
+    """`page` (the text of `path`) with what lies between the markers `begin` and `end` replaced by `text`."""
     if begin not in page or end not in page:
         raise SystemExit(f"{path} has no {begin} ... {end} region to fill")
     head, rest = page.split(begin, 1)
     _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{text}{end}{tail}")
-    print(f"wrote {path}")
+    return f"{head}{begin}\n{text}{end}{tail}"
 
 
 def main() -> None:
@@ -99,10 +100,22 @@ def main() -> None:
     parser.add_argument("report", type=Path, help="report.md of `lit-activation report COMPARE_DIR`")
     parser.add_argument("--findings", type=Path, help="report.md of `lit-activation report` on counts and LLMDcos runs")
     args = parser.parse_args()
+    needed = [args.compare_dir / "summary.md", args.compare_dir / "results.csv", args.report, *([args.findings] if args.findings else [])]
+    for path in needed:
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: expected a `lit-activation compare` output dir (summary.md, results.csv) and report.md files")
+    regions = {PAGE: [("<!-- sweep -->", "<!-- /sweep -->", tables(args.compare_dir, args.report))],
+               README: [("<!-- sweep50 -->", "<!-- /sweep50 -->", at_half(args.compare_dir))]}
     if args.findings:
-        fill(PAGE, "<!-- findings -->", "<!-- /findings -->", "\n".join(summary_rows(args.findings.read_text(), "Finding")) + "\n")
-    fill(PAGE, "<!-- sweep -->", "<!-- /sweep -->", tables(args.compare_dir, args.report))
-    fill(README, "<!-- sweep50 -->", "<!-- /sweep50 -->", at_half(args.compare_dir))
+        regions[PAGE].append(("<!-- findings -->", "<!-- /findings -->", "\n".join(summary_rows(args.findings.read_text(), "Finding")) + "\n"))
+    pages = {}  # every page is formed before any is written: a bad input leaves them all as they were
+    for path, fills in regions.items():
+        pages[path] = path.read_text()
+        for begin, end, text in fills:
+            pages[path] = filled(path, pages[path], begin, end, text)
+    for path, page in pages.items():
+        path.write_text(page)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -31,19 +31,56 @@ def test_the_readme_table_is_each_allocation_s_mean_and_spread_at_half_sparsity(
     assert lines[5] == "| owl | – | – | – |" and lines[6] == "| alphapruning | – | – | – |"  # no runs: no figure
 
 
-def test_a_page_s_region_between_its_markers_is_replaced_and_nothing_else(tmp_path):
-    page = tmp_path / "page.md"
-    page.write_text("intro\n<!-- x -->\nold\ntable\n<!-- /x -->\nafter\n")
-    results_tables.fill(page, "<!-- x -->", "<!-- /x -->", "new\n")
-    assert page.read_text() == "intro\n<!-- x -->\nnew\n<!-- /x -->\nafter\n"
-
-
-def test_a_page_without_the_markers_is_refused_and_left_as_it_was(tmp_path):
-    page = tmp_path / "page.md"
-    page.write_text("intro\n<!-- x -->\nno end marker\n")
+def test_a_page_s_region_between_its_markers_is_replaced_and_nothing_else():
+    page = "intro\n<!-- x -->\nold\ntable\n<!-- /x -->\nafter\n"
+    assert results_tables.filled(Path("page.md"), page, "<!-- x -->", "<!-- /x -->", "new\n") == "intro\n<!-- x -->\nnew\n<!-- /x -->\nafter\n"
     with pytest.raises(SystemExit, match=r"page\.md has no <!-- x --> \.\.\. <!-- /x --> region"):
-        results_tables.fill(page, "<!-- x -->", "<!-- /x -->", "new\n")
-    assert page.read_text() == "intro\n<!-- x -->\nno end marker\n"
+        results_tables.filled(Path("page.md"), "intro\n<!-- x -->\nno end marker\n", "<!-- x -->", "<!-- /x -->", "new\n")
+
+
+def test_bad_inputs_are_named_before_any_page_is_written(tmp_path, monkeypatch):
+    """A missing input, or a report without the sections the tables come from: one line, and the
+    pages (here stand-ins for docs/results.md and the README) are left as they were."""
+    page, readme = tmp_path / "results.md", tmp_path / "README.md"
+    page.write_text("<!-- sweep -->\nold\n<!-- /sweep -->\n")
+    readme.write_text("<!-- sweep50 -->\nold\n<!-- /sweep50 -->\n")
+    monkeypatch.setattr(results_tables, "PAGE", page)
+    monkeypatch.setattr(results_tables, "README", readme)
+    sweep, report = tmp_path / "sweep", tmp_path / "report.md"
+    sweep.mkdir()
+    (sweep / "results.csv").write_text(HEADER + "dense,-,0.0,0,20.0\n")
+    report.write_text("# Report\n## Summary\n| claim | verdict |\n|---|---|\n")
+    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report)])
+    with pytest.raises(SystemExit, match="summary.md not found"):
+        results_tables.main()
+    (sweep / "summary.md").write_text("| method | 50% |\n")
+    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report), "--findings", str(tmp_path / "nowhere.md")])
+    with pytest.raises(SystemExit, match="nowhere.md not found"):
+        results_tables.main()
+    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report)])
+    with pytest.raises(SystemExit, match="the report has no '## Validation 1' section"):
+        results_tables.main()
+    assert page.read_text() == "<!-- sweep -->\nold\n<!-- /sweep -->\n" and readme.read_text() == "<!-- sweep50 -->\nold\n<!-- /sweep50 -->\n"
+
+
+def test_a_page_without_its_markers_leaves_every_page_as_it_was(tmp_path, monkeypatch):
+    page, readme = tmp_path / "results.md", tmp_path / "README.md"
+    page.write_text("<!-- sweep -->\nold\n<!-- /sweep -->\n")
+    readme.write_text("no markers\n")
+    monkeypatch.setattr(results_tables, "PAGE", page)
+    monkeypatch.setattr(results_tables, "README", readme)
+    sweep, report = tmp_path / "sweep", tmp_path / "report.md"
+    sweep.mkdir()
+    (sweep / "results.csv").write_text(HEADER + "dense,-,0.0,0,20.0\n")
+    (sweep / "summary.md").write_text("| method | 50% |\n")
+    report.write_text("## Summary\n| claim | verdict |\n|---|---|\n## Validation 1\n| table |\n")
+    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report)])
+    with pytest.raises(SystemExit, match="README.md has no <!-- sweep50 -->"):
+        results_tables.main()
+    assert page.read_text() == "<!-- sweep -->\nold\n<!-- /sweep -->\n" and readme.read_text() == "no markers\n"
+    readme.write_text("<!-- sweep50 -->\n<!-- /sweep50 -->\n")
+    results_tables.main()  # the same inputs with the markers in place: both pages written
+    assert "| table |" in page.read_text() and "| dense | 20.00 | 20.00 | 5.12 |" in readme.read_text()
 
 
 def test_the_report_s_summary_keeps_the_header_and_the_claims_asked_for():
