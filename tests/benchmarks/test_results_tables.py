@@ -38,49 +38,54 @@ def test_a_page_s_region_between_its_markers_is_replaced_and_nothing_else():
         results_tables.filled(Path("page.md"), "intro\n<!-- x -->\nno end marker\n", "<!-- x -->", "<!-- /x -->", "new\n")
 
 
-def test_bad_inputs_are_named_before_any_page_is_written(tmp_path, monkeypatch):
+PAGE_TEXT, README_TEXT = "<!-- sweep -->\nold\n<!-- /sweep -->\n", "<!-- sweep50 -->\nold\n<!-- /sweep50 -->\n"
+
+
+@pytest.fixture
+def inputs(tmp_path, monkeypatch) -> dict[str, Path]:
+    """Stand-ins for docs/results.md and the README (each with its markers), a sweep dir holding a
+    results.csv and no summary.md yet, and an empty report.md."""
+    paths = {"page": tmp_path / "results.md", "readme": tmp_path / "README.md", "sweep": tmp_path / "sweep", "report": tmp_path / "report.md"}
+    paths["page"].write_text(PAGE_TEXT)
+    paths["readme"].write_text(README_TEXT)
+    monkeypatch.setattr(results_tables, "PAGE", paths["page"])
+    monkeypatch.setattr(results_tables, "README", paths["readme"])
+    paths["sweep"].mkdir()
+    (paths["sweep"] / "results.csv").write_text(HEADER + "dense,-,0.0,0,20.0\n")
+    paths["report"].write_text("")
+    return paths
+
+
+def run(monkeypatch, paths: dict[str, Path], *extra: str) -> None:
+    """The script as its command line runs it, on these inputs."""
+    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(paths["sweep"]), str(paths["report"]), *extra])
+    results_tables.main()
+
+
+def test_bad_inputs_are_named_before_any_page_is_written(inputs, monkeypatch, tmp_path):
     """A missing input, or a report without the sections the tables come from: one line, and the
-    pages (here stand-ins for docs/results.md and the README) are left as they were."""
-    page, readme = tmp_path / "results.md", tmp_path / "README.md"
-    page.write_text("<!-- sweep -->\nold\n<!-- /sweep -->\n")
-    readme.write_text("<!-- sweep50 -->\nold\n<!-- /sweep50 -->\n")
-    monkeypatch.setattr(results_tables, "PAGE", page)
-    monkeypatch.setattr(results_tables, "README", readme)
-    sweep, report = tmp_path / "sweep", tmp_path / "report.md"
-    sweep.mkdir()
-    (sweep / "results.csv").write_text(HEADER + "dense,-,0.0,0,20.0\n")
-    report.write_text("# Report\n## Summary\n| claim | verdict |\n|---|---|\n")
-    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report)])
+    pages are left as they were."""
+    inputs["report"].write_text("# Report\n## Summary\n| claim | verdict |\n|---|---|\n")
     with pytest.raises(SystemExit, match="summary.md not found"):
-        results_tables.main()
-    (sweep / "summary.md").write_text("| method | 50% |\n")
-    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report), "--findings", str(tmp_path / "nowhere.md")])
+        run(monkeypatch, inputs)
+    (inputs["sweep"] / "summary.md").write_text("| method | 50% |\n")
     with pytest.raises(SystemExit, match="nowhere.md not found"):
-        results_tables.main()
-    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report)])
+        run(monkeypatch, inputs, "--findings", str(tmp_path / "nowhere.md"))
     with pytest.raises(SystemExit, match="the report has no '## Validation 1' section"):
-        results_tables.main()
-    assert page.read_text() == "<!-- sweep -->\nold\n<!-- /sweep -->\n" and readme.read_text() == "<!-- sweep50 -->\nold\n<!-- /sweep50 -->\n"
+        run(monkeypatch, inputs)
+    assert inputs["page"].read_text() == PAGE_TEXT and inputs["readme"].read_text() == README_TEXT
 
 
-def test_a_page_without_its_markers_leaves_every_page_as_it_was(tmp_path, monkeypatch):
-    page, readme = tmp_path / "results.md", tmp_path / "README.md"
-    page.write_text("<!-- sweep -->\nold\n<!-- /sweep -->\n")
-    readme.write_text("no markers\n")
-    monkeypatch.setattr(results_tables, "PAGE", page)
-    monkeypatch.setattr(results_tables, "README", readme)
-    sweep, report = tmp_path / "sweep", tmp_path / "report.md"
-    sweep.mkdir()
-    (sweep / "results.csv").write_text(HEADER + "dense,-,0.0,0,20.0\n")
-    (sweep / "summary.md").write_text("| method | 50% |\n")
-    report.write_text("## Summary\n| claim | verdict |\n|---|---|\n## Validation 1\n| table |\n")
-    monkeypatch.setattr(sys, "argv", ["results_tables.py", str(sweep), str(report)])
+def test_a_page_without_its_markers_leaves_every_page_as_it_was(inputs, monkeypatch):
+    inputs["readme"].write_text("no markers\n")
+    (inputs["sweep"] / "summary.md").write_text("| method | 50% |\n")
+    inputs["report"].write_text("## Summary\n| claim | verdict |\n|---|---|\n## Validation 1\n| table |\n")
     with pytest.raises(SystemExit, match="README.md has no <!-- sweep50 -->"):
-        results_tables.main()
-    assert page.read_text() == "<!-- sweep -->\nold\n<!-- /sweep -->\n" and readme.read_text() == "no markers\n"
-    readme.write_text("<!-- sweep50 -->\n<!-- /sweep50 -->\n")
-    results_tables.main()  # the same inputs with the markers in place: both pages written
-    assert "| table |" in page.read_text() and "| dense | 20.00 | 20.00 | 5.12 |" in readme.read_text()
+        run(monkeypatch, inputs)
+    assert inputs["page"].read_text() == PAGE_TEXT and inputs["readme"].read_text() == "no markers\n"
+    inputs["readme"].write_text(README_TEXT)
+    run(monkeypatch, inputs)  # the same inputs with the markers in place: both pages written
+    assert "| table |" in inputs["page"].read_text() and "| dense | 20.00 | 20.00 | 5.12 |" in inputs["readme"].read_text()
 
 
 def test_the_report_s_summary_keeps_the_header_and_the_claims_asked_for():
