@@ -9,19 +9,20 @@
 `lit-activation --help` lists them, `<subcommand> --help` a subcommand's options (this project's
 first, Lightning's that apply after; the rest still parse, as saved configs name them).
 
-A mistake in the input prints one line, `error: <message>` (with the closest option or class when
-one was mistyped), and exits with status 2 before any work; `--debug` (or LIT_ACTIVATION_DEBUG=1)
-shows the traceback instead. A run prints one line per phase; `--verbose` (or LIT_ACTIVATION_VERBOSE=1)
-shows all that Lightning and the libraries print.
+The console entry point, `main` (command.py), answers `--help`, `--version` and `report` without
+this module, and hands a subcommand to `build_cli`. A mistake in the input prints one line,
+`error: <message>` (with the closest option or class when one was mistyped), and exits with status 2
+before any work; `--debug` (or LIT_ACTIVATION_DEBUG=1) shows the traceback instead. A run prints one
+line per phase; `--verbose` (or LIT_ACTIVATION_VERBOSE=1) shows all that Lightning and the libraries print.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from jsonargparse import ArgumentError
@@ -30,26 +31,18 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lit_activation import __version__, report
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
-from lit_activation.cli.console import console, split_flags
-from lit_activation.cli.errors import USER_ERRORS, closest, lost_connection, one_line, suggestion
-from lit_activation.cli.help import EPILOG, SUBCOMMAND_HELP, SUBCOMMANDS, ActivationArgumentParser, HelpFormatter, help_sections, tool_help
+from lit_activation.cli.command import SUBCOMMAND_HELP
+from lit_activation.cli.errors import suggestion
+from lit_activation.cli.help import EPILOG, ActivationArgumentParser, HelpFormatter, help_sections
 from lit_activation.cli.run_dirs import analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
 from lit_activation.data import datamodule, perplexity  # noqa: F401 - the data modules --data accepts by name, listed in --help
-from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.models.architectures import published_config
 from lit_activation.models.loading import check_source
 from lit_activation.module import ActivationModule
 from lit_activation.resume import check_same_results, find_run
 from lit_activation.trainer import ActivationTrainer
-
-DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
-
-
-VERBOSE_ENV = "LIT_ACTIVATION_VERBOSE"
-
 
 # Subcommands that prune and evaluate: they get the fixed `pruning` and `zeroshot` groups.
 PRUNING_SUBCOMMANDS = ("validate", "compare", "plan")
@@ -68,6 +61,12 @@ class ActivationCLI(LightningCLI):
     `--zeroshot.tasks`), so an override never depends on the order of a callback list.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # LightningCLI's arguments
+        words = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
+        # the subcommand the command line names, whose parser alone is built (None: every one)
+        self.requested = words[0] if isinstance(words, list) and words and words[0] in self.subcommands() else None
+        super().__init__(*args, **kwargs)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {
@@ -80,6 +79,17 @@ class ActivationCLI(LightningCLI):
     def init_parser(self, **kwargs) -> LightningArgumentParser:  # noqa: ANN003 - jsonargparse's parser options
         """Lightning's parser, with this project's help formatter."""
         return super().init_parser(**{"formatter_class": HelpFormatter, **kwargs})
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's subcommands, of which only the one the command line names is built: building a
+        subcommand's parser reads every class signature it offers (about a second each); all of them
+        when the command line names none."""
+        if self.requested is None:
+            super()._add_subcommands(parser, **kwargs)
+            return
+        sub = self.requested
+        self._subcommand_parsers = {sub: self._prepare_subcommand_parser(self.trainer_class, sub, **kwargs.get(sub, {}))}
+        parser.add_subcommands().add_subcommand(sub, self._subcommand_parsers[sub], help=SUBCOMMAND_HELP[sub])
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):  # noqa: ANN202 - Lightning's signature
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -186,77 +196,3 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
         # raise instead of printing usage and exiting, so that main() can say it in one line
         parser_kwargs={"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in ActivationCLI.subcommands()}},
     )
-
-
-def check_command_line(args: list[str]) -> None:
-    """What the parser would report without naming it: a subcommand that does not exist (its list
-    lacks `report`, which is dispatched before it) and a config file that is not YAML."""
-    if args and not args[0].startswith("-") and args[0] not in SUBCOMMANDS:
-        best = closest(args[0], SUBCOMMANDS)
-        hint = f"did you mean {best}? " if best else ""
-        raise ValueError(f"unknown subcommand {args[0]!r}; {hint}accepted: {', '.join(SUBCOMMANDS)}")
-    for flag, value in zip(args, args[1:], strict=False):
-        if flag in ("--config", "-c") and Path(value).is_file():
-            try:  # the syntax only: what the values mean is jsonargparse's to read (it keeps dates as text)
-                yaml.compose(Path(value).read_text(), Loader=yaml.SafeLoader)
-            except yaml.YAMLError as err:
-                mark = getattr(err, "problem_mark", None)
-                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-                raise ValueError(f"{flag} {value} is not valid YAML: {getattr(err, 'problem', None) or err}{where}") from None
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `lit-activation` console script and of `python -m lit_activation`.
-
-    `argv` (default: the command line) lets tests call it. `report` reads finished runs only, so it
-    is dispatched before LightningCLI (lit_activation/report/), under the same one-line errors.
-    Logging and warnings are set here, for the command's life (`console`). Returns None: the
-    console-script wrapper calls sys.exit(main()), and any other value would be printed and turned
-    into exit status 1.
-    """
-    debug, verbose, args = split_flags(sys.argv[1:] if argv is None else argv)
-    if argv is None:
-        sys.argv[1:] = args  # LightningCLI reads sys.argv, and so do the processes Lightning starts for other ranks
-        for given, variable in ((debug, DEBUG_ENV), (verbose, VERBOSE_ENV)):
-            if given:
-                os.environ[variable] = "1"  # which those processes inherit
-    debug = debug or bool(os.environ.get(DEBUG_ENV))
-    verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
-    try:
-        with console(verbose):
-            _run(args, argv is None, debug)
-    except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`): nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
-
-
-def _run(args: list[str], from_command_line: bool, debug: bool) -> None:
-    """Dispatch a command: the tool's help or version, `report`, or a LightningCLI subcommand; a user's
-    mistake becomes one line and exit status 2, a rank lost in a collective one line and status 1."""
-    try:
-        if not args or args[0] in ("-h", "--help"):
-            print(tool_help())
-            return
-        if args[0] == "--version":
-            print(f"lit-activation {__version__}")
-            return
-        check_command_line(args)
-        if args[0] == "report":
-            report.main(args[1:])
-            return
-        build_cli(None if from_command_line else args)  # None: LightningCLI reads sys.argv, as before
-    except USER_ERRORS as err:
-        if debug:
-            raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
-    except (RuntimeError, OSError) as err:  # a collective that failed: was a rank lost?
-        lost = Heartbeat.active.explain() if Heartbeat.active is not None and lost_connection(err) else None
-        if lost is None or debug:
-            raise
-        print(f"error: {lost}", file=sys.stderr, flush=True)
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,6 @@
-"""The tool's own help: the subcommands in a few lines, and each subcommand's options laid out this project's first,
-the Trainer options that apply after; what only fitting uses is left out of the help, never out of the parser."""
+"""Each subcommand's help: its options laid out this project's first, the Trainer options that apply after; what
+only fitting uses is left out of the help, never out of the parser. The tool's own help, which needs no Lightning:
+command.py."""
 
 from __future__ import annotations
 
@@ -12,43 +13,10 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from lit_activation.cli.errors import class_names, known_classes
 
-SUBCOMMAND_HELP = {
-    "predict": "score parameters on inputs and run the analyses: counts, LLMDcos, STS, all pairs",
-    "validate": "prune the model, then measure perplexity (and zero-shot accuracy)",
-    "compare": "a resumable sweep: dense vs allocations × metrics × sparsities × seeds",
-    "plan": "the predicted peak memory of a config, per device; loads nothing",
-    "report": "the findings report of finished runs",
-}
-
-
-SUBCOMMANDS = tuple(SUBCOMMAND_HELP)
-
-
-FLAGS_HELP = (
-    "  --verbose     show all that PyTorch Lightning and the libraries print (or LIT_ACTIVATION_VERBOSE=1)\n"
-    "  --debug       show the traceback of an error (or LIT_ACTIVATION_DEBUG=1)"
-)
-
-
 EPILOG = (
     "--verbose (no value): show all that Lightning and the libraries print; --debug: the traceback of an error.\n"
     "A class option's own options: --OPTION.help CLASS, e.g. --data.help ActivationDataModule."
 )
-
-
-def tool_help() -> str:
-    """`lit-activation --help`: the subcommands, one line each, and how to get a subcommand's help."""
-    rows = "\n".join(f"  {name:<12}{text}" for name, text in SUBCOMMAND_HELP.items())
-    return (
-        "usage: lit-activation SUBCOMMAND [--config CONFIG] [--OPTION VALUE ...]\n\n"
-        "Taylor activation patterns of LLM parameters, LLMDcos and activation-guided pruning.\n\n"
-        f"subcommands:\n{rows}\n\n"
-        "options:\n  -h, --help    show this help and exit\n  --version     print the version and exit\n"
-        f"{FLAGS_HELP}\n\n"
-        "A subcommand's options: lit-activation SUBCOMMAND --help, e.g.\n"
-        "  lit-activation predict --help\n"
-        "  lit-activation predict --config configs/counts_embedded.yaml"
-    )
 
 
 # Lightning's Trainer options each subcommand lists: those that act on what it runs. Fitting's (epochs,

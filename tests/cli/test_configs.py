@@ -376,7 +376,7 @@ def test_an_option_of_a_nested_class_names_the_innermost_class(tmp_path, capsys)
 
 
 def test_a_config_whose_values_yaml_would_read_as_dates_passes_the_syntax_check(tmp_path):
-    from lit_activation.cli.app import check_command_line
+    from lit_activation.cli.command import check_command_line
 
     config = tmp_path / "c.yaml"
     config.write_text("trainer:\n  logger:\n    init_args:\n      version: 2024-02-30\n")  # no such date: text to jsonargparse
