@@ -56,6 +56,13 @@ def no_model_loading(monkeypatch) -> type[Exception]:
     return ModelLoaded
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The processes of the multi-process runs' pool end with the session (tests/helpers/pool.py)."""
+    from tests.helpers.pool import POOL
+
+    POOL.close()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `gpu` need CUDA: skipped, saying so, where there is none (CI, this project's machines)."""
     if torch.cuda.is_available():

@@ -196,7 +196,7 @@ def test_each_rank_loads_only_its_rows(tmp_path, bench_files, tied):
             "--data.max_length", "8", "--data.data_files", json.dumps({"boolq": bench_files["boolq"]}),
             "--trainer.callbacks+", "lit_activation.callbacks.counts.ActivationCounts", "--trainer.callbacks.gamma", "1e-9"]
     probe = ["--trainer.callbacks+", "tests.helpers.probe.LoadMemoryProbe", "--trainer.callbacks.out_dir", str(tmp_path / "two")]
-    two, stderr = cli(tmp_path, "two", [*args, *probe], 2, sharded(1, 2), model=str(big))
+    two, stderr = cli(tmp_path, "two", [*args, *probe], 2, sharded(1, 2), model=str(big), fresh=True)  # resident memory: new processes
     assert "through rank 0" not in stderr
     for rank in probe_records(tmp_path / "two", 2):
         grew = rank["peak"] - rank["baseline"]

@@ -1,4 +1,5 @@
-"""Runs of `python -m lit_activation` on one or several CPU processes (gloo), for the multi-process tests."""
+"""Runs of `lit-activation` on one or several CPU processes (gloo), for the multi-process tests: the session's pool of
+processes (pool.py), or new ones."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import child_env
+from tests.helpers.pool import POOL
 
 # ModelParallelStrategy as the README shows it; `sharded(dp, tp)` with an explicit layout
 SHARDED = json.dumps({"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"})
@@ -22,18 +24,24 @@ def sharded(data_parallel: int, tensor_parallel: int) -> str:
 
 def cli(
     tmp_path: Path, name: str, args: list[str], devices: int = 1, strategy: str | None = None, subcommand: str = "predict",
-    config: Path | None = None, model: str = "tiny-llama",
+    config: Path | None = None, model: str = "tiny-llama", fresh: bool = False,
 ) -> tuple[Path, str]:
-    """Run `python -m lit_activation <subcommand>` on `devices` CPU processes; (its run dir, its stderr)."""
-    cmd = [
-        sys.executable, "-m", "lit_activation", subcommand, *(["--config", str(config)] if config else []), "--model.model", model,
+    """Run `lit-activation <subcommand>` on `devices` CPU processes of the session's pool (tests/helpers/pool.py);
+    (its run dir, what its ranks wrote to stderr). fresh: `python -m lit_activation` in a new process, which
+    starts the others as Lightning does, for what a reused process would change (its resident memory)."""
+    command = [
+        subcommand, *(["--config", str(config)] if config else []), "--model.model", model,
         "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), *(["--trainer.strategy", strategy] if strategy else []),
         "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--trainer.logger.init_args.name", name, *args,
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=tmp_path)  # tests.helpers.probe importable
-    assert done.returncode == 0, done.stderr[-4000:]
-    return tmp_path / name / "version_0", done.stderr
+    if fresh:
+        done = subprocess.run([sys.executable, "-m", "lit_activation", *command], capture_output=True, text=True, env=child_env(), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return tmp_path / name / "version_0", done.stderr
+    ranks = POOL.run(command, devices, tmp_path)
+    assert all(rank.code == 0 for rank in ranks), "\n".join(f"rank {r} (exit {rank.code}): {rank.stderr[-3000:]}" for r, rank in enumerate(ranks))
+    return tmp_path / name / "version_0", "".join(rank.stderr for rank in ranks)
 
 
 def probe_records(directory: Path, ranks: int) -> list:
