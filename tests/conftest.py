@@ -15,10 +15,12 @@ logging.getLogger("gensim").setLevel(logging.WARNING)
 
 import torch  # noqa: E402 - after TRITON_INTERPRET
 
+from tests.helpers import tokens  # noqa: E402
 from tests.helpers.benchmark_files import write_benchmarks  # noqa: E402
 from tests.helpers.nudge import install_from_env  # noqa: E402
 
 install_from_env()  # LIT_ACTIVATION_TEST_NUDGE_ULPS=k: every batched score moved by up to k ulps (tests/helpers/nudge.py)
+tokens.install()  # a corpus is tokenized once per test process, not once per run (tests/helpers/tokens.py)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,9 @@ import torch.distributed as dist
 
 from lit_activation.cli import build_cli, main  # noqa: F401 - Lightning and every class the command offers, imported once
 from lit_activation.distributed.heartbeat import Heartbeat
+from tests.helpers import tokens
+
+tokens.install()  # as in the tests' own process (conftest.py)
 
 
 def run(job: dict) -> int:
