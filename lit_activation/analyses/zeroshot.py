@@ -13,6 +13,7 @@ protocols read the same records (the benchmarks' own field layouts), so one data
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -135,6 +136,15 @@ def longest_request(name: str, data_file: str | list[str], tokenizer: Any, num_f
     return max(tokens(context) + tokens(continuation) for context, continuation in (i.args[:2] for i in task.instances)) + 1
 
 
+@functools.cache
+def task_manager() -> Any:
+    """lm-eval's index of its tasks, built once per process: building it reads every task's YAML (seconds),
+    and simple_evaluate would build it again for each task of each run (a sweep evaluates many)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(metadata={})  # what simple_evaluate builds without model_args or metadata
+
+
 def zero_shot(
     model: nn.Module,
     tokenizer: Any,
@@ -156,7 +166,9 @@ def zero_shot(
     results: dict[str, dict[str, float]] = {}
     for name in tasks:  # one call per task: lm-eval takes one num_fewshot per call
         task: Any = local_task(name, data_files[name]) if data_files and name in data_files else LM_EVAL_NAMES[name]
-        out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=shots.get(name, 0), limit=limit, log_samples=False)
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=[task], num_fewshot=shots.get(name, 0), limit=limit, log_samples=False, task_manager=task_manager(),
+        )
         (metrics,) = [v for k, v in out["results"].items() if k.startswith(LM_EVAL_NAMES[name]) or k.startswith(name)][:1]
         results[name] = {k.split(",")[0] if k.endswith(",none") else k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     return results
