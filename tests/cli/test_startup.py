@@ -52,11 +52,16 @@ def test_the_check_itself_sees_a_heavy_import():
     assert {"torch", "lightning"} <= packages_after("from lit_activation.cli import build_cli")
 
 
+@pytest.fixture(scope="module")
+def lightning() -> set[str]:
+    """What `import lightning.pytorch` alone loads, here."""
+    return packages_after("import lightning.pytorch")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [("predict", "--help"), ("validate", "--config", "configs/prune_embedded.yaml", "--pruning.calibration.samples", "x")],
                          ids=["predict--help", "refused-value"])
-def test_a_subcommand_s_parser_adds_to_lightning_no_library_only_a_run_uses(args):
-    lightning = packages_after("import lightning.pytorch")
+def test_a_subcommand_s_parser_adds_to_lightning_no_library_only_a_run_uses(args, lightning):
     loaded = packages_after(command(*args))
     assert "lightning" in loaded  # the parser is Lightning's
     assert (loaded - lightning) & set(RUN_ONLY) == set(), loaded - lightning
