@@ -4,7 +4,9 @@
 - naive.py            independent computations: per-sample autograd loops, the paper's formulas written out
 - tolerant.py         comparisons that hold under fp32 rounding (gaps, thresholds, ties)
 - allocations.py      what a callback allocates, measured (the memory plan's tests)
-- processes.py        runs of the CLI on one or several CPU processes (gloo)
+- processes.py        runs of the CLI on one or several CPU processes (gloo): the session's pool, or new ones
+- pool.py             the pool: processes that import once and run each command as the ranks of a new process group
+- tokens.py           each corpus tokenized once per test process (a memo of samples.token_stream)
 - probe.py            test-only callbacks: what each rank holds
 - nudge.py            moves every batched score by a few ulps (LIT_ACTIVATION_TEST_NUDGE_ULPS)
 - interpreter.py      whether Triton's CPU interpreter can run the kernels here
@@ -12,7 +14,7 @@
 - trainers.py         a Lightning Trainer as the analyses' callbacks run under
 - engine.py           the engine's tests' shared batches, fp64 references and error measures
 - host.py             the host-exit spy (nothing parameter-sized leaves the device)
-- phase_peak.py, compare_child.py, halting_child.py  scripts the tests run in a child process
+- phase_peak.py, compare_child.py, halting_child.py, pool_worker.py  scripts the tests run in a child process
 - startup/            sitecustomize.py, which installs the nudge in those child processes
 """
 
