@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from lit_activation.callbacks import ActivationCounts
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 from lit_activation.models.layers import linear_modules
 from lit_activation.planning.memory import release_memory
@@ -59,6 +58,9 @@ def main(phase: str) -> dict:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().requires_grad_(False)
     modules = linear_modules(model)
     settings, rows, length = PHASES.get(phase, PHASES["counts"])
+    if phase == "state":
+        from lit_activation.callbacks import ActivationCounts  # Lightning: imported only by the phase that needs it
+
     job = Job(model="phase", engine=settings, datamodule=ScoringPass(rows, length), callbacks=[ActivationCounts()] if phase == "state" else [])
     items = plan_memory(job, config).phases["scoring"]
     if phase == "state":
