@@ -24,7 +24,8 @@ class EngineSettings:
         target: D(s), whose gradient defines the score: `max_logit` (the paper), `log_prob`, `loss`.
         compute_dtype: the forward and backward run in it whatever the weights' stored dtype.
             `float32` (default) gives exact fp32 scores, upcasting one weight tile at a time (no
-            fp32 copy of the model); the weights' own bf16/fp16 is the fast, approximate mode.
+            fp32 copy of the model); the weights' own bf16/fp16 is the fast, approximate mode;
+            `float64` a reference for accuracy checks (CPU speed, scores still handed over in fp32).
         matmul: how fp32 products are formed. `ieee`: plain fp32 (a GPU's CUDA cores). `split`:
             from bf16 parts on tensor cores, as accurate as fp32 (engine/split.py), several times
             faster on GPUs, slower on CPUs. `auto` (default): `split` on CUDA, `ieee` elsewhere.
@@ -46,7 +47,7 @@ class EngineSettings:
     """
 
     target: Literal["max_logit", "log_prob", "loss"] = "max_logit"
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    compute_dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
     matmul: Literal["auto", "ieee", "split"] = "auto"
     tile_mb: float | None = None
     checkpoint_blocks: bool = False
