@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 
 from lit_activation import outputs
+from lit_activation.engine.experts import RoutingRecord
 from lit_activation.engine.scores import ScoreTile
 from lit_activation.resume import PROGRESS
 
@@ -46,6 +47,9 @@ class ScoreCallback(Callback):
 
     def on_score_tile(self, tile: ScoreTile) -> None:
         """Rows of one module's per-sample scores (see ScoreTile); valid only during this call."""
+
+    def on_score_routing(self, record: RoutingRecord) -> None:
+        """A mixture of experts routed the batch's real tokens in one MoE block (see RoutingRecord)."""
 
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         """Every module of the batch has been scored; `values` holds D(s) per row."""

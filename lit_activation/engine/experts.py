@@ -23,6 +23,7 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 from lit_activation.engine.products import IEEEProducts
 from lit_activation.models.experts import ExpertsLayout, ExpertSlice
@@ -65,6 +66,7 @@ class RoutingRecord:
     """One MoE block's routing of a batch's real tokens: for `lit_activation.callbacks`' routing statistics."""
 
     experts: str  # the experts module's name
+    layer: int  # its decoder layer
     num_experts: int
     sample: Tensor  # (n,) the batch row of each real token
     expert_ids: Tensor  # (n, k) the experts it was routed to
@@ -92,10 +94,13 @@ def _expert_product(module: nn.Module, param: str, expert: int, layout: ExpertsL
 
 
 def routed_forward(
-    module: nn.Module, layout: ExpertsLayout, name: str, run: ExpertsPass, hidden_states: Tensor, top_k_index: Tensor, top_k_weights: Tensor,
+    module: nn.Module, layout: ExpertsLayout, name: str, layer: int, run: ExpertsPass, hidden_states: Tensor, top_k_index: Tensor,
+    top_k_weights: Tensor,
 ) -> Tensor:
     """The experts' output for routed tokens, each expert applied to its own tokens (the eager path's
     mathematics, the flags' layout), with every product's input and output captured for scoring."""
+    if isinstance(hidden_states, FakeTensor):
+        return planned_forward(module, layout, name, run, hidden_states, top_k_index, top_k_weights)
     tokens_total, k = top_k_index.shape
     positions = tokens_total // run.batch
     flat = top_k_index.reshape(-1)
@@ -103,7 +108,7 @@ def routed_forward(
     counts = torch.bincount(flat, minlength=module.num_experts).tolist()  # one host sync per block, as the eager path
     if run.routing is not None:
         real = run.real[:tokens_total]
-        run.routing(RoutingRecord(name, module.num_experts, real.nonzero().flatten() // positions, top_k_index[real], top_k_weights[real]))
+        run.routing(RoutingRecord(name, layer, module.num_experts, real.nonzero().flatten() // positions, top_k_index[real], top_k_weights[real]))
     out = torch.zeros_like(hidden_states)
     start = 0
     for expert, n in enumerate(counts[: module.num_experts]):  # ids past num_experts: an expert-parallel sentinel
@@ -128,13 +133,47 @@ def routed_forward(
     return out
 
 
+def balanced_share(tokens: int, batch: int, top_k: int, experts: int) -> int:
+    """Tokens per sample that each expert takes when a batch's routing is balanced: ⌈T·k/E⌉."""
+    positions = tokens // batch
+    return -(-positions * top_k // experts)
+
+
+def planned_forward(
+    module: nn.Module, layout: ExpertsLayout, name: str, run: ExpertsPass, hidden_states: Tensor, top_k_index: Tensor, top_k_weights: Tensor,
+) -> Tensor:
+    """The routed forward as the memory plan simulates it on fake tensors, where routing has no values:
+    every sample sends each expert its balanced share of tokens (`balanced_share`), so the experts
+    hold the batch's T·k token-expert pairs between them, as a real batch's do; an expert that takes
+    more than its share of a batch holds a larger transient tile (docs/moe.md, "The memory plan")."""
+    tokens_total, k = top_k_index.shape
+    share = balanced_share(tokens_total, run.batch, k, module.num_experts)
+    device = hidden_states.device
+    group = torch.arange(run.batch, device=device).repeat_interleave(share)
+    position = torch.arange(share, device=device).repeat(run.batch)
+    routed = Routed(torch.arange(run.batch, device=device), group, position, share)
+    tokens = (group * (tokens_total // run.batch) + position).clamp_max(tokens_total - 1)
+    out = torch.zeros_like(hidden_states)
+    for expert in range(module.num_experts):
+        x = hidden_states[tokens]
+        first = _expert_product(module, layout.first, expert, layout, x, run)
+        run.capture(f"{name}.{expert}.{layout.first}", ExpertSlice(module, layout.first, expert, layout.transposed), x, first, routed, None)
+        h = module._apply_gate(first) if layout.has_gate else module.act_fn(first)
+        y = _expert_product(module, "down_proj", expert, layout, h, run)
+        run.capture(f"{name}.{expert}.down_proj", ExpertSlice(module, "down_proj", expert, layout.transposed), h, y, routed, None)
+        if layout.post_norm:
+            y = module.post_expert_norm(y)
+        out.index_add_(0, tokens, (y * top_k_weights.reshape(-1)[: tokens.numel(), None]).to(out.dtype))
+    return out
+
+
 @contextmanager
-def routed_experts(experts: dict[str, tuple[nn.Module, ExpertsLayout]], run: ExpertsPass) -> Iterator[None]:
-    """Inside, every experts module of `experts` (name -> (module, layout)) computes with `routed_forward`."""
-    for name, (module, layout) in experts.items():
-        module.forward = partial(routed_forward, module, layout, name, run)
+def routed_experts(experts: dict[str, tuple[nn.Module, ExpertsLayout, int]], run: ExpertsPass) -> Iterator[None]:
+    """Inside, every experts module of `experts` (name -> (module, layout, layer)) computes with `routed_forward`."""
+    for name, (module, layout, layer) in experts.items():
+        module.forward = partial(routed_forward, module, layout, name, layer, run)
     try:
         yield
     finally:
-        for module, _ in experts.values():
+        for module, _, _ in experts.values():
             del module.forward  # the class's forward again

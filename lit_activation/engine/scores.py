@@ -345,7 +345,7 @@ def scoring_pass(
     blocks = recompute.around(layers) if recompute else nullcontext()
     target = settings.target
     hooks = ScoreHooks(attention_mask, consumer, budget, settings.rows or {}, padded, products, recompute, fused, set(modules))
-    experts = {f"{prefix}.{i}.{sub}": found for i, block in enumerate(layers) for sub, found in experts_modules(block).items()}
+    experts = {f"{prefix}.{i}.{sub}": (m, layout, i) for i, block in enumerate(layers) for sub, (m, layout) in experts_modules(block).items()}
     run = ExpertsPass(products, int(budget), hooks.capture, attention_mask.bool().reshape(-1), attention_mask.shape[0], routing)
     with torch.enable_grad(), pinned_matmul_precision(), compute_precision(model, settings.dtype, products, int(budget)), blocks:
         with _differentiable_embeddings(model, settings.dtype, embeds), head_input(model, attention_mask, target, hidden):

@@ -83,16 +83,17 @@ def _moe_configs(layers: int, hidden: int, experts: int = 4) -> dict[str, Pretra
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, num_experts_per_tok=2,
     )
     moe = dict(num_experts=experts, moe_intermediate_size=hidden + hidden // 2)
+    rope = {"rope_type": "default", "rope_theta": 10000.0}  # plain rotary: the published YaRN needs a longer context
     return {
         "mixtral": MixtralConfig(**common, num_local_experts=experts),
         "qwen2_moe": Qwen2MoeConfig(**common, **moe, shared_expert_intermediate_size=2 * hidden),
         "qwen3_moe": Qwen3MoeConfig(**common, **moe),
         "olmoe": OlmoeConfig(**common, num_experts=experts),
-        "gpt_oss": GptOssConfig(**common, num_local_experts=experts, head_dim=hidden // 4),
+        "gpt_oss": GptOssConfig(**common, num_local_experts=experts, head_dim=hidden // 4, rope_parameters=dict(rope)),
         "deepseek_v3": DeepseekV3Config(
             **{**common, "num_key_value_heads": 4}, n_routed_experts=experts, moe_intermediate_size=hidden + hidden // 2, n_shared_experts=1,
             kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=hidden // 4, n_group=2, topk_group=1,
-            first_k_dense_replace=1, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            first_k_dense_replace=1, rope_parameters=dict(rope),
         ),
     }
 

@@ -22,7 +22,7 @@ from lit_activation.distributed.sharding import replicated_layout_warning, shard
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.tiling import default_tile_mb
 from lit_activation.models.architectures import context_length, fake_model, model_config
-from lit_activation.models.layers import decoder_layers, linear_modules, num_layers_of, text_config
+from lit_activation.models.layers import decoder_layers, num_layers_of, scored_modules, text_config, weight_shape
 from lit_activation.models.loading import resolve_dtype
 from lit_activation.planning import simulate
 from lit_activation.planning.memory import GB, MEMORY_LIMIT_ENV, process_memory
@@ -96,11 +96,11 @@ class Parameters:
     """Parameter counts of an architecture, from a fake-tensor model."""
 
     total: int  # every parameter (tied ones once)
-    scored: int  # the linear weights inside the decoder blocks
+    scored: int  # the scored weights inside the decoder blocks (linears; routers and experts in a mixture of experts)
     block: int  # the largest decoder block's
     root: int  # the rest: embeddings, head, final norm
     largest: int  # the largest single tensor
-    largest_scored: int  # the largest scored weight
+    largest_scored: int  # the largest scored weight (one expert's slice of a fused tensor)
     conv1d: int  # scored parameters in Conv1D modules (GPT-2), whose rows a sharded rank keeps whole
 
 
@@ -114,12 +114,12 @@ def parameters(config: PretrainedConfig, dtype: torch.dtype) -> Parameters:
         model = fake_model(config, dtype, simulate.FakeTensorMode())
         params = list({id(p): p for p in model.parameters()}.values())
         total = sum(p.numel() for p in params)
-        modules = linear_modules(model).values()
+        sizes = [(weight_shape(m).numel(), m) for m in scored_modules(model).values()]
         blocks = [sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1]]
         _PARAMETERS[key] = Parameters(
-            total=total, scored=sum(m.weight.numel() for m in modules), block=max(blocks), root=total - sum(blocks),
-            largest=max(p.numel() for p in params), largest_scored=max(m.weight.numel() for m in modules),
-            conv1d=sum(m.weight.numel() for m in modules if isinstance(m, Conv1D)),
+            total=total, scored=sum(n for n, _ in sizes), block=max(blocks), root=total - sum(blocks),
+            largest=max(p.numel() for p in params), largest_scored=max(n for n, _ in sizes),
+            conv1d=sum(n for n, m in sizes if isinstance(m, Conv1D)),
         )
     return _PARAMETERS[key]
 

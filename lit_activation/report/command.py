@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lit_activation import outputs
 from lit_activation.report import findings
+from lit_activation.report.experts import experts_section
 from lit_activation.report.finding1 import finding1
 from lit_activation.report.llmdcos import finding2, finding3
 from lit_activation.report.markdown import Section, fmt, fmt_ci, table, tally
@@ -56,8 +57,9 @@ def render(sections: Sequence[Section], runs: Sequence[Run], out: Path, seed: in
 
 def build(runs: Sequence[Run], seed: int, resamples: int) -> list[Section]:
     """Every section, in the paper's order."""
+    experts = experts_section(runs, seed, resamples)  # only where a counts run is of a mixture of experts
     return [
-        finding1(runs, seed, resamples), finding2(runs, seed, resamples), finding3(runs, seed, resamples),
+        finding1(runs, seed, resamples), *([experts] if experts else []), finding2(runs, seed, resamples), finding3(runs, seed, resamples),
         validation1(runs), validation2(runs), validation3(runs, seed, resamples), allpairs(runs), zero_shot_runs(runs),
     ]
 

@@ -18,7 +18,7 @@ KINDS = {
     "results.csv": "compare", "zeroshot.json": "zeroshot", "pruning.json": "pruning",
 }
 FIGURES = {
-    "counts": ("counts.png",), "llmdcos": ("llmdcos_box.png", "similarity_matrix.png"), "sts": ("sts_layers.png",),
+    "counts": ("counts.png", "experts.png"), "llmdcos": ("llmdcos_box.png", "similarity_matrix.png"), "sts": ("sts_layers.png",),
     "compare": ("compare.png",), "pruning": ("sparsity.png",),
 }  # allpairs: every PNG of its directory (its writer is newer than this list)
 
