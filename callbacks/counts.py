@@ -12,8 +12,8 @@ from lit_activation.analyses.counts import check_quantiles, dataset_summary, fin
 from lit_activation.analyses.experts import RoutingCounts, expert_summary
 from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir, tensorboard
 from lit_activation.distributed.sharding import replica_sum, shards
-from lit_activation.engine.reduce import ScoreSum
 from lit_activation.engine.experts import RoutingRecord
+from lit_activation.engine.reduce import ScoreSum
 from lit_activation.engine.scores import ScoreTile
 from lit_activation.models.experts import ExpertSlice, expert_of
 from lit_activation.models.layers import layer_map, weight_shape
