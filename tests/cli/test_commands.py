@@ -163,6 +163,14 @@ def write_allpairs(run: Path) -> None:
     }))
 
 
+def write_sts(run: Path) -> None:
+    gold, sums = [0.5, 1.5, 2.0, 3.5, 4.0, 4.5], [1.0, 1.2, 2.1, 2.0, 3.3, 3.9]
+    (run / "sts.json").write_text(json.dumps({
+        "model": "smollm2-135m", "dataset": "stsb", "n_pairs": len(gold), "layers": [3, 5], "spearman": 0.94, "p_value": 0.005,
+        "gold": gold, "layer_sum": sums, "per_layer_spearman": [0.1 * i for i in range(LAYERS)],
+    }))
+
+
 def write_compare(out: Path) -> None:
     header = ["method", "pruning_metric", "sparsity", "seed", "perplexity", "metric", "achieved_sparsity", "zeroshot", "seconds"]
     rows = [["dense", "-", 0.0, 0, 20.0], ["uniform", "wanda", 0.5, 0, 31.0], ["activation", "wanda", 0.5, 0, 29.0], ["owl", "wanda", 0.5, 0, 30.0]]
@@ -172,7 +180,7 @@ def write_compare(out: Path) -> None:
 
 # What a run holds, by its logger's (or compare directory's) name, and how the report names it.
 KINDS = [("compare", write_compare, "compare"), ("allpairs", write_allpairs, "allpairs"), ("similarity", write_llmdcos, "llmdcos"),
-         ("llmdcos", write_llmdcos, "llmdcos"), ("counts", write_counts, "counts")]
+         ("llmdcos", write_llmdcos, "llmdcos"), ("counts", write_counts, "counts"), ("sts", write_sts, "sts")]
 
 
 def write_readme_report_inputs(root: Path, named: list[str]) -> dict[Path, str]:

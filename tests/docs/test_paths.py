@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lit_activation.data.registry import REGISTRY
 from tests.helpers import ROOT
 from tests.helpers.pages import CONFIGS, PAGES, blocks, code_spans, comments
 
@@ -175,3 +176,27 @@ def test_the_checks_catch_a_moved_file_and_a_renamed_class():
     assert missing_paths(real) == []
     assert unknown_classes(stale) == ["lit_activation.pruning.allocations.Uniformm", "CountFile", "analyses.counts.summary"]
     assert unknown_classes(real) == []
+
+
+EXAMPLE_FILE = re.compile(r"(?<![\w/.-])data/([\w.-]+)")
+
+
+def example_file_names(texts: list[str]) -> dict[str, set[str]]:
+    """The example files (`data/...`) the texts name, grouped by the dataset each is a file of (the
+    registered name it starts with; demonstrations, MMLU's auxiliary_train split, apart)."""
+    groups: dict[str, set[str]] = {}
+    for name in {n for text in texts for n in EXAMPLE_FILE.findall(text)}:
+        dataset = max((d for d in REGISTRY if name.lower().startswith(d)), key=len, default=name)
+        groups.setdefault(dataset + (" demonstrations" if "auxiliary_train" in name else ""), set()).add(name)
+    return groups
+
+
+def test_each_example_file_has_one_name_everywhere():
+    """The same file of a benchmark is called by one name on every page and in every config comment,
+    so that a user who made it once can use it in every command."""
+    groups = example_file_names([p.read_text() for p in PAGES] + [comments(c) for c in CONFIGS])
+    assert {"mmlu", "boolq", "c4", "wikitext2"} <= set(groups)
+    assert {d: sorted(n) for d, n in groups.items() if len(n) > 1} == {}
+    assert example_file_names(["data/mmlu.jsonl data/mmlu_test.parquet data/mmlu_auxiliary_train.jsonl"]) == {
+        "mmlu": {"mmlu.jsonl", "mmlu_test.parquet"}, "mmlu demonstrations": {"mmlu_auxiliary_train.jsonl"},
+    }
