@@ -9,6 +9,7 @@ spans (the end of a path). The parsers are built once per session (conftest.py);
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -94,14 +95,15 @@ def test_every_option_a_config_comment_shows_is_accepted(config, cli_options):
     assert bad == [], f"{config.name}'s comments show options the command line does not accept: {bad}"
 
 
-def code_words() -> set[str]:
+@functools.cache
+def code_words() -> frozenset[str]:
     """Every word of the code, the configs and the build files: the names a page may show."""
     sources = [*ROOT.glob("lit_activation/**/*.py"), *ROOT.glob("callbacks/*.py"), *ROOT.glob("benchmarks/*"), *CONFIGS]
     sources += [ROOT / "Makefile", ROOT / "pyproject.toml"]
-    return set(re.findall(r"\w+", " ".join(p.read_text() for p in sources if p.is_file())))
+    return frozenset(re.findall(r"\w+", " ".join(p.read_text() for p in sources if p.is_file())))
 
 
-def unknown_names(text: str, words: set[str]) -> list[str]:
+def unknown_names(text: str, words: frozenset[str]) -> list[str]:
     """snake_case names shown alone in inline code that no code, config or build file holds."""
     return sorted({s for s in code_spans(text) if SNAKE.fullmatch(s) and s not in words and s not in OTHERS_NAMES and not RUN_DIR.fullmatch(s)})
 
@@ -109,7 +111,10 @@ def unknown_names(text: str, words: set[str]) -> list[str]:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_name_a_page_shows_exists_in_the_code(page):
     bad = unknown_names(page.read_text(), code_words())
-    assert bad == [], f"{page.name} shows names that no code, config or build file holds: {bad}"
+    assert bad == [], (
+        f"{page.name} shows names that no code, config or build file holds: {bad} (renamed? If one is another project's name, "
+        "add it to OTHERS_NAMES with whose it is)"
+    )
 
 
 def test_the_pages_show_options_for_these_tests_to_check():

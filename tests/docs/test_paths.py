@@ -11,6 +11,7 @@ name in inline code must be a class or function of this project or of the librar
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import subprocess
@@ -37,13 +38,14 @@ LIBRARIES = (
 )
 
 
-def repository_files() -> set[str]:
+@functools.cache
+def repository_files() -> frozenset[str]:
     """The repository's files (tracked, or new and not ignored), and their directories (with and
     without a trailing /)."""
     listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]  # a file being written counts before its commit
     files = subprocess.run(listed, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     dirs = {str(Path(f).parent) for f in files} | {str(p) for f in files for p in Path(f).parents}
-    return set(files) | dirs | {d + "/" for d in dirs}
+    return frozenset(set(files) | dirs | {d + "/" for d in dirs})
 
 
 def repository_path(token: str) -> str | None:
@@ -124,11 +126,12 @@ def imports(dotted: str) -> bool:
     return False
 
 
-def project_names() -> set[str]:
+@functools.cache
+def project_names() -> frozenset[str]:
     """The classes, functions and constants this project defines."""
     sources = " ".join(p.read_text() for p in [*PACKAGE.glob("**/*.py"), *ROOT.glob("callbacks/*.py")])
     found = re.findall(r"^\s*(?:class|def) (\w+)|^(\w+)\s*[:=]", sources, flags=re.M)
-    return {name for pair in found for name in pair if name}
+    return frozenset(name for pair in found for name in pair if name)
 
 
 def unknown_classes(text: str, markdown: bool = True) -> list[str]:

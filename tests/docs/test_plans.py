@@ -77,6 +77,9 @@ def unlike_outputs(page: Path, parsers: dict) -> list[str]:
         where = f"{run['devices']} × {config.device_type or 'cpu'}" if run["num_nodes"] == 1 else f"{run['num_nodes']} nodes × {run['devices']} ×"
         heading = output.splitlines()[0]
         expected = [f"Memory plan: {run['model']['model']},", f"weights {run['model']['dtype']},", where]
+        if sharded:
+            group = run["strategy"].get("init_args", {}).get("tensor_parallel_size", "auto")
+            expected.append(f"(sharded over groups of {run['devices'] if group == 'auto' else group})")
         if sharded != ("(sharded over groups of" in heading) or not all(part in heading for part in expected):
             bad.append(f"{plan.line}\n  shows {heading}\n  expected {expected}, {'sharded' if sharded else 'not sharded'}")
     return bad
