@@ -26,7 +26,7 @@ OPTION_SPAN = re.compile(r"(?:model|data|trainer|pruning|zeroshot|engine)(?:\.(?
 FILE_NAME = re.compile(r"\.(?:json|csv|png|yaml|md|py|jsonl|parquet|gz|txt|sh)$")
 NAMED = re.compile(r"\boptions?\s+((?:`[^`\n]+`(?:,\s*|\s+(?:and|or)\s+)?)+)")
 YAML_SPAN = re.compile(r"^([\w.]+): ")
-SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # names, and environment variables
 RUN_DIR = re.compile(r"version_\d+")  # a run's directory, not a name of the code
 
 # `key: value` spans whose key is no option of this tool, and why.
@@ -97,14 +97,17 @@ def test_every_option_a_config_comment_shows_is_accepted(config, cli_options):
 
 @functools.cache
 def code_words() -> frozenset[str]:
-    """Every word of the code, the configs and the build files: the names a page may show."""
+    """Every word of the code, the tests' shared helpers, the configs and the build files: the names a
+    page may show."""
     sources = [*ROOT.glob("lit_activation/**/*.py"), *ROOT.glob("callbacks/*.py"), *ROOT.glob("benchmarks/*"), *CONFIGS]
+    sources += [*ROOT.glob("tests/helpers/*.py"), ROOT / "tests" / "conftest.py"]
     sources += [ROOT / "Makefile", ROOT / "pyproject.toml"]
     return frozenset(re.findall(r"\w+", " ".join(p.read_text() for p in sources if p.is_file())))
 
 
 def unknown_names(text: str, words: frozenset[str]) -> list[str]:
-    """snake_case names shown alone in inline code that no code, config or build file holds."""
+    """snake_case names (and environment variables) shown alone in inline code that no code, config or
+    build file holds."""
     return sorted({s for s in code_spans(text) if SNAKE.fullmatch(s) and s not in words and s not in OTHERS_NAMES and not RUN_DIR.fullmatch(s)})
 
 
@@ -125,12 +128,12 @@ def test_the_pages_show_options_for_these_tests_to_check():
 def test_the_checks_tell_a_renamed_option_from_the_real_one(cli_options):
     """Each form of a stale option is caught, and its real name passes (the rules are not vacuous)."""
     stale = (
-        "Calibration (options `calibration_samples`, `seqlen`). `counts_file` reads counts.\n"
+        "Calibration (options `calibration_samples`, `seqlen`). `counts_file` reads counts; `LIT_ACTIVATION_MEM_GB`.\n"
         "`--pruning.calibration_samples 64`, `engine.tilemb`, `trainer.callbacks.init_args.gama`, `compute_type: float32`\n"
         "```yaml\nmodel:\n  engine:\n    checkpoint: true\n```\n"
     )
     real = (
-        "Calibration (options `pruning.calibration.samples`, `seqlen`). `CountsFile` reads counts.\n"
+        "Calibration (options `pruning.calibration.samples`, `seqlen`). `CountsFile` reads counts; `LIT_ACTIVATION_MEMORY_GB`.\n"
         "`--pruning.calibration.samples 64`, `engine.tile_mb`, `trainer.callbacks.init_args.gamma`, `compute_dtype: float32`\n"
         "```yaml\nmodel:\n  engine:\n    checkpoint_blocks: true\n```\n"
     )
@@ -139,7 +142,7 @@ def test_the_checks_tell_a_renamed_option_from_the_real_one(cli_options):
         "yaml model.engine.checkpoint",
     ]
     assert unknown_options(real, cli_options) == []
-    assert unknown_names(stale, code_words()) == ["calibration_samples", "counts_file"]
+    assert unknown_names(stale, code_words()) == ["LIT_ACTIVATION_MEM_GB", "calibration_samples", "counts_file"]
     assert unknown_names(real, code_words()) == []
 
 
