@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT
-from tests.helpers.pages import PAGES
+from tests.helpers.pages import FENCE, PAGES, SPAN
 from tests.test_docs import anchors
 
 GLOSSARY = ROOT / "docs" / "glossary.md"
@@ -32,10 +32,8 @@ TERMS = {
 CODE_TERMS = {r"\bacc_norm\b", r"\bwgmma\b"}  # words a page may show as code
 # Entries the glossary must have besides those: the method's symbols and the pruning words.
 ENTRIES = {"ds", "γ", "h", "allocation", "metric", "calibration-set", "perplexity", "memory-plan", "split-products", "tensor-core"}
-_FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```[^\n]*$", flags=re.M | re.S)
 _HEADING = re.compile(r"^#{1,6} .*$", flags=re.M)
 _INDENTED = re.compile(r"(?<=\n\n)(?: {4}.*\n)+")  # an indented code block (a formula)
-_SPAN = re.compile(r"(`+)(.+?)\1", flags=re.S)
 _LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\]]*\])*)\]\(([^)\s]+)\)")
 
 
@@ -45,8 +43,8 @@ def blanked(text: str, term: str) -> str:
     def blank(match: re.Match) -> str:
         return re.sub(r"[^\n]", " ", match.group(0))
 
-    text = _INDENTED.sub(blank, _HEADING.sub(blank, _FENCE.sub(blank, text)))
-    return _SPAN.sub(lambda m: m.group(0) if term in CODE_TERMS and re.fullmatch(term, m.group(2)) else blank(m), text)
+    text = _INDENTED.sub(blank, _HEADING.sub(blank, FENCE.sub(blank, text)))
+    return SPAN.sub(lambda m: m.group(0) if term in CODE_TERMS and re.fullmatch(term, m.group(2)) else blank(m), text)
 
 
 def unlinked_first_uses(text: str) -> list[str]:

@@ -13,8 +13,9 @@ from tests.helpers import ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
-_FENCE = re.compile(r"^[ \t]*```([\w-]*)[^\n]*\n(.*?)^[ \t]*```", flags=re.M | re.S)
-_SPAN = re.compile(r"(`+)(.+?)\1", flags=re.S)
+# A fenced code block (its language tag, its text) and an inline code span (its text).
+FENCE = re.compile(r"^[ \t]*```([\w-]*)[^\n]*\n(.*?)^[ \t]*```", flags=re.M | re.S)
+SPAN = re.compile(r"(`+)(.+?)\1", flags=re.S)
 
 # A line that starts a lit-activation command, or a benchmark script.
 COMMAND = re.compile(r"^(?:\$ )?(lit-activation|python -m lit_activation|\.venv/bin/python benchmarks/\S+|python benchmarks/\S+)(.*)$")
@@ -54,17 +55,17 @@ class Command:
 
 
 def blocks(text: str) -> list[Block]:
-    return [Block(m.group(1), m.group(2), i) for i, m in enumerate(_FENCE.finditer(text))]
+    return [Block(m.group(1), m.group(2), i) for i, m in enumerate(FENCE.finditer(text))]
 
 
 def prose(text: str) -> str:
     """The text outside fenced code blocks."""
-    return _FENCE.sub("", text)
+    return FENCE.sub("", text)
 
 
 def code_spans(text: str) -> list[str]:
     """The inline code spans of the prose."""
-    return [m.group(2).strip() for m in _SPAN.finditer(prose(text))]
+    return [m.group(2).strip() for m in SPAN.finditer(prose(text))]
 
 
 def command_line(line: str) -> str:
@@ -80,7 +81,7 @@ def command_line(line: str) -> str:
 def commands(page: Path) -> list[Command]:
     """Every command line of the page's bash blocks, in page order."""
     text = page.read_text()
-    fences = list(_FENCE.finditer(text))
+    fences = list(FENCE.finditer(text))
     out = []
     for i, fence in enumerate(fences):
         if fence.group(1) != "bash":
