@@ -43,7 +43,11 @@ def repository_files() -> frozenset[str]:
     """The repository's files (tracked, or new and not ignored), and their directories (with and
     without a trailing /)."""
     listed = ["git", "ls-files", "--cached", "--others", "--exclude-standard"]  # a file being written counts before its commit
-    files = subprocess.run(listed, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    try:
+        files = subprocess.run(listed, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked archive): what is on disk
+        skipped = {".git", ".venv", "runs", "build", "__pycache__"}
+        files = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and not skipped & set(p.relative_to(ROOT).parts)]
     dirs = {str(Path(f).parent) for f in files} | {str(p) for f in files for p in Path(f).parents}
     return frozenset(set(files) | dirs | {d + "/" for d in dirs})
 
