@@ -14,7 +14,7 @@ from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.models.layers import num_layers_of
 from lit_activation.planning.memory import GB, available_memory
-from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory
+from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory, unread_inputs_note
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, Uniform
 from lit_activation.pruning.comparison import Comparison, Run, RunResult, dense_counts, sweep
 from lit_activation.pruning.metrics import PruningMetric
@@ -107,7 +107,7 @@ class ActivationTrainer(Trainer):
             for callback in self.callbacks:
                 callback.setup(self, model, stage)
         except (OSError, ValueError, RuntimeError) as err:
-            return f"  note: data not loaded ({str(err).splitlines()[0][:160]}); their memory is not counted"
+            return unread_inputs_note(err)
         return None
 
     def compare(

@@ -386,6 +386,16 @@ def checked_job(module, datamodule, callbacks: Iterable, trainer) -> tuple[Job, 
     return job, config
 
 
+def unread_inputs_note(reason: BaseException | str) -> str:
+    """The line a plan ends with when its data (or a callback's files) could not be read before it,
+    e.g. offline for a hub model: inputs are then planned as long as their options allow (an upper
+    bound), and what only the files can tell is listed as not counted. The reason is given whole, last,
+    so that a long one is never cut inside its own parentheses."""
+    lines = str(reason).strip().splitlines()
+    why = lines[0] if lines else type(reason).__name__
+    return f"  note: the inputs were not read, so they are planned as long as their options allow (an upper bound). Why: {why}"
+
+
 def sequence_lengths(job: Job, config: PretrainedConfig) -> dict[str, tuple[int, str]]:
     """The longest sequence each part of `job` feeds the model: {what: (tokens, the option that sets it)}."""
     return plan_memory(job, config, simulate=False).sequences

@@ -12,6 +12,8 @@
 - trainers.py         a Lightning Trainer as the analyses' callbacks run under
 - engine.py           the engine's tests' shared batches, fp64 references and error measures
 - host.py             the host-exit spy (nothing parameter-sized leaves the device)
+- cli.py              the CLI built with its subcommand recorded, not run; each subcommand's parser
+- pages.py, options.py the README's and the docs' pages as the doc tests read them; every option path the CLI accepts
 - phase_peak.py, compare_child.py, halting_child.py  scripts the tests run in a child process
 - startup/            sitecustomize.py, which installs the nudge in those child processes
 """

@@ -8,6 +8,7 @@ import pytest
 
 from lit_activation.cli import ActivationCLI, build_cli
 from lit_activation.trainer import ActivationTrainer
+from tests.helpers import ROOT
 
 
 def build_not_run(args: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[ActivationCLI, list[dict]]:
@@ -43,3 +44,10 @@ def subcommand_parsers() -> dict:
         with pytest.raises(Built):
             build_cli(["predict"])
     return captured
+
+
+def parse_command(parsers: dict, words: list[str]):  # noqa: ANN201 - jsonargparse's Namespace
+    """The options a `lit-activation <subcommand> ...` line sets, parsed (not instantiated) by its
+    subcommand's parser from `subcommand_parsers()`; `configs/` is the repository's."""
+    args = [w.replace("configs/", f"{ROOT / 'configs'}/") if w.startswith("configs/") else w for w in words[2:]]
+    return parsers[words[1]].parse_args(args)
