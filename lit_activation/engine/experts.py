@@ -142,19 +142,23 @@ def balanced_share(tokens: int, batch: int, top_k: int, experts: int) -> int:
 def planned_forward(
     module: nn.Module, layout: ExpertsLayout, name: str, run: ExpertsPass, hidden_states: Tensor, top_k_index: Tensor, top_k_weights: Tensor,
 ) -> Tensor:
-    """The routed forward as the memory plan simulates it on fake tensors, where routing has no values:
-    every sample sends each expert its balanced share of tokens (`balanced_share`), so the experts
-    hold the batch's T·k token-expert pairs between them, as a real batch's do; an expert that takes
-    more than its share of a batch holds a larger transient tile (docs/moe.md, "The memory plan")."""
+    """The routed forward as the memory plan simulates it on fake tensors, where routing has no values.
+
+    The experts hold the batch's T·k token-expert pairs between them, as a real batch's do, whatever
+    the routing: that is what the backward keeps. Simulated as the top-k experts taking every token
+    (k × T pairs per sample, `balanced_share` with E = k): the same activations as any routing, one
+    expert's transient inputs as large as a dense MLP's (an upper bound), and 1/E of the work for the
+    planner, which visits 8 experts of Qwen3-MoE's 128 (docs/moe.md, "The memory plan")."""
     tokens_total, k = top_k_index.shape
-    share = balanced_share(tokens_total, run.batch, k, module.num_experts)
+    simulated = min(module.num_experts, k)
+    share = balanced_share(tokens_total, run.batch, k, simulated)
     device = hidden_states.device
     group = torch.arange(run.batch, device=device).repeat_interleave(share)
     position = torch.arange(share, device=device).repeat(run.batch)
     routed = Routed(torch.arange(run.batch, device=device), group, position, share)
     tokens = (group * (tokens_total // run.batch) + position).clamp_max(tokens_total - 1)
     out = torch.zeros_like(hidden_states)
-    for expert in range(module.num_experts):
+    for expert in range(simulated):
         x = hidden_states[tokens]
         first = _expert_product(module, layout.first, expert, layout, x, run)
         run.capture(f"{name}.{expert}.{layout.first}", ExpertSlice(module, layout.first, expert, layout.transposed), x, first, routed, None)

@@ -13,7 +13,7 @@ import functools
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, MixtralConfig, OlmoeConfig, PretrainedConfig, PreTrainedModel, Qwen3MoeConfig
 
 from lit_activation.models import loading
 from lit_activation.models.layers import linear_modules, text_config
@@ -40,7 +40,26 @@ PUBLISHED: dict[str, dict] = {
         max_position_embeddings=2048, rms_norm_eps=1e-6, vocab_size=32000, tie_word_embeddings=False,
     ),
 }
+# Mixtures of experts (their config.json on the hub), planned by the same code: fused experts, routers.
+PUBLISHED_MOE: dict[str, tuple[type[PretrainedConfig], dict]] = {
+    "mistralai/Mixtral-8x7B-v0.1": (MixtralConfig, dict(
+        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+        num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=32768, rope_theta=1e6, vocab_size=32000, tie_word_embeddings=False,
+    )),
+    "Qwen/Qwen3-30B-A3B": (Qwen3MoeConfig, dict(
+        hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768, num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4,
+        head_dim=128, num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, max_position_embeddings=40960, rope_theta=1e6,
+        vocab_size=151936, tie_word_embeddings=False,
+    )),
+    "allenai/OLMoE-1B-7B-0924": (OlmoeConfig, dict(
+        hidden_size=2048, intermediate_size=1024, num_hidden_layers=16, num_attention_heads=16, num_key_value_heads=16,
+        num_experts=64, num_experts_per_tok=8, max_position_embeddings=4096, vocab_size=50304, tie_word_embeddings=False,
+    )),
+}
 ALIASES = {
+    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
+    "qwen3-30b-a3b": "Qwen/Qwen3-30B-A3B",
+    "olmoe-1b-7b": "allenai/OLMoE-1B-7B-0924",
     "llama-2-7b": "meta-llama/Llama-2-7b-hf",
     "llama-2-13b": "meta-llama/Llama-2-13b-hf",
     "llama-2-70b": "meta-llama/Llama-2-70b-hf",
@@ -50,8 +69,12 @@ ALIASES = {
 
 
 def published_config(name: str) -> PretrainedConfig | None:
-    """The published config of a known model id or alias (all Llama architecture), else None."""
-    values = PUBLISHED.get(ALIASES.get(name, name))
+    """The published config of a known model id or alias (Llama, or a mixture of experts), else None."""
+    name = ALIASES.get(name, name)
+    if name in PUBLISHED_MOE:
+        kind, values = PUBLISHED_MOE[name]
+        return kind(**values)
+    values = PUBLISHED.get(name)
     return None if values is None else LlamaConfig(**values)
 
 
