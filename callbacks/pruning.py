@@ -18,7 +18,7 @@ from lit_activation.data.samples import calibration_ids
 from lit_activation.deprecated import moved_attributes
 from lit_activation.distributed.sharding import local, shards
 from lit_activation.distributed.shards import LOCAL, Shards
-from lit_activation.models.architectures import input_widths, model_config
+from lit_activation.models.architectures import check_prunable, input_widths, model_config
 from lit_activation.models.layers import decoder_layers, layer_index, linear_modules, num_layers_of
 from lit_activation.models.loading import load_tokenizer
 from lit_activation.planning.memory import release_memory
@@ -114,6 +114,7 @@ class Pruning(Callback):
             outputs.check_can_create(self.save_dir, "save_dir")
         hp = pl_module.hparams
         config = model_config(hp.model, hp.trust_remote_code)
+        check_prunable(config, hp.model, hp.trust_remote_code)
         self.allocation.check(hp.model, num_layers_of(config))
         _, m = parse_nm(self.nm)
         if m:
