@@ -130,7 +130,10 @@ class ActivationCLI(LightningCLI):
         hp = self.model.hparams
         if not (self.subcommand == "plan" and published_config(hp.model) is not None):
             check_source(hp.model)
-        config = model_config(hp.model, hp.trust_remote_code)
+        try:
+            config = model_config(hp.model, hp.trust_remote_code)
+        except (ValueError, OSError):  # a config that cannot be read here (offline): the run's own checks say why, where it is read
+            return
         check_scorable(config, hp.model, hp.trust_remote_code)
         pruning = self.config[self.subcommand].get("pruning") if self.subcommand in ("validate", "compare") else None
         if pruning is not None and (self.subcommand == "compare" or pruning.get("sparsity", 0) > 0):

@@ -121,19 +121,31 @@ def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode, trust_remote_
     return model.eval().requires_grad_(False)
 
 
-def is_mixture_of_experts(config: PretrainedConfig, trust_remote_code: bool = False) -> bool:
-    """Whether the architecture has fused experts (from a fake-tensor model: no weights, no memory)."""
+_SCORABLE: dict[tuple[str, bool], bool] = {}  # (config, trust) -> is a mixture of experts; a process checks one model often
+
+
+def _scorable(config: PretrainedConfig, trust_remote_code: bool) -> bool:
+    """Whether the architecture is a mixture of experts, once its scored units are known (a fake-tensor
+    model: no weights, no memory); raises ValueError for weights the engine cannot score."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    return is_moe(fake_model(config, torch.float32, FakeTensorMode(), trust_remote_code))
+    key = (config.to_json_string(), trust_remote_code)
+    if key not in _SCORABLE:
+        model = fake_model(config, torch.float32, FakeTensorMode(), trust_remote_code)
+        scored_modules(model)
+        _SCORABLE[key] = is_moe(model)
+    return _SCORABLE[key]
+
+
+def is_mixture_of_experts(config: PretrainedConfig, trust_remote_code: bool = False) -> bool:
+    """Whether the architecture has fused experts."""
+    return _scorable(config, trust_remote_code)
 
 
 def check_scorable(config: PretrainedConfig, name: str, trust_remote_code: bool = False) -> None:
     """Refuse, before any weight loads, an architecture with weights the engine cannot score (an
     experts module of an unknown layout): one line naming it (models.layers.block_scored)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    scored_modules(fake_model(config, torch.float32, FakeTensorMode(), trust_remote_code))
+    _scorable(config, trust_remote_code)
 
 
 def check_prunable(config: PretrainedConfig, name: str, trust_remote_code: bool = False) -> None:

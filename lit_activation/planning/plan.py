@@ -21,7 +21,7 @@ from transformers.pytorch_utils import Conv1D
 from lit_activation.distributed.sharding import replicated_layout_warning, shard_group_size
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.tiling import default_tile_mb
-from lit_activation.models.architectures import context_length, fake_model, model_config
+from lit_activation.models.architectures import check_scorable, context_length, fake_model, model_config
 from lit_activation.models.layers import decoder_layers, num_layers_of, scored_modules, text_config, weight_shape
 from lit_activation.models.loading import resolve_dtype
 from lit_activation.planning import simulate
@@ -382,6 +382,7 @@ def checked_job(module, datamodule, callbacks: Iterable, trainer) -> tuple[Job, 
     """The Job of a configured run and its model's config, its sequences checked against the model's positions."""
     hp = module.hparams
     job, config = job_of(module, datamodule, callbacks, trainer), model_config(hp.model, hp.trust_remote_code)
+    check_scorable(config, hp.model, hp.trust_remote_code)
     check_context(job, config)
     return job, config
 

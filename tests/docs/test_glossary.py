@@ -28,6 +28,8 @@ TERMS = {
     r"\bacc_norm\b": "acc-and-acc_norm",
     r"\bTMA\b": "tma",
     r"\bwgmma\b": "wgmma",
+    r"\bmixtures? of experts\b": "mixture-of-experts",
+    r"\btotal-variation distance\b": "total-variation-distance",
 }
 CODE_TERMS = {r"\bacc_norm\b", r"\bwgmma\b"}  # words a page may show as code
 # Entries the glossary must have besides those: the method's symbols and the pruning words.

@@ -32,7 +32,10 @@ RUN_DIR = re.compile(r"version_\d+")  # a run's directory, not a name of the cod
 # `key: value` spans whose key is no option of this tool, and why.
 NOT_OPTIONS = {"error": "the form of an error line", "dataset_path": "a key of lm-eval's task YAML"}
 # snake_case names shown in inline code that are not this project's, and whose they are.
-OTHERS_NAMES = {"alpha_peak": "AlphaPruning's own code", "high_school_biology": "an MMLU subject"}
+OTHERS_NAMES = {
+    "alpha_peak": "AlphaPruning's own code", "high_school_biology": "an MMLU subject",
+    "gate_proj": "Qwen-MoE checkpoints' per-expert tensors (transformers' conversion mapping)",
+}
 
 
 def flags(text: str) -> set[str]:
