@@ -7,9 +7,9 @@ from typing import Literal
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-from lit_activation import outputs, plots
+from lit_activation import loggers, outputs, plots
 from lit_activation.analyses.counts import check_quantiles, dataset_summary, finish_bytes
-from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir, tensorboard
+from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir
 from lit_activation.distributed.sharding import replica_sum, shards
 from lit_activation.engine.reduce import ScoreSum
 from lit_activation.engine.scores import ScoreTile
@@ -85,6 +85,10 @@ class ActivationCounts(ScoreCallback):
     def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
         return int(batch["dataset_index"][0]) < len(self.finished)
 
+    def progress_summary(self) -> str:
+        done, left = list(self.finished), self.names[len(self.finished) :]
+        return f"{', '.join(done) or 'no dataset'} done; {', '.join(left) or 'no dataset'} left"
+
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         datasets = batch["dataset_index"].unique().tolist()
         if len(datasets) != 1:
@@ -157,30 +161,9 @@ class ActivationCounts(ScoreCallback):
         fig = plots.counts_figure({n: d["layer_counts"] for n, d in res["datasets"].items()}, self.gamma, res["model"])
         outputs.save_figure(out / "counts.png", fig)
         log_results(trainer, per_layer={f"counts/{name}": d["layer_counts"] for name, d in res["datasets"].items()}, figures={"counts": fig})
-        writer = tensorboard(trainer)
-        if writer is not None:
-            self._log_histograms(writer, res)
+        for name, d in res["datasets"].items():  # each dataset's log10(mean A) histogram per layer
+            hist = d["log10_histogram"]
+            loggers.log_histograms(trainer.loggers, f"log10_mean_A/{name}", hist["lo"], hist["hi"], hist["counts"])
         plots.close(fig)
         self.progress.clear()
         print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv; TensorBoard: tensorboard --logdir {out.parent}")
-
-    @staticmethod
-    def _log_histograms(writer, res: dict) -> None:  # noqa: ANN001 - TensorBoard's SummaryWriter
-        """Each dataset's log10(mean A) histogram per layer, as TensorBoard histograms (step = layer)."""
-        for name, d in res["datasets"].items():
-            hist = d["log10_histogram"]
-            bins = len(hist["counts"][0])
-            edges = [hist["lo"] + (b + 1) * (hist["hi"] - hist["lo"]) / bins for b in range(bins)]
-            for layer, counts in enumerate(hist["counts"]):
-                num = sum(counts)
-                if num == 0:
-                    continue
-                centres = [e - (hist["hi"] - hist["lo"]) / bins / 2 for e in edges]
-                total = sum(c * x for c, x in zip(counts, centres, strict=True))
-                squares = sum(c * x * x for c, x in zip(counts, centres, strict=True))
-                # step = layer: TensorBoard's histogram view then reads as a stack over depth.
-                writer.add_histogram_raw(
-                    f"log10_mean_A/{name}", min=hist["lo"], max=hist["hi"], num=num, sum=total,
-                    sum_squares=squares, bucket_limits=edges, bucket_counts=counts, global_step=layer,
-                )
-        writer.flush()
