@@ -50,7 +50,7 @@ class ActivationCounts(ScoreCallback):
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         self.gamma, self.quantiles, self.bins, self.state_device = gamma, check_quantiles(quantiles), bins, state_device
-        self.sums: ScoreSum | None = None
+        self.sums: ScoreSum  # the accumulator, made when predict starts
         self.results: dict | None = None
 
     def memory_needs(self, plan: PlanContext) -> Footprint:
@@ -150,6 +150,7 @@ class ActivationCounts(ScoreCallback):
 
     def write(self, trainer: Trainer, pl_module: LightningModule) -> None:
         out, res = self.out, self.results
+        assert res is not None  # on_predict_epoch_end has set it
         outputs.write_json(out / "counts.json", res)
         rows = [
             (name, layer, kind, d["module_counts"][kind][layer], d["layer_counts"][layer])

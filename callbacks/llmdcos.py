@@ -45,7 +45,7 @@ class LLMDcos(GroupGramCallback):
             for pair in self.box_pairs:
                 if len(pair) != 2 or not set(pair) <= set(names):
                     raise ValueError(f"box_pairs entry {pair} must be two of the run's datasets {names}")
-            return [tuple(p) for p in self.box_pairs]
+            return [(p[0], p[1]) for p in self.box_pairs]
         every = list(itertools.combinations_with_replacement(names, 2))
         return every if len(every) <= 6 else [(n, n) for n in names]
 

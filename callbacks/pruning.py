@@ -10,6 +10,7 @@ from typing import Any
 
 from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
 
 from lit_activation import outputs, plots
 from lit_activation.callbacks.base import log_results, model_name, run_dir
@@ -66,7 +67,7 @@ class Pruning(Callback):
         self.sparsity, self.allocation, self.nm, self.metric = sparsity, allocation, nm, metric
         self.calibration, self.save_dir = calibration, save_dir
         self.n, self.m = n, m
-        self.calibration_ids = None
+        self.calibration_ids: Tensor | None = None
         self.record: dict | None = None
 
     def replaced(self, **changes: Any) -> Pruning:
@@ -125,6 +126,7 @@ class Pruning(Callback):
         }
         if self.sparsity > 0:
             self.setup(trainer, pl_module, "validate")  # a no-op when Lightning already called it
+            assert self.calibration_ids is not None  # setup built it
             calib = self.calibration_ids.to(next(model.parameters()).device)
             c = self.calibration
             context = PruningContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer))

@@ -100,6 +100,6 @@ def log_histograms(loggers: Sequence[Logger], tag: str, lo: float, hi: float, la
             elif isinstance(logger, WandbLogger):
                 import wandb  # installed with WandbLogger in use
 
-                logger.log_metrics({tag: wandb.Histogram(np_histogram=(list(counts), edges))}, step=layer)  # type: ignore[dict-item]
+                logger.log_metrics({tag: wandb.Histogram(np_histogram=(list(counts), edges))}, step=layer)
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.flush()

@@ -27,6 +27,7 @@ class ActivationTrainer(Trainer):
     `plan` (memory, before any run) and `compare` (a resumable pruning sweep); `predict` resumes."""
 
     resume_dir: Path | None = None  # the interrupted run this one finishes (predict --resume)
+    loggers: list[Logger]  # Lightning's property (its own types are not analysed by this project's type check)
 
     def predict(
         self,

@@ -229,8 +229,8 @@ class ActivationDataModule(LightningDataModule):
         hp = self.hparams
         tokenizer = self.tokenizer
         n = hp.num_samples
+        groups: list[Group] = []
         if hp.mode == "single":
-            groups = []
             for d, name in enumerate(self.dataset_names):
                 for row in self._inputs(name, n, tokenizer):
                     groups.append(Group(len(groups), [row], [d]))
@@ -238,13 +238,12 @@ class ActivationDataModule(LightningDataModule):
         if hp.mode == "sts":
             name = self.dataset_names[0]
             first, second, gold = sample_sts_texts(name, n, hp.seed, (hp.data_files or {}).get(name))
-            rows = zip(tokenize(first, tokenizer, hp.max_length, name), tokenize(second, tokenizer, hp.max_length, name), strict=True)
-            return [Group(i, [a, b], [0, 0], g, [s, t]) for i, ((a, b), g, s, t) in enumerate(zip(rows, gold, first, second, strict=True))]
+            both = zip(tokenize(first, tokenizer, hp.max_length, name), tokenize(second, tokenizer, hp.max_length, name), strict=True)
+            return [Group(i, [a, b], [0, 0], g, [s, t]) for i, ((a, b), g, s, t) in enumerate(zip(both, gold, first, second, strict=True))]
         if hp.mode == "set":
             return [self._set_group()]
         # pairs: 2n distinct samples per dataset; first half "a", second half "b"
         drawn = [self._inputs(name, 2 * n, tokenizer) for name in self.dataset_names]
-        groups = []
         for i in range(n):
             rows, datasets = [], []
             for d, samples in enumerate(drawn):

@@ -53,7 +53,7 @@ class PerplexityDataModule(LightningDataModule):
         spec = get_spec(self.hparams.dataset)
         if self.hparams.data_files:
             return "files"
-        return "embedded-standin" if spec.embedded is not None else spec.hub[2]
+        return "embedded-standin" if spec.embedded is not None or spec.hub is None else spec.hub[2]
 
     @property
     def metric_name(self) -> str:
