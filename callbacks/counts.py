@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_activation import loggers, outputs, plots
 from lit_activation.analyses.counts import check_quantiles, dataset_summary, finish_bytes
@@ -167,4 +169,6 @@ class ActivationCounts(ScoreCallback):
             loggers.log_histograms(trainer.loggers, f"log10_mean_A/{name}", hist["lo"], hist["hi"], hist["counts"])
         plots.close(fig)
         self.progress.clear()
-        print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv; TensorBoard: tensorboard --logdir {out.parent}")
+        boards = [Path(lg.log_dir).parent for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        board = f"; TensorBoard: tensorboard --logdir {boards[0]}" if boards else ""
+        print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv{board}")

@@ -3,6 +3,7 @@ progress bar, and where the results are as its last line; nothing of it under --
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import pytest
 import torch
 
 from lit_activation.callbacks.base import Progress
-from lit_activation.callbacks.status import resume_line, unit_of_work
+from lit_activation.callbacks.status import RunStatus, resume_line, show_beside_bar, unit_of_work
 from lit_activation.cli import main
 from lit_activation.cli.console import console
+from lit_activation.cli.run_dirs import IdNamedRuns
 from tests.cli.test_resume import predict_args
+from tests.helpers import ROOT
+from tests.helpers.cli import build_not_run
 
 
 class Interrupted(Exception):
@@ -81,3 +85,37 @@ def test_the_unit_of_work_is_the_dataset_of_a_counts_batch_and_the_groups_of_a_p
     assert unit_of_work(pairs, {"dataset_index": torch.tensor([0, 0, 1, 1]), "group_index": torch.tensor([8, 9, 10, 11])}) == "groups 9-12 of 64"
     assert unit_of_work(pairs, {"group_index": torch.tensor([63])}) == "group 64 of 64"
     assert unit_of_work(pairs, {"input_ids": torch.zeros(1, 1)}) is None
+
+
+def test_the_unit_of_work_goes_beside_lightnings_bar():
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from tqdm import tqdm
+
+    bar = TQDMProgressBar()
+    show_beside_bar(bar, "wiki, dataset 3 of 4")  # before the bar exists: nothing to do
+    bar.predict_progress_bar = tqdm(total=4, file=io.StringIO())
+    show_beside_bar(bar, "wiki, dataset 3 of 4")
+    assert bar.predict_progress_bar.desc == "Predicting wiki, dataset 3 of 4: "  # tqdm puts its bar after the colon
+    show_beside_bar(None, "wiki, dataset 3 of 4")  # no bar (--quiet, a log file): nothing
+
+
+@pytest.mark.parametrize(("terminal", "quiet", "bar"), [(True, False, True), (True, True, False), (False, False, False)])
+def test_the_bar_shows_on_a_terminal_unless_quiet(monkeypatch, terminal, quiet, bar):
+    monkeypatch.setattr("lit_activation.cli.app.interactive", lambda: terminal)
+    if quiet:
+        monkeypatch.setenv("LIT_ACTIVATION_QUIET", "1")
+    cli, _ = build_not_run(["predict", "--config", str(ROOT / "configs" / "counts_embedded.yaml")], monkeypatch)
+    assert (cli.trainer.progress_bar_callback is not None) == bar
+    assert any(isinstance(cb, RunStatus) for cb in cli.trainer.callbacks)
+
+
+def test_a_failed_wandb_runs_new_dir_is_found_for_removal(tmp_path):
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    (tmp_path / "counts" / "older").mkdir(parents=True)
+    watch = IdNamedRuns.of([WandbLogger(save_dir=str(tmp_path), project="counts", offline=True)], tmp_path)
+    assert watch is not None and watch.parent == tmp_path / "counts"
+    (tmp_path / "counts" / "ab12cd").mkdir()
+    assert watch.new() == [tmp_path / "counts" / "ab12cd"]
+    assert IdNamedRuns.of([], tmp_path) is None
