@@ -99,6 +99,17 @@ def test_the_unit_of_work_goes_beside_lightnings_bar():
     show_beside_bar(None, "wiki, dataset 3 of 4")  # no bar (--quiet, a log file): nothing
 
 
+def test_the_unit_of_work_goes_beside_lightnings_rich_bar_too():
+    from lightning.pytorch.callbacks import RichProgressBar
+    from rich.progress import Progress
+
+    bar = RichProgressBar()
+    bar.progress = Progress()
+    bar.predict_progress_bar_id = bar.progress.add_task("Predicting", total=4)
+    show_beside_bar(bar, "groups 9-12 of 64")
+    assert bar.progress.tasks[0].description == "Predicting groups 9-12 of 64"
+
+
 @pytest.mark.parametrize(("terminal", "quiet", "bar"), [(True, False, True), (True, True, False), (False, False, False)])
 def test_the_bar_shows_on_a_terminal_unless_quiet(monkeypatch, terminal, quiet, bar):
     monkeypatch.setattr("lit_activation.cli.app.interactive", lambda: terminal)
