@@ -14,7 +14,6 @@ Each states what it allocates (`memory_needs`), which the memory plan adds up.
 """
 
 from lit_activation.callbacks.allpairs import AllPairsSimilarity
-from lit_activation.callbacks.base import ScoreCallback
 from lit_activation.callbacks.counts import ActivationCounts
 from lit_activation.callbacks.llmdcos import LLMDcos
 from lit_activation.callbacks.pruning import Pruning
@@ -23,6 +22,7 @@ from lit_activation.callbacks.sts import STSCorrelation
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.deprecated import moved_attributes
 
-__all__ = ["ActivationCounts", "AllPairsSimilarity", "LLMDcos", "Pruning", "RunStatus", "STSCorrelation", "ScoreCallback", "ZeroShotEval"]
+# a new analysis subclasses lit_activation.callbacks.base.ScoreCallback
+__all__ = ["ActivationCounts", "AllPairsSimilarity", "LLMDcos", "Pruning", "RunStatus", "STSCorrelation", "ZeroShotEval"]
 
 __getattr__ = moved_attributes(__name__, {"WandaPruning": "lit_activation.callbacks.pruning.Pruning"})  # the name of 0.1
