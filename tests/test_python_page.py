@@ -39,7 +39,7 @@ def test_the_python_page_runs_as_written(tmp_path, monkeypatch, capsys):
     # LLMDcos of the texts in memory: every pair of sets, each text sampled from its own set
     results = page["similarity"].results
     assert results["datasets"] == ["questions", "code"] and set(results["llmdcos"]) == {"questions-questions", "questions-code", "code-code"}
-    assert len(results["llmdcos"]["questions-code"]) == 2  # num_samples pairs
+    assert len(results["llmdcos"]["questions-code"]) == 3  # num_samples pairs
     # pruning: the allocation from those counts, and the model held by the script is the one pruned
     zeros = sum(int((p == 0).sum()) for n, p in page["model"].named_parameters() if n.endswith("proj.weight"))
     total = sum(p.numel() for n, p in page["model"].named_parameters() if n.endswith("proj.weight"))
