@@ -34,10 +34,12 @@ demo: $(STAMP)
 
 test-quick: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q -m "not slow and not ddp and not embedded"
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy  # the public modules' types ([tool.mypy] in pyproject.toml)
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP)

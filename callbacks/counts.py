@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation import outputs, plots
+from lit_activation import loggers, outputs, plots
 from lit_activation.analyses.counts import check_quantiles, dataset_summary, finish_bytes
 from lit_activation.analyses.experts import RoutingCounts, expert_summary
-from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir, tensorboard
+from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir
 from lit_activation.distributed.sharding import replica_sum, shards
 from lit_activation.engine.experts import RoutingRecord
 from lit_activation.engine.reduce import ScoreSum
@@ -58,7 +60,7 @@ class ActivationCounts(ScoreCallback):
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         self.gamma, self.quantiles, self.bins, self.state_device = gamma, check_quantiles(quantiles), bins, state_device
-        self.sums: ScoreSum | None = None
+        self.sums: ScoreSum  # the accumulator, made when predict starts
         self.results: dict | None = None
 
     def memory_needs(self, plan: PlanContext) -> Footprint:
@@ -103,6 +105,10 @@ class ActivationCounts(ScoreCallback):
 
     def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
         return int(batch["dataset_index"][0]) < len(self.finished)
+
+    def progress_summary(self) -> str:
+        done, left = list(self.finished), self.names[len(self.finished) :]
+        return f"{', '.join(done) or 'no dataset'} done; {', '.join(left) or 'no dataset'} left"
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         datasets = batch["dataset_index"].unique().tolist()
@@ -173,6 +179,7 @@ class ActivationCounts(ScoreCallback):
 
     def write(self, trainer: Trainer, pl_module: LightningModule) -> None:
         out, res = self.out, self.results
+        assert res is not None  # on_predict_epoch_end has set it
         outputs.write_json(out / "counts.json", res)
         rows = [
             (name, layer, kind, d["module_counts"][kind][layer], d["layer_counts"][layer])
@@ -187,14 +194,16 @@ class ActivationCounts(ScoreCallback):
         if self.routing is not None:
             figures["experts"] = self._write_experts(out, res)
         log_results(trainer, per_layer={f"counts/{name}": d["layer_counts"] for name, d in res["datasets"].items()}, figures=figures)
-        writer = tensorboard(trainer)
-        if writer is not None:
-            self._log_histograms(writer, res)
+        for name, d in res["datasets"].items():  # each dataset's log10(mean A) histogram per layer
+            hist = d["log10_histogram"]
+            loggers.log_histograms(trainer.loggers, f"log10_mean_A/{name}", hist["lo"], hist["hi"], hist["counts"])
         for figure in figures.values():
             plots.close(figure)
         self.progress.clear()
+        boards = [Path(lg.log_dir).parent for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        board = f"; TensorBoard: tensorboard --logdir {boards[0]}" if boards else ""
         also = ", experts.csv, experts.png" if self.routing is not None else ""
-        print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv{also}; TensorBoard: tensorboard --logdir {out.parent}")
+        print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv{also}{board}")
 
     @staticmethod
     def _write_experts(out, res: dict):  # noqa: ANN001, ANN205 - a Path; a Figure
@@ -216,24 +225,3 @@ class ActivationCounts(ScoreCallback):
         fig = plots.experts_figure(token_share, activated_share, names, res["model"])
         outputs.save_figure(out / "experts.png", fig)
         return fig
-
-    @staticmethod
-    def _log_histograms(writer, res: dict) -> None:  # noqa: ANN001 - TensorBoard's SummaryWriter
-        """Each dataset's log10(mean A) histogram per layer, as TensorBoard histograms (step = layer)."""
-        for name, d in res["datasets"].items():
-            hist = d["log10_histogram"]
-            bins = len(hist["counts"][0])
-            edges = [hist["lo"] + (b + 1) * (hist["hi"] - hist["lo"]) / bins for b in range(bins)]
-            for layer, counts in enumerate(hist["counts"]):
-                num = sum(counts)
-                if num == 0:
-                    continue
-                centres = [e - (hist["hi"] - hist["lo"]) / bins / 2 for e in edges]
-                total = sum(c * x for c, x in zip(counts, centres, strict=True))
-                squares = sum(c * x * x for c, x in zip(counts, centres, strict=True))
-                # step = layer: TensorBoard's histogram view then reads as a stack over depth.
-                writer.add_histogram_raw(
-                    f"log10_mean_A/{name}", min=hist["lo"], max=hist["hi"], num=num, sum=total,
-                    sum_squares=squares, bucket_limits=edges, bucket_counts=counts, global_step=layer,
-                )
-        writer.flush()

@@ -89,6 +89,10 @@ class GroupGramCallback(ScoreCallback):
     def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
         return set(batch["group_index"].tolist()) <= self.done
 
+    def progress_summary(self) -> str:
+        total = len(self.grams)
+        return f"{len(self.done)} of {total} groups done; {total - len(self.done)} left"
+
     def record(self, index: torch.Tensor, grams: torch.Tensor, gold: torch.Tensor, hidden: torch.Tensor | None) -> None:
         """Keep finished groups' Gram tables (complete over every weight row), gold scores and hidden-state Grams."""
         self.grams[index] = grams

@@ -8,18 +8,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
 
 from lit_activation import outputs, plots
 from lit_activation.callbacks.base import log_results, model_name, run_dir
 from lit_activation.data.samples import calibration_ids
 from lit_activation.deprecated import moved_attributes
-from lit_activation.distributed.sharding import local, shards
-from lit_activation.distributed.shards import LOCAL, Shards
+from lit_activation.distributed.sharding import shards
 from lit_activation.models.architectures import check_prunable, input_widths, model_config
-from lit_activation.models.layers import decoder_layers, layer_index, linear_modules, num_layers_of
+from lit_activation.models.layers import num_layers_of
 from lit_activation.models.loading import load_tokenizer
 from lit_activation.planning.memory import release_memory
 from lit_activation.planning.plan import Footprint, PlanContext
@@ -27,24 +26,13 @@ from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.export import full_state_dict, save_pruned
 from lit_activation.pruning.metrics import PruningMetric, Wanda
-from lit_activation.pruning.prune import prune_sequential
+from lit_activation.pruning.prune import achieved_sparsity, allocate_and_prune, check_pruning
 from lit_activation.pruning.sequential import calibration_peak
-from lit_activation.pruning.sparsity import check_nm, check_nm_widths, weighted_mean
+from lit_activation.pruning.sparsity import check_nm_widths, parse_nm
 
 OUTPUTS = ("pruning.json", "sparsity.png")
 
 log = logging.getLogger(__name__)
-
-
-def parse_nm(nm: str | None) -> tuple[int, int]:
-    """'2:4' -> (2, 4); None -> (0, 0), unstructured."""
-    if not nm:
-        return 0, 0
-    try:
-        n, m = (int(v) for v in nm.split(":"))
-    except ValueError:
-        raise ValueError(f"nm {nm!r} is not N:M; accepted: e.g. '2:4' or '4:8'") from None
-    return n, m
 
 
 class Pruning(Callback):
@@ -73,20 +61,13 @@ class Pruning(Callback):
         calibration: Calibration = Calibration(),  # noqa: B008 - a frozen dataclass: jsonargparse's nested group
         save_dir: str | None = None,
     ) -> None:
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"Sparsity {sparsity} is outside [0, 1): 0 keeps every weight, 0.5 prunes half")
-        n, m = parse_nm(nm)
-        check_nm(sparsity, n, m)
-        if not isinstance(metric, PruningMetric):
-            raise ValueError(f"metric {metric!r} is not a pruning metric; accepted: Wanda, Magnitude, Taylor, GBLM, SparseGPT (lit_activation.pruning.metrics)")
-        if m and not isinstance(allocation, Uniform):
-            raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be Uniform, got {type(allocation).__name__}")
+        n, m = check_pruning(sparsity, allocation, metric, nm)
         if save_dir and Path(save_dir).exists():
             raise FileExistsError(f"save_dir {save_dir} already exists; a saved model is never overwritten")
         self.sparsity, self.allocation, self.nm, self.metric = sparsity, allocation, nm, metric
         self.calibration, self.save_dir = calibration, save_dir
         self.n, self.m = n, m
-        self.calibration_ids = None
+        self.calibration_ids: Tensor | None = None
         self.record: dict | None = None
 
     def replaced(self, **changes: Any) -> Pruning:
@@ -139,7 +120,6 @@ class Pruning(Callback):
         if trainer.is_global_zero:
             outputs.check_new(out / f for f in OUTPUTS)
         model = pl_module.model
-        prefix, layers = decoder_layers(model)
         record = {
             "model": model_name(pl_module), "method": "dense" if self.sparsity == 0 else self.allocation.label,
             "allocation": self.allocation.describe(), "metric": self.metric.label, "metric_options": self.metric.describe(),
@@ -147,18 +127,17 @@ class Pruning(Callback):
         }
         if self.sparsity > 0:
             self.setup(trainer, pl_module, "validate")  # a no-op when Lightning already called it
+            assert self.calibration_ids is not None  # setup built it
             calib = self.calibration_ids.to(next(model.parameters()).device)
             c = self.calibration
             context = PruningContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer))
-            sparsities = self.allocation.layer_sparsity(self.sparsity, context)
-            release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
-            pruned = prune_sequential(model, calib, sparsities, self.n, self.m, self.metric, c.batch_size, context)
+            sparsities, pruned = allocate_and_prune(context, self.sparsity, self.allocation, self.metric, self.n, self.m)
             del calib, context
             release_memory()  # before evaluation
             record.update(layer_sparsity=sparsities, allocation=self.allocation.describe())
         else:
             pruned = {}
-        record.update(self._achieved(model, prefix, len(layers), pruned, shards(trainer)))
+        record.update(achieved_sparsity(model, pruned, shards(trainer)))
         self.record = record
         state = full_state_dict(model) if self.save_dir else None  # a collective when sharded: every rank
         if trainer.is_global_zero:
@@ -166,28 +145,6 @@ class Pruning(Callback):
             if self.save_dir:
                 save_pruned(model, pl_module.tokenizer, self.save_dir, record, state)
                 print(f"Pruned model saved to {self.save_dir} (Hugging Face format)")
-
-    @staticmethod
-    def _achieved(model, prefix: str, n_layers: int, pruned: dict[str, float], shards: Shards = LOCAL) -> dict:
-        """Pruned fraction (by mask) and zero fraction (incl. zeros already there) per layer and module."""
-        zeros, sizes, masked = [0] * n_layers, [0] * n_layers, [0.0] * n_layers
-        modules = {}
-        for name, module in linear_modules(model).items():
-            layer = layer_index(name, prefix)
-            numel = module.weight.numel()
-            zero = int(shards.sum(torch.tensor([int((local(module.weight) == 0).sum())]))[0])
-            zeros[layer] += zero
-            sizes[layer] += numel
-            masked[layer] += pruned.get(name, 0.0) * numel
-            modules[name] = {"pruned": pruned.get(name, 0.0), "zeros": zero / numel}
-        layer_pruned = [p / s for p, s in zip(masked, sizes, strict=True)]
-        return {
-            "achieved_sparsity": weighted_mean(layer_pruned, sizes),
-            "achieved_zero_fraction": sum(zeros) / sum(sizes),
-            "layer_pruned": layer_pruned,
-            "layer_zero_fraction": [z / s for z, s in zip(zeros, sizes, strict=True)],
-            "modules": modules,
-        }
 
     @staticmethod
     def _write(trainer: Trainer, out: Path, record: dict) -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from lit_activation.callbacks.base import run_dir
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.models.layers import num_layers_of
@@ -26,6 +27,7 @@ class ActivationTrainer(Trainer):
     `plan` (memory, before any run) and `compare` (a resumable pruning sweep); `predict` resumes."""
 
     resume_dir: Path | None = None  # the interrupted run this one finishes (predict --resume)
+    loggers: list[Logger]  # Lightning's property (its own types are not analysed by this project's type check)
 
     def predict(
         self,
@@ -50,6 +52,12 @@ class ActivationTrainer(Trainer):
         if resume is not None:
             self.resume_in(find_run(resume, self.logger_dir()))
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+    @property
+    def log_dir(self) -> str:
+        """This run's directory, whatever its loggers (lit_activation/loggers.py): its config.yaml and
+        every result file go there. A collective under DDP, as Lightning's."""
+        return str(run_dir(self))
 
     def logger_dir(self) -> Path:
         """The directory holding this run's versions (the logger's save_dir/name)."""

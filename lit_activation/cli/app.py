@@ -11,14 +11,16 @@ first, Lightning's that apply after; the rest still parse, as saved configs name
 
 A mistake in the input prints one line, `error: <message>` (with the closest option or class when
 one was mistyped), and exits with status 2 before any work; `--debug` (or LIT_ACTIVATION_DEBUG=1)
-shows the traceback instead. A run prints one line per phase; `--verbose` (or LIT_ACTIVATION_VERBOSE=1)
-shows all that Lightning and the libraries print.
+shows the traceback instead. A run prints one line per phase on stderr, and where its results are as its
+last line; `--verbose` (or LIT_ACTIVATION_VERBOSE=1) shows all that Lightning and the libraries print,
+`--quiet` (or LIT_ACTIVATION_QUIET=1) only warnings and errors, and no progress bar.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -32,11 +34,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from lit_activation import __version__, report
 from lit_activation.callbacks.pruning import Pruning
+from lit_activation.callbacks.status import RunStatus
 from lit_activation.callbacks.zeroshot import ZeroShotEval
-from lit_activation.cli.console import console, split_flags
+from lit_activation.cli.console import console, interactive, split_flags, take_quiet
 from lit_activation.cli.errors import USER_ERRORS, closest, lost_connection, one_line, suggestion
 from lit_activation.cli.help import EPILOG, SUBCOMMAND_HELP, SUBCOMMANDS, ActivationArgumentParser, HelpFormatter, help_sections, tool_help
-from lit_activation.cli.run_dirs import analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
+from lit_activation.cli.run_dirs import IdNamedRuns, analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
 from lit_activation.data import datamodule, perplexity  # noqa: F401 - the data modules --data accepts by name, listed in --help
 from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.models.architectures import check_prunable, check_scorable, model_config, published_config
@@ -49,6 +52,12 @@ DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
 
 
 VERBOSE_ENV = "LIT_ACTIVATION_VERBOSE"
+
+
+QUIET_ENV = "LIT_ACTIVATION_QUIET"
+
+
+log = logging.getLogger(__name__)
 
 
 # Subcommands that prune and evaluate: they get the fixed `pruning` and `zeroshot` groups.
@@ -112,6 +121,7 @@ class ActivationCLI(LightningCLI):
         after rank 0 made it); and note the dirs this run will create."""
         self.new_run_dirs: list[Path] = []
         self.new_parent_dirs: list[Path] = []
+        self.id_named: IdNamedRuns | None = None
         self._check_model()
         if self.subcommand == "predict" and self.config.predict.resume is not None:
             self._check_resume(self.config.predict.resume)
@@ -120,7 +130,10 @@ class ActivationCLI(LightningCLI):
             check_new_log_dirs(self.trainer.loggers, self.config[self.subcommand].trainer.logger)
             loggers = [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
             self.new_run_dirs = [Path(lg.log_dir) for lg in loggers if not Path(lg.log_dir).exists()]
+            self.id_named = IdNamedRuns.of(self.trainer.loggers, self.trainer.default_root_dir) if not loggers else None
             parents = {p for run in self.new_run_dirs for p in missing_parents(run)}
+            if self.id_named is not None:  # a W&B run's dir: save_dir/project/<run id>, named once the run starts
+                parents |= set(missing_parents(self.id_named.parent / "run"))
             self.new_parent_dirs = sorted(parents, key=lambda p: len(p.parts), reverse=True)  # deepest first
 
     def _check_model(self) -> None:
@@ -158,8 +171,28 @@ class ActivationCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except Exception:
-            discard_empty_run_dirs(self.new_run_dirs, self.new_parent_dirs)
+            id_named = self.id_named.new() if self.id_named is not None else []
+            discard_empty_run_dirs(self.new_run_dirs + id_named, self.new_parent_dirs)
             raise
+        self._say_where_results_are(subcommand)
+
+    def _say_where_results_are(self, subcommand: str) -> None:
+        """The run's last line (stderr, rank 0): `results in RUN_DIR` (compare: its output dir)."""
+        if not self.trainer.is_global_zero:
+            return
+        if subcommand == "compare":
+            where = self.config.compare.output_dir
+        else:
+            status = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunStatus)), None)
+            where = status.run_dir if status is not None else None
+        if where is not None:
+            log.info("results in %s", where)
+
+    def instantiate_trainer(self, **kwargs) -> ActivationTrainer:  # noqa: ANN003 - Lightning's trainer options
+        """Lightning's trainer, with RunStatus (what a run says while it runs) among its callbacks."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(RunStatus())
+        return trainer
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
         # The data are tokenized for the model being analysed, with its trust setting, always.
@@ -169,6 +202,8 @@ class ActivationCLI(LightningCLI):
             {
                 # Taylor scores are gradients: predict must not run under torch.inference_mode.
                 "trainer.inference_mode": False,
+                # progress where a person watches, as usual: not in a log file, nor under --quiet
+                "trainer.enable_progress_bar": interactive() and not os.environ.get(QUIET_ENV),
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "lit_activation"},
@@ -223,15 +258,17 @@ def main(argv: list[str] | None = None) -> None:
     into exit status 1.
     """
     debug, verbose, args = split_flags(sys.argv[1:] if argv is None else argv)
+    quiet, args = take_quiet(args)
     if argv is None:
         sys.argv[1:] = args  # LightningCLI reads sys.argv, and so do the processes Lightning starts for other ranks
-        for given, variable in ((debug, DEBUG_ENV), (verbose, VERBOSE_ENV)):
+        for given, variable in ((debug, DEBUG_ENV), (verbose, VERBOSE_ENV), (quiet, QUIET_ENV)):
             if given:
-                os.environ[variable] = "1"  # which those processes inherit
+                os.environ[variable] = "1"  # which those processes inherit (and the parser's default bar reads)
     debug = debug or bool(os.environ.get(DEBUG_ENV))
     verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
+    quiet = quiet or bool(os.environ.get(QUIET_ENV))
     try:
-        with console(verbose):
+        with console(verbose, quiet):
             _run(args, argv is None, debug)
     except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -200,6 +200,18 @@ def calibration_ids(
     return stream[: n_samples * seqlen].view(n_samples, seqlen)
 
 
+def chunk_stream(stream: torch.Tensor, seqlen: int, max_chunks: int | None = None) -> torch.Tensor:
+    """(n_chunks, seqlen) non-overlapping chunks from the start of a 1-D token stream."""
+    if seqlen < 2:
+        raise ValueError(f"seqlen must be >= 2, got {seqlen}")
+    n = stream.numel() // seqlen
+    if max_chunks is not None:
+        n = min(n, max_chunks)
+    if n < 1:
+        raise ValueError(f"The evaluation text has {stream.numel()} tokens: fewer than one chunk of seqlen={seqlen}")
+    return stream[: n * seqlen].view(n, seqlen)
+
+
 def evaluation_stream(name: str, tokenizer: PreTrainedTokenizerBase, data_files: str | Sequence[str] | None = None) -> torch.Tensor:
     """The perplexity text (docs/method.md §6): every document joined with "\\n\\n", tokenized once."""
     spec = get_spec(name)

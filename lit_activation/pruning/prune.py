@@ -1,18 +1,31 @@
-"""Sequential pruning: each block's linears pruned by a method (a metric's scores, or its own prune), block by block, on the calibration batch."""
+"""Pruning a model: its options checked, the allocation's layer sparsities, each block's linears pruned by a method
+(a metric's scores, or its own prune) block by block on the calibration batch, and what was achieved.
+`prune_model` does it all to a model you hold; the `Pruning` callback does it inside a Lightning run."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from lit_activation.models.layers import block_linears, decoder_layers
-from lit_activation.pruning.context import PruningContext
+from lit_activation.data.samples import calibration_ids
+from lit_activation.distributed.sharding import local
+from lit_activation.distributed.shards import LOCAL, Shards
+from lit_activation.models.experts import is_moe
+from lit_activation.models.layers import block_linears, decoder_layers, layer_index, linear_modules
+from lit_activation.planning.memory import release_memory
+from lit_activation.pruning.allocations import Allocation, Uniform
+from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.masks import prune_module
 from lit_activation.pruning.metrics import PruningMetric, Wanda
 from lit_activation.pruning.sequential import sequential_blocks
+from lit_activation.pruning.sparsity import check_nm, parse_nm, weighted_mean
 
-__all__ = ["prune_module", "prune_sequential"]  # prune_module lives in masks.py; imported from here before
+# prune_module lives in masks.py; imported from here before
+__all__ = ["achieved_sparsity", "allocate_and_prune", "check_pruning", "prune_model", "prune_module", "prune_sequential"]
 
 
 def prune_sequential(
@@ -52,3 +65,101 @@ def prune_sequential(
 
     sequential_blocks(model, calibration_ids, visit, batch_size, metric.input_statistics)
     return pruned
+
+
+def check_pruning(sparsity: float, allocation: Allocation, metric: PruningMetric, nm: str | None) -> tuple[int, int]:
+    """The options of one pruning, checked before any work; returns N:M's (n, m), (0, 0) unstructured."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"Sparsity {sparsity} is outside [0, 1): 0 keeps every weight, 0.5 prunes half")
+    n, m = parse_nm(nm)
+    check_nm(sparsity, n, m)
+    if not isinstance(metric, PruningMetric):
+        raise ValueError(f"metric {metric!r} is not a pruning metric; accepted: Wanda, Magnitude, Taylor, GBLM, SparseGPT (lit_activation.pruning.metrics)")
+    if not isinstance(allocation, Allocation):
+        raise ValueError(f"allocation {allocation!r} is not an allocation; accepted: Uniform, Activation, OWL, AlphaPruning (pruning.allocations)")
+    if m and not isinstance(allocation, Uniform):
+        raise ValueError(f"N:M pruning fixes every layer at n/m; allocation must be Uniform, got {type(allocation).__name__}")
+    return n, m
+
+
+def achieved_sparsity(model: nn.Module, pruned: Mapping[str, float], shards: Shards = LOCAL) -> dict[str, Any]:
+    """Pruned fraction (by mask) and zero fraction (zeros already there included), overall, per layer and
+    per module; `pruned`: each pruned module's fraction (prune_sequential's result)."""
+    prefix, layers = decoder_layers(model)
+    n_layers = len(layers)
+    zeros, sizes, masked = [0] * n_layers, [0] * n_layers, [0.0] * n_layers
+    modules = {}
+    for name, module in linear_modules(model).items():
+        layer = layer_index(name, prefix)
+        numel = module.weight.numel()
+        zero = int(shards.sum(torch.tensor([int((local(module.weight) == 0).sum())]))[0])
+        zeros[layer] += zero
+        sizes[layer] += numel
+        masked[layer] += pruned.get(name, 0.0) * numel
+        modules[name] = {"pruned": pruned.get(name, 0.0), "zeros": zero / numel}
+    layer_pruned = [p / s for p, s in zip(masked, sizes, strict=True)]
+    return {
+        "achieved_sparsity": weighted_mean(layer_pruned, sizes),
+        "achieved_zero_fraction": sum(zeros) / sum(sizes),
+        "layer_pruned": layer_pruned,
+        "layer_zero_fraction": [z / s for z, s in zip(zeros, sizes, strict=True)],
+        "modules": modules,
+    }
+
+
+def allocate_and_prune(
+    context: PruningContext, sparsity: float, allocation: Allocation, metric: PruningMetric, n: int = 0, m: int = 0
+) -> tuple[list[float], dict[str, float]]:
+    """The allocation's layer sparsities for `sparsity`, then every block pruned by `metric` in place:
+    (the layer sparsities, each pruned module's fraction)."""
+    sparsities = allocation.layer_sparsity(sparsity, context)
+    release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
+    pruned = prune_sequential(context.model, context.calibration_ids, sparsities, n, m, metric, context.batch_size, context)
+    return sparsities, pruned
+
+
+def prune_model(
+    model: nn.Module,
+    tokenizer: Any,
+    sparsity: float,
+    allocation: Allocation | None = None,
+    metric: PruningMetric | None = None,
+    calibration: Calibration | None = None,
+    nm: str | None = None,
+) -> dict[str, Any]:
+    """Prune a causal LM you hold, in place, as `lit-activation validate` does (docs/method.md §5).
+
+    Args:
+        model, tokenizer: a Hugging Face causal LM and its tokenizer, already loaded (on any device).
+        sparsity: the overall target in [0, 1).
+        allocation: how it is spread over the layers (default `Uniform()`; `Activation()`, `OWL()`,
+            `AlphaPruning()`).
+        metric: which weights of a layer go (default `Wanda()`; `Magnitude()`, `Taylor()`, `GBLM()`,
+            `SparseGPT()`).
+        calibration: the calibration batch (default `Calibration()`: 128 × 2048 tokens of c4).
+        nm: N:M semi-structured pruning, e.g. '2:4' (then sparsity n/m and the allocation Uniform).
+
+    Returns what `pruning.json` holds: the layer sparsities asked for, and the achieved sparsity and
+    zero fraction overall, per layer and per module.
+    """
+    allocation = allocation if allocation is not None else Uniform()
+    metric = metric if metric is not None else Wanda()
+    calibration = calibration if calibration is not None else Calibration()
+    n, m = check_pruning(sparsity, allocation, metric, nm)
+    _, layers = decoder_layers(model)
+    name = str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
+    if is_moe(model):
+        raise ValueError(f"{name} is a mixture of experts: pruning its experts is not supported yet (accepted: dense models)")
+    allocation.check(name, len(layers))
+    record: dict[str, Any] = {
+        "model": name, "method": "dense" if sparsity == 0 else allocation.label, "allocation": allocation.describe(), "metric": metric.label,
+        "metric_options": metric.describe(), "target_sparsity": sparsity, "nm": nm, "calibration": asdict(calibration),
+    }
+    pruned: dict[str, float] = {}
+    if sparsity > 0:
+        c = calibration
+        ids = calibration_ids(c.dataset, tokenizer, c.samples, c.seqlen, c.seed, c.files).to(next(model.parameters()).device)
+        context = PruningContext(model, tokenizer, ids, c.dataset, c.files, c.batch_size)
+        sparsities, pruned = allocate_and_prune(context, sparsity, allocation, metric, n, m)
+        record.update(layer_sparsity=sparsities, allocation=allocation.describe())
+    return record | achieved_sparsity(model, pruned)

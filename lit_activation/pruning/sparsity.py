@@ -81,6 +81,17 @@ def owl_sparsity(layer_scores: Sequence[Tensor], s: float, m: float = 5.0, lam: 
     return owl_from_ratios([outlier_ratio(x, m) for x in layer_scores], s, lam)
 
 
+def parse_nm(nm: str | None) -> tuple[int, int]:
+    """'2:4' -> (2, 4); None -> (0, 0), unstructured."""
+    if not nm:
+        return 0, 0
+    try:
+        n, m = (int(v) for v in nm.split(":"))
+    except ValueError:
+        raise ValueError(f"nm {nm!r} is not N:M; accepted: e.g. '2:4' or '4:8'") from None
+    return n, m
+
+
 def check_nm(sparsity: float, n: int, m: int) -> None:
     """N:M pruning prunes exactly n of every m weights: the sparsity must be n/m."""
     if (n or m) and not 0 < n < m:  # 0:0 means unstructured
