@@ -99,7 +99,11 @@ class ActivationCounts(ScoreCallback):
         experts = {name: unit for name, unit in units.items() if isinstance(unit, ExpertSlice)}
         if not experts:
             return None
-        self.expert_params = {expert_of(self.kind_of[n])[1]: weight_shape(u).numel() for n, u in experts.items()}
+        self.expert_params: dict[str, int] = {}
+        for name, unit in experts.items():
+            found = expert_of(self.kind_of[name])  # (expert, module): an expert slice's kind always parses
+            if found is not None:
+                self.expert_params[found[1]] = weight_shape(unit).numel()
         layers = sorted({self.layer_of[n] for n in experts})
         return RoutingCounts(layers, max(u.expert for u in experts.values()) + 1)
 
@@ -208,7 +212,9 @@ class ActivationCounts(ScoreCallback):
     @staticmethod
     def _write_experts(out, res: dict):  # noqa: ANN001, ANN205 - a Path; a Figure
         """experts.csv (a row per dataset, layer and expert) and the routing / activation maps."""
-        rows, token_share, activated_share = [], {}, {}
+        rows: list[tuple] = []
+        token_share: dict[int, list] = {}
+        activated_share: dict[int, list] = {}
         names = list(res["datasets"])
         for name, d in res["datasets"].items():
             for layer, t in d["experts"]["per_layer"].items():
