@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_activation import loggers, outputs, plots
 from lit_activation.analyses.counts import check_quantiles, dataset_summary, finish_bytes
-from lit_activation.analyses.experts import RoutingCounts, expert_summary
+from lit_activation.analyses.experts import RoutingCounts, expert_mass, expert_summary
 from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir
 from lit_activation.distributed.sharding import replica_sum, shards
 from lit_activation.engine.experts import RoutingRecord
@@ -162,12 +162,13 @@ class ActivationCounts(ScoreCallback):
                 if reduced is not state:
                     state.copy_(reduced)
             name = self.names[len(self.finished)]
-            summary = dataset_summary(
-                sums.means(), self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins, shards(trainer)
-            )
+            means = sums.means()
+            summary = dataset_summary(means, self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins, shards(trainer))
             if self.routing is not None:  # the ranks of a shard group route the same batches: summed over replicas only
                 tokens, gate = replica_sum(trainer, self.routing.tokens.clone()), replica_sum(trainer, self.routing.gate.clone())
-                summary["experts"] = expert_summary(summary["module_counts"], tokens, gate, self.routing.layers, self.expert_params)
+                experts = self.routing.tokens.shape[1]
+                mass = shards(trainer).sum(expert_mass(means, self.layer_of, self.kind_of, self.routing.layers, experts))  # each rank: its rows
+                summary["experts"] = expert_summary(summary["module_counts"], tokens, gate, self.routing.layers, self.expert_params, mass)
                 self.routing.reset()
             self.finished[name] = {"n_samples": sums.samples, **summary}
             sums.reset()

@@ -50,6 +50,20 @@ class RoutingCounts:
         self.gate.zero_()
 
 
+def expert_mass(
+    means: Mapping[str, Tensor], layer_of: Mapping[str, int], kind_of: Mapping[str, str], layers: Sequence[int], experts: int,
+) -> Tensor:
+    """(MoE layers, experts) fp64: each expert's Taylor mass, Σ of the mean A over its parameters (every
+    fused tensor's slice), from one dataset's means (a sharded rank: its own rows; sum over the group)."""
+    row = {layer: i for i, layer in enumerate(layers)}
+    mass = torch.zeros((len(layers), experts), dtype=torch.float64)
+    for name, mean in means.items():
+        found = expert_of(kind_of[name])
+        if found is not None:
+            mass[row[layer_of[name]], found[0]] += float(mean.sum(dtype=torch.float64))
+    return mass
+
+
 def _shares(values: Sequence[float]) -> list[float | None]:
     total = sum(values)
     return [v / total for v in values] if total > 0 else [None] * len(values)
@@ -57,6 +71,7 @@ def _shares(values: Sequence[float]) -> list[float | None]:
 
 def expert_summary(
     module_counts: Mapping[str, Sequence[int]], tokens: Tensor, gate: Tensor, layers: Sequence[int], expert_params: Mapping[str, int],
+    mass: Tensor | None = None,
 ) -> dict:
     """One dataset's per-expert table, JSON-ready: per MoE layer (by index), per expert, its routed tokens,
     token share, mean gate weight, activated parameters per expert module and in all, activated share,
@@ -64,7 +79,8 @@ def expert_summary(
 
     module_counts: the dataset's activated parameters per scored kind and layer (expert kinds such as
     'mlp.experts.5.down_proj' among them); tokens, gate: (MoE layers, experts) routing sums;
-    expert_params: parameters of one expert per expert module kind ('mlp.experts.down_proj' -> count).
+    expert_params: parameters of one expert per expert module kind ('mlp.experts.down_proj' -> count);
+    mass: (MoE layers, experts) Taylor mass (`expert_mass`), reported as `taylor_mass` when given.
     """
     experts = tokens.shape[1]
     per_module: dict[str, list[list[int]]] = {}
@@ -90,6 +106,8 @@ def expert_summary(
             "activated_per_routed_token": [a / t if t else None for a, t in zip(total, routed, strict=True)],
             "state": [NOT_ROUTED if t == 0 else NOT_ACTIVATED if a == 0 else ACTIVATED for a, t in zip(total, routed, strict=True)],
         }
+        if mass is not None:
+            table[str(layer)]["taylor_mass"] = mass[row].tolist()
     return {"num_experts": experts, "layers": list(layers), "parameters_per_expert": dict(expert_params), "per_layer": table}
 
 

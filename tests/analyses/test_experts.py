@@ -44,6 +44,9 @@ def test_expert_summary_by_hand():
     assert table["activated_share"] == [1.0, 0.0, 0.0]
     assert table["activated_per_routed_token"] == [2.0, 0.0, None]
     assert table["state"] == [ACTIVATED, NOT_ACTIVATED, NOT_ROUTED]
+    assert "taylor_mass" not in table
+    mass = torch.tensor([[0.5, 0.25, 0.0]], dtype=torch.float64)
+    assert expert_summary(module_counts, tokens, gate, [1], {}, mass)["per_layer"]["1"]["taylor_mass"] == [0.5, 0.25, 0.0]
 
 
 def test_routing_counts_add_batches_and_ignore_sentinels():
@@ -134,6 +137,8 @@ def test_counts_callback_per_expert_equals_naive(tmp_path, bench_files):
                 total = sum(table["activated"][module][e] for module in table["activated"])
                 assert total == table["activated_total"][e]
                 assert table["state"][e] == (NOT_ROUTED if t == 0 else NOT_ACTIVATED if total == 0 else ACTIVATED)
+                mass = sum(float(m.sum()) for unit, m in unit_means.items() if f".{layer}.mlp.experts.{e}." in unit)
+                assert table["taylor_mass"][e] == pytest.approx(mass, rel=1e-4)  # Σ mean A over the expert's parameters
     assert {"counts.csv", "counts.png", "experts.csv", "experts.png"} <= {p.name for p in out.iterdir()}
     lines = (out / "experts.csv").read_text().splitlines()
     assert lines[0].startswith("dataset,layer,expert,routed_tokens") and len(lines) == 1 + 2 * 2 * 4
