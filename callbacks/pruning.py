@@ -17,16 +17,17 @@ from lit_activation.callbacks.base import log_results, model_name, run_dir
 from lit_activation.data.samples import calibration_ids
 from lit_activation.deprecated import moved_attributes
 from lit_activation.distributed.sharding import shards
-from lit_activation.models.architectures import check_prunable, input_widths, model_config
+from lit_activation.models.architectures import input_widths, is_mixture_of_experts, model_config
 from lit_activation.models.layers import num_layers_of
 from lit_activation.models.loading import load_tokenizer
 from lit_activation.planning.memory import release_memory
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import Calibration, PruningContext
+from lit_activation.pruning.expert_inputs import ExpertInputs
 from lit_activation.pruning.export import full_state_dict, save_pruned
 from lit_activation.pruning.metrics import PruningMetric, Wanda
-from lit_activation.pruning.prune import achieved_sparsity, allocate_and_prune, check_pruning
+from lit_activation.pruning.prune import achieved_sparsity, allocate_and_prune, check_experts_prunable, check_pruning, expert_record
 from lit_activation.pruning.sequential import calibration_peak
 from lit_activation.pruning.sparsity import check_nm_widths, parse_nm
 
@@ -50,6 +51,9 @@ class Pruning(Callback):
             gradient term), each with its own options (class_path).
         calibration: the calibration batch (dataset, samples, seqlen, seed, files, batch_size).
         save_dir: save the pruned model there in Hugging Face format (never overwrites).
+        expert_inputs: a mixture of experts: which calibration tokens each expert is pruned from
+            (`routed`, `routed_weighted`, `all_tokens`), the few-token rule, routers pruned or kept
+            dense (ExpertInputs; ignored for a dense model).
     """
 
     def __init__(
@@ -60,12 +64,13 @@ class Pruning(Callback):
         metric: PruningMetric = lazy_instance(Wanda),  # noqa: B008 - jsonargparse's default for a class_path option
         calibration: Calibration = Calibration(),  # noqa: B008 - a frozen dataclass: jsonargparse's nested group
         save_dir: str | None = None,
+        expert_inputs: ExpertInputs = ExpertInputs(),  # noqa: B008 - a frozen dataclass: jsonargparse's nested group
     ) -> None:
         n, m = check_pruning(sparsity, allocation, metric, nm)
         if save_dir and Path(save_dir).exists():
             raise FileExistsError(f"save_dir {save_dir} already exists; a saved model is never overwritten")
         self.sparsity, self.allocation, self.nm, self.metric = sparsity, allocation, nm, metric
-        self.calibration, self.save_dir = calibration, save_dir
+        self.calibration, self.save_dir, self.expert_inputs = calibration, save_dir, expert_inputs
         self.n, self.m = n, m
         self.calibration_ids: Tensor | None = None
         self.record: dict | None = None
@@ -73,7 +78,7 @@ class Pruning(Callback):
     def replaced(self, **changes: Any) -> Pruning:
         """A fresh callback with some options changed (a comparison's runs): a copy of the allocation;
         the metric itself, whose dense-model scores (Taylor, GBLM) are keyed by model and batch."""
-        options = {k: getattr(self, k) for k in ("sparsity", "allocation", "nm", "metric", "calibration", "save_dir")}
+        options = {k: getattr(self, k) for k in ("sparsity", "allocation", "nm", "metric", "calibration", "save_dir", "expert_inputs")}
         options["allocation"] = copy.deepcopy(options["allocation"])
         return Pruning(**{**options, **changes})
 
@@ -95,7 +100,7 @@ class Pruning(Callback):
             outputs.check_can_create(self.save_dir, "save_dir")
         hp = pl_module.hparams
         config = model_config(hp.model, hp.trust_remote_code)
-        check_prunable(config, hp.model, hp.trust_remote_code)
+        check_experts_prunable(is_mixture_of_experts(config, hp.trust_remote_code), hp.model, [self.metric])
         self.allocation.check(hp.model, num_layers_of(config))
         _, m = parse_nm(self.nm)
         if m:
@@ -130,14 +135,16 @@ class Pruning(Callback):
             assert self.calibration_ids is not None  # setup built it
             calib = self.calibration_ids.to(next(model.parameters()).device)
             c = self.calibration
-            context = PruningContext(model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer))
+            context = PruningContext(
+                model, pl_module.tokenizer, calib, c.dataset, c.files, c.batch_size, pl_module.score_rows, shards(trainer), self.expert_inputs,
+            )
             sparsities, pruned = allocate_and_prune(context, self.sparsity, self.allocation, self.metric, self.n, self.m)
+            record.update(layer_sparsity=sparsities, allocation=self.allocation.describe(), **expert_record(context))
             del calib, context
             release_memory()  # before evaluation
-            record.update(layer_sparsity=sparsities, allocation=self.allocation.describe())
         else:
             pruned = {}
-        record.update(achieved_sparsity(model, pruned, shards(trainer)))
+        record.update(achieved_sparsity(model, pruned, shards(trainer), self.expert_inputs.routers))
         self.record = record
         state = full_state_dict(model) if self.save_dir else None  # a collective when sharded: every rank
         if trainer.is_global_zero:

@@ -13,12 +13,14 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lit_activation.callbacks.base import run_dir
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
+from lit_activation.models.architectures import is_mixture_of_experts, model_config
 from lit_activation.models.layers import num_layers_of
 from lit_activation.planning.memory import GB, available_memory
 from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory, unread_inputs_note
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, Uniform
 from lit_activation.pruning.comparison import Comparison, Run, RunResult, dense_counts, sweep
 from lit_activation.pruning.metrics import PruningMetric
+from lit_activation.pruning.prune import check_experts_prunable
 from lit_activation.resume import find_run
 
 
@@ -149,6 +151,7 @@ class ActivationTrainer(Trainer):
         hp = model.hparams
         comparison = Comparison(output_dir, sweep(allocations, metrics, sparsities, seeds), hp.model)
         comparison.check()
+        check_experts_prunable(is_mixture_of_experts(model_config(hp.model, hp.trust_remote_code), hp.trust_remote_code), hp.model, metrics)
         self._check_before_any_run(model, datamodule, pruning, zeroshot, allocations)
         fixed = {
             "model": hp.model, "dtype": hp.dtype, "compute_dtype": model.engine.compute_dtype, "evaluation": datamodule.metric_name,

@@ -42,7 +42,7 @@ from lit_activation.cli.help import EPILOG, SUBCOMMAND_HELP, SUBCOMMANDS, Activa
 from lit_activation.cli.run_dirs import IdNamedRuns, analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
 from lit_activation.data import datamodule, perplexity  # noqa: F401 - the data modules --data accepts by name, listed in --help
 from lit_activation.distributed.heartbeat import Heartbeat
-from lit_activation.models.architectures import check_prunable, check_scorable, model_config, published_config
+from lit_activation.models.architectures import check_scorable, model_config, published_config
 from lit_activation.models.loading import check_source
 from lit_activation.module import ActivationModule
 from lit_activation.resume import check_same_results, find_run
@@ -137,8 +137,8 @@ class ActivationCLI(LightningCLI):
             self.new_parent_dirs = sorted(parents, key=lambda p: len(p.parts), reverse=True)  # deepest first
 
     def _check_model(self) -> None:
-        """The model can be found (a path that exists, a hub id that can be read), its weights can be
-        scored, and a run that prunes does not prune a mixture of experts; or one line says why.
+        """The model can be found (a path that exists, a hub id that can be read) and its weights can be
+        scored; or one line says why.
         `plan` reads only a config, which the published ones give offline."""
         hp = self.model.hparams
         if not (self.subcommand == "plan" and published_config(hp.model) is not None):
@@ -148,9 +148,6 @@ class ActivationCLI(LightningCLI):
         except (ValueError, OSError):  # a config that cannot be read here (offline): the run's own checks say why, where it is read
             return
         check_scorable(config, hp.model, hp.trust_remote_code)
-        pruning = self.config[self.subcommand].get("pruning") if self.subcommand in ("validate", "compare") else None
-        if pruning is not None and (self.subcommand == "compare" or pruning.get("sparsity", 0) > 0):
-            check_prunable(config, hp.model, hp.trust_remote_code)
 
     def _check_resume(self, resume: str) -> None:
         """Before any model loads: the run to resume exists, is unfinished, and was configured as

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensor
 
 from lit_activation.engine.products import IEEEProducts
-from lit_activation.models.experts import ExpertsLayout, ExpertSlice
+from lit_activation.models.experts import ExpertsLayout, ExpertSlice, restored_forwards
 
 
 @dataclass
@@ -174,10 +174,7 @@ def planned_forward(
 @contextmanager
 def routed_experts(experts: dict[str, tuple[nn.Module, ExpertsLayout, int]], run: ExpertsPass) -> Iterator[None]:
     """Inside, every experts module of `experts` (name -> (module, layout, layer)) computes with `routed_forward`."""
-    for name, (module, layout, layer) in experts.items():
-        module.forward = partial(routed_forward, module, layout, name, layer, run)
-    try:
+    with restored_forwards([module for module, _, _ in experts.values()]):
+        for name, (module, layout, layer) in experts.items():
+            module.forward = partial(routed_forward, module, layout, name, layer, run)
         yield
-    finally:
-        for module, _, _ in experts.values():
-            del module.forward  # the class's forward again

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, MixtralConfig, OlmoeConfig, PretrainedConfig, PreTrainedModel, Qwen3MoeConfig
 
 from lit_activation.models import loading
-from lit_activation.models.experts import is_moe
+from lit_activation.models.experts import is_moe, plan_experts
 from lit_activation.models.layers import linear_modules, scored_modules, text_config
 from lit_activation.models.tiny import tiny_config
 
@@ -118,6 +118,7 @@ def fake_model(config: PretrainedConfig, dtype: torch.dtype, mode, trust_remote_
     config = copy.deepcopy(config)  # from_config may set attributes: never touch the caller's
     with mode:
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    plan_experts(model)  # a mixture of experts: a forward fake tensors can run
     return model.eval().requires_grad_(False)
 
 
@@ -146,15 +147,6 @@ def check_scorable(config: PretrainedConfig, name: str, trust_remote_code: bool 
     """Refuse, before any weight loads, an architecture with weights the engine cannot score (an
     experts module of an unknown layout): one line naming it (models.layers.block_scored)."""
     _scorable(config, trust_remote_code)
-
-
-def check_prunable(config: PretrainedConfig, name: str, trust_remote_code: bool = False) -> None:
-    """Refuse, before any work, to prune a mixture of experts: its experts are scored and analysed, not pruned yet."""
-    if is_mixture_of_experts(config, trust_remote_code):
-        raise ValueError(
-            f"{name} is a mixture of experts: pruning its experts is not supported yet (accepted: dense models); "
-            "its scores, Finding 1 per expert, LLMDcos and the report are (lit-activation predict), and so is perplexity at sparsity 0"
-        )
 
 
 def context_length(config: PretrainedConfig) -> int | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -153,3 +154,50 @@ def unscored_weights(block: nn.Module, scored: Iterator[Tensor]) -> list[str]:
     """Matrix-shaped parameters of a block that no scored unit covers (names inside the block)."""
     covered = {id(t) for t in scored}
     return [name for name, p in block.named_parameters() if p.dim() >= 2 and id(p) not in covered]
+
+
+def planned_forward(module: nn.Module, layout: ExpertsLayout, hidden_states: Tensor, top_k_index: Tensor, top_k_weights: Tensor) -> Tensor:
+    """The experts' forward as a memory plan runs it on fake tensors, where routing has no values (and
+    transformers' grouped kernel has no fake path for fp32): the top-k experts take every token, the k
+    token-expert pairs per token that any routing gives, in the family's layout."""
+    out = torch.zeros_like(hidden_states)
+    for expert in range(min(module.num_experts, top_k_index.shape[1])):
+        first = _apply(module, layout, layout.first, expert, hidden_states)
+        h = module._apply_gate(first) if layout.has_gate else module.act_fn(first)
+        y = _apply(module, layout, "down_proj", expert, h)
+        if layout.post_norm:
+            y = module.post_expert_norm(y)
+        out += y * top_k_weights[:, expert, None].to(y.dtype)
+    return out
+
+
+def _apply(module: nn.Module, layout: ExpertsLayout, param: str, expert: int, x: Tensor) -> Tensor:
+    weight = getattr(module, param)[expert]
+    y = x @ weight if layout.transposed else x @ weight.t()
+    return y + getattr(module, f"{param}_bias")[expert] if layout.has_bias else y
+
+
+@contextmanager
+def restored_forwards(modules: list[nn.Module]) -> Iterator[None]:
+    """Inside, the modules' `forward` may be replaced; on exit each gets back what it had: its class's,
+    or the instance's own (a plan's fake model has `planned_forward`)."""
+    saved = [(m, m.__dict__.get("forward")) for m in modules]
+    try:
+        yield
+    finally:
+        for module, forward in saved:
+            if forward is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = forward
+
+
+def plan_experts(model: nn.Module) -> None:
+    """Give every fused experts module of a fake-tensor model the static `planned_forward` (the model is
+    the plan's own, never run for real)."""
+    from functools import partial
+
+    for module in model.modules():
+        layout = ExpertsLayout.of(module)
+        if layout is not None:
+            module.forward = partial(planned_forward, module, layout)

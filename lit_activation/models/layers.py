@@ -80,6 +80,14 @@ def block_scored(block: nn.Module, model_name: str = "the model") -> dict:
     return units
 
 
+def block_prunable(block: nn.Module, with_routers: bool = False) -> dict:
+    """The units pruning visits in one block, by their name inside it: its linears (shared experts
+    included) and each expert's slice of its fused expert tensors; its routers too when `with_routers`
+    (else they stay dense). A dense block: its linears, as `block_linears`."""
+    units = {**block_linears(block), **expert_slices(block)}
+    return {**units, **routers(block)} if with_routers else units
+
+
 def scored_modules(model: nn.Module) -> dict:
     """Scored units, name -> module (or ExpertSlice), ordered by layer index: `linear_modules`, and in a
     mixture of experts each router and each expert's slice of the fused tensors (models/experts.py)."""

@@ -15,13 +15,14 @@ from lit_activation.data.samples import calibration_ids
 from lit_activation.distributed.sharding import local
 from lit_activation.distributed.shards import LOCAL, Shards
 from lit_activation.models.experts import is_moe
-from lit_activation.models.layers import block_linears, decoder_layers, layer_index, linear_modules
+from lit_activation.models.layers import block_prunable, decoder_layers, layer_index, weight_shape
 from lit_activation.planning.memory import release_memory
 from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import Calibration, PruningContext
+from lit_activation.pruning.expert_inputs import ExpertInputs
 from lit_activation.pruning.masks import prune_module
 from lit_activation.pruning.metrics import PruningMetric, Wanda
-from lit_activation.pruning.sequential import sequential_blocks
+from lit_activation.pruning.sequential import BlockInputs, sequential_blocks
 from lit_activation.pruning.sparsity import check_nm, parse_nm, weighted_mean
 
 # prune_module lives in masks.py; imported from here before
@@ -53,18 +54,43 @@ def prune_sequential(
         raise ValueError(f"calibration_ids must be (n_samples, seqlen), got shape {tuple(calibration_ids.shape)}")
     metric = metric or Wanda()
     context = context or PruningContext(model, None, calibration_ids, "", None, batch_size)
+    check_experts_prunable(is_moe(model), str(getattr(model.config, "name_or_path", "") or type(model).__name__), [metric])
     metric.prepare(context)
     pruned: dict[str, float] = {}
+    tokens: dict[str, int] = {}  # a mixture of experts: the current block's calibration tokens per expert
+
+    def collect(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
+        tokens.clear()
+        return metric.input_statistics(block, inputs, context.expert_inputs, tokens)
 
     def visit(index: int, block: nn.Module, statistics: dict[str, Tensor]) -> None:
+        context.expert_tokens.update({f"{prefix}.{index}.{key}": count for key, count in tokens.items()})
         metric.enter_block(index, context)
-        for name, module in block_linears(block).items():
+        for name, module in block_prunable(block, context.expert_inputs.routers).items():
             full = f"{prefix}.{index}.{name}"
             # popped, not read: a module's statistic (SparseGPT's H, in² fp32) is freed once it is pruned
             pruned[full] = metric.prune(full, module, statistics.pop(name), layer_sparsity[index], n, m, context)
 
-    sequential_blocks(model, calibration_ids, visit, batch_size, metric.input_statistics)
+    sequential_blocks(model, calibration_ids, visit, batch_size, collect)
     return pruned
+
+
+def expert_record(context: PruningContext) -> dict[str, Any]:
+    """What pruning.json records of a mixture of experts: the policy and rule its experts were pruned by,
+    and each expert's calibration tokens (`<experts module>.<e>` -> count); nothing for a dense model."""
+    if not context.expert_tokens:
+        return {}
+    few = sorted(key for key, count in context.expert_tokens.items() if count < context.expert_inputs.min_tokens)
+    return {"expert_inputs": asdict(context.expert_inputs), "expert_tokens": dict(context.expert_tokens), "few_token_experts": few}
+
+
+def check_experts_prunable(moe: bool, name: str, metrics: Sequence[PruningMetric]) -> None:
+    """Refuse, before any work, a method that cannot prune inside a mixture of experts' experts."""
+    unable = [type(m).__name__ for m in metrics if not m.prunes_experts]
+    if moe and unable:
+        raise ValueError(
+            f"{name} is a mixture of experts: {', '.join(unable)} cannot prune inside its experts yet; accepted there: Wanda, Magnitude, SparseGPT"
+        )
 
 
 def check_pruning(sparsity: float, allocation: Allocation, metric: PruningMetric, nm: str | None) -> tuple[int, int]:
@@ -82,16 +108,18 @@ def check_pruning(sparsity: float, allocation: Allocation, metric: PruningMetric
     return n, m
 
 
-def achieved_sparsity(model: nn.Module, pruned: Mapping[str, float], shards: Shards = LOCAL) -> dict[str, Any]:
+def achieved_sparsity(model: nn.Module, pruned: Mapping[str, float], shards: Shards = LOCAL, routers: bool = False) -> dict[str, Any]:
     """Pruned fraction (by mask) and zero fraction (zeros already there included), overall, per layer and
-    per module; `pruned`: each pruned module's fraction (prune_sequential's result)."""
+    per module, over every unit pruning visits (a mixture of experts' expert slices included, its
+    routers when they were pruned); `pruned`: each pruned unit's fraction (prune_sequential's result)."""
     prefix, layers = decoder_layers(model)
     n_layers = len(layers)
     zeros, sizes, masked = [0] * n_layers, [0] * n_layers, [0.0] * n_layers
     modules = {}
-    for name, module in linear_modules(model).items():
+    units = {f"{prefix}.{i}.{sub}": unit for i, block in enumerate(layers) for sub, unit in block_prunable(block, routers).items()}
+    for name, module in units.items():
         layer = layer_index(name, prefix)
-        numel = module.weight.numel()
+        numel = weight_shape(module).numel()
         zero = int(shards.sum(torch.tensor([int((local(module.weight) == 0).sum())]))[0])
         zeros[layer] += zero
         sizes[layer] += numel
@@ -126,6 +154,7 @@ def prune_model(
     metric: PruningMetric | None = None,
     calibration: Calibration | None = None,
     nm: str | None = None,
+    expert_inputs: ExpertInputs | None = None,
 ) -> dict[str, Any]:
     """Prune a causal LM you hold, in place, as `lit-activation validate` does (docs/method.md §5).
 
@@ -138,6 +167,7 @@ def prune_model(
             `SparseGPT()`).
         calibration: the calibration batch (default `Calibration()`: 128 × 2048 tokens of c4).
         nm: N:M semi-structured pruning, e.g. '2:4' (then sparsity n/m and the allocation Uniform).
+        expert_inputs: a mixture of experts: which tokens each expert is pruned from (ExpertInputs).
 
     Returns what `pruning.json` holds: the layer sparsities asked for, and the achieved sparsity and
     zero fraction overall, per layer and per module.
@@ -145,11 +175,11 @@ def prune_model(
     allocation = allocation if allocation is not None else Uniform()
     metric = metric if metric is not None else Wanda()
     calibration = calibration if calibration is not None else Calibration()
+    expert_inputs = expert_inputs if expert_inputs is not None else ExpertInputs()
     n, m = check_pruning(sparsity, allocation, metric, nm)
     _, layers = decoder_layers(model)
     name = str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
-    if is_moe(model):
-        raise ValueError(f"{name} is a mixture of experts: pruning its experts is not supported yet (accepted: dense models)")
+    check_experts_prunable(is_moe(model), name, [metric])
     allocation.check(name, len(layers))
     record: dict[str, Any] = {
         "model": name, "method": "dense" if sparsity == 0 else allocation.label, "allocation": allocation.describe(), "metric": metric.label,
@@ -159,7 +189,7 @@ def prune_model(
     if sparsity > 0:
         c = calibration
         ids = calibration_ids(c.dataset, tokenizer, c.samples, c.seqlen, c.seed, c.files).to(next(model.parameters()).device)
-        context = PruningContext(model, tokenizer, ids, c.dataset, c.files, c.batch_size)
+        context = PruningContext(model, tokenizer, ids, c.dataset, c.files, c.batch_size, expert_inputs=expert_inputs)
         sparsities, pruned = allocate_and_prune(context, sparsity, allocation, metric, n, m)
-        record.update(layer_sparsity=sparsities, allocation=allocation.describe())
-    return record | achieved_sparsity(model, pruned)
+        record.update(layer_sparsity=sparsities, allocation=allocation.describe(), **expert_record(context))
+    return record | achieved_sparsity(model, pruned, routers=expert_inputs.routers)

@@ -64,13 +64,32 @@ def refused(args: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("subcommand", ["validate", "compare"])
-def test_pruning_a_mixture_of_experts_is_one_line_before_any_work(subcommand, tmp_path, capsys, no_model_loading):
+def test_a_method_that_cannot_prune_experts_is_one_line_before_any_work(subcommand, tmp_path, capsys, no_model_loading):
     config = "prune_embedded.yaml" if subcommand == "validate" else "compare_embedded.yaml"
-    extra = ["--output_dir", str(tmp_path / "sweep")] if subcommand == "compare" else ["--trainer.logger.init_args.save_dir", str(tmp_path)]
+    extra = ["--output_dir", str(tmp_path / "sweep"), "--metrics", "[Wanda, Taylor]"] if subcommand == "compare" else [
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--pruning.metric", "Taylor"]
     err = refused([subcommand, "--config", str(CONFIGS / config), "--model.model", "tiny-mixtral", *extra], capsys)
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert "tiny-mixtral is a mixture of experts: pruning its experts is not supported yet" in line
+    assert "tiny-mixtral is a mixture of experts: Taylor cannot prune inside its experts yet; accepted there: Wanda, Magnitude, SparseGPT" in line
     assert "Traceback" not in err and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_validate_prunes_a_saved_mixture_of_experts_inside_its_experts(tmp_path, saved, bench_files):
+    """SparseGPT at 50 %, each expert from its gate-weighted routed tokens: pruning.json records the
+    policy and each expert's calibration tokens, and the experts are half zeros."""
+    args = [
+        "validate", "--config", str(CONFIGS / "prune_embedded.yaml"), "--model.model", saved["mixtral"], "--pruning.metric", "SparseGPT",
+        "--pruning.allocation", "Uniform", "--pruning.expert_inputs.policy", "routed_weighted", "--data.init_args.max_chunks", "2",
+        "--pruning.calibration.samples", "4", "--pruning.calibration.seqlen", "32", "--pruning.calibration.files", bench_files["c4"],
+        "--pruning.calibration.dataset", "c4", "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ]
+    build_cli(args)
+    (record_path,) = tmp_path.glob("*/version_0/pruning.json")
+    record = json.loads(record_path.read_text())
+    assert record["expert_inputs"]["policy"] == "routed_weighted" and record["achieved_sparsity"] == pytest.approx(0.5)
+    assert sum(record["expert_tokens"].values()) == 3 * 4 * 32 * 2  # 3 layers × every token × top-2
+    assert record["modules"]["model.layers.2.mlp.experts.1.down_proj"]["zeros"] == pytest.approx(0.5)
 
 
 def test_experts_the_engine_cannot_read_are_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, no_model_loading):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from lit_activation.distributed.sharding import is_sharded
-from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
+from lit_activation.models.layers import block_prunable, decoder_layers, weight_out_in
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.context import PruningContext
@@ -37,15 +37,20 @@ class AlphaPruning(Allocation):
         self.block_alphas: list[float] | None = None  # what the allocation used, for the record
 
     def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
-        metrics, sizes = [], []
+        metrics, sizes, counts = [], [], []
         for block in decoder_layers(context.model)[1]:
             total, params = 0.0, 0
-            for module in block_linears(block).values():
+            units = block_prunable(block).values()  # a mixture of experts: each expert's slices too
+            for module in units:
                 weight = module.weight.full_tensor() if is_sharded(module.weight) else module.weight
                 total += esd_alpha(weight_out_in(module, weight), self.xmin)
                 params += weight.numel()
             metrics.append(total)
             sizes.append(params)
+            counts.append(len(units))
+        # blocks of different module counts (DeepSeek's dense first layers among MoE ones) compared on
+        # the largest count's basis, i.e. by their mean α; equal counts keep the sum exactly
+        metrics = [total * (max(counts) / count) if count != max(counts) else total for total, count in zip(metrics, counts, strict=True)]
         self.block_alphas = metrics
         return alpha_sparsity(metrics, sizes, sparsity, self.epsilon)
 

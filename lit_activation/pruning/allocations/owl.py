@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from transformers.pytorch_utils import Conv1D
 
 from lit_activation.distributed.sharding import local, row_offset
 from lit_activation.distributed.shards import LOCAL, Shards
-from lit_activation.models.layers import block_linears
+from lit_activation.models.layers import block_prunable, stored_transposed
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations.base import Allocation
 from lit_activation.pruning.context import PruningContext
@@ -19,10 +18,10 @@ from lit_activation.pruning.sparsity import owl_from_ratios
 def layer_scores(block: nn.Module, norms: dict[str, Tensor]) -> Tensor:
     """Every Wanda score of one block's linear modules (this rank's rows when sharded), flattened."""
     parts = []
-    for name, module in block_linears(block).items():
+    for name, module in block_prunable(block).items():
         weight = local(module.weight.detach()).abs().float()
         norm = norms[name].float()
-        if isinstance(module, Conv1D):  # stored (in, out): a stored row is one input channel
+        if stored_transposed(module):  # stored (in, out) (Conv1D, gpt-oss's experts): a stored row is one input channel
             start = row_offset(module.weight)
             parts.append((weight * norm[start : start + weight.shape[0], None]).flatten())
         else:
