@@ -26,7 +26,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_activation.data.embedded import RATED_SETS
-from lit_activation.data.registry import get_spec
+from lit_activation.data.registry import check_files, get_spec
 from lit_activation.data.samples import RatedPairs, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
 from lit_activation.models.loading import EMBEDDED_DEFAULT, load_tokenizer
 from lit_activation.planning.plan import Footprint, PlanContext, ScoringPass
@@ -151,8 +151,8 @@ class ActivationDataModule(LightningDataModule):
             raise ValueError(f"{datasets[0]!r} ships its own human ratings; similarity is for other sets")
         if mode == "set" and batch_size != 1:
             raise ValueError(f"mode 'set' scores its texts as one group, one batch: set batch_size 1, got {batch_size}")
-        for name in data_files or {}:
-            get_spec(name)  # a typo in a data_files key would otherwise silently fall back to the hub
+        for name, files in (data_files or {}).items():
+            check_files(name, files)  # an unknown name (else it would silently fall back to the hub), or a file that cannot be read
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for option, value, least in (("num_samples", num_samples, 1), ("max_length", max_length, 2), ("window", window, 2)):

