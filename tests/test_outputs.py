@@ -56,7 +56,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_staging_file(tmp_path, monkey
 
 def test_a_directory_that_could_not_be_made_is_refused_naming_the_option(tmp_path):
     (tmp_path / "a-file").write_text("x")
-    with pytest.raises(FileExistsError, match=rf"^save_dir {tmp_path}/a-file/model: {tmp_path}/a-file is a file, not a directory$"):
+    with pytest.raises(FileExistsError, match=rf"^save_dir {tmp_path}/a-file/model: {tmp_path}/a-file is a file, not a directory; choose another save_dir$"):
         outputs.check_can_create(tmp_path / "a-file" / "model", "save_dir")
     outputs.check_can_create(tmp_path / "new" / "deeper", "save_dir")  # missing parents are made later
     assert not (tmp_path / "new").exists()  # a check creates nothing
@@ -67,7 +67,7 @@ def test_a_read_only_parent_is_refused(tmp_path, monkeypatch):
     locked.mkdir()
     # os.access as the answer of a read-only directory: root (as CI may run) may write anywhere
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
-    with pytest.raises(PermissionError, match=rf"^save_dir {locked}/model cannot be written: {locked} is not writable$"):
+    with pytest.raises(PermissionError, match=rf"^save_dir {locked}/model cannot be written: {locked} is not writable; choose another save_dir$"):
         outputs.check_can_create(locked / "model", "save_dir")
     outputs.check_can_create(tmp_path / "elsewhere", "save_dir")
 
@@ -87,4 +87,5 @@ def test_save_dir_and_report_output_are_checked_before_any_work(tmp_path, capsys
     (run / "counts.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_:
         main(["report", str(run), "--output", str(tmp_path / "f")])
-    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == f"error: --output {tmp_path}/f: {tmp_path}/f is a file, not a directory"
+    expected = f"error: --output {tmp_path}/f: {tmp_path}/f is a file, not a directory; choose another --output"
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == expected

@@ -30,7 +30,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lit_activation import __version__, report
+from lit_activation import __version__, outputs, report
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
 from lit_activation.cli.console import console, split_flags
@@ -120,6 +120,8 @@ class ActivationCLI(LightningCLI):
             check_new_log_dirs(self.trainer.loggers, self.config[self.subcommand].trainer.logger)
             loggers = [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
             self.new_run_dirs = [Path(lg.log_dir) for lg in loggers if not Path(lg.log_dir).exists()]
+            for run in self.new_run_dirs:  # a file in the way, no permission, a full disk: said now, not at the first write
+                outputs.check_can_create(run, "log dir", "choose another --trainer.logger.init_args.save_dir")
             parents = {p for run in self.new_run_dirs for p in missing_parents(run)}
             self.new_parent_dirs = sorted(parents, key=lambda p: len(p.parts), reverse=True)  # deepest first
 
@@ -129,7 +131,7 @@ class ActivationCLI(LightningCLI):
         name = self.model.hparams.model
         if self.subcommand == "plan" and published_config(name) is not None:
             return
-        check_source(name)
+        check_source(name, weights=self.subcommand != "plan")
 
     def _check_resume(self, resume: str) -> None:
         """Before any model loads: the run to resume exists, is unfinished, and was configured as

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 from jsonargparse import ArgumentError
 
-# Raised for bad input (values, files, a plan that cannot fit, NaN scores): one line, exit status 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, MemoryError, FloatingPointError, ArgumentError)
+from lit_activation.outputs import NoSpaceLeft
+
+# Raised for bad input (values, files, a plan that cannot fit, NaN scores, a full disk): one line, exit status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NoSpaceLeft, MemoryError, FloatingPointError, ArgumentError)
 
 
 # jsonargparse reports a class that refused its arguments inside a list of the types it tried;

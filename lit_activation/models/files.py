@@ -26,17 +26,28 @@ def copy_again(directory: Path) -> str:
     return f"copy or download the model directory {directory} again"
 
 
-def check_model_dir(directory: str | Path, remedy: str | None = None) -> None:
-    """Refuse a local model directory whose config, tokenizer or weight files cannot be read: each file
-    named with what is wrong (cut short, not JSON, a missing shard, no weights at all)."""
+def check_model_dir(directory: str | Path, remedy: str | None = None, weights: bool = True) -> None:
+    """Refuse a local model directory whose config, tokenizer or (with `weights`) weight files cannot be
+    read: each file named with what is wrong (cut short, not JSON, a missing shard, no weights at all)."""
     directory = Path(directory)
     remedy = remedy or copy_again(directory)
-    config = read_json_object(directory / "config.json", remedy)
-    if not isinstance(config.get("model_type"), str):
-        raise BrokenFile(directory / "config.json", "has no 'model_type': it is not a transformers model's config", remedy)
+    check_config(directory, remedy)
     for name in TOKENIZER_JSON:
         if (directory / name).is_file():
             read_json_object(directory / name, remedy)
+    if weights:
+        check_weights(directory, remedy)
+
+
+def check_config(directory: Path, remedy: str | None = None) -> None:
+    """A model directory's config.json is a JSON object that names its model type."""
+    config = read_json_object(directory / "config.json", remedy or copy_again(directory))
+    if not isinstance(config.get("model_type"), str):
+        raise BrokenFile(directory / "config.json", "has no 'model_type': it is not a transformers model's config", remedy or copy_again(directory))
+
+
+def check_weights(directory: Path, remedy: str) -> None:
+    """A model directory's weights: one file, or shards with their index, each readable."""
     for index, single in WEIGHTS:
         if (directory / index).is_file():
             for shard in _shards(directory / index, remedy):

@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
 import socket
 from pathlib import Path
 
@@ -93,13 +92,13 @@ def _dequantize(gguf: Path, target: Path) -> None:
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(model.state_dict())
     # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
-    tmp = outputs.staging_dir(target)
-    clean.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+        with outputs.staged_dir(target) as tmp:
+            clean.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except OSError:
+        if not target.is_dir():  # else another process finished first
+            raise
 
 
 def converted_dir(gguf: Path, key: str | None = None) -> Path:
@@ -142,14 +141,15 @@ def gguf_file(name_or_path: str) -> tuple[Path, str | None] | None:
     return path, None
 
 
-def _source(name_or_path: str) -> tuple[str, dict]:
-    """Where to load from: (directory or hub id, extra from_pretrained kwargs)."""
+def _source(name_or_path: str, weights: bool = True) -> tuple[str, dict]:
+    """Where to load from: (directory or hub id, extra from_pretrained kwargs). A local directory's files
+    are checked first (`weights`: its weight files too), so that one cut short is named, not deserialized."""
     gguf = gguf_file(name_or_path)
     if gguf is not None:
         return str(dequantized_dir(*gguf)), {}
     check_path(name_or_path)
     if Path(name_or_path).expanduser().is_dir():
-        check_model_dir(Path(name_or_path).expanduser())  # a file cut short is named before transformers reads it
+        check_model_dir(Path(name_or_path).expanduser(), weights=weights)
     return name_or_path, {}
 
 
@@ -208,10 +208,11 @@ def looks_like_path(name_or_path: str) -> bool:
     return any(sep in name_or_path for sep in separators) and not _HUB_ID.fullmatch(name_or_path)
 
 
-def check_source(name_or_path: str) -> None:
+def check_source(name_or_path: str, weights: bool = True) -> None:
     """Refuse, naming the cause in one line, a model that cannot be found, before any work: a path that
-    does not exist or is no model directory, a hub id while the hub is switched off, out of reach,
-    gated or unknown. A hub id already in the local cache needs no network."""
+    does not exist or is no model directory, a local file that cannot be read (`weights`: the weight files
+    too), a hub id while the hub is switched off, out of reach, gated or unknown, or a near miss of a name
+    this toolkit knows. A hub id already in the local cache needs no network."""
     if name_or_path.startswith(TINY_PREFIX):
         tiny_config(name_or_path.removeprefix(TINY_PREFIX))  # an unknown architecture is named, with the closest
         return
@@ -225,7 +226,7 @@ def check_source(name_or_path: str) -> None:
     check_path(name_or_path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        check_model_dir(path)
+        check_model_dir(path, weights=weights)
     elif not path.exists():
         check_near_miss(name_or_path)
         check_hub_id(name_or_path)
@@ -347,7 +348,7 @@ def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool
     """Tokenizer for the model; a pad token is set (to EOS) when the model has none."""
     if name_or_path.startswith(TINY_PREFIX):
         return tiny_tokenizer()
-    source, kwargs = _source(name_or_path)
+    source, kwargs = _source(name_or_path, weights=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:  # a local tokenizer transformers cannot build raises ValueError
