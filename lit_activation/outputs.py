@@ -151,13 +151,6 @@ def write_tensors(path: str | Path, tensors: dict[str, Any], overwrite: bool = F
     return _atomic_write(Path(path), save({name: t.contiguous() for name, t in tensors.items()}), overwrite)
 
 
-def read_tensors(path: str | Path) -> dict[str, Any]:
-    """Named tensors from a safetensors file, on the host (no pickle is ever loaded)."""
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
 def check_can_create(path: str | Path, option: str, remedy: str | None = None) -> None:
     """Fail before any work if directory `path` (option `option`) could not be made or filled: something
     that is not a directory in its way, no write permission where it would be created, or a full disk."""

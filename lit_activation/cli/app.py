@@ -42,7 +42,7 @@ from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.models.architectures import published_config
 from lit_activation.models.loading import check_source
 from lit_activation.module import ActivationModule
-from lit_activation.resume import check_same_results, find_run
+from lit_activation.resume import check_progress, check_same_results, find_run, saved_config
 from lit_activation.trainer import ActivationTrainer
 
 DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
@@ -137,12 +137,10 @@ class ActivationCLI(LightningCLI):
         """Before any model loads: the run to resume exists, is unfinished, and was configured as
         this one in all that changes results; its config.yaml is kept as it is."""
         run = find_run(resume, self.trainer.logger_dir())
-        saved = run / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume {resume}: {saved} is missing; without it the run's configuration cannot be checked")
         parser = self._parser(self.subcommand)
         current = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
-        check_same_results(run, analyses_only(yaml.safe_load(saved.read_text())), analyses_only(current))
+        check_same_results(run, analyses_only(saved_config(run, resume)), analyses_only(current))
+        check_progress(run)
         for callback in self.trainer.callbacks:
             if isinstance(callback, SaveConfigCallback):
                 callback.already_saved = True  # the interrupted run's config.yaml stays

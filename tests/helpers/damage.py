@@ -54,14 +54,13 @@ def with_a_mistyped_field(draw: st.DrawFn, obj: dict) -> dict:
 
 
 def damaged_bytes(data: bytes) -> st.SearchStrategy[bytes]:
-    """A file's bytes cut at any offset, random bytes, or its text in another encoding."""
-    text = data.decode("utf-8")
-    return st.one_of(
-        st.integers(0, max(len(data) - 1, 0)).map(lambda n: data[:n]),
-        st.binary(min_size=1, max_size=64),
-        st.sampled_from(["utf-16", "utf-32"]).map(text.encode),
-        st.just(text.replace('"', '"\u00e9', 1).encode("latin-1", errors="replace")),
-    )
+    """A file's bytes cut at any offset, random bytes, or (a text file) its text in another encoding."""
+    damaged = [st.integers(0, max(len(data) - 1, 0)).map(lambda n: data[:n]), st.binary(min_size=1, max_size=64)]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return st.one_of(damaged)
+    return st.one_of(*damaged, st.sampled_from(["utf-16", "utf-32"]).map(text.encode), st.just(text.replace('"', '"\u00e9', 1).encode("latin-1")))
 
 
 def damaged_json(obj: dict) -> st.SearchStrategy[bytes]:
