@@ -24,6 +24,12 @@ class BrokenFile(ValueError):
         super().__init__(f"{path}: {self.problem}; {remedy}")
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first line, else its type's name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__
+
+
 def line_of(data: bytes | str, position: int) -> int:
     """The 1-based line of a byte or character position."""
     newline = b"\n" if isinstance(data, bytes) else "\n"
@@ -76,6 +82,32 @@ def json_type(value: Any) -> str:
 def is_number(value: Any) -> bool:
     """A JSON number (true/false are not numbers, NaN is: writers store a diverged value as NaN)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The kinds of value a shape names (shape_problem).
+NUMBER, WHOLE, TEXT, ANY = "a number", "a whole number", "text", "any value"
+
+
+def shape_problem(value: Any, shape: Any, where: str) -> str | None:
+    """Where `value` is not of `shape`, in a user's words, or None. Shapes: a kind (NUMBER, WHOLE, TEXT,
+    ANY), [shape] (a list of them), (shape, shape) (a list of exactly those), {"field": shape} (an object
+    whose fields, when present and not null, have their shapes), {"*": shape} (an object of such values)."""
+    if value is None or shape == ANY:
+        return None
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where} is {json_type(value)}, not an object"
+        items = value.items() if "*" in shape else ((k, value[k]) for k in shape if k in value)
+        return next((p for k, v in items if (p := shape_problem(v, shape.get("*", shape.get(k)), f"{where}.{k}"))), None)
+    if isinstance(shape, (list, tuple)):
+        if not isinstance(value, list):
+            return f"{where} is {json_type(value)}, not a list"
+        if isinstance(shape, tuple) and len(value) != len(shape):
+            return f"{where} holds {len(value)} values, not {len(shape)}"
+        shapes = shape if isinstance(shape, tuple) else [shape[0]] * len(value)
+        return next((p for i, (v, s) in enumerate(zip(value, shapes, strict=True)) if (p := shape_problem(v, s, f"{where}[{i}]"))), None)
+    fits = {NUMBER: is_number(value), WHOLE: is_number(value) and float(value).is_integer(), TEXT: isinstance(value, str)}[shape]
+    return None if fits else f"{where} is {json_type(value)}, not {shape}"
 
 
 # Bytes per element of each safetensors dtype (the format's own list).

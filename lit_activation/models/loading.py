@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_activation import outputs
+from lit_activation.files import first_line
 from lit_activation.models.files import check_gguf, check_model_dir
 from lit_activation.models.tiny import ARCHITECTURES, tiny_config, tiny_model, tiny_tokenizer
 
@@ -336,12 +337,6 @@ def _chain(err: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
-
-
-def first_line(err: BaseException) -> str:
-    """An error's first line, else its type's name."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(err).__name__
 
 
 def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

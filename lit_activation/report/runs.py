@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_activation.data.registry import REGISTRY
-from lit_activation.files import BrokenFile, decode_utf8, is_number, json_type, read_json_object
+from lit_activation.files import ANY, NUMBER, TEXT, WHOLE, BrokenFile, decode_utf8, read_json_object, shape_problem
 
 # The files a run directory can hold -> what they are (the writers: callbacks/*.py, comparison.py).
 KINDS = {
@@ -51,9 +51,8 @@ class Run:
 # What to do about a run file that cannot be read: it was written whole (atomically), so it was changed since.
 DAMAGED = "it was changed or damaged after the run wrote it: restore it, or leave this run out of the report"
 
-# Of each run file, the fields the report reads and their kinds (shape_problem): a field that
+# Of each run file, the fields the report reads and their kinds (lit_activation.files.shape_problem): a field that
 # is absent (or null) makes the claims that need it "cannot assess"; one of another kind is a damaged file.
-NUMBER, WHOLE, TEXT, ANY = "a number", "a whole number", "text", "any value"
 NUMBERS = [NUMBER]
 SHAPES: dict[str, Any] = {
     "counts": {
@@ -76,28 +75,6 @@ SHAPES: dict[str, Any] = {
         "fixed": {"model": TEXT, "metric": TEXT, "evaluation": TEXT, "calibration": {"dataset": TEXT}, "zeroshot": {"protocol": TEXT}},
     },
 }
-
-
-def shape_problem(value: Any, shape: Any, where: str) -> str | None:
-    """Where `value` is not of `shape`, in a user's words, or None. Shapes: a kind (NUMBER, WHOLE, TEXT,
-    ANY), [shape] (a list of them), (shape, shape) (a list of exactly those), {"field": shape} (an object
-    whose fields, when present and not null, have their shapes), {"*": shape} (an object of such values)."""
-    if value is None or shape == ANY:
-        return None
-    if isinstance(shape, dict):
-        if not isinstance(value, dict):
-            return f"{where} is {json_type(value)}, not an object"
-        items = value.items() if "*" in shape else ((k, value[k]) for k in shape if k in value)
-        return next((p for k, v in items if (p := shape_problem(v, shape.get("*", shape.get(k)), f"{where}.{k}"))), None)
-    if isinstance(shape, (list, tuple)):
-        if not isinstance(value, list):
-            return f"{where} is {json_type(value)}, not a list"
-        if isinstance(shape, tuple) and len(value) != len(shape):
-            return f"{where} holds {len(value)} values, not {len(shape)}"
-        shapes = shape if isinstance(shape, tuple) else [shape[0]] * len(value)
-        return next((p for i, (v, s) in enumerate(zip(value, shapes, strict=True)) if (p := shape_problem(v, s, f"{where}[{i}]"))), None)
-    fits = {NUMBER: is_number(value), WHOLE: is_number(value) and float(value).is_integer(), TEXT: isinstance(value, str)}[shape]
-    return None if fits else f"{where} is {json_type(value)}, not {shape}"
 
 
 def read_json(path: Path, kind: str | None = None) -> dict:
