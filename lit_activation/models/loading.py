@@ -233,8 +233,9 @@ def check_source(name_or_path: str, weights: bool = True) -> None:
         check_hub_id(name_or_path)
 
 
-# Model names this toolkit knows without a hub: a name close to one of them is a typo, not a hub id.
-KNOWN_NAMES = (EMBEDDED_DEFAULT, *(TINY_PREFIX + arch for arch in ARCHITECTURES))
+# Model names this toolkit knows without a hub: a name close to one of them is a typo, not a hub id
+# (a test model's only when the name starts as theirs do: `gpt2` is a hub model, not a typo of `tiny-gpt2`).
+TINY_NAMES = tuple(TINY_PREFIX + arch for arch in ARCHITECTURES)
 
 
 def check_near_miss(name: str) -> None:
@@ -243,7 +244,8 @@ def check_near_miss(name: str) -> None:
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError
 
-    close = difflib.get_close_matches(name.lower(), KNOWN_NAMES, n=1)
+    known = (EMBEDDED_DEFAULT, *(TINY_NAMES if name.lower().startswith("tiny") else ()))
+    close = difflib.get_close_matches(name.lower(), known, n=1)
     if not close or "/" in name:
         return
     try:
