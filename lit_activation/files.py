@@ -58,12 +58,24 @@ def read_json_object(path: str | Path, remedy: str) -> dict[str, Any]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
-        if err.pos >= len(text.rstrip()):  # the text ended where JSON still expected more
+        if ends_early(err, text):
             raise BrokenFile(path, f"is cut short: its JSON stops at line {err.lineno} before the object is complete", remedy) from None
-        raise BrokenFile(path, f"is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})", remedy) from None
+        raise BrokenFile(path, f"is not valid JSON ({json_error(err)})", remedy) from None
     if not isinstance(obj, dict):
         raise BrokenFile(path, f"holds a JSON {json_type(obj)}, not an object", remedy)
     return obj
+
+
+def json_error(err: json.JSONDecodeError, line: bool = True) -> str:
+    """What json says is wrong and where: 'Expecting value at line 3, column 1' (json's messages that end
+    in 'at' expect the place after them)."""
+    where = f"line {err.lineno}, column {err.colno}" if line else f"column {err.colno}"
+    return f"{err.msg.removesuffix(' at')} at {where}"
+
+
+def ends_early(err: json.JSONDecodeError, text: str) -> bool:
+    """Whether JSON text failed because it stops where more was expected: a file cut short."""
+    return err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
 
 
 def json_type(value: Any) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from lit_activation.files import BrokenFile, json_type
+from lit_activation.files import BrokenFile, ends_early, json_error, json_type
 
 ENDINGS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 KINDS = ("text", "texts", "number", "index", "flag", "label", "any")
@@ -110,12 +110,12 @@ def _check_json_lines(path: Path, first: tuple[int, str], lines: Iterator[tuple[
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(text.rstrip("\r\n"))  # its own line: a column counts in it
         except json.JSONDecodeError as err:
-            if pending is None and not text.endswith("\n") and err.pos >= len(text.rstrip()):
+            if pending is None and not text.endswith("\n") and ends_early(err, text):
                 raise BrokenFile(path, f"is cut short: its last line ({number}) stops in the middle of a record", "copy the whole file again") from None
             raise BrokenFile(
-                path, f"is not JSON lines: line {number} is not one JSON record ({err.msg}, column {err.colno})",
+                path, f"is not JSON lines: line {number} is not one JSON record ({json_error(err, line=False)})",
                 "write one whole JSON object per line (a pretty-printed file is not JSON lines)",
             ) from None
         _check_record(path, f"line {number}", record, kinds, remedy, seen)
@@ -128,9 +128,10 @@ def _check_array(path: Path, first: tuple[int, str], lines: Iterator[tuple[int, 
         records = json.loads(text)
     except json.JSONDecodeError as err:
         line = first[0] + err.lineno - 1
-        if err.pos >= len(text.rstrip()):
+        if ends_early(err, text):
             raise BrokenFile(path, f"is cut short: its JSON array stops at line {line} before it is closed", "copy the whole file again") from None
-        raise BrokenFile(path, f"is not valid JSON ({err.msg} at line {line}, column {err.colno})", "fix the JSON, or write it as JSON lines") from None
+        problem = f"is not valid JSON ({err.msg.removesuffix(' at')} at line {line}, column {err.colno})"
+        raise BrokenFile(path, problem, "fix the JSON, or write it as JSON lines") from None
     if not isinstance(records, list):
         raise BrokenFile(path, f"holds a JSON {json_type(records)}; a .json data file holds JSON lines or one array of records", remedy)
     if not records:
@@ -179,6 +180,8 @@ def fits(value: Any, kind: str) -> bool:
 def _shown(value: Any) -> str:
     """A value as the line shows it: its kind, and the value itself when short."""
     text = json.dumps(value)
+    if value is None or isinstance(value, bool):
+        return text  # null, true, false say what they are
     return f"{json_type(value)} {text}" if len(text) <= 40 else json_type(value)
 
 
@@ -196,9 +199,11 @@ def _check_table(path: Path, header: tuple[int, str], lines: Iterator[tuple[int,
                 raise BrokenFile(path, f"has no column {field!r} (its columns: {', '.join(columns)[:120]})", remedy)
             if kind == "texts":
                 raise BrokenFile(path, f"holds {field!r}, a list of texts, which a CSV cell cannot", _LIST_REMEDY)
+        records = 0
         for row in rows:
             if not row:
                 continue  # a blank line: pandas skips it too
+            records += 1
             number = header[0] + rows.line_num - 1
             if len(row) != len(names):
                 problem = f"line {number} has {len(row)} cells and the header {len(names)}"
@@ -209,6 +214,8 @@ def _check_table(path: Path, header: tuple[int, str], lines: Iterator[tuple[int,
                     raise BrokenFile(path, f"line {number} has no value for {field!r}", remedy)
                 if cell and not _cell_fits(cell, kind):
                     raise BrokenFile(path, f"line {number} has {field!r} as {cell[:40]!r}; it must be {_IN_WORDS[kind]}", remedy)
+        if not records:
+            raise BrokenFile(path, "is empty: it holds a header and no records", "give a file that holds the records")
     except csv.Error as err:
         raise BrokenFile(path, f"is not a valid table at line {header[0] + rows.line_num - 1} ({err})", "fix the quoting of that line") from None
 
