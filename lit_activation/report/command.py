@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,13 +89,17 @@ def main(argv: Sequence[str]) -> Path:
     outputs.check_can_create(Path(args.output), "--output")
     sections = build(runs, args.seed, args.resamples)
     out = next_version(Path(args.output))
-    report = outputs.write_text(out / "report.md", render(sections, runs, out, args.seed, args.resamples))
-    outputs.write_json(out / "report.json", {
-        "settings": {"seed": args.seed, "resamples": args.resamples, "confidence": findings.CONFIDENCE, "definitions": DEFINITIONS},
-        "inputs": [{"run": r.name, "path": str(r.path), "holds": sorted(r.data), "figures": [str(f) for f in r.figures()]} for r in runs],
-        "summary": [a.as_dict() for s in sections for a in s.summary],
-        "sections": {s.key: {"title": s.title, "summary": [a.as_dict() for a in s.summary], "parts": [a.as_dict() for a in s.parts]} for s in sections},
-    })
+    try:
+        report = outputs.write_text(out / "report.md", render(sections, runs, out, args.seed, args.resamples))
+        outputs.write_json(out / "report.json", {
+            "settings": {"seed": args.seed, "resamples": args.resamples, "confidence": findings.CONFIDENCE, "definitions": DEFINITIONS},
+            "inputs": [{"run": r.name, "path": str(r.path), "holds": sorted(r.data), "figures": [str(f) for f in r.figures()]} for r in runs],
+            "summary": [a.as_dict() for s in sections for a in s.summary],
+            "sections": {s.key: {"title": s.title, "summary": [a.as_dict() for a in s.summary], "parts": [a.as_dict() for a in s.parts]} for s in sections},
+        })
+    except BaseException:  # a full disk, an interrupt: no version holds half a report
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     for s in sections:
         for a in s.summary:
             print(f"{a.claim}: {a.label}")
