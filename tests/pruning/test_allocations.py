@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lit_activation.cli.errors import one_line
 from lit_activation.models.layers import decoder_layers, layer_map, linear_modules, weight_out_in
@@ -25,6 +29,7 @@ from lit_activation.pruning.allocations import (
 from lit_activation.pruning.allocations.owl import owl_outlier_ratios
 from lit_activation.pruning.context import PruningContext
 from lit_activation.pruning.sparsity import activation_sparsity
+from tests.helpers.damage import damaged_json
 from tests.helpers.naive import input_sums, naive_alpha_peak, naive_scores, paper_formula, per_layer
 from tests.helpers.tolerant import gap_threshold, parts_of
 
@@ -228,3 +233,23 @@ def test_equal_counts_are_valid_and_warned_about(caplog, tiny_model):
     Activation(GivenCounts([1, 2])).layer_sparsity(0.5, context)
     assert not caplog.records
 
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_a_damaged_counts_file_is_used_whole_or_named(data):
+    """Hypothesis: a counts.json cut short, of random bytes, another encoding, a field out or of another
+    kind: the allocation reads it, or refuses it in one line that names it."""
+    valid = {"model": "m", "gamma": 2e-5, "datasets": {"c4": {"layer_counts": [1, 2], "quantile_counts": {"q0.9": {"layer_counts": [3, 4]}}}}}
+    damaged = data.draw(damaged_json(valid))
+    key = data.draw(st.sampled_from(["gamma", "q0.9"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "counts.json"
+        path.write_bytes(damaged)
+        try:
+            CountsFile(str(path), key=key).check("m", 2)
+        except (ValueError, FileNotFoundError) as err:
+            line = one_line(err)
+            assert str(path) in line and "\n" not in line, line
+        else:
+            assert all(isinstance(c, (int, float)) for c in CountsFile(str(path), key=key).layer_counts(None))
