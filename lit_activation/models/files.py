@@ -9,6 +9,7 @@ transformers' to say when it loads them.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zipfile
 from pathlib import Path
@@ -88,10 +89,17 @@ GGUF_MAGIC = b"GGUF"
 def check_gguf(path: str | Path, remedy: str = "copy the .gguf file again (or download it again)") -> None:
     """Refuse a GGUF file that cannot be read whole: empty, not GGUF, or cut short (the tensors its header
     lists do not fit in the file). Parses the header and tensor table, as the loader would (seconds)."""
+    path = Path(path)
+    stat = path.stat()
+    _check_gguf(str(path), stat.st_mtime_ns, stat.st_size, remedy)
+
+
+@functools.cache
+def _check_gguf(file: str, mtime_ns: int, size: int, remedy: str) -> None:
+    """Check one version of a GGUF file once per process (the command's check, the tokenizer's and the model's loads all ask)."""
     from gguf import GGUFReader  # only when a GGUF file is checked: it is slow to import
 
-    path = Path(path)
-    size = path.stat().st_size
+    path = Path(file)
     if size == 0:
         raise BrokenFile(path, "is empty", remedy)
     with open(path, "rb") as f:
