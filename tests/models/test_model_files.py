@@ -184,3 +184,13 @@ def test_a_name_far_from_every_known_one_is_asked_of_the_hub(monkeypatch):
         loading.check_source("tiny_llama")
     with pytest.raises(ValueError, match=r"Unknown tiny architecture 'lama'; accepted"):
         loading.check_source("tiny-lama")
+
+
+def test_a_damaged_converted_copy_of_a_gguf_file_says_to_delete_it(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIT_ACTIVATION_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF stands in")
+    target = Path(shutil.copytree(model_dir, loading.converted_dir(gguf)))
+    (target / "model.safetensors").write_bytes((target / "model.safetensors").read_bytes()[:-1])
+    with pytest.raises(BrokenFile, match=rf"^{target}/model.safetensors: is cut short: .*; delete {target}: it is converted again from {gguf}$"):
+        loading.check_source(str(gguf))
