@@ -4,7 +4,7 @@ Every reader of a file a user hands in (a model directory, a data file, a run's 
 `--resume` or an allocation) checks it before the work that needs it, or as soon as it reads it, and raises
 `BrokenFile`. It is a ValueError, so the command line prints it as one `error:` line (cli/errors.py); an
 error of any other kind is a bug and keeps its traceback. The checks here are of the formats several readers
-share: JSON objects and safetensors files.
+share: JSON objects, the kinds of value their fields hold (shape_problem), and safetensors files.
 """
 
 from __future__ import annotations
@@ -108,18 +108,23 @@ def shape_problem(value: Any, shape: Any, where: str) -> str | None:
         return None
     if isinstance(shape, dict):
         if not isinstance(value, dict):
-            return f"{where} is {json_type(value)}, not an object"
+            return f"{where} is {_a(json_type(value))}, not an object"
         items = value.items() if "*" in shape else ((k, value[k]) for k in shape if k in value)
         return next((p for k, v in items if (p := shape_problem(v, shape.get("*", shape.get(k)), f"{where}.{k}"))), None)
     if isinstance(shape, (list, tuple)):
         if not isinstance(value, list):
-            return f"{where} is {json_type(value)}, not a list"
+            return f"{where} is {_a(json_type(value))}, not a list"
         if isinstance(shape, tuple) and len(value) != len(shape):
             return f"{where} holds {len(value)} values, not {len(shape)}"
         shapes = shape if isinstance(shape, tuple) else [shape[0]] * len(value)
         return next((p for i, (v, s) in enumerate(zip(value, shapes, strict=True)) if (p := shape_problem(v, s, f"{where}[{i}]"))), None)
     fits = {NUMBER: is_number(value), WHOLE: is_number(value) and float(value).is_integer(), TEXT: isinstance(value, str)}[shape]
-    return None if fits else f"{where} is {json_type(value)}, not {shape}"
+    return None if fits else f"{where} is {_a(json_type(value))}, not {shape}"
+
+
+def _a(kind: str) -> str:
+    """A JSON kind with its article: 'a number', 'an object', 'text', 'null'."""
+    return kind if kind in ("text", "null") else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 # Bytes per element of each safetensors dtype (the format's own list).
