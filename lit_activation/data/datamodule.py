@@ -151,8 +151,8 @@ class ActivationDataModule(LightningDataModule):
             raise ValueError(f"{datasets[0]!r} ships its own human ratings; similarity is for other sets")
         if mode == "set" and batch_size != 1:
             raise ValueError(f"mode 'set' scores its texts as one group, one batch: set batch_size 1, got {batch_size}")
-        for name, files in (data_files or {}).items():
-            check_files(name, files)  # an unknown name (else it would silently fall back to the hub), or a file that cannot be read
+        for name in data_files or {}:
+            get_spec(name)  # a typo in a data_files key would otherwise silently fall back to the hub
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for option, value, least in (("num_samples", num_samples, 1), ("max_length", max_length, 2), ("window", window, 2)):
@@ -236,6 +236,8 @@ class ActivationDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.groups:
+            for name, files in (self.hparams.data_files or {}).items():
+                check_files(name, files)  # every file, before the tokenizer and the model load: one that cannot be read is named
             self.tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             self.groups = self.build_groups()
 

@@ -54,8 +54,6 @@ class PerplexityDataModule(LightningDataModule):
         spec = get_spec(dataset)
         if spec.kind != "corpus":
             raise ValueError(f"Perplexity needs running text; {dataset!r} is a {spec.kind} set. Corpora: wikitext2, c4, wiki, news")
-        if data_files:
-            check_files(dataset, data_files)  # before any work: a file that cannot be read is named now
         self.save_hyperparameters()
         self.chunks: torch.Tensor | None = None
 
@@ -80,6 +78,8 @@ class PerplexityDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.chunks is None:
+            if self.hparams.data_files:
+                check_files(self.hparams.dataset, self.hparams.data_files)  # before the tokenizer and the model load
             tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             stream = evaluation_stream(self.hparams.dataset, tokenizer, self.hparams.data_files)
             self.chunks = chunk_stream(stream, self.hparams.seqlen, self.hparams.max_chunks)

@@ -29,10 +29,7 @@ def test_every_subcommand_has_a_saved_config():
 
 
 @pytest.mark.parametrize("config", SAVED, ids=lambda c: c.stem)
-def test_a_saved_config_parses_and_instantiates(config, monkeypatch, tmp_path, bench_files):
-    (tmp_path / "data").mkdir()  # the data files the configs name, where they name them: a data module checks them when it is made
-    for name in ("stsb", "boolq"):
-        shutil.copy(bench_files[name], tmp_path / "data" / Path(bench_files[name]).name)
+def test_a_saved_config_parses_and_instantiates(config, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # a logger's run dir is looked up under the working directory
     sub = subcommand(config)
     with warnings.catch_warnings(record=True) as caught:

@@ -174,10 +174,7 @@ def test_missing_fields_name_the_dataset_file_and_fields_before_the_model_loads(
         raise AssertionError("the model was loaded before the data were checked")
 
     monkeypatch.setattr("lit_activation.module.load_causal_lm", no_loading)
-    with pytest.raises(ValueError, match=message):  # checked when the data module is made, before any work
-        ActivationDataModule(["boolq"], tokenizer="tiny-llama", num_samples=1, data_files={"boolq": str(f)})
-    dm = ActivationDataModule(["boolq"], tokenizer="tiny-llama", num_samples=1)
-    dm.hparams.data_files = {"boolq": str(f)}  # a file that broke after the data module was made: the reader names it
+    dm = ActivationDataModule(["boolq"], tokenizer="tiny-llama", num_samples=1, data_files={"boolq": str(f)})
     trainer = Trainer(accelerator="cpu", logger=False, callbacks=[ActivationCounts()], inference_mode=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match=message):
         trainer.predict(ActivationModule(model="tiny-llama"), datamodule=dm, return_predictions=False)
