@@ -81,7 +81,6 @@ def test_the_undamaged_units_and_a_killed_write_s_staging_file_are_read(tmp_path
         check_progress(run)
 
 
-@pytest.mark.slow
 def test_resume_on_a_damaged_unit_is_one_line_before_the_model_loads_and_changes_nothing(tmp_path, capsys, monkeypatch, request):
     """End to end: a real run stopped with its progress/ kept, one unit cut short, then resumed."""
     monkeypatch.setattr("lit_activation.callbacks.base.Progress.clear", lambda self: None)  # progress/ stays, as in a killed run

@@ -253,3 +253,10 @@ def test_a_damaged_counts_file_is_used_whole_or_named(data):
             assert str(path) in line and "\n" not in line, line
         else:
             assert all(isinstance(c, (int, float)) for c in CountsFile(str(path), key=key).layer_counts(None))
+
+
+def test_on_the_fly_counts_check_their_own_text_before_any_model_loads(tmp_path):
+    (tmp_path / "c4.jsonl").write_text('{"text": "a"}\n{"text": "b')
+    with pytest.raises(ValueError, match=r"c4.jsonl: is cut short: its last line \(2\) stops in the middle of a record"):
+        Activation(OnTheFlyCounts(dataset="c4", files=str(tmp_path / "c4.jsonl"))).check("tiny-llama", 2)
+    Activation(OnTheFlyCounts()).check("tiny-llama", 2)  # the calibration set's text: checked as its batch is built

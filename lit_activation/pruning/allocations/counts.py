@@ -17,6 +17,7 @@ from torch import nn
 
 from lit_activation.analyses.counts import layer_counts
 from lit_activation.data.datamodule import Group, pad_groups
+from lit_activation.data.registry import check_files
 from lit_activation.distributed.shards import LOCAL, Shards
 from lit_activation.engine import EngineSettings, RowRanges, stream_taylor_scores
 from lit_activation.engine.reduce import ScoreSum
@@ -174,6 +175,11 @@ class OnTheFlyCounts(CountsSource):
             raise ValueError(f"OnTheFlyCounts needs gamma >= 0, samples >= 1, length >= 2, batch_size >= 1; got {gamma}, {samples}, {length}, {batch_size}")
         self.gamma, self.samples, self.length = gamma, samples, length
         self.dataset, self.files, self.seed, self.batch_size = dataset, files, seed, batch_size
+
+    def check(self, model_name: str, n_layers: int) -> None:
+        """Its own text files, before any model loads (the calibration set's are checked as the batch is built)."""
+        if self.dataset and self.files:
+            check_files(self.dataset, self.files)
 
     def memory_needs(self, plan: PlanContext) -> Footprint:
         """A Finding 1 pass on the dense model: its sums (one fp32 value per scored parameter) and the
