@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from matplotlib.figure import Figure
 from lit_activation import loggers, outputs
 from lit_activation.engine.experts import RoutingRecord
 from lit_activation.engine.scores import ScoreTile
-from lit_activation.resume import PROGRESS
+from lit_activation.resume import PROGRESS, read_progress_json, read_progress_tensors
 
 
 class ScoreCallback(Callback):
@@ -87,15 +86,15 @@ class Progress:
         outputs.write_json(self.dir / f"{key}.json", record)
 
     def load_json(self) -> list[dict]:
-        """Every saved record, in the order of their keys."""
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))] if self.resuming else []
+        """Every saved record, in the order of their keys (each checked: resume.read_progress_json)."""
+        return [read_progress_json(p) for p in sorted(self.dir.glob("*.json"))] if self.resuming else []
 
     def save_tensors(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         outputs.write_tensors(self.dir / f"{key}.safetensors", {name: t.detach().cpu() for name, t in tensors.items()})
 
-    def load_tensors(self) -> list[dict[str, torch.Tensor]]:
-        """Every saved set of tensors, in the order of their keys."""
-        return [outputs.read_tensors(p) for p in sorted(self.dir.glob("*.safetensors"))] if self.resuming else []
+    def load_tensors(self) -> list[tuple[Path, dict[str, torch.Tensor]]]:
+        """Every saved set of tensors with its file, in the order of their keys (each checked: resume.read_progress_tensors)."""
+        return [(p, read_progress_tensors(p)) for p in sorted(self.dir.glob("*.safetensors"))] if self.resuming else []
 
     def discard_partial_results(self, names: Iterable[str]) -> None:
         """A resumed run writes its results again: remove what an interrupted final write left."""

@@ -32,7 +32,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from lit_activation import __version__, report
+from lit_activation import __version__, outputs, report
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.status import RunStatus
 from lit_activation.callbacks.zeroshot import ZeroShotEval
@@ -45,7 +45,7 @@ from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.models.architectures import check_scorable, model_config, published_config
 from lit_activation.models.loading import check_source
 from lit_activation.module import ActivationModule
-from lit_activation.resume import check_same_results, find_run
+from lit_activation.resume import check_progress, check_same_results, find_run, saved_config
 from lit_activation.trainer import ActivationTrainer
 
 DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
@@ -131,6 +131,8 @@ class ActivationCLI(LightningCLI):
             loggers = [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
             self.new_run_dirs = [Path(lg.log_dir) for lg in loggers if not Path(lg.log_dir).exists()]
             self.id_named = IdNamedRuns.of(self.trainer.loggers, self.trainer.default_root_dir) if not loggers else None
+            for run in self.new_run_dirs:  # a file in the way, no permission, a full disk: said now, not at the first write
+                outputs.check_can_create(run, "log dir", "choose another --trainer.logger.init_args.save_dir")
             parents = {p for run in self.new_run_dirs for p in missing_parents(run)}
             if self.id_named is not None:  # a W&B run's dir: save_dir/project/<run id>, named once the run starts
                 parents |= set(missing_parents(self.id_named.parent / "run"))
@@ -142,7 +144,7 @@ class ActivationCLI(LightningCLI):
         `plan` reads only a config, which the published ones give offline."""
         hp = self.model.hparams
         if not (self.subcommand == "plan" and published_config(hp.model) is not None):
-            check_source(hp.model)
+            check_source(hp.model, weights=self.subcommand != "plan")
         try:
             config = model_config(hp.model, hp.trust_remote_code)
         except (ValueError, OSError):  # a config that cannot be read here (offline): the run's own checks say why, where it is read
@@ -153,12 +155,10 @@ class ActivationCLI(LightningCLI):
         """Before any model loads: the run to resume exists, is unfinished, and was configured as
         this one in all that changes results; its config.yaml is kept as it is."""
         run = find_run(resume, self.trainer.logger_dir())
-        saved = run / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume {resume}: {saved} is missing; without it the run's configuration cannot be checked")
         parser = self._parser(self.subcommand)
         current = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
-        check_same_results(run, analyses_only(yaml.safe_load(saved.read_text())), analyses_only(current))
+        check_same_results(run, analyses_only(saved_config(run, resume)), analyses_only(current))
+        check_progress(run)
         for callback in self.trainer.callbacks:
             if isinstance(callback, SaveConfigCallback):
                 callback.already_saved = True  # the interrupted run's config.yaml stays

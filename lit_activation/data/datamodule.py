@@ -29,7 +29,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_activation.data.embedded import RATED_SETS
-from lit_activation.data.registry import get_spec
+from lit_activation.data.registry import check_files, get_spec
 from lit_activation.data.samples import RatedPairs, choose, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
 from lit_activation.models.loading import EMBEDDED_DEFAULT, load_tokenizer
 from lit_activation.planning.plan import Footprint, PlanContext, ScoringPass
@@ -267,6 +267,8 @@ class ActivationDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.groups:
+            for name, files in (self.hparams.data_files or {}).items():
+                check_files(name, files)  # every file, before the tokenizer and the model load: one that cannot be read is named
             self.tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             self.groups = self.build_groups()
 

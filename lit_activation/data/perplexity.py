@@ -8,7 +8,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_activation.data.datamodule import tokenizer_name
-from lit_activation.data.registry import get_spec
+from lit_activation.data.registry import check_files, get_spec
 from lit_activation.data.samples import chunk_stream, evaluation_stream
 from lit_activation.models.loading import load_tokenizer
 from lit_activation.planning.plan import EvaluationPass, Footprint, PlanContext
@@ -68,6 +68,8 @@ class PerplexityDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.chunks is None:
+            if self.hparams.data_files:
+                check_files(self.hparams.dataset, self.hparams.data_files)  # before the tokenizer and the model load
             tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             stream = evaluation_stream(self.hparams.dataset, tokenizer, self.hparams.data_files)
             self.chunks = chunk_stream(stream, self.hparams.seqlen, self.hparams.max_chunks)

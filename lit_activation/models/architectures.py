@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, MixtralC
 
 from lit_activation.models import loading
 from lit_activation.models.experts import is_moe, plan_experts
+from lit_activation.models.files import check_config
 from lit_activation.models.layers import linear_modules, scored_modules, text_config
 from lit_activation.models.tiny import tiny_config
 
@@ -104,6 +105,8 @@ def _read_config(name_or_path: str, trust_remote_code: bool) -> PretrainedConfig
         return AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
     path = Path(name_or_path).expanduser()
     loading.check_path(name_or_path)
+    if path.is_dir():
+        check_config(path)
     try:
         return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except OSError as err:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,14 +115,18 @@ def write_report(
     outputs.check_can_create(Path(output), "--output")
     sections = build(runs, seed, resamples)
     out = next_version(Path(output))
-    markdown = outputs.write_text(out / "report.md", render(sections, runs, out, seed, resamples))
     summary = [a.as_dict() for s in sections for a in s.summary]
-    record = outputs.write_json(out / "report.json", {
-        "settings": {"seed": seed, "resamples": resamples, "confidence": findings.CONFIDENCE, "definitions": DEFINITIONS},
-        "inputs": [{"run": r.name, "path": str(r.path), "holds": sorted(r.data), "figures": [str(f) for f in r.figures()]} for r in runs],
-        "summary": summary,
-        "sections": {s.key: {"title": s.title, "summary": [a.as_dict() for a in s.summary], "parts": [a.as_dict() for a in s.parts]} for s in sections},
-    })
+    try:
+        markdown = outputs.write_text(out / "report.md", render(sections, runs, out, seed, resamples))
+        record = outputs.write_json(out / "report.json", {
+            "settings": {"seed": seed, "resamples": resamples, "confidence": findings.CONFIDENCE, "definitions": DEFINITIONS},
+            "inputs": [{"run": r.name, "path": str(r.path), "holds": sorted(r.data), "figures": [str(f) for f in r.figures()]} for r in runs],
+            "summary": summary,
+            "sections": {s.key: {"title": s.title, "summary": [a.as_dict() for a in s.summary], "parts": [a.as_dict() for a in s.parts]} for s in sections},
+        })
+    except BaseException:  # a full disk, an interrupt: no version holds half a report
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return Report(markdown, record, summary)
 
 

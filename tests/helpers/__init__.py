@@ -1,6 +1,7 @@
 """What the tests share: benchmark files in their real layouts, naive computations, process runners, probes.
 
 - benchmark_files.py  small files in each benchmark's real field layout, written by the tests
+- damage.py           Hypothesis strategies that damage a valid file (cut short, random bytes, a field out or mistyped)
 - naive.py            independent computations: per-sample autograd loops, the paper's formulas written out
 - tolerant.py         comparisons that hold under fp32 rounding (gaps, thresholds, ties)
 - allocations.py      what a callback allocates, measured (the memory plan's tests)

@@ -24,7 +24,7 @@ def build_not_run(args: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Act
 
     monkeypatch.setattr(ActivationTrainer, sub, record)
     # whether a hub model can be read here is the machine's (tests have no network), not the command's: test_errors.py
-    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name: None)
+    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name, **options: None)
     return build_cli(args), calls
 
 
