@@ -100,7 +100,7 @@ class ActivationCLI(LightningCLI):
         parser.epilog = EPILOG
         parser.help_sections = functools.partial(help_sections, subcommand=subcommand)
         if subcommand in PRUNING_SUBCOMMANDS:  # within 200 lines with the pruning and zero-shot groups; predict's help has them in full
-            parser.first_sentence_of = ("model.engine.",)
+            parser.first_sentence_of = ("model.engine.", "pruning.expert_inputs.")
         return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:

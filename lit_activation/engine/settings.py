@@ -22,7 +22,7 @@ class EngineSettings:
 
     Attributes:
         target: D(s), whose gradient defines the score: `max_logit` (the paper), `log_prob`, `loss`.
-        compute_dtype: the forward and backward run in it whatever the weights' stored dtype.
+        compute_dtype: the forward and backward's dtype. Whatever the weights' stored dtype,
             `float32` (default) gives exact fp32 scores, upcasting one weight tile at a time (no
             fp32 copy of the model); the weights' own bf16/fp16 is the fast, approximate mode;
             `float64` a reference for accuracy checks (CPU speed, scores still handed over in fp32).

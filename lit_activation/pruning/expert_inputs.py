@@ -40,13 +40,13 @@ class ExpertInputs:
     """How a mixture of experts is pruned inside its experts (ignored for a dense model).
 
     Attributes:
-        policy: `routed` (each expert from the tokens routed to it), `routed_weighted` (those tokens
-            scaled by their gate weight, as MoE-Pruner) or `all_tokens` (every token through every
-            expert, as llm-compressor; E/k times the experts' calibration compute).
-        min_tokens: an expert routed fewer calibration tokens than this is pruned by the few-token
-            rule: Wanda from every token's inputs, SparseGPT with `few_tokens_damping`.
-        few_tokens_damping: SparseGPT's percdamp for such an expert (the usual is 0.01).
-        routers: prune the routers as ordinary linears (default: kept dense).
+        policy: tokens each expert is pruned from. `routed`: those routed to it; `routed_weighted`:
+            those, scaled by their gate weight (MoE-Pruner); `all_tokens`: every token through every
+            expert (llm-compressor; E/k times the experts' calibration compute).
+        min_tokens: the few-token rule's threshold. An expert routed fewer calibration tokens is pruned
+            by Wanda from every token's inputs, by SparseGPT with `few_tokens_damping`.
+        few_tokens_damping: SparseGPT's damping below min_tokens. Its percdamp for such an expert (the usual is 0.01).
+        routers: prune the routers too. By default they stay dense.
     """
 
     policy: Literal["routed", "routed_weighted", "all_tokens"] = "routed"
