@@ -23,7 +23,9 @@ from tests.helpers.pages import CONFIGS, PAGES, blocks, code_spans, comments, pr
 FLAG = re.compile(r"(?<![\w-])--([a-z_]+(?:\.(?:\w+|\*))+)")
 # Inline code that is an option path: it starts with one of the command line's groups and is no file name.
 OPTION_SPAN = re.compile(r"(?:model|data|trainer|pruning|zeroshot|engine)(?:\.(?:[A-Za-z_]\w*|\*))+")  # `model.layers.3...` is a module
-FILE_NAME = re.compile(r"\.(?:json|csv|png|yaml|md|py|jsonl|parquet|gz|txt|sh)$")
+FILE_NAME = re.compile(r"\.(?:json|csv|png|yaml|md|py|jsonl|parquet|gz|txt|sh|safetensors|gguf|bin)$")
+# `FILE: problem` spans: an error line naming a file (a file name, or a placeholder such as DIR or FILE.gguf)
+ERROR_LINE = re.compile(r"(?:\S*\.(?:json|csv|jsonl|parquet|gz|safetensors|gguf|bin|yaml)|[A-Z]+(?:\.\w+)?|\.\.\.\S*)")
 NAMED = re.compile(r"\boptions?\s+((?:`[^`\n]+`(?:,\s*|\s+(?:and|or)\s+)?)+)")
 YAML_SPAN = re.compile(r"^([\w.]+): ")
 SNAKE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")  # names, and environment variables
@@ -74,7 +76,7 @@ def unknown_options(text: str, known: frozenset[str], markdown: bool = True) -> 
         paths |= {name for name in re.findall(r"`([^`]+)`", listed) if re.fullmatch(r"[\w.]+", name)}
     for span in spans:
         match = YAML_SPAN.match(span)
-        if match and match.group(1) not in NOT_OPTIONS:
+        if match and match.group(1) not in NOT_OPTIONS and not ERROR_LINE.fullmatch(match.group(1)):
             try:  # a span is the inside of a flow mapping: `a: 1, b: {c: 2}`
                 paths |= yaml_keys(yaml.safe_load(f"{{{span}}}"))
             except yaml.YAMLError:
