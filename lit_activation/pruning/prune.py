@@ -23,7 +23,7 @@ from lit_activation.pruning.expert_inputs import ExpertInputs
 from lit_activation.pruning.masks import prune_module
 from lit_activation.pruning.metrics import PruningMetric, Wanda
 from lit_activation.pruning.sequential import BlockInputs, sequential_blocks
-from lit_activation.pruning.sparsity import check_nm, parse_nm, weighted_mean
+from lit_activation.pruning.sparsity import check_nm, over_all_weights, parse_nm, weighted_mean
 
 # prune_module lives in masks.py; imported from here before
 __all__ = ["achieved_sparsity", "allocate_and_prune", "check_pruning", "prune_model", "prune_module", "prune_sequential"]
@@ -124,7 +124,7 @@ def achieved_sparsity(model: nn.Module, pruned: Mapping[str, float], shards: Sha
         zeros[layer] += zero
         sizes[layer] += numel
         masked[layer] += pruned.get(name, 0.0) * numel
-        modules[name] = {"pruned": pruned.get(name, 0.0), "zeros": zero / numel}
+        modules[name] = {"pruned": pruned.get(name, 0.0), "zeros": zero / numel, "size": numel}
     layer_pruned = [p / s for p, s in zip(masked, sizes, strict=True)]
     return {
         "achieved_sparsity": weighted_mean(layer_pruned, sizes),
@@ -141,6 +141,9 @@ def allocate_and_prune(
     """The allocation's layer sparsities for `sparsity`, then every block pruned by `metric` in place:
     (the layer sparsities, each pruned module's fraction)."""
     sparsities = allocation.layer_sparsity(sparsity, context)
+    _, layers = decoder_layers(context.model)
+    sizes = [sum(weight_shape(u).numel() for u in block_prunable(block, context.expert_inputs.routers).values()) for block in layers]
+    sparsities = over_all_weights(sparsities, sizes, sparsity, allocation.label)
     release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
     pruned = prune_sequential(context.model, context.calibration_ids, sparsities, n, m, metric, context.batch_size, context)
     return sparsities, pruned

@@ -31,6 +31,19 @@ def weighted_mean(sparsities: Sequence[float], layer_params: Sequence[int] | Non
     return sum(s * w for s, w in zip(sparsities, weights, strict=True)) / sum(weights)
 
 
+def over_all_weights(sparsities: Sequence[float], layer_params: Sequence[int], s: float, method: str) -> list[float]:
+    """Layer sparsities whose parameter-weighted mean is the target `s`, so that it is met over all weights.
+
+    Unchanged when every layer holds as many weights (the allocations' formulas then average to s
+    exactly, and a rescaling could move a value by a rounding); otherwise (a mixture of experts whose
+    first layers are dense, as DeepSeek's) each is scaled by s·ΣP / ΣP·S_l, which keeps their ratios.
+    """
+    if len(set(layer_params)) <= 1 or s == 0:
+        return list(sparsities)
+    factor = s * sum(layer_params) / sum(p * v for p, v in zip(layer_params, sparsities, strict=True))
+    return _check_result([v * factor for v in sparsities], method, "lower the target or its strength")
+
+
 def uniform_sparsity(n_layers: int, s: float) -> list[float]:
     """The same sparsity in every layer (Wanda's default)."""
     _check_target(s)

@@ -94,3 +94,28 @@ def test_two_ranks_llmdcos_of_a_mixture_of_experts_equals_the_naive_loop(tmp_pat
                 vb = torch.cat([b[n].flatten() for n in b if layer_of[n] == layer])
                 expected = float(va @ vb / (va.norm() * vb.norm()))
                 assert result[key][g][layer] == pytest.approx(expected, rel=1e-5), (key, g, layer)
+
+
+def test_two_ranks_prune_a_mixture_of_experts_as_one_process(tmp_path, bench_files, saved):
+    """OWL + Wanda inside the experts of Mixtral (row shards of every expert, per-expert checkpoint keys):
+    the two ranks' saved model is the one process's, bit for bit."""
+    from tests.distributed.test_sharding import ONE, TWO, pruned, saved_models_equal
+
+    runs = pruned(tmp_path, bench_files, saved["mixtral"], (ONE, TWO))
+    assert runs["two"]["expert_tokens"] == runs["one"]["expert_tokens"] and runs["one"]["expert_tokens"]
+    saved_models_equal(tmp_path, runs)
+
+
+def test_two_ranks_prune_gpt_oss_experts_with_sparsegpt_as_one_process(tmp_path, bench_files, saved):
+    """SparseGPT inside gpt-oss's transposed experts: each rank gathers an expert's slice, solves it whole
+    and keeps its own stored rows; the masks are the one process's and the weights within fp32 rounding."""
+    from safetensors.torch import load_file
+
+    from tests.distributed.test_sharding import ONE, TWO, pruned
+
+    pruned(tmp_path, bench_files, saved["gpt_oss"], (ONE, TWO), ("--pruning.metric", "SparseGPT", "--pruning.allocation", "Uniform"))
+    one, two = (load_file(tmp_path / f"saved_{layout}" / "model.safetensors") for layout in ("one", "two"))
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.equal(one[key] == 0, two[key] == 0), key
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5 * float(one[key].abs().max()))

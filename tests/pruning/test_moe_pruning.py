@@ -219,3 +219,31 @@ def test_an_expert_no_token_reached_is_pruned_by_magnitude_order_with_no_column_
 
     assert_close_to_naive(unit.weight.detach(), expected, mask, "expert 1")
     assert float((unit.weight == 0).double().mean()) == 0.5
+
+
+def test_layer_sparsities_meet_the_target_over_all_weights():
+    """Layers of unequal size (DeepSeek's dense first layer before MoE ones): scaled so that the
+    parameter-weighted mean is the target; equal sizes: returned as they are, bit for bit."""
+    from lit_activation.pruning.sparsity import over_all_weights
+
+    same = [0.55, 0.45]
+    assert over_all_weights(same, [100, 100], 0.5, "OWL") == same
+    scaled = over_all_weights([0.6, 0.4], [100, 300], 0.5, "OWL")
+    assert (100 * scaled[0] + 300 * scaled[1]) / 400 == pytest.approx(0.5, abs=1e-15)
+    assert scaled[0] / scaled[1] == pytest.approx(1.5)  # the allocation's ratios kept
+    with pytest.raises(ValueError, match=r"OWL allocation gives layer sparsities outside \[0, 1\)"):
+        over_all_weights([0.9, 0.1], [1, 100], 0.5, "OWL")  # the small layer would need 4.2
+
+
+@pytest.mark.parametrize("allocation", ["OWL", "AlphaPruning"])
+def test_an_allocation_over_a_partly_dense_mixture_of_experts_meets_the_target(allocation):
+    from lit_activation.pruning import allocations
+    from lit_activation.pruning.prune import allocate_and_prune
+
+    model = tiny_model("deepseek_v3")
+    context = PruningContext(model, None, CALIBRATION, "", None, 2)
+    sparsities, pruned = allocate_and_prune(context, 0.5, getattr(allocations, allocation)(), Wanda())
+    record = achieved_sparsity(model, pruned)
+    sizes = [sum(m["size"] for name, m in record["modules"].items() if f"layers.{i}." in name) for i in range(2)]
+    assert sizes[0] != sizes[1]  # the dense layer and the MoE layer
+    assert sum(s * p for s, p in zip(sparsities, sizes, strict=True)) / sum(sizes) == pytest.approx(0.5, abs=1e-12)
