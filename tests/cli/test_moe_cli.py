@@ -110,3 +110,21 @@ def test_experts_the_engine_cannot_read_are_one_line_before_the_model_loads(tmp_
     err = refused(["predict", "--config", str(CONFIGS / "counts_embedded.yaml"), "--model.model", "tiny-mixtral", *small(tmp_path, "x")], capsys)
     assert "error: MixtralForCausalLM cannot be scored: its MixtralDecoderLayer holds mlp.experts.weights" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_compare_sweeps_a_mixture_of_experts_to_its_report(tmp_path, bench_files, capsys):
+    """Uniform against the paper's Activation allocation (counts on the fly, the experts' weights in every
+    layer's count), Wanda and SparseGPT inside the experts, two seeds: every run recorded, and the report
+    gives Validation 1 a verdict per method."""
+    from tests.pruning.test_compare import arguments, rows
+
+    args = arguments(tmp_path, bench_files, "cmp", "--model.model", "tiny-mixtral", "--metrics", "[Wanda, SparseGPT]")
+    build_cli(["compare", *args])
+    runs = rows(tmp_path / "cmp")
+    assert len(runs) == 1 + 2 * 2 * 2  # dense + 2 allocations × 2 methods × 2 seeds
+    # each row loses ⌊in · s_l⌋ weights: with 32 inputs a layer's fraction moves by up to 1/32 from its target
+    assert all(float(r["achieved_sparsity"]) == pytest.approx(0.5, abs=1 / 32) for r in runs if r["method"] != "dense")
+    main(["report", str(tmp_path / "cmp"), "--output", str(tmp_path / "report")])
+    report = json.loads((Path(capsys.readouterr().out.strip().splitlines()[-1]).parent / "report.json").read_text())
+    assert report["sections"]["validation1"]["parts"], "no Validation 1 verdict"
