@@ -45,6 +45,7 @@ from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.models.architectures import check_prunable, check_scorable, model_config, published_config
 from lit_activation.models.loading import check_source
 from lit_activation.module import ActivationModule
+from lit_activation.pruning.experts.layout import MoEShape, check_removal
 from lit_activation.resume import check_same_results, find_run
 from lit_activation.trainer import ActivationTrainer
 
@@ -138,7 +139,8 @@ class ActivationCLI(LightningCLI):
 
     def _check_model(self) -> None:
         """The model can be found (a path that exists, a hub id that can be read), its weights can be
-        scored, and a run that prunes does not prune a mixture of experts; or one line says why.
+        scored, and a run that prunes can prune it (whole experts of a mixture of experts, weights of a dense
+        model); or one line says why.
         `plan` reads only a config, which the published ones give offline."""
         hp = self.model.hparams
         if not (self.subcommand == "plan" and published_config(hp.model) is not None):
@@ -149,8 +151,12 @@ class ActivationCLI(LightningCLI):
             return
         check_scorable(config, hp.model, hp.trust_remote_code)
         pruning = self.config[self.subcommand].get("pruning") if self.subcommand in ("validate", "compare") else None
-        if pruning is not None and (self.subcommand == "compare" or pruning.get("sparsity", 0) > 0):
-            check_prunable(config, hp.model, hp.trust_remote_code)
+        if pruning is not None:
+            sparsity = 1.0 if self.subcommand == "compare" else pruning.get("sparsity", 0)  # a sweep prunes weights
+            check_prunable(config, hp.model, hp.trust_remote_code, sparsity, (pruning.get("experts.ratio") or 0) > 0)
+            for callback in self.trainer.callbacks:  # the experts' ratio against the routing, before the data are read (its score's file: at setup)
+                if isinstance(callback, Pruning) and callback.experts.removes and (shape := MoEShape.of_config(config, hp.trust_remote_code)):
+                    check_removal(callback.experts.ratio, shape, hp.model)
 
     def _check_resume(self, resume: str) -> None:
         """Before any model loads: the run to resume exists, is unfinished, and was configured as

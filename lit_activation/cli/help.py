@@ -74,7 +74,7 @@ TRAINER_SHOWN = {
 _UNUSED = ("return_predictions", "ckpt_path", "weights_only")
 
 
-_CONFIG_LOADERS = ("trainer", "model", "model.engine", "pruning", "pruning.calibration", "zeroshot")  # --GROUP CONFIG
+_CONFIG_LOADERS = ("trainer", "model", "model.engine", "pruning", "pruning.calibration", "pruning.experts", "zeroshot")  # --GROUP CONFIG
 
 
 # Short help for Lightning's options (its own texts are written for training), and for the general ones.

@@ -148,12 +148,22 @@ def check_scorable(config: PretrainedConfig, name: str, trust_remote_code: bool 
     _scorable(config, trust_remote_code)
 
 
-def check_prunable(config: PretrainedConfig, name: str, trust_remote_code: bool = False) -> None:
-    """Refuse, before any work, to prune a mixture of experts: its experts are scored and analysed, not pruned yet."""
-    if is_mixture_of_experts(config, trust_remote_code):
+# The hook for pruning the weights inside experts: True once the pruning metrics prune each expert's slices
+# of the fused tensors (per-expert Wanda / SparseGPT). Until then a mixture of experts is pruned by removing
+# whole experts only (pruning.experts), at sparsity 0.
+PRUNES_EXPERT_WEIGHTS = False
+
+
+def check_prunable(config: PretrainedConfig, name: str, trust_remote_code: bool = False, sparsity: float = 1.0, removes_experts: bool = False) -> None:
+    """Refuse, before any work, a pruning the model cannot take: whole experts removed from a dense model, or
+    weights pruned (`sparsity` > 0) inside a mixture of experts while PRUNES_EXPERT_WEIGHTS is off."""
+    moe = is_mixture_of_experts(config, trust_remote_code)
+    if removes_experts and not moe:
+        raise ValueError(f"{name} has no experts to remove (a dense model): pruning.experts.ratio applies to a mixture of experts; accepted here: 0")
+    if moe and sparsity > 0 and not PRUNES_EXPERT_WEIGHTS:
         raise ValueError(
-            f"{name} is a mixture of experts: pruning its experts is not supported yet (accepted: dense models); "
-            "its scores, Finding 1 per expert, LLMDcos and the report are (lit-activation predict), and so is perplexity at sparsity 0"
+            f"{name} is a mixture of experts: pruning the weights inside its experts is not supported yet (sparsity {sparsity}; accepted: 0); "
+            "removing whole experts is (pruning.experts.ratio), and so are its scores, Finding 1 per expert, LLMDcos and the report (lit-activation predict)"
         )
 
 
