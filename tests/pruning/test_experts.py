@@ -101,7 +101,7 @@ def test_the_cut_down_model_is_the_original_with_the_removed_experts_logits_at_m
         expected = model(ids()).logits
     shared = {n: p.clone() for n, p in model.named_parameters() if "shared_expert" in n}
     cut = copy.deepcopy(model)
-    remove_experts(cut, removed, experts)
+    remove_experts(cut, removed)
     with torch.no_grad():
         torch.testing.assert_close(cut(ids()).logits, expected, rtol=1e-10, atol=1e-10)
         assert not torch.allclose(model(ids()).logits, expected, rtol=1e-4, atol=1e-4)  # the removal changes the output
@@ -124,7 +124,7 @@ def test_the_cut_down_model_is_the_original_with_the_removed_experts_logits_at_m
 def test_the_cut_down_model_saves_and_reloads_with_the_new_expert_count(arch, options, removed, tmp_path):
     model = moe(arch, dtype=torch.float32, **options)
     experts = MoEShape.of(model).experts
-    remove_experts(model, removed, experts)
+    remove_experts(model, removed)
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     kept = experts - len(next(iter(removed.values())))
@@ -320,3 +320,16 @@ def test_weight_pruning_inside_experts_waits_for_its_hook_and_counts_files_are_c
         with pytest.raises(ValueError, match=message):
             remove_scored_experts(model, ExpertPruning(0.5, score), None, 1, "MixtralForCausalLM")
     assert model.config.num_local_experts == 4
+
+
+@pytest.mark.parametrize(("removed", "message"), [
+    ({0: [1], 1: [0, 2]}, r"must lose the same number of experts, fewer than its 4"),
+    ({0: [1, 4], 1: [0, 2]}, r"must lose the same number of experts"),
+    ({0: [0, 1, 2, 3], 1: [0, 1, 2, 3]}, r"fewer than its 4"),
+    ({0: [1, 2]}, r"removed names layers \[0\]; the model's MoE layers are \[0, 1\]"),
+])
+def test_a_hand_made_removal_names_every_moe_layer_and_the_same_count(removed, message):
+    model = moe("mixtral", dtype=torch.float32)
+    with pytest.raises(ValueError, match=message):
+        remove_experts(model, removed)
+    assert MoEShape.of(model).experts == 4 and model.config.num_local_experts == 4

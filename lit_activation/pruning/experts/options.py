@@ -96,7 +96,7 @@ def remove_scored_experts(model: nn.Module, options: ExpertPruning, calibration_
     count = removed_count(options.ratio, shape.experts)
     removed = {layer: lowest_experts(scores[row].tolist(), count, shape.groups) for row, layer in enumerate(shape.layers)}
     before, experts_before = sum(p.numel() for p in model.parameters()), expert_parameters(model, shape.layers)
-    remove_experts(model, removed, shape.experts)
+    remove_experts(model, removed)
     after, experts_after = sum(p.numel() for p in model.parameters()), expert_parameters(model, shape.layers)
     per_layer = {}
     for row, layer in enumerate(shape.layers):

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from lit_activation.models.experts import experts_modules, routers
 from lit_activation.models.layers import decoder_layers, text_config
+from lit_activation.pruning.experts.layout import MoEShape
 
 # What the families name the routed expert count in their config (aliases of one another in some).
 EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
@@ -46,19 +47,24 @@ def _keep_rows(module: nn.Module, keep: Tensor, experts: int) -> None:
             setattr(module, name, buffer.index_select(0, keep.to(buffer.device)))  # still a buffer, as persistent as before
 
 
-def remove_experts(model: nn.Module, removed: Mapping[int, Sequence[int]], experts: int) -> None:
-    """Remove the experts `removed[layer]` (original indices) of each MoE layer of `model`, in place.
+def remove_experts(model: nn.Module, removed: Mapping[int, Sequence[int]]) -> None:
+    """Remove the experts `removed[layer]` (original indices) of every MoE layer of `model`, in place.
 
-    Every MoE layer must lose the same number (the config holds one count).
+    Every MoE layer is named and loses the same number (the config holds one count), fewer than all.
     """
+    shape = MoEShape.of(model)
+    if shape is None or set(removed) != set(shape.layers):
+        raise ValueError(f"removed names layers {sorted(removed)}; the model's MoE layers are {list(shape.layers) if shape else []}: name each once")
+    experts = shape.experts
     counts = {len(set(gone)) for gone in removed.values()}
-    if len(counts) != 1:
-        raise ValueError(f"every MoE layer must lose the same number of experts (one count in the config); got {sorted(counts)}")
+    bad = [e for gone in removed.values() for e in gone if not 0 <= e < experts]
+    if len(counts) != 1 or bad or counts == {experts}:
+        raise ValueError(f"every MoE layer must lose the same number of experts, fewer than its {experts} (one count in the config); got {dict(removed)}")
     kept = experts - counts.pop()
     _, blocks = decoder_layers(model)
     with torch.no_grad():
         for layer, gone in removed.items():
-            keep = torch.tensor([e for e in range(experts) if e not in set(gone)], dtype=torch.long)
+            keep = torch.tensor(sorted(set(range(experts)) - set(gone)), dtype=torch.long)
             block = blocks[layer]
             for module in [m for m, _ in experts_modules(block).values()] + list(routers(block).values()):
                 _keep_rows(module, keep, experts)
