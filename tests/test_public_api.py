@@ -18,7 +18,7 @@ RECORD = ROOT / "tests" / "public_api.txt"
 PACKAGES = (
     "lit_activation", "lit_activation.analyses", "lit_activation.callbacks", "lit_activation.cli", "lit_activation.data",
     "lit_activation.distributed", "lit_activation.engine", "lit_activation.models", "lit_activation.planning", "lit_activation.pruning",
-    "lit_activation.pruning.allocations", "lit_activation.pruning.metrics", "lit_activation.report",
+    "lit_activation.pruning.allocations", "lit_activation.pruning.experts", "lit_activation.pruning.metrics", "lit_activation.report",
 )
 
 

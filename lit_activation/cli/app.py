@@ -42,9 +42,10 @@ from lit_activation.cli.help import EPILOG, SUBCOMMAND_HELP, SUBCOMMANDS, Activa
 from lit_activation.cli.run_dirs import IdNamedRuns, analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
 from lit_activation.data import datamodule, perplexity  # noqa: F401 - the data modules --data accepts by name, listed in --help
 from lit_activation.distributed.heartbeat import Heartbeat
-from lit_activation.models.architectures import check_scorable, model_config, published_config
+from lit_activation.models.architectures import check_prunable, check_scorable, model_config, published_config
 from lit_activation.models.loading import check_source
 from lit_activation.module import ActivationModule
+from lit_activation.pruning.experts.layout import MoEShape, check_removal
 from lit_activation.resume import check_progress, check_same_results, find_run, saved_config
 from lit_activation.trainer import ActivationTrainer
 
@@ -100,7 +101,7 @@ class ActivationCLI(LightningCLI):
         parser.epilog = EPILOG
         parser.help_sections = functools.partial(help_sections, subcommand=subcommand)
         if subcommand in PRUNING_SUBCOMMANDS:  # within 200 lines with the pruning and zero-shot groups; predict's help has them in full
-            parser.first_sentence_of = ("model.engine.", "pruning.expert_inputs.")
+            parser.first_sentence_of = ("model.engine.", "pruning.expert_inputs.", "pruning.allocation", "pruning.metric", "pruning.nm")
         return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
@@ -139,8 +140,8 @@ class ActivationCLI(LightningCLI):
             self.new_parent_dirs = sorted(parents, key=lambda p: len(p.parts), reverse=True)  # deepest first
 
     def _check_model(self) -> None:
-        """The model can be found (a path that exists, a hub id that can be read) and its weights can be
-        scored; or one line says why.
+        """The model can be found (a path that exists, a hub id that can be read), its weights can be
+        scored, and whole experts are removed only from a mixture of experts; or one line says why.
         `plan` reads only a config, which the published ones give offline."""
         hp = self.model.hparams
         if not (self.subcommand == "plan" and published_config(hp.model) is not None):
@@ -150,6 +151,12 @@ class ActivationCLI(LightningCLI):
         except (ValueError, OSError):  # a config that cannot be read here (offline): the run's own checks say why, where it is read
             return
         check_scorable(config, hp.model, hp.trust_remote_code)
+        pruning = self.config[self.subcommand].get("pruning") if self.subcommand in ("validate", "compare") else None
+        if pruning is not None:
+            check_prunable(config, hp.model, hp.trust_remote_code, (pruning.get("experts.ratio") or 0) > 0)
+            for callback in self.trainer.callbacks:  # the experts' ratio against the routing, before the data are read (its score's file: at setup)
+                if isinstance(callback, Pruning) and callback.experts.removes and (shape := MoEShape.of_config(config, hp.trust_remote_code)):
+                    check_removal(callback.experts.ratio, shape, hp.model)
 
     def _check_resume(self, resume: str) -> None:
         """Before any model loads: the run to resume exists, is unfinished, and was configured as

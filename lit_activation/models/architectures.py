@@ -152,6 +152,13 @@ def check_scorable(config: PretrainedConfig, name: str, trust_remote_code: bool 
     _scorable(config, trust_remote_code)
 
 
+def check_prunable(config: PretrainedConfig, name: str, trust_remote_code: bool = False, removes_experts: bool = False) -> None:
+    """Refuse, before any work, whole experts removed from a dense model (the methods that cannot prune
+    inside experts are refused by pruning.prune.check_experts_prunable)."""
+    if removes_experts and not is_mixture_of_experts(config, trust_remote_code):
+        raise ValueError(f"{name} has no experts to remove (a dense model): pruning.experts.ratio applies to a mixture of experts; accepted here: 0")
+
+
 def context_length(config: PretrainedConfig) -> int | None:
     """The most positions the model takes (None when the config does not say): max_position_embeddings
     (GPT-2's n_positions), or what a rotary scaling stretches it to, factor × the original length,

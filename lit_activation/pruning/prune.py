@@ -20,6 +20,8 @@ from lit_activation.planning.memory import release_memory
 from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import Calibration, PruningContext
 from lit_activation.pruning.expert_inputs import ExpertInputs
+from lit_activation.pruning.experts.layout import MoEShape
+from lit_activation.pruning.experts.options import ExpertPruning, remove_scored_experts
 from lit_activation.pruning.masks import prune_module
 from lit_activation.pruning.metrics import PruningMetric, Wanda
 from lit_activation.pruning.sequential import BlockInputs, sequential_blocks
@@ -158,6 +160,7 @@ def prune_model(
     calibration: Calibration | None = None,
     nm: str | None = None,
     expert_inputs: ExpertInputs | None = None,
+    experts: ExpertPruning | None = None,
 ) -> dict[str, Any]:
     """Prune a causal LM you hold, in place, as `lit-activation validate` does (docs/method.md §5).
 
@@ -171,27 +174,40 @@ def prune_model(
         calibration: the calibration batch (default `Calibration()`: 128 × 2048 tokens of c4).
         nm: N:M semi-structured pruning, e.g. '2:4' (then sparsity n/m and the allocation Uniform).
         expert_inputs: a mixture of experts: which tokens each expert is pruned from (ExpertInputs).
+        experts: whole experts of a mixture of experts removed first, e.g. `ExpertPruning(0.25, REAP())`
+            (lit_activation.pruning.experts; docs/moe.md, "Removing experts"); then the weights at `sparsity`.
 
     Returns what `pruning.json` holds: the layer sparsities asked for, and the achieved sparsity and
-    zero fraction overall, per layer and per module.
+    zero fraction overall, per layer and per module (and `experts`: those removed and kept, with their scores).
     """
     allocation = allocation if allocation is not None else Uniform()
     metric = metric if metric is not None else Wanda()
     calibration = calibration if calibration is not None else Calibration()
     expert_inputs = expert_inputs if expert_inputs is not None else ExpertInputs()
+    experts = experts if experts is not None else ExpertPruning()
     n, m = check_pruning(sparsity, allocation, metric, nm)
     _, layers = decoder_layers(model)
     name = str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
-    check_experts_prunable(is_moe(model), name, [metric])
-    allocation.check(name, len(layers))
+    if sparsity > 0:
+        check_experts_prunable(is_moe(model), name, [metric])
+    if experts.removes:
+        experts.check(name, len(layers), MoEShape.of(model))
+    if sparsity > 0:
+        allocation.check(name, len(layers))
+    method = allocation.label if sparsity > 0 else "experts" if experts.removes else "dense"
     record: dict[str, Any] = {
-        "model": name, "method": "dense" if sparsity == 0 else allocation.label, "allocation": allocation.describe(), "metric": metric.label,
+        "model": name, "method": method, "allocation": allocation.describe(), "metric": metric.label,
         "metric_options": metric.describe(), "target_sparsity": sparsity, "nm": nm, "calibration": asdict(calibration),
     }
     pruned: dict[str, float] = {}
-    if sparsity > 0:
-        c = calibration
+    c = calibration
+    ids = None
+    if sparsity > 0 or experts.calibrated:
         ids = calibration_ids(c.dataset, tokenizer, c.samples, c.seqlen, c.seed, c.files).to(next(model.parameters()).device)
+    if experts.removes:  # first: the weights pruned below are the kept experts' (two-stage)
+        record["experts"] = remove_scored_experts(model, experts, ids, c.batch_size, name)
+    if sparsity > 0:
+        assert ids is not None
         context = PruningContext(model, tokenizer, ids, c.dataset, c.files, c.batch_size, expert_inputs=expert_inputs)
         sparsities, pruned = allocate_and_prune(context, sparsity, allocation, metric, n, m)
         record.update(layer_sparsity=sparsities, allocation=allocation.describe(), **expert_record(context))

@@ -92,6 +92,47 @@ def test_validate_prunes_a_saved_mixture_of_experts_inside_its_experts(tmp_path,
     assert record["modules"]["model.layers.2.mlp.experts.1.down_proj"]["zeros"] == pytest.approx(0.5)
 
 
+def counts_with_experts(path: Path, model: str = "tiny-mixtral") -> str:
+    """A counts.json of a counts run on tiny-mixtral (2 layers, 4 experts) over two datasets."""
+    per_layer = {str(layer): {"taylor_mass": [1.0, 2.0, 3.0, 4.0]} for layer in (0, 1)}
+    entry = {"n_samples": 4, "layer_counts": [10, 20], "quantile_counts": {}, "experts": {"num_experts": 4, "layers": [0, 1], "per_layer": per_layer}}
+    path.write_text(json.dumps({"model": model, "datasets": {"humaneval": entry, "reviews": entry}}))
+    return str(path)
+
+
+@pytest.mark.parametrize(("model", "options", "message"), [
+    ("tiny-mixtral", ["--pruning.experts.ratio", "1.0"], "experts.ratio 1.0 would remove every expert of each MoE layer; accepted: [0, 1)"),
+    ("tiny-mixtral", ["--pruning.experts.ratio", "0.75"],
+     "experts.ratio 0.75 keeps 1 of tiny-mixtral's 4 experts per MoE layer, fewer than the 2 each token is routed to"),
+    ("tiny-llama", ["--pruning.experts.ratio", "0.25"],
+     "tiny-llama has no experts to remove (a dense model): pruning.experts.ratio applies to a mixture of experts"),
+    pytest.param("tiny-mixtral", ["--pruning.experts.ratio", "0.5", "--pruning.experts.score", "TaylorMass", "--pruning.experts.score.init_args.path",
+                                  "{counts}", "--pruning.experts.score.init_args.dataset", "mmlu"],
+                 "Unknown dataset 'mmlu' in counts file", marks=pytest.mark.slow),  # read at setup, after the data
+    pytest.param("tiny-qwen3_moe", ["--pruning.experts.ratio", "0.5", "--pruning.experts.score", "TaylorMass", "--pruning.experts.score.init_args.path",
+                                    "{counts}"], "holds counts of model 'tiny-mixtral'; this run prunes 'tiny-qwen3_moe'", marks=pytest.mark.slow),
+], ids=["ratio-1", "top-k-above-kept", "dense-model", "dataset-not-in-counts", "counts-of-another-model"])
+def test_a_removal_of_experts_that_cannot_be_is_one_line_before_the_model_loads(model, options, message, tmp_path, capsys, no_model_loading):
+    counts = counts_with_experts(tmp_path / "counts.json")
+    args = ["validate", "--config", str(CONFIGS / "prune_embedded.yaml"), "--model.model", model, "--pruning.sparsity", "0",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), *[o.replace("{counts}", counts) for o in options]]
+    err = refused(args, capsys)
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert message in line and "Traceback" not in err
+    assert not list((tmp_path / "runs").rglob("pruning.json"))
+
+
+@pytest.mark.slow
+def test_experts_chosen_by_a_datasets_taylor_mass_pass_the_checks_and_reach_the_model(tmp_path, capsys, no_model_loading):
+    """Just inside the edges: the same options with the file's own dataset and a ratio that keeps top-k get as far as loading."""
+    counts = counts_with_experts(tmp_path / "counts.json")
+    with pytest.raises(no_model_loading):
+        main(["validate", "--config", str(CONFIGS / "prune_embedded.yaml"), "--model.model", "tiny-mixtral", "--model.dtype", "bfloat16",
+              "--pruning.sparsity", "0",
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--pruning.experts.ratio", "0.5", "--pruning.experts.score", "TaylorMass",
+              "--pruning.experts.score.init_args.path", counts, "--pruning.experts.score.init_args.dataset", "reviews"])
+
+
 def test_experts_the_engine_cannot_read_are_one_line_before_the_model_loads(tmp_path, capsys, monkeypatch, no_model_loading):
     """An architecture whose experts module carries none of transformers' layout flags: refused naming it."""
     from lit_activation.models import architectures
