@@ -110,7 +110,9 @@ class CountsFile(CountsSource):
     def __init__(self, path: str, dataset: str | None = None, key: str = "gamma", model: str | None = None) -> None:
         self.path, self.dataset, self.key, self.model = path, dataset, key, model
 
-    def _entry(self) -> tuple[dict, dict]:
+    def entry(self) -> tuple[dict, dict]:
+        """(the whole counts.json, the chosen dataset's entry), the file checked and refused in one line
+        naming it when it is no counts file or lacks the dataset (also read by expert pruning's TaylorMass)."""
         path = Path(self.path)
         if not path.is_file():
             raise FileNotFoundError(f"counts file {self.path!r} does not exist (a counts.json written by `lit-activation predict` with ActivationCounts)")
@@ -139,7 +141,7 @@ class CountsFile(CountsSource):
         return ((entry.get("quantile_counts") or {}).get(self.key) or {}).get("layer_counts")
 
     def check(self, model_name: str, n_layers: int) -> None:
-        data, entry = self._entry()
+        data, entry = self.entry()
         expected = self.model or model_name
         if data.get("model") != expected:
             raise ValueError(
@@ -152,7 +154,7 @@ class CountsFile(CountsSource):
         check_count_values(counts, f"counts file {self.path!r} ({self.key})")
 
     def layer_counts(self, context: PruningContext) -> list[float]:
-        _, entry = self._entry()
+        _, entry = self.entry()
         return self._counts(entry)
 
 

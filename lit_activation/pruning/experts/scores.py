@@ -86,7 +86,7 @@ class TaylorMass(ExpertScore):
     def _datasets(self) -> list[str]:
         if self.dataset is not None:
             return [self.dataset]
-        data, _ = CountsFile(self.path)._entry()  # the file's errors, said as the allocation's counts say them
+        data, _ = CountsFile(self.path).entry()  # the file's errors, said as the allocation's counts say them
         return list(data["datasets"])
 
     def _tables(self, model_name: str, n_layers: int) -> dict[str, dict]:
@@ -95,7 +95,7 @@ class TaylorMass(ExpertScore):
         for name in self._datasets():
             counts = CountsFile(self.path, name, model=self.model)
             counts.check(model_name, n_layers)
-            _, entry = counts._entry()
+            _, entry = counts.entry()
             tables[name] = entry.get("experts")
         return tables
 
@@ -125,5 +125,5 @@ class TaylorMass(ExpertScore):
 
     def scores(self, shape: MoEShape, routed: RoutedStatistics | None) -> Tensor:
         # the names and the model were checked before the weights loaded; the file is read again as it is now
-        masses = [self._mass(name, CountsFile(self.path, name)._entry()[1].get("experts"), shape) for name in self._datasets()]
+        masses = [self._mass(name, CountsFile(self.path, name).entry()[1].get("experts"), shape) for name in self._datasets()]
         return torch.stack(masses).mean(0)
