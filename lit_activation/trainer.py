@@ -19,6 +19,8 @@ from lit_activation.planning.memory import GB, available_memory
 from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory, unread_inputs_note
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, Uniform
 from lit_activation.pruning.comparison import Comparison, Run, RunResult, dense_counts, sweep
+from lit_activation.pruning.experts.layout import MoEShape
+from lit_activation.pruning.experts.options import ExpertPruning
 from lit_activation.pruning.metrics import PruningMetric
 from lit_activation.pruning.prune import check_experts_prunable
 from lit_activation.resume import find_run
@@ -129,6 +131,7 @@ class ActivationTrainer(Trainer):
         sparsities: list[float] = [0.5, 0.6, 0.7],  # noqa: B006 - jsonargparse needs a literal
         seeds: list[int] = [0, 1, 2],  # noqa: B006
         output_dir: str = "runs/compare",
+        experts: list[ExpertPruning] = [],  # noqa: B006 - jsonargparse needs a literal
     ) -> Path:
         """Dense vs each allocation × metric × sparsity × calibration seed: prune, validate, record; resumable.
 
@@ -142,6 +145,8 @@ class ActivationTrainer(Trainer):
             seeds: calibration seeds (mean ± std over them).
             output_dir: results.csv, summary.md/csv, compare.png and one directory per run. Run the
                 same command again to resume.
+            experts: a mixture of experts: whole experts removed, each a ratio and a score (ExpertPruning),
+                every one at every seed, no weight pruned (docs/moe.md, "Comparing expert scores").
         """
         pruning, zeroshot = self._configured(Pruning), self._configured(ZeroShotEval)
         if pruning.save_dir or pruning.nm:
@@ -149,24 +154,33 @@ class ActivationTrainer(Trainer):
         allocations = allocations if allocations is not None else [Uniform(), Activation(), OWL()]
         metrics = metrics if metrics is not None else [pruning.metric]
         hp = model.hparams
-        comparison = Comparison(output_dir, sweep(allocations, metrics, sparsities, seeds), hp.model)
+        comparison = Comparison(output_dir, sweep(allocations, metrics, sparsities, seeds, experts), hp.model)
         comparison.check()
-        check_experts_prunable(is_mixture_of_experts(model_config(hp.model, hp.trust_remote_code), hp.trust_remote_code), hp.model, metrics)
+        config = model_config(hp.model, hp.trust_remote_code)
+        if sparsities:
+            check_experts_prunable(is_mixture_of_experts(config, hp.trust_remote_code), hp.model, metrics)
+        for removal in experts:  # every removal checked before the first run: the routing allows it, its score can be had
+            removal.check(hp.model, num_layers_of(config), MoEShape.of_config(config, hp.trust_remote_code))
         self._check_before_any_run(model, datamodule, pruning, zeroshot, allocations)
         fixed = {
             "model": hp.model, "dtype": hp.dtype, "compute_dtype": model.engine.compute_dtype, "evaluation": datamodule.metric_name,
             "calibration": {k: v for k, v in dataclasses.asdict(pruning.calibration).items() if k != "seed"},
             "zeroshot": zeroshot.describe(),
         }
-        comparison.pin(fixed, {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics})
+        methods = {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics}
+        comparison.pin(fixed, methods | {f"experts {e.score.label} {e.ratio:g}": e.describe() for e in experts})
         device = self.strategy.root_device
         comparison.resolve_counts(allocations, lambda source: dense_counts(source, hp.model, hp.dtype, hp.trust_remote_code, device, pruning.calibration))
 
         def validate(run: Run, run_dir: Path) -> RunResult:
-            prune = pruning.replaced(
-                sparsity=run.sparsity, allocation=run.allocation or Uniform(), metric=run.pruning_metric or pruning.metric,
-                calibration=replace(pruning.calibration, seed=run.seed),
-            )
+            calibration = replace(pruning.calibration, seed=run.seed)
+            if run.experts is not None:  # whole experts removed, no weight pruned
+                prune = pruning.replaced(sparsity=0.0, experts=run.experts, calibration=calibration)
+            else:
+                prune = pruning.replaced(
+                    sparsity=run.sparsity, allocation=run.allocation or Uniform(), metric=run.pruning_metric or pruning.metric,
+                    calibration=calibration, experts=ExpertPruning(),
+                )
             evaluate = zeroshot.fresh()
             trainer = self.for_one_run([prune, evaluate], TensorBoardLogger(run_dir.parent, name=run_dir.name, version=""))
             (metrics,) = trainer.validate(model.fresh(), datamodule, verbose=False)

@@ -5,14 +5,12 @@ the expert's activated parameters, mean A > γ (what the parameters do). Two kin
 apart: an expert no token of the dataset reached is "not routed" (its parameters could not be
 activated); one that tokens reached but none of whose parameters passes γ is "routed, not activated".
 
-Whether experts' parameters separate the datasets more than routing does is measured per layer by
-the mean total-variation distance between datasets' distributions over the experts: of their tokens
-(token share) and of their activated parameters (activated share). Pure PyTorch and Python.
+Whether experts' parameters separate the datasets more than routing does is measured by the report
+from these shares (report/findings.py, `separation`). Pure PyTorch and Python.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -109,14 +107,3 @@ def expert_summary(
         if mass is not None:
             table[str(layer)]["taylor_mass"] = mass[row].tolist()
     return {"num_experts": experts, "layers": list(layers), "parameters_per_expert": dict(expert_params), "per_layer": table}
-
-
-def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
-    """½ Σ |p_i − q_i| of two distributions over the same experts: 0 when equal, 1 when disjoint."""
-    return 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))
-
-
-def separation(distributions: Sequence[Sequence[float]]) -> float:
-    """The mean total-variation distance over every pair of datasets' distributions."""
-    pairs = list(itertools.combinations(distributions, 2))
-    return sum(total_variation(p, q) for p, q in pairs) / len(pairs)

@@ -12,7 +12,7 @@ from typing import Any
 
 from lit_activation import outputs
 from lit_activation.report import findings
-from lit_activation.report.experts import experts_section
+from lit_activation.report.experts import expert_removal, experts_section
 from lit_activation.report.finding1 import finding1
 from lit_activation.report.llmdcos import finding2, finding3
 from lit_activation.report.markdown import Section, fmt, fmt_ci, table, tally
@@ -61,9 +61,10 @@ def render(sections: Sequence[Section], runs: Sequence[Run], out: Path, seed: in
 def build(runs: Sequence[Run], seed: int, resamples: int) -> list[Section]:
     """Every section, in the paper's order."""
     experts = experts_section(runs, seed, resamples)  # only where a counts run is of a mixture of experts
+    removal = expert_removal(runs)  # only where a compare run removed whole experts
     return [
         finding1(runs, seed, resamples), *([experts] if experts else []), finding2(runs, seed, resamples), finding3(runs, seed, resamples),
-        validation1(runs), validation2(runs), validation3(runs, seed, resamples), allpairs(runs), zero_shot_runs(runs),
+        validation1(runs), *([removal] if removal else []), validation2(runs), validation3(runs, seed, resamples), allpairs(runs), zero_shot_runs(runs),
     ]
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
-from lit_activation.analyses.experts import separation
 from lit_activation.report import findings
 from lit_activation.report.markdown import Section, fmt, fmt_ci, rests_on, table, verdicts
-from lit_activation.report.runs import Run
+from lit_activation.report.runs import Run, as_float
 
+EXPERTS = "experts"  # results.csv's method of the runs that removed whole experts (pruning/comparison.py); no torch here
 KEY, TITLE = "experts", "Experts: activated parameters separate the datasets more than routing does"
 
 
@@ -25,7 +26,7 @@ def layer_separations(datasets: dict) -> list[tuple[int, float, float, list[str]
     out = []
     for layer, per in sorted(layers.items()):
         if len(per) >= 2:
-            out.append((layer, separation([a for a, _ in per.values()]), separation([t for _, t in per.values()]), sorted(per)))
+            out.append((layer, findings.separation([a for a, _ in per.values()]), findings.separation([t for _, t in per.values()]), sorted(per)))
     return out
 
 
@@ -58,3 +59,60 @@ def experts_section(runs: Sequence[Run], seed: int, resamples: int) -> Section |
         lines += [f"Mean difference {fmt(a.statistic)}, 95 % interval {fmt_ci(a)}: **{a.label}**.", ""]
     figures = [f for r in moe for f in r.figures() if f.name == "experts.png"]
     return Section(KEY, TITLE, summary, verdicts(summary) + lines, summary, figures)
+
+
+REMOVAL_KEY, REMOVAL_TITLE = "expert_removal", "Removing experts: the experts' Taylor mass against routing's scores (perplexity)"
+ACTIVATION_SCORE = "taylormass"  # the score from the experts' activated parameters; the others come from routing
+
+
+def expert_removal(runs: Sequence[Run]) -> Section | None:
+    """Per fraction of experts removed, each expert score's perplexity over seeds: the Taylor mass
+    against every other score by the Validation 1 rule (lower beyond the two seed spreads, ≥ 2 seeds
+    each), and the winner of each fraction; None when no compare run removed experts."""
+    swept = [r for r in runs if "compare" in r.data and any(row["method"] == EXPERTS for row in r.data["compare"]["rows"])]
+    if not swept:
+        return None
+    summary, parts, lines = [], [], []
+    for run in swept:
+        data = run.data["compare"]
+        model = ((data["comparison"] or {}).get("fixed") or {}).get("model", "?")
+        groups: dict[tuple[float, str], list[float]] = defaultdict(list)
+        for row in data["rows"]:
+            if row["method"] == EXPERTS:
+                groups[(as_float(row["sparsity"]), row["pruning_metric"])].append(as_float(row["perplexity"]))
+        ratios = sorted({ratio for ratio, _ in groups})
+        scores = list(dict.fromkeys(score for _, score in groups))
+        versus: dict[str, list[findings.Assessment]] = defaultdict(list)
+        rows = []
+        for ratio in ratios:
+            mass = groups.get((ratio, ACTIVATION_SCORE), [])
+            for score in scores:
+                values = groups.get((ratio, score), [])
+                mean, std, n = findings.mean_std(values) if values else (None, None, 0)
+                a = None
+                if score != ACTIVATION_SCORE and mass and values:
+                    a = findings.lower_beyond_spread(
+                        f"Removing experts, {model}: Taylor mass vs {score} at {ratio:g}", mass, values, score, "no runs of one of the two scores",
+                    )
+                    a.detail.update(ratio=ratio, score=score)
+                    versus[score].append(a)
+                    parts.append(a)
+                rows.append([f"{ratio:.0%}", score, f"{fmt(mean, 4)} ± {fmt(std, 2)}" if values else "–", n,
+                             fmt(a.statistic, 3) if a else "–", a.label if a else "(reference)" if score == ACTIVATION_SCORE else "–"])
+            w = findings.frontier_winner(f"Removing experts, {model}: the best score at {ratio:g} leads beyond the seed spread",
+                                         {score: groups.get((ratio, score), []) for score in scores})
+            w.detail.update(ratio=ratio)
+            parts.append(w)
+        for score, assessed in versus.items():
+            claim = f"Removing experts ({model}, {run.name}): the Taylor mass keeps a lower perplexity than {score}, every fraction"
+            summary.append(findings.combine(claim, assessed))
+        if not versus:
+            summary.append(findings.cannot(f"Removing experts ({model}, {run.name}): the Taylor mass against routing's scores",
+                                           f"no runs of both the Taylor mass and another score (scores {', '.join(scores)})"))
+        lines += [f"### {model} ({run.name})", "", rests_on(
+            f"results.csv in {run.path}: runs removing ⌊fraction · E⌋ experts of every MoE layer by each score, no weight pruned; "
+            "perplexity mean ± std over calibration seeds. The rule is Validation 1's: a verdict only when the means differ by more "
+            "than the two seed spreads added, with at least 2 seeds each."
+        ), ""]
+        lines += table(["experts removed", "score", "perplexity mean ± std", "seeds", "Taylor mass − score", "verdict"], rows)
+    return Section(REMOVAL_KEY, REMOVAL_TITLE, summary, verdicts(summary) + lines, parts, [])

@@ -8,6 +8,7 @@ docs/method.md, "Findings report: operational definitions".
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -183,6 +184,17 @@ def corpora_deep(
     stat = float(_log_ratio(c, t))
     low, high = bootstrap_interval((c, t), _log_ratio, paired=True, seed=seed, resamples=resamples)
     return Assessment(claim, interval_verdict(low, high), stat, (low, high), detail=detail)
+
+
+def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
+    """½ Σ |p_i − q_i| of two distributions over the same experts: 0 when equal, 1 when disjoint."""
+    return 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))
+
+
+def separation(distributions: Sequence[Sequence[float]]) -> float:
+    """The mean total-variation distance over every pair of datasets' distributions."""
+    pairs = list(itertools.combinations(distributions, 2))
+    return sum(total_variation(p, q) for p, q in pairs) / len(pairs)
 
 
 def experts_separation(claim: str, activated: Sequence[float], routing: Sequence[float], *, seed: int, resamples: int = RESAMPLES) -> Assessment:

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation.analyses.experts import ACTIVATED, NOT_ACTIVATED, NOT_ROUTED, RoutingCounts, expert_summary, separation, total_variation
+from lit_activation.analyses.experts import ACTIVATED, NOT_ACTIVATED, NOT_ROUTED, RoutingCounts, expert_summary
 from lit_activation.callbacks.counts import ActivationCounts
 from lit_activation.data.datamodule import ActivationDataModule
 from lit_activation.engine.experts import RoutingRecord
@@ -18,6 +18,7 @@ from lit_activation.models.experts import is_router
 from lit_activation.models.layers import decoder_layers, module_kind
 from lit_activation.models.loading import load_causal_lm
 from lit_activation.module import ActivationModule
+from lit_activation.report.findings import separation, total_variation
 from tests.helpers.naive import naive_unit_scores
 from tests.helpers.tolerant import gap_threshold, near_threshold, parts_of
 

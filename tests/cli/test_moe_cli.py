@@ -169,3 +169,33 @@ def test_compare_sweeps_a_mixture_of_experts_to_its_report(tmp_path, bench_files
     main(["report", str(tmp_path / "cmp"), "--output", str(tmp_path / "report")])
     report = json.loads((Path(capsys.readouterr().out.strip().splitlines()[-1]).parent / "report.json").read_text())
     assert report["sections"]["validation1"]["parts"], "no Validation 1 verdict"
+
+
+@pytest.mark.slow
+def test_compare_sweeps_expert_scores_and_ratios_to_their_verdicts(tmp_path, bench_files, capsys):
+    """Whole experts removed by the Taylor mass of a counts run and by routing frequency, at 25 and 50 %,
+    two seeds, no weight pruned: every run recorded with its ratio, and the report's expert section
+    compares the Taylor mass with frequency at each ratio."""
+    from tests.pruning.test_compare import arguments, rows
+
+    counts = counts_with_experts(tmp_path / "counts.json")
+    sweep = tmp_path / "experts.yaml"
+    sweep.write_text(f"""
+sparsities: []
+experts:
+  - {{ratio: 0.25, score: {{class_path: lit_activation.pruning.experts.Frequency}}}}
+  - {{ratio: 0.5, score: {{class_path: lit_activation.pruning.experts.Frequency}}}}
+  - {{ratio: 0.25, score: {{class_path: lit_activation.pruning.experts.TaylorMass, init_args: {{path: {counts}}}}}}}
+  - {{ratio: 0.5, score: {{class_path: lit_activation.pruning.experts.TaylorMass, init_args: {{path: {counts}}}}}}}
+""")
+    build_cli(["compare", *arguments(tmp_path, bench_files, "cmp", "--model.model", "tiny-mixtral", "--config", str(sweep))])
+    runs = rows(tmp_path / "cmp")
+    assert sorted((r["method"], r["pruning_metric"], float(r["sparsity"])) for r in runs if r["seed"] == "1") == [
+        ("experts", "frequency", 0.25), ("experts", "frequency", 0.5), ("experts", "taylormass", 0.25), ("experts", "taylormass", 0.5),
+    ]
+    assert len(runs) == 1 + 4 * 2 and all(float(r["achieved_sparsity"]) == 0 for r in runs)  # no weight pruned
+    main(["report", str(tmp_path / "cmp"), "--output", str(tmp_path / "report")])
+    report = json.loads((Path(capsys.readouterr().out.strip().splitlines()[-1]).parent / "report.json").read_text())
+    (claim,) = report["sections"]["expert_removal"]["summary"]
+    assert "the Taylor mass keeps a lower perplexity than frequency, every fraction" in claim["claim"]
+    assert claim["detail"]["parts"] == 2  # one per ratio

@@ -80,3 +80,31 @@ def test_a_moe_counts_run_gets_the_section_and_a_dense_one_does_not(tmp_path):
 
     _, record = run_report(tmp_path, counts_run(make(tmp_path, "dense"), {"wiki": [5, 4, 3, 2, 1, 1], "code": [6, 5, 4, 3, 2, 1]}))
     assert "experts" not in record["sections"]
+
+
+def compare_dir(path, rows: list[tuple[str, str, float, int, float]]):
+    """A compare output directory of a mixture of experts with the given (method, metric, sparsity, seed, perplexity) rows."""
+    from lit_activation.pruning.comparison import HEADER
+
+    lines = [",".join(HEADER)] + [f"{m},{k},{s},{seed},{p},ppl/wiki,{s},{{}},1.0" for m, k, s, seed, p in rows]
+    (path / "results.csv").write_text("\n".join(lines) + "\n")
+    outputs.write_json(path / "comparison.json", {"fixed": {"model": "fake-moe", "calibration": {"dataset": "c4"}}, "allocations": {}})
+    return path
+
+
+@pytest.mark.parametrize(("mass", "verdict"), [
+    ([10.71, 10.91], findings.HELD),  # mean 0.29 below REAP's: beyond the two spreads, 0.141 + 0.141 = 0.283
+    ([10.73, 10.93], findings.INCONCLUSIVE),  # 0.27 below: within them
+    ([11.39, 11.59], findings.NOT_HELD),  # 0.39 above: beyond them the other way
+])
+def test_the_taylor_mass_against_a_routing_score_by_the_validation_1_rule(tmp_path, mass, verdict):
+    """Experts removed at 25 %: REAP's perplexities 11.0 and 11.2 (std 0.141), the Taylor mass's two seeds
+    just beyond, just within and beyond the other way of the two seed spreads. The dense sweep's rows keep
+    their own section."""
+    rows = [("dense", "-", 0.0, 0, 9.0), ("experts", "reap", 0.25, 0, 11.0), ("experts", "reap", 0.25, 1, 11.2),
+            ("experts", "taylormass", 0.25, 0, mass[0]), ("experts", "taylormass", 0.25, 1, mass[1]),
+            ("uniform", "wanda", 0.5, 0, 20.0), ("uniform", "wanda", 0.5, 1, 21.0)]
+    _, record = run_report(tmp_path, compare_dir(make(tmp_path, "cmp"), rows))
+    (claim,) = record["sections"]["expert_removal"]["summary"]
+    assert "the Taylor mass keeps a lower perplexity than reap" in claim["claim"] and claim["verdict"] == verdict
+    assert all("experts" not in str(p["detail"].get("method", "")) for p in record["sections"]["validation1"]["parts"])
