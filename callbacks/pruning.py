@@ -108,7 +108,9 @@ class Pruning(Callback):
         config = model_config(hp.model, hp.trust_remote_code)
         check_prunable(config, hp.model, hp.trust_remote_code, self.experts.removes)
         if self.sparsity > 0:
-            check_experts_prunable(is_mixture_of_experts(config, hp.trust_remote_code), hp.model, [self.metric])
+            moe = is_mixture_of_experts(config, hp.trust_remote_code)
+            check_experts_prunable(moe, hp.model, [self.metric])
+            self.allocation.check_experts(hp.model, moe)
         if self.experts.removes:
             self.experts.check(hp.model, num_layers_of(config), MoEShape.of_config(config, hp.trust_remote_code))
         if self.sparsity > 0:

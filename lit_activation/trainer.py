@@ -158,7 +158,10 @@ class ActivationTrainer(Trainer):
         comparison.check()
         config = model_config(hp.model, hp.trust_remote_code)
         if sparsities:
-            check_experts_prunable(is_mixture_of_experts(config, hp.trust_remote_code), hp.model, metrics)
+            moe = is_mixture_of_experts(config, hp.trust_remote_code)
+            check_experts_prunable(moe, hp.model, metrics)
+            for allocation in allocations:
+                allocation.check_experts(hp.model, moe)
         for removal in experts:  # every removal checked before the first run: the routing allows it, its score can be had
             removal.check(hp.model, num_layers_of(config), MoEShape.of_config(config, hp.trust_remote_code))
         self._check_before_any_run(model, datamodule, pruning, zeroshot, allocations)

@@ -52,3 +52,4 @@ class PruningContext:
     shards: Shards = LOCAL  # how a sharded rank's partial sums combine
     expert_inputs: ExpertInputs = field(default_factory=ExpertInputs)  # a mixture of experts: what each expert is pruned from
     expert_tokens: dict[str, int] = field(default_factory=dict)  # calibration tokens routed to each expert ('<experts module>.<e>', full names)
+    expert_sparsity: dict[str, float] = field(default_factory=dict)  # a per-expert allocation's sparsity of each expert

@@ -19,7 +19,7 @@ from lit_activation.models.layers import block_prunable, decoder_layers, layer_i
 from lit_activation.planning.memory import release_memory
 from lit_activation.pruning.allocations import Allocation, Uniform
 from lit_activation.pruning.context import Calibration, PruningContext
-from lit_activation.pruning.expert_inputs import ExpertInputs
+from lit_activation.pruning.expert_inputs import ExpertInputs, expert_key
 from lit_activation.pruning.experts.layout import MoEShape
 from lit_activation.pruning.experts.options import ExpertPruning, remove_scored_experts
 from lit_activation.pruning.masks import prune_module
@@ -40,6 +40,7 @@ def prune_sequential(
     metric: PruningMetric | None = None,
     batch_size: int = 1,
     context: PruningContext | None = None,
+    expert_sparsity: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Prune the model in place; returns the pruned fraction of every linear module (by full name).
 
@@ -47,7 +48,8 @@ def prune_sequential(
     metric: the method (default Wanda's |W|·‖X‖; `Magnitude` ignores the inputs; `SparseGPT` reads
     H = 2XXᵀ and updates the weights it keeps). context: what the metric may read (default: built
     from the arguments). A sharded model (FSDP2) is pruned shard by shard: every rank runs the same
-    calibration batch.
+    calibration batch. expert_sparsity: a per-expert allocation's sparsity of each expert of a mixture
+    of experts (`<experts module>.<e>` -> s), in place of its layer's.
     """
     prefix, layers = decoder_layers(model)
     if len(layer_sparsity) != len(layers):
@@ -71,7 +73,8 @@ def prune_sequential(
         for name, module in block_prunable(block, context.expert_inputs.routers).items():
             full = f"{prefix}.{index}.{name}"
             # popped, not read: a module's statistic (SparseGPT's H, in² fp32) is freed once it is pruned
-            pruned[full] = metric.prune(full, module, statistics.pop(name), layer_sparsity[index], n, m, context)
+            sparsity = (expert_sparsity or {}).get(expert_key(full), layer_sparsity[index])  # a per-expert allocation's, or the layer's
+            pruned[full] = metric.prune(full, module, statistics.pop(name), sparsity, n, m, context)
 
     sequential_blocks(model, calibration_ids, visit, batch_size, collect)
     return pruned
@@ -83,7 +86,8 @@ def expert_record(context: PruningContext) -> dict[str, Any]:
     if not context.expert_tokens:
         return {}
     few = sorted(key for key, count in context.expert_tokens.items() if count < context.expert_inputs.min_tokens)
-    return {"expert_inputs": asdict(context.expert_inputs), "expert_tokens": dict(context.expert_tokens), "few_token_experts": few}
+    record = {"expert_inputs": asdict(context.expert_inputs), "expert_tokens": dict(context.expert_tokens), "few_token_experts": few}
+    return record | ({"expert_sparsity": dict(context.expert_sparsity)} if context.expert_sparsity else {})
 
 
 def check_experts_prunable(moe: bool, name: str, metrics: Sequence[PruningMetric]) -> None:
@@ -146,8 +150,10 @@ def allocate_and_prune(
     _, layers = decoder_layers(context.model)
     sizes = [sum(weight_shape(u).numel() for u in block_prunable(block, context.expert_inputs.routers).values()) for block in layers]
     sparsities = over_all_weights(sparsities, sizes, sparsity, allocation.label)
+    per_expert = allocation.expert_sparsity(sparsities, context)
+    context.expert_sparsity = per_expert
     release_memory()  # the allocation's scoring or OWL pass is done: its memory goes back
-    pruned = prune_sequential(context.model, context.calibration_ids, sparsities, n, m, metric, context.batch_size, context)
+    pruned = prune_sequential(context.model, context.calibration_ids, sparsities, n, m, metric, context.batch_size, context, per_expert)
     return sparsities, pruned
 
 
@@ -190,6 +196,7 @@ def prune_model(
     name = str(getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__)
     if sparsity > 0:
         check_experts_prunable(is_moe(model), name, [metric])
+        allocation.check_experts(name, is_moe(model))
     if experts.removes:
         experts.check(name, len(layers), MoEShape.of(model))
     if sparsity > 0:

@@ -260,3 +260,68 @@ def test_the_plan_of_pruning_a_mixture_of_experts_matches_what_it_allocates(metr
     args = [*PRUNE, "--pruning.allocation", "Uniform", "--pruning.metric", metric, *common(tmp_path), "--model.model", "tiny-mixtral"]
     predicted, measured, _ = run_measured(Pruning, "validate", args, monkeypatch)
     assert predicted > 0 and 0.9 <= measured / predicted <= 1.1
+
+
+def counts_json(path, layers: int = 2, experts: int = 4) -> str:
+    """A counts.json of tiny-mixtral whose experts' activated parameters rise with the expert's index."""
+    import json
+
+    per_layer = {str(layer): {"activated_total": [10 * (e + 1) + layer for e in range(experts)]} for layer in range(layers)}
+    entry = {"n_samples": 4, "layer_counts": [100] * layers, "quantile_counts": {}, "experts": {"num_experts": experts, "per_layer": per_layer}}
+    path.write_text(json.dumps({"model": "tiny-mixtral", "gamma": 2e-5, "n_layers": layers, "datasets": {"code": entry}}))
+    return str(path)
+
+
+def expert_fractions(model, record) -> dict[str, float]:
+    """Each expert's pruned fraction over its slices, from the record's modules."""
+    out: dict[str, list[float]] = {}
+    for name, m in record["modules"].items():
+        if ".experts." in name:
+            out.setdefault(name.rsplit(".", 1)[0], []).append(m["pruned"])
+    return {key: sum(v) / len(v) for key, v in out.items()}
+
+
+def test_the_paper_s_allocation_per_expert_spreads_each_layer_over_its_experts(tmp_path):
+    """Activation per expert from a counts run's per-expert table: per layer, the paper's formula over the
+    experts (no α: experts have no depth), by hand; each expert pruned at its own sparsity, their mean
+    the layer's."""
+    from lit_activation.pruning.allocations import Activation, CountsFile
+    from lit_activation.pruning.prune import allocate_and_prune
+    from tests.helpers.naive import paper_formula
+
+    model = tiny_model("mixtral")
+    allocation = Activation(CountsFile(counts_json(tmp_path / "counts.json"), "code"), per_expert=True)
+    context = PruningContext(model, None, CALIBRATION, "", None, 2)
+    layers, pruned = allocate_and_prune(context, 0.5, allocation, Wanda())
+    for layer in (0, 1):
+        expected = paper_formula([10 * (e + 1) + layer for e in range(4)], layers[layer], alpha=0.0)
+        got = [context.expert_sparsity[f"model.layers.{layer}.mlp.experts.{e}"] for e in range(4)]
+        assert got == pytest.approx(expected, abs=1e-12)
+        assert sum(got) / 4 == pytest.approx(layers[layer], abs=1e-12) and got[0] > got[3]  # more activated, pruned less
+        for e in range(4):  # every row of each of its slices loses ⌊in · s⌋ weights
+            for param in ("gate_up_proj", "down_proj"):
+                width = dict(model.named_parameters())[f"model.layers.{layer}.mlp.experts.{param}"].shape[2]
+                assert pruned[f"model.layers.{layer}.mlp.experts.{e}.{param}"] == int(width * got[e]) / width
+
+
+@pytest.mark.parametrize("allocation", ["OWL", "AlphaPruning"])
+def test_owl_and_alphapruning_per_expert_keep_each_layer_s_sparsity(allocation):
+    from lit_activation.pruning import allocations
+    from lit_activation.pruning.prune import allocate_and_prune
+
+    context = PruningContext(tiny_model("mixtral"), None, CALIBRATION, "", None, 2)
+    layers, _ = allocate_and_prune(context, 0.5, getattr(allocations, allocation)(per_expert=True), Wanda())
+    assert len(context.expert_sparsity) == 8
+    for layer in (0, 1):
+        got = [context.expert_sparsity[f"model.layers.{layer}.mlp.experts.{e}"] for e in range(4)]
+        assert sum(got) / 4 == pytest.approx(layers[layer], abs=1e-12) and len(set(got)) > 1
+
+
+def test_a_per_expert_allocation_on_a_dense_model_or_without_a_counts_file_is_refused(tmp_path):
+    from lit_activation.pruning.allocations import OWL, Activation
+    from lit_activation.pruning.prune import prune_model
+
+    with pytest.raises(ValueError, match=r"OWL per_expert: true needs a mixture of experts; .* is dense \(accepted here: per_expert false\)"):
+        prune_model(tiny_model("llama"), None, 0.5, allocation=OWL(per_expert=True))
+    with pytest.raises(ValueError, match=r"Activation per_expert: true reads each expert's counts from a counts.json"):
+        Activation(per_expert=True).check("tiny-mixtral", 2)
