@@ -71,7 +71,5 @@ class Activation(Allocation):
         return self.counts.memory_needs(plan)
 
     def describe(self) -> dict:
-        return {
-            "method": self.label, "alpha": self.alpha, "beta": self.beta, "per_expert": self.per_expert, "counts": self.counts.describe(),
-            "layer_counts": self.resolved,
-        }
+        per_expert = {"per_expert": True} if self.per_expert else {}  # records of before the option stay as they were
+        return {"method": self.label, "alpha": self.alpha, "beta": self.beta, **per_expert, "counts": self.counts.describe(), "layer_counts": self.resolved}

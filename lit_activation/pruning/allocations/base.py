@@ -55,4 +55,5 @@ class Allocation(ABC):
 
     def describe(self) -> dict:
         """JSON-ready record of the method and its constants."""
-        return {"method": self.label, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+        options = {k: v for k, v in vars(self).items() if not k.startswith("_") and not (k == "per_expert" and not v)}  # as before per_expert
+        return {"method": self.label, **options}
