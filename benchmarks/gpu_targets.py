@@ -1,13 +1,13 @@
-"""Issue 16's targets read off the GPU session's reports: one line per target, met or not, and
-whether each Triton kernel has earned its place among the defaults.
+"""The GPU report: the GPU benchmarks' figures against the engine's bounds, one line per check, met
+or not, and whether each Triton kernel is fast and accurate enough to become a default.
 
-    python benchmarks/gpu_targets.py OUT/gpu.json --finish OUT/finish.json --overhead OUT/overhead.json
+    python benchmarks/gpu_targets.py OUT/gpu.json --finish OUT/finish.json --overhead OUT/overhead.json --output OUT/gpu_report.md
 
 gpu.json comes from benchmarks/gpu.py, finish.json from benchmarks/finish.py and overhead.json from
-benchmarks/overhead.py (benchmarks/gpu_session.sh writes all three). A target whose figure is
-missing (a report not given, a row that failed, a run cut short) reads "not measured", never met.
-The bounds are the issue's; they hold for its setup (Llama-2-7B shape, bf16 weights, batch 8 × 128
-tokens, 4 × 80 samples on the CLI), and the output says so when a report was measured on another.
+benchmarks/overhead.py (benchmarks/gpu_session.sh writes all three, and gpu_report.md). A check whose
+figure is missing (a report not given, a row that failed, a run cut short) reads "not measured",
+never met. The bounds hold for a reference setup (Llama-2-7B shape, bf16 weights, batch 8 × 128
+tokens, 4 × 80 samples on the CLI), and the report says so when a figure was measured on another.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-ISSUE_SETUP = {"shape": "llama-2-7b", "batch": 8, "tokens": 128, "cli_samples": 80}
+REFERENCE_SETUP = {"shape": "llama-2-7b", "batch": 8, "tokens": 128, "cli_samples": 80}  # what the bounds below hold for
 MAX_ERROR = 1e-5  # worst max-normalised error against an fp64 per-sample loop
 MAX_ERROR_OVER_IEEE = 2.0  # ... and no more than twice the IEEE fp32 path's
 MAX_COUNTS_DIFFERENCE = 1e-4  # Finding 1 layer counts equal IEEE's within 0.01 % per layer
@@ -87,7 +87,7 @@ def speedup(report: dict, slower: str, faster: str) -> float | None:
 
 
 def verdicts(report: dict, finish: dict | None = None, overhead: dict | None = None) -> list[Verdict]:
-    """Issue 16's targets, then the kernels' claims to be defaults, from the reports' figures.
+    """The engine's checks, then the kernels' claims to be defaults, from the reports' figures.
 
     Where the device's split check failed (report["split_products_run"] False), the "split" rows ran
     plain fp32 products: every figure of split products reads as not measured.
@@ -131,23 +131,23 @@ def verdicts(report: dict, finish: dict | None = None, overhead: dict | None = N
 
 
 def setup_notes(report: dict, finish: dict | None, overhead: dict | None) -> list[str]:
-    """Where the reports were measured on another setup than the issue's (the bounds are for its own)."""
+    """Where the reports were measured on another setup than the reference one (the bounds are for it)."""
     notes = []
     if report.get("split_products_run") is False:
         notes.append("gpu.json: the device's split check failed, so the split rows ran plain fp32 products (the log has the probe's warning)")
     measured = report.get("setup", {})
-    differing = {k: measured.get(k) for k, v in ISSUE_SETUP.items() if measured.get(k) != v}
+    differing = {k: measured.get(k) for k, v in REFERENCE_SETUP.items() if measured.get(k) != v}
     if differing:
-        notes.append(f"gpu.json: measured with {differing}; the issue's setup is {ISSUE_SETUP}")
-    if finish is not None and finish.get("shape") != ISSUE_SETUP["shape"]:
-        notes.append(f"finish.json: shape {finish.get('shape')!r}, not {ISSUE_SETUP['shape']!r}")
-    if overhead is not None and (overhead.get("samples"), overhead.get("batch")) != (4 * ISSUE_SETUP["cli_samples"], ISSUE_SETUP["batch"]):
+        notes.append(f"gpu.json: measured with {differing}; the bounds are for {REFERENCE_SETUP}")
+    if finish is not None and finish.get("shape") != REFERENCE_SETUP["shape"]:
+        notes.append(f"finish.json: shape {finish.get('shape')!r}, not {REFERENCE_SETUP['shape']!r}")
+    if overhead is not None and (overhead.get("samples"), overhead.get("batch")) != (4 * REFERENCE_SETUP["cli_samples"], REFERENCE_SETUP["batch"]):
         notes.append(f"overhead.json: {overhead.get('samples')} samples in batches of {overhead.get('batch')}, not 4 × 80 in batches of 8")
     return notes
 
 
 def render(found: list[Verdict], notes: list[str]) -> str:
-    lines = ["| target | measured | bound | verdict |", "|---|---|---|---|", *(v.line() for v in found)]
+    lines = ["| check | measured | bound | verdict |", "|---|---|---|---|", *(v.line() for v in found)]
     return "\n".join([*lines, *(f"note: {n}" for n in notes)])
 
 
@@ -164,9 +164,13 @@ def main() -> None:
     parser.add_argument("gpu", type=Path, help="benchmarks/gpu.py's --json report")
     parser.add_argument("--finish", type=Path, default=None, help="benchmarks/finish.py's --json report")
     parser.add_argument("--overhead", type=Path, default=None, help="benchmarks/overhead.py's --json report")
+    parser.add_argument("--output", type=Path, default=None, help="also write the report to this file (gpu_session.sh: OUT/gpu_report.md)")
     args = parser.parse_args()
     report, finish, overhead = _read(args.gpu), _read(args.finish), _read(args.overhead)
-    print(render(verdicts(report, finish, overhead), setup_notes(report, finish, overhead)))
+    text = render(verdicts(report, finish, overhead), setup_notes(report, finish, overhead))
+    print(text)
+    if args.output is not None:
+        args.output.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ The run: configs/counts_embedded.yaml through the CLI (4 datasets × `--samples`
 benchmarks/timing.py's callback from the first batch to the last dataset's finish. The engine: the
 same data module's batches, formed beforehand, into the same reducer (ScoreSum) with one
 `begin`/`end` per batch; no Lightning, no data loading, no dataset finish. ratio = predict loop /
-engine: 1.0 is a run at its engine's speed (issue 16 asks for ≤ 1.15). `--repeats N` alternates N
+engine: 1.0 is a run at its engine's speed (the GPU report checks ≤ 1.15, benchmarks/gpu_targets.py). `--repeats N` alternates N
 runs with N engine timings (the machine's speed drifts; one pair can be 10 % off) and reports the
 median ratio of the pairs.
 """

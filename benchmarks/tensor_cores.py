@@ -5,8 +5,8 @@
 Each row forms a product with the engine's own split code (lit_activation/engine/split.py and
 products.py), with only the bf16 GEMM replaced by the bit-level model of engine/tensor_core.py, and
 prints its error against fp64 as a ratio to a CUDA-core fp32 GEMM's error on the same operands
-(one fused multiply-add per k, rounded to nearest: what `matmul: ieee` runs on a GPU). Issue 16 asks
-for at most 2× the IEEE path. Layouts:
+(one fused multiply-add per k, rounded to nearest: what `matmul: ieee` runs on a GPU). The engine's
+bound is at most 2× the IEEE path's error. Layouts:
 - "largest first": the part products along K with x₀·y₀ first (this engine before the change);
 - "smallest first": the same parts in the opposite order, one chain over all of K;
 - "engine": smallest first and the full-scale products in chains of `chain_length(K)`;

@@ -54,7 +54,7 @@ def cli_run(config: str, model: str, extra: list[str], out: Path, dtype: str = "
            "batches": int(re.search(r"PREDICT_BATCHES (\d+)", text).group(1))}
     planned = re.search(r"predicted peak ([0-9.]+) GB", text)
     measured = re.search(r"PEAK_ALLOCATED_GB ([0-9.]+)", text)
-    if planned:  # the memory plan against torch's allocator (CUDA), issue 18's GPU check
+    if planned:  # the memory plan against torch's allocator (CUDA)
         out["plan_predicted_gb"] = float(planned.group(1))
     if measured:
         out["peak_allocated_gb"] = float(measured.group(1))

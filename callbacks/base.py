@@ -1,22 +1,20 @@
-"""What the analysis callbacks share: the score-stream protocol, the run dir, TensorBoard, reduction."""
+"""What the analysis callbacks share: the score-stream protocol, the run dir, logging results, reduction."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 
-from lit_activation import outputs
+from lit_activation import loggers, outputs
+from lit_activation.engine.experts import RoutingRecord
 from lit_activation.engine.scores import ScoreTile
-from lit_activation.resume import PROGRESS
+from lit_activation.resume import PROGRESS, read_progress_json, read_progress_tensors
 
 
 class ScoreCallback(Callback):
@@ -41,22 +39,31 @@ class ScoreCallback(Callback):
         a batch every score callback has done is not scored again."""
         return False
 
+    def progress_summary(self) -> str | None:
+        """A resumed run's work, as its one status line says it: e.g. 'wiki, news done; code, math left'
+        (read after `on_predict_start` has loaded the progress); None: nothing to say."""
+        return None
+
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         """A batch is about to be scored."""
 
     def on_score_tile(self, tile: ScoreTile) -> None:
         """Rows of one module's per-sample scores (see ScoreTile); valid only during this call."""
 
+    def on_score_routing(self, record: RoutingRecord) -> None:
+        """A mixture of experts routed the batch's real tokens in one MoE block (see RoutingRecord)."""
+
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         """Every module of the batch has been scored; `values` holds D(s) per row."""
 
 
 def run_dir(trainer: Trainer) -> Path:
-    """This run's versioned output directory (the logger's version dir, e.g. runs/counts/version_3).
+    """This run's versioned output directory (the logger's version dir, e.g. runs/counts/version_3; the
+    rule for each logger: `lit_activation.loggers.run_dir_of`).
 
     A collective under DDP (rank 0 broadcasts it): call it on every rank, never inside a rank-0 branch.
     """
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    return Path(trainer.strategy.broadcast(str(loggers.run_dir_of(trainer.loggers, trainer.default_root_dir))))
 
 
 def resuming(trainer: Trainer) -> bool:
@@ -79,15 +86,15 @@ class Progress:
         outputs.write_json(self.dir / f"{key}.json", record)
 
     def load_json(self) -> list[dict]:
-        """Every saved record, in the order of their keys."""
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))] if self.resuming else []
+        """Every saved record, in the order of their keys (each checked: resume.read_progress_json)."""
+        return [read_progress_json(p) for p in sorted(self.dir.glob("*.json"))] if self.resuming else []
 
     def save_tensors(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         outputs.write_tensors(self.dir / f"{key}.safetensors", {name: t.detach().cpu() for name, t in tensors.items()})
 
-    def load_tensors(self) -> list[dict[str, torch.Tensor]]:
-        """Every saved set of tensors, in the order of their keys."""
-        return [outputs.read_tensors(p) for p in sorted(self.dir.glob("*.safetensors"))] if self.resuming else []
+    def load_tensors(self) -> list[tuple[Path, dict[str, torch.Tensor]]]:
+        """Every saved set of tensors with its file, in the order of their keys (each checked: resume.read_progress_tensors)."""
+        return [(p, read_progress_tensors(p)) for p in sorted(self.dir.glob("*.safetensors"))] if self.resuming else []
 
     def discard_partial_results(self, names: Iterable[str]) -> None:
         """A resumed run writes its results again: remove what an interrupted final write left."""
@@ -102,34 +109,21 @@ class Progress:
             self.dir.parent.rmdir()
 
 
-def tensorboard(trainer: Trainer) -> Any | None:
-    """The SummaryWriter of the first TensorBoard logger, or None."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
-
-
 def log_results(
     trainer: Trainer,
     scalars: Mapping[str, float] = {},  # noqa: B006 - read only
     per_layer: Mapping[str, Sequence[float]] = {},  # noqa: B006 - read only
     figures: Mapping[str, Figure] = {},  # noqa: B006 - read only
 ) -> None:
-    """A run's results in its loggers: scalars, per-layer series (step = layer) through every logger,
-    and figures in TensorBoard (the one logger that stores them)."""
+    """A run's results in its loggers (rank 0): scalars and per-layer series (step = layer) through every
+    logger, figures through each that holds them (lit_activation/loggers.py)."""
+    loggers.log_scalars(trainer.loggers, scalars)
+    for tag, values in per_layer.items():
+        for layer, value in enumerate(values):
+            loggers.log_scalars(trainer.loggers, {tag: value}, step=layer)
+    loggers.log_figures(trainer.loggers, figures, Path(loggers.run_dir_of(trainer.loggers, trainer.default_root_dir)))
     for logger in trainer.loggers:
-        if scalars:
-            logger.log_metrics(dict(scalars))
-        for tag, values in per_layer.items():
-            for layer, value in enumerate(values):
-                logger.log_metrics({tag: value}, step=layer)
         logger.save()
-    writer = tensorboard(trainer)
-    if writer is not None and figures:
-        for tag, figure in figures.items():
-            writer.add_figure(tag, figure, close=False)
-        writer.flush()
 
 
 def all_reduce_sum(trainer: Trainer, tensor: torch.Tensor) -> torch.Tensor:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from lit_activation import outputs, plots
+from lit_activation import loggers, outputs, plots
 from lit_activation.analyses.counts import check_quantiles, dataset_summary, finish_bytes
-from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir, tensorboard
+from lit_activation.analyses.experts import RoutingCounts, expert_mass, expert_summary
+from lit_activation.callbacks.base import Progress, ScoreCallback, log_results, model_name, run_dir
 from lit_activation.distributed.sharding import replica_sum, shards
+from lit_activation.engine.experts import RoutingRecord
 from lit_activation.engine.reduce import ScoreSum
 from lit_activation.engine.scores import ScoreTile
-from lit_activation.models.layers import layer_map
+from lit_activation.models.experts import ExpertSlice, expert_of
+from lit_activation.models.layers import layer_map, weight_shape
 from lit_activation.planning.plan import Footprint, PlanContext
 
 OUTPUTS = ("counts.json", "counts.csv", "counts.png")
+EXPERT_OUTPUTS = ("experts.csv", "experts.png")  # a mixture of experts' per-expert table and figure
 
 
 class ActivationCounts(ScoreCallback):
@@ -25,6 +31,10 @@ class ActivationCounts(ScoreCallback):
     Datasets are scored one after another (each batch holds one dataset) through ONE accumulator:
     when a dataset's last batch is done its counts, histograms and quantile thresholds are computed
     and the state is zeroed for the next. Memory: parameters × 4 bytes, whatever the number of datasets.
+
+    In a mixture of experts each dataset also gets a per-expert table (counts.json "experts",
+    experts.csv, experts.png): routed tokens, token share and mean gate weight beside the activated
+    parameters of every expert, "not routed" apart from "routed, not activated" (docs/moe.md).
 
     Args:
         gamma: threshold γ on the mean score (paper's text: 2e-5 for 32 layers, 5e-6 for 40; its
@@ -50,7 +60,7 @@ class ActivationCounts(ScoreCallback):
         if bins < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
         self.gamma, self.quantiles, self.bins, self.state_device = gamma, check_quantiles(quantiles), bins, state_device
-        self.sums: ScoreSum | None = None
+        self.sums: ScoreSum  # the accumulator, made when predict starts
         self.results: dict | None = None
 
     def memory_needs(self, plan: PlanContext) -> Footprint:
@@ -69,12 +79,13 @@ class ActivationCounts(ScoreCallback):
         self.out = run_dir(trainer)  # a collective under DDP: resolve it on every rank, once
         self.progress = Progress(trainer, "counts")
         if trainer.is_global_zero:
-            self.progress.discard_partial_results(OUTPUTS)
-            outputs.check_new(self.out / f for f in OUTPUTS)
+            self.progress.discard_partial_results(OUTPUTS + EXPERT_OUTPUTS)
+            outputs.check_new(self.out / f for f in OUTPUTS + EXPERT_OUTPUTS)
         self.names = trainer.datamodule.dataset_names
         self.layer_of, self.kind_of, self.n_layers = layer_map(pl_module.model)
         device = "cpu" if self.state_device == "cpu" else None
         self.sums = ScoreSum(pl_module.scored_modules, device=device, rows=pl_module.score_rows)
+        self.routing = self._routing_counts(pl_module.scored_modules)
         self.finished: dict[str, dict] = {}
         for record in self.progress.load_json():  # a resumed run: the datasets finished before, in order
             expected = self.names[len(self.finished)] if len(self.finished) < len(self.names) else None
@@ -82,8 +93,26 @@ class ActivationCounts(ScoreCallback):
                 raise ValueError(f"{self.progress.dir} holds dataset {record['dataset']!r} where this run's datasets {self.names} have {expected!r}")
             self.finished[record["dataset"]] = record["result"]
 
+    def _routing_counts(self, units: dict) -> RoutingCounts | None:
+        """The routing accumulator of a mixture of experts (None for a dense model), and each expert
+        module's parameters per expert."""
+        experts = {name: unit for name, unit in units.items() if isinstance(unit, ExpertSlice)}
+        if not experts:
+            return None
+        self.expert_params: dict[str, int] = {}
+        for name, unit in experts.items():
+            found = expert_of(self.kind_of[name])  # (expert, module): an expert slice's kind always parses
+            if found is not None:
+                self.expert_params[found[1]] = weight_shape(unit).numel()
+        layers = sorted({self.layer_of[n] for n in experts})
+        return RoutingCounts(layers, max(u.expert for u in experts.values()) + 1)
+
     def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
         return int(batch["dataset_index"][0]) < len(self.finished)
+
+    def progress_summary(self) -> str:
+        done, left = list(self.finished), self.names[len(self.finished) :]
+        return f"{', '.join(done) or 'no dataset'} done; {', '.join(left) or 'no dataset'} left"
 
     def on_score_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor]) -> None:
         datasets = batch["dataset_index"].unique().tolist()
@@ -95,6 +124,10 @@ class ActivationCounts(ScoreCallback):
 
     def on_score_tile(self, tile: ScoreTile) -> None:
         self.sums.update(tile)
+
+    def on_score_routing(self, record: RoutingRecord) -> None:
+        if self.routing is not None:
+            self.routing.update(record)
 
     def on_score_batch_end(self, trainer: Trainer, pl_module: LightningModule, batch: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         self.sums.end()  # NaN/inf in the batch's scores stops the run here, naming module and samples
@@ -129,9 +162,14 @@ class ActivationCounts(ScoreCallback):
                 if reduced is not state:
                     state.copy_(reduced)
             name = self.names[len(self.finished)]
-            summary = dataset_summary(
-                sums.means(), self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins, shards(trainer)
-            )
+            means = sums.means()
+            summary = dataset_summary(means, self.layer_of, self.kind_of, self.n_layers, self.gamma, self.quantiles, self.bins, shards(trainer))
+            if self.routing is not None:  # the ranks of a shard group route the same batches: summed over replicas only
+                tokens, gate = replica_sum(trainer, self.routing.tokens.clone()), replica_sum(trainer, self.routing.gate.clone())
+                experts = self.routing.tokens.shape[1]
+                mass = shards(trainer).sum(expert_mass(means, self.layer_of, self.kind_of, self.routing.layers, experts))  # each rank: its rows
+                summary["experts"] = expert_summary(summary["module_counts"], tokens, gate, self.routing.layers, self.expert_params, mass)
+                self.routing.reset()
             self.finished[name] = {"n_samples": sums.samples, **summary}
             sums.reset()
             if trainer.is_global_zero:  # written the moment it is finished: a killed run resumes after it
@@ -141,11 +179,12 @@ class ActivationCounts(ScoreCallback):
         """Scored parameters per layer."""
         sizes = [0] * self.n_layers
         for name, module in pl_module.scored_modules.items():
-            sizes[self.layer_of[name]] += module.weight.numel()
+            sizes[self.layer_of[name]] += weight_shape(module).numel()
         return sizes
 
     def write(self, trainer: Trainer, pl_module: LightningModule) -> None:
         out, res = self.out, self.results
+        assert res is not None  # on_predict_epoch_end has set it
         outputs.write_json(out / "counts.json", res)
         rows = [
             (name, layer, kind, d["module_counts"][kind][layer], d["layer_counts"][layer])
@@ -156,31 +195,40 @@ class ActivationCounts(ScoreCallback):
         outputs.write_csv(out / "counts.csv", ["dataset", "layer", "module", "module_count", "layer_count"], rows)
         fig = plots.counts_figure({n: d["layer_counts"] for n, d in res["datasets"].items()}, self.gamma, res["model"])
         outputs.save_figure(out / "counts.png", fig)
-        log_results(trainer, per_layer={f"counts/{name}": d["layer_counts"] for name, d in res["datasets"].items()}, figures={"counts": fig})
-        writer = tensorboard(trainer)
-        if writer is not None:
-            self._log_histograms(writer, res)
-        plots.close(fig)
+        figures = {"counts": fig}
+        if self.routing is not None:
+            figures["experts"] = self._write_experts(out, res)
+        log_results(trainer, per_layer={f"counts/{name}": d["layer_counts"] for name, d in res["datasets"].items()}, figures=figures)
+        for name, d in res["datasets"].items():  # each dataset's log10(mean A) histogram per layer
+            hist = d["log10_histogram"]
+            loggers.log_histograms(trainer.loggers, f"log10_mean_A/{name}", hist["lo"], hist["hi"], hist["counts"])
+        for figure in figures.values():
+            plots.close(figure)
         self.progress.clear()
-        print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv; TensorBoard: tensorboard --logdir {out.parent}")
+        boards = [Path(lg.log_dir).parent for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        board = f"; TensorBoard: tensorboard --logdir {boards[0]}" if boards else ""
+        also = ", experts.csv, experts.png" if self.routing is not None else ""
+        print(f"Finding 1 counts: {out / 'counts.png'}, counts.json, counts.csv{also}{board}")
 
     @staticmethod
-    def _log_histograms(writer, res: dict) -> None:  # noqa: ANN001 - TensorBoard's SummaryWriter
-        """Each dataset's log10(mean A) histogram per layer, as TensorBoard histograms (step = layer)."""
+    def _write_experts(out, res: dict):  # noqa: ANN001, ANN205 - a Path; a Figure
+        """experts.csv (a row per dataset, layer and expert) and the routing / activation maps."""
+        rows: list[tuple] = []
+        token_share: dict[int, list] = {}
+        activated_share: dict[int, list] = {}
+        names = list(res["datasets"])
         for name, d in res["datasets"].items():
-            hist = d["log10_histogram"]
-            bins = len(hist["counts"][0])
-            edges = [hist["lo"] + (b + 1) * (hist["hi"] - hist["lo"]) / bins for b in range(bins)]
-            for layer, counts in enumerate(hist["counts"]):
-                num = sum(counts)
-                if num == 0:
-                    continue
-                centres = [e - (hist["hi"] - hist["lo"]) / bins / 2 for e in edges]
-                total = sum(c * x for c, x in zip(counts, centres, strict=True))
-                squares = sum(c * x * x for c, x in zip(counts, centres, strict=True))
-                # step = layer: TensorBoard's histogram view then reads as a stack over depth.
-                writer.add_histogram_raw(
-                    f"log10_mean_A/{name}", min=hist["lo"], max=hist["hi"], num=num, sum=total,
-                    sum_squares=squares, bucket_limits=edges, bucket_counts=counts, global_step=layer,
-                )
-        writer.flush()
+            for layer, t in d["experts"]["per_layer"].items():
+                token_share.setdefault(int(layer), []).append(t["token_share"])
+                activated_share.setdefault(int(layer), []).append(t["activated_share"])
+                for e, state in enumerate(t["state"]):
+                    rows.append((
+                        name, layer, e, t["routed_tokens"][e], t["token_share"][e], t["mean_gate_weight"][e], t["activated_total"][e],
+                        t["activated_share"][e], t["activated_per_routed_token"][e], state,
+                    ))
+        header = ["dataset", "layer", "expert", "routed_tokens", "token_share", "mean_gate_weight", "activated", "activated_share",
+                  "activated_per_routed_token", "state"]
+        outputs.write_csv(out / "experts.csv", header, rows)
+        fig = plots.experts_figure(token_share, activated_share, names, res["model"])
+        outputs.save_figure(out / "experts.png", fig)
+        return fig

@@ -13,9 +13,11 @@ from lit_activation.callbacks.base import Progress, ScoreCallback, all_reduce_su
 from lit_activation.distributed.sharding import shard_rank, shards
 from lit_activation.engine.reduce import LayerGram
 from lit_activation.engine.scores import ScoreTile
+from lit_activation.files import BrokenFile
 from lit_activation.models.architectures import model_config
 from lit_activation.models.layers import decoder_layers, layer_map, num_layers_of
 from lit_activation.planning.plan import Footprint, PlanContext
+from lit_activation.resume import REDO
 
 
 class GroupGramCallback(ScoreCallback):
@@ -80,14 +82,20 @@ class GroupGramCallback(ScoreCallback):
             self.hidden = BlockOutputGram(decoder_layers(pl_module.model)[1])
             self.hidden_grams = torch.zeros_like(self.grams)
         self.done: set[int] = set()
-        for saved in self.progress.load_tensors():  # a resumed run: the batches finished before
+        for file, saved in self.progress.load_tensors():  # a resumed run: the batches finished before
             index = saved["index"]
+            if int(index.max()) >= len(dm.groups) or any(saved[k].shape[1:] != shape[1:] for k in saved if k in ("grams", "hidden")):
+                raise BrokenFile(file, f"does not fit this run's {len(dm.groups)} groups of {shape[2]} rows in {shape[1]} layers", REDO)
             self.done.update(index.tolist())
             if trainer.is_global_zero:  # one rank holds them: the sums over ranks count them once
                 self.record(index, saved["grams"], saved["gold"], saved.get("hidden"))
 
     def resumed(self, batch: dict[str, torch.Tensor]) -> bool:
         return set(batch["group_index"].tolist()) <= self.done
+
+    def progress_summary(self) -> str:
+        total = len(self.grams)
+        return f"{len(self.done)} of {total} groups done; {total - len(self.done)} left"
 
     def record(self, index: torch.Tensor, grams: torch.Tensor, gold: torch.Tensor, hidden: torch.Tensor | None) -> None:
         """Keep finished groups' Gram tables (complete over every weight row), gold scores and hidden-state Grams."""

@@ -31,6 +31,7 @@ class LLMDcos(GroupGramCallback):
 
     def __init__(self, box_pairs: list[list[str]] | None = None, matrix_layers: list[int] | None = None) -> None:
         self.box_pairs, self.matrix_layers = box_pairs, matrix_layers
+        self.results: dict | None = None  # once the run has finished: what llmdcos.json holds
 
     def check_layers(self, n_layers: int) -> None:
         matrix_layers(n_layers, self.matrix_layers)
@@ -44,7 +45,7 @@ class LLMDcos(GroupGramCallback):
             for pair in self.box_pairs:
                 if len(pair) != 2 or not set(pair) <= set(names):
                     raise ValueError(f"box_pairs entry {pair} must be two of the run's datasets {names}")
-            return [tuple(p) for p in self.box_pairs]
+            return [(p[0], p[1]) for p in self.box_pairs]
         every = list(itertools.combinations_with_replacement(names, 2))
         return every if len(every) <= 6 else [(n, n) for n in names]
 
@@ -60,11 +61,12 @@ class LLMDcos(GroupGramCallback):
         per_pair = {key(x, y): pair_cosines(cos, index[x], index[y]).tolist() for x, y in itertools.combinations_with_replacement(names, 2)}
         matrix = similarity_matrix(cos, len(names), layers)
         model = model_name(pl_module)
-        outputs.write_json(self.out / "llmdcos.json", {
+        self.results = {
             "model": model, "datasets": names, "n_pairs": cos.shape[0], "n_layers": n_layers,
             "matrix_layers": [layers[0], layers[-1]], "matrix": matrix.tolist(),
             "llmdcos": per_pair,  # "X-Y": pairs × layers, every value kept for re-plotting
-        })
+        }
+        outputs.write_json(self.out / "llmdcos.json", self.results)
         outputs.write_csv(
             self.out / "llmdcos.csv", ["pair", "sample", "layer", "llmdcos"],
             ((p, i, layer, v) for p, rows in per_pair.items() for i, row in enumerate(rows) for layer, v in enumerate(row)),

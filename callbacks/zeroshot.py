@@ -49,8 +49,8 @@ class ZeroShotEval(Callback):
         protocol: `lm_eval` or `paper`.
         n: paper only: records scored per task (the paper: 256); all of them when fewer exist.
         seed: paper only: the sample's seed (every task, BoolQ included, is sampled with it).
-        demonstrations: paper only, required with mmlu: a file of MMLU records (its field layout,
-            e.g. the auxiliary_train split); its first 5 records, with answers, precede every question.
+        demonstrations: paper only, with mmlu: MMLU records (e.g. auxiliary_train) whose first 5, with
+            answers, precede each question.
     """
 
     def __init__(

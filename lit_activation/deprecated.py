@@ -59,7 +59,8 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self) if fullname in MOVED else None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        homes = MOVED[spec.name] if isinstance(MOVED[spec.name], tuple) else (MOVED[spec.name],)
+        target = MOVED[spec.name]
+        homes = target if isinstance(target, tuple) else (target,)
         module = types.ModuleType(spec.name, f"Moved to {', '.join(homes)}.")
 
         def moved_name(name: str) -> object:
@@ -67,9 +68,9 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                 raise AttributeError(name)
             renamed = RENAMED.get(f"{spec.name}.{name}")
             if renamed is not None:
-                home, _, new_name = renamed.rpartition(".")
+                renamed_home, _, new_name = renamed.rpartition(".")
                 warn_moved(f"{spec.name}.{name}", renamed)
-                return getattr(importlib.import_module(home), new_name)
+                return getattr(importlib.import_module(renamed_home), new_name)
             for home in homes:
                 new = importlib.import_module(home)
                 if hasattr(new, name):
@@ -77,7 +78,7 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                     return getattr(new, name)
             raise AttributeError(f"module {spec.name!r} (moved to {', '.join(homes)}) has no attribute {name!r}")
 
-        module.__getattr__ = moved_name
+        module.__dict__["__getattr__"] = moved_name  # PEP 562's hook
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:

@@ -19,11 +19,12 @@ from lit_activation.distributed.heartbeat import Heartbeat
 from lit_activation.distributed.sharded_loading import load_sharded
 from lit_activation.distributed.sharding import own_rows, warn_if_replicated
 from lit_activation.engine import EngineSettings, RowRanges, ScoreTile, stream_taylor_scores
+from lit_activation.engine.experts import RoutingRecord
 from lit_activation.engine.kernels import check_fused
 from lit_activation.engine.targets import sequence_nll
 from lit_activation.engine.tiling import budget_bytes
 from lit_activation.models.architectures import model_config
-from lit_activation.models.layers import linear_modules
+from lit_activation.models.layers import scored_modules
 from lit_activation.models.loading import EMBEDDED_DEFAULT, load_causal_lm, load_tokenizer, resolve_dtype
 from lit_activation.planning.memory import GB, available_memory
 from lit_activation.planning.plan import check_fits, checked_job, plan_memory
@@ -110,14 +111,14 @@ class ActivationModule(LightningModule):
             check_fits(self.memory_plan)
         if self.device_mesh is None:
             self.model, self.tokenizer = load_causal_lm(hp.model, hp.dtype, hp.trust_remote_code)
-            self.scored_modules = linear_modules(self.model)
+            self.scored_modules = scored_modules(self.model)
             return
         # ModelParallelStrategy: FSDP2, each rank loads and scores its own rows
         warn_if_replicated(self.device_mesh)
         config = model_config(hp.model, hp.trust_remote_code)
         self.model = load_sharded(hp.model, config, hp.dtype, self.device_mesh, self.engine.dtype, self.trainer.strategy.root_device, hp.trust_remote_code)
         self.tokenizer = load_tokenizer(hp.model, hp.trust_remote_code)
-        self.scored_modules = linear_modules(self.model)
+        self.scored_modules = scored_modules(self.model)
         self.rows = own_rows(self.scored_modules, self.device_mesh)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -136,8 +137,12 @@ class ActivationModule(LightningModule):
             for cb in consumers:
                 cb.on_score_tile(tile)
 
+        def routing(record: RoutingRecord) -> None:
+            for cb in consumers:
+                cb.on_score_routing(record)
+
         settings = replace(self.engine, rows=self.rows)
-        values = stream_taylor_scores(self.model, batch["input_ids"], batch["attention_mask"], fan_out, settings, self.scored_modules)
+        values = stream_taylor_scores(self.model, batch["input_ids"], batch["attention_mask"], fan_out, settings, self.scored_modules, routing)
         for cb in consumers:
             cb.on_score_batch_end(self.trainer, self, batch, values)
 

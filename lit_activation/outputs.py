@@ -1,21 +1,47 @@
 """Run outputs: atomic writes that never overwrite an earlier run's results.
 
-Each file is written to a temporary name in the same directory and renamed into place, so an
-interrupted run leaves either the old state or the complete new file, never half of one. Results
-are never overwritten; files derived from them (a comparison's summary, rebuilt after every run)
-say so with `overwrite=True`.
+Each file is written to a temporary name in the same directory, flushed to the disk and renamed into
+place, so an interrupted run (killed, or out of disk space) leaves either the old state or the complete
+new file, never half of one. Results are never overwritten; files derived from them (a comparison's
+summary, rebuilt after every run) say so with `overwrite=True`. A full disk or a directory that cannot
+be written is one line naming the file (`NoSpaceLeft`, PermissionError), not an OSError's traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+MIN_FREE_BYTES = 1 << 20  # a run refused before any work when its output's disk has less free (1 MiB)
+
+
+class NoSpaceLeft(OSError):
+    """A result could not be written: its disk is full (or the user's quota spent). What was written before is kept."""
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Say a write to `path` that failed for want of space or permission in one line naming it."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpaceLeft(
+                f"no space left on the disk of {path}: free some space or choose another directory, then run again; "
+                "what was written before is kept, and no file was left half-written"
+            ) from err
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise PermissionError(f"{path} cannot be written: {path.parent} is not writable; choose another directory") from err
+        raise
 
 
 def _staging_name(path: Path) -> Path:
@@ -35,19 +61,36 @@ def staging_dir(path: Path) -> Path:
     return tmp
 
 
+@contextlib.contextmanager
+def staged_dir(path: Path) -> Iterator[Path]:
+    """A staging directory beside `path` to fill (a saved model, a converted one): renamed into place when
+    the block ends, removed whole when it fails; a full disk is said in one line (`writing`)."""
+    with writing(path):
+        tmp = staging_dir(path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
 def _atomic_write(path: Path, data: bytes, overwrite: bool = False) -> Path:
     if not overwrite:
         check_new([path])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _staging_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as in staging_dir
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _staging_name(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as in staging_dir
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # on the disk before the rename: a crash never leaves the new name on half a file
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -108,22 +151,19 @@ def write_tensors(path: str | Path, tensors: dict[str, Any], overwrite: bool = F
     return _atomic_write(Path(path), save({name: t.contiguous() for name, t in tensors.items()}), overwrite)
 
 
-def read_tensors(path: str | Path) -> dict[str, Any]:
-    """Named tensors from a safetensors file, on the host (no pickle is ever loaded)."""
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
-def check_can_create(path: str | Path, option: str) -> None:
-    """Fail before any work if directory `path` (option `option`) could not be made: something that
-    is not a directory in its way, or no write permission where it would be created."""
+def check_can_create(path: str | Path, option: str, remedy: str | None = None) -> None:
+    """Fail before any work if directory `path` (option `option`) could not be made or filled: something
+    that is not a directory in its way, no write permission where it would be created, or a full disk."""
     path = Path(path).absolute()
+    remedy = remedy or f"choose another {option}"
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise FileExistsError(f"{option} {path}: {existing} is a file, not a directory")
+        raise FileExistsError(f"{option} {path}: {existing} is a file, not a directory; {remedy}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{option} {path} cannot be written: {existing} is not writable")
+        raise PermissionError(f"{option} {path} cannot be written: {existing} is not writable; {remedy}")
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise NoSpaceLeft(f"{option} {path}: no space left on its disk ({free} bytes free); free some space, or {remedy}")
 
 
 def check_new(paths: Iterable[str | Path]) -> None:

@@ -69,6 +69,40 @@ def line_figure(x: Sequence[float], series: Mapping[str, Sequence[float]], xlabe
     return fig
 
 
+def experts_figure(token_share: Mapping[int, Sequence[Sequence[float | None]]], activated_share: Mapping[int, Sequence[Sequence[float | None]]],
+                   datasets: Sequence[str], model: str) -> Figure:
+    """Per MoE layer, side by side, expert × dataset maps of the share of the dataset's tokens each
+    expert takes (routing) and of its activated parameters (what the parameters do). A dataset none
+    of whose tokens reached an expert ("not routed") is hatched grey, apart from a routed zero."""
+    import numpy as np
+
+    layers = list(token_share)
+    experts = len(next(iter(token_share.values()))[0]) if layers else 0
+    height = max(1.2, 0.22 * experts + 0.6)
+    fig, axes = plt.subplots(len(layers), 2, figsize=(2.0 + 1.2 * len(datasets), height * len(layers) + 0.6), squeeze=False)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+    for row, layer in enumerate(layers):
+        for col, (label, shares) in enumerate((("token share", token_share[layer]), ("activated share", activated_share[layer]))):
+            ax = axes[row, col]
+            values = np.array([[np.nan if v is None else v for v in per_dataset] for per_dataset in shares], dtype=float).T  # experts × datasets
+            routed = np.array([[v is not None and v > 0 for v in per_dataset] for per_dataset in token_share[layer]]).T
+            if col == 1:
+                values = np.where(routed, values, np.nan)  # not routed: no share to show
+            image = ax.imshow(np.ma.masked_invalid(values), vmin=0.0, vmax=max(0.01, float(np.nanmax(values)) if np.isfinite(values).any() else 1.0),
+                              cmap=cmap, aspect="auto")
+            for e, d in zip(*np.nonzero(~routed), strict=True):
+                ax.add_patch(plt.Rectangle((d - 0.5, e - 0.5), 1, 1, fill=False, hatch="///", edgecolor="grey", linewidth=0))
+            ax.set_xticks(range(len(datasets)), datasets if row == len(layers) - 1 else [""] * len(datasets), rotation=45, ha="right", fontsize=7)
+            ax.set_yticks(range(experts), [str(e) if experts <= 16 or e % 4 == 0 else "" for e in range(experts)], fontsize=6)
+            ax.set_ylabel(f"layer {layer}\nexpert" if col == 0 else "")
+            if row == 0:
+                ax.set_title(label, fontsize=9)
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    fig.suptitle(f"{model}: routing (left) and activated parameters (right) per expert; hatched: not routed", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Figure) -> None:
     """Release a figure's memory."""
     plt.close(fig)

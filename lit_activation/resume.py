@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lit_activation.files import BrokenFile, check_safetensors, json_type, read_json_object
+
 PROGRESS = "progress"  # the run dir's finished units of work, until the results are written
+
+# What one finished unit holds, per part of progress/ (callbacks/counts.py: a dataset's JSON record;
+# callbacks/groups.py: a batch's tensors, one row per group). Each file is checked before any model loads.
+PROGRESS_FIELDS = {"counts": {"dataset": str, "result": dict}}
+PROGRESS_TENSORS = {"groups": ("index", "grams", "gold")}  # and `hidden`, when the run keeps the hidden-state baseline
+REDO = "delete it and the progress files after it (their work is scored again), or start a new run"
 
 # Options that change how a run executes, never what it computes: a resume may differ in them
 # (more or fewer devices or nodes after a lost node, another logger or progress bar).
@@ -53,6 +61,26 @@ def find_run(resume: str, logger_dir: Path) -> Path:
     return path
 
 
+def saved_config(run: Path, resume: str) -> dict:
+    """The run's config.yaml, as Lightning saved it when the run started; missing or damaged, it is refused."""
+    import yaml
+
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"--resume {resume}: {saved} is missing; without it the run's configuration cannot be checked")
+    remedy = "restore it (the run's configuration is checked against it), or start a new run"
+    try:
+        config = yaml.safe_load(saved.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BrokenFile(saved, "is not UTF-8 text", remedy) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise BrokenFile(saved, f"is not valid YAML{f' at line {mark.line + 1}' if mark else ''}", remedy) from None
+    if not isinstance(config, dict):
+        raise BrokenFile(saved, f"holds no configuration (a YAML {type(config).__name__})", remedy)
+    return config
+
+
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """{'a.b.c': value} for every leaf of nested dicts (lists stay whole)."""
     if not isinstance(config, Mapping):
@@ -81,3 +109,48 @@ def check_same_results(run: Path, saved: Mapping[str, Any], current: Mapping[str
             f"--resume {run}: this run's configuration differs from its saved config.yaml in what changes results ({shown}); "
             "resume with the same options, or start a new run"
         )
+
+
+def check_progress(run: Path) -> None:
+    """Before any model loads: every finished unit in the run's progress/ can be read back (a file cut
+    short, damaged or edited is named, with what to do). Hidden staging files of a killed write are not units."""
+    for part in sorted(p for p in (run / PROGRESS).iterdir() if not p.name.startswith(".")):
+        if not part.is_dir() or (part.name not in PROGRESS_FIELDS and part.name not in PROGRESS_TENSORS):
+            raise BrokenFile(part, f"is not a part of a run's progress (those are {', '.join([*PROGRESS_FIELDS, *PROGRESS_TENSORS])})", REDO)
+        for file in sorted(f for f in part.iterdir() if not f.name.startswith(".")):
+            if file.suffix == ".json" and part.name in PROGRESS_FIELDS:
+                read_progress_json(file)
+            elif file.suffix == ".safetensors" and part.name in PROGRESS_TENSORS:
+                read_progress_tensors(file)
+            else:
+                raise BrokenFile(file, f"is not a finished unit of {part.name} (a {'.json' if part.name in PROGRESS_FIELDS else '.safetensors'} file)", REDO)
+
+
+def read_progress_json(file: Path) -> dict:
+    """One finished unit's JSON record, with its fields (PROGRESS_FIELDS of its part)."""
+    record = read_json_object(file, REDO)
+    for field, kind in PROGRESS_FIELDS[file.parent.name].items():
+        if not isinstance(record.get(field), kind):
+            got = "lacks it" if field not in record else f"has {json_type(record[field])}"
+            raise BrokenFile(file, f"is not a finished unit: its {field!r} {got}", REDO)
+    return record
+
+
+def read_progress_tensors(file: Path) -> dict[str, Any]:
+    """One finished batch's tensors (PROGRESS_TENSORS of its part): `index` the groups' numbers, and one
+    row of every other tensor per group."""
+    import torch
+    from safetensors.torch import load_file
+
+    check_safetensors(file, REDO)
+    tensors = load_file(str(file))
+    missing = [name for name in PROGRESS_TENSORS[file.parent.name] if name not in tensors]
+    if missing:
+        raise BrokenFile(file, f"is not a finished unit: it lacks the tensors {missing}", REDO)
+    index = tensors["index"]
+    if index.dim() != 1 or index.is_floating_point() or index.dtype == torch.bool or index.numel() == 0 or bool((index < 0).any()):
+        raise BrokenFile(file, f"is not a finished unit: its 'index' is {index.dtype} of shape {list(index.shape)}, not group numbers", REDO)
+    for name, tensor in tensors.items():
+        if name != "index" and (not tensor.is_floating_point() or tensor.dim() == 0 or tensor.shape[0] != index.numel()):
+            raise BrokenFile(file, f"is not a finished unit: its {name!r} is {tensor.dtype} of shape {list(tensor.shape)}, not a row per group", REDO)
+    return tensors

@@ -10,14 +10,19 @@ from typing import Literal
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from lit_activation.callbacks.base import run_dir
 from lit_activation.callbacks.pruning import Pruning
 from lit_activation.callbacks.zeroshot import ZeroShotEval
+from lit_activation.models.architectures import is_mixture_of_experts, model_config
 from lit_activation.models.layers import num_layers_of
 from lit_activation.planning.memory import GB, available_memory
-from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory
+from lit_activation.planning.plan import MemoryPlan, check_context, checked_job, plan_memory, unread_inputs_note
 from lit_activation.pruning.allocations import OWL, Activation, Allocation, Uniform
 from lit_activation.pruning.comparison import Comparison, Run, RunResult, dense_counts, sweep
+from lit_activation.pruning.experts.layout import MoEShape
+from lit_activation.pruning.experts.options import ExpertPruning
 from lit_activation.pruning.metrics import PruningMetric
+from lit_activation.pruning.prune import check_experts_prunable
 from lit_activation.resume import find_run
 
 
@@ -26,6 +31,7 @@ class ActivationTrainer(Trainer):
     `plan` (memory, before any run) and `compare` (a resumable pruning sweep); `predict` resumes."""
 
     resume_dir: Path | None = None  # the interrupted run this one finishes (predict --resume)
+    loggers: list[Logger]  # Lightning's property (its own types are not analysed by this project's type check)
 
     def predict(
         self,
@@ -50,6 +56,12 @@ class ActivationTrainer(Trainer):
         if resume is not None:
             self.resume_in(find_run(resume, self.logger_dir()))
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+    @property
+    def log_dir(self) -> str:
+        """This run's directory, whatever its loggers (lit_activation/loggers.py): its config.yaml and
+        every result file go there. A collective under DDP, as Lightning's."""
+        return str(run_dir(self))
 
     def logger_dir(self) -> Path:
         """The directory holding this run's versions (the logger's save_dir/name)."""
@@ -107,7 +119,7 @@ class ActivationTrainer(Trainer):
             for callback in self.callbacks:
                 callback.setup(self, model, stage)
         except (OSError, ValueError, RuntimeError) as err:
-            return f"  note: data not loaded ({str(err).splitlines()[0][:160]}); their memory is not counted"
+            return unread_inputs_note(err)
         return None
 
     def compare(
@@ -119,6 +131,7 @@ class ActivationTrainer(Trainer):
         sparsities: list[float] = [0.5, 0.6, 0.7],  # noqa: B006 - jsonargparse needs a literal
         seeds: list[int] = [0, 1, 2],  # noqa: B006
         output_dir: str = "runs/compare",
+        experts: list[ExpertPruning] = [],  # noqa: B006 - jsonargparse needs a literal
     ) -> Path:
         """Dense vs each allocation × metric × sparsity × calibration seed: prune, validate, record; resumable.
 
@@ -132,6 +145,7 @@ class ActivationTrainer(Trainer):
             seeds: calibration seeds (mean ± std over them).
             output_dir: results.csv, summary.md/csv, compare.png and one directory per run. Run the
                 same command again to resume.
+            experts: whole experts removed, each an ExpertPruning (ratio, score), at every seed.
         """
         pruning, zeroshot = self._configured(Pruning), self._configured(ZeroShotEval)
         if pruning.save_dir or pruning.nm:
@@ -139,23 +153,36 @@ class ActivationTrainer(Trainer):
         allocations = allocations if allocations is not None else [Uniform(), Activation(), OWL()]
         metrics = metrics if metrics is not None else [pruning.metric]
         hp = model.hparams
-        comparison = Comparison(output_dir, sweep(allocations, metrics, sparsities, seeds), hp.model)
+        comparison = Comparison(output_dir, sweep(allocations, metrics, sparsities, seeds, experts), hp.model)
         comparison.check()
+        config = model_config(hp.model, hp.trust_remote_code)
+        if sparsities:
+            moe = is_mixture_of_experts(config, hp.trust_remote_code)
+            check_experts_prunable(moe, hp.model, metrics)
+            for allocation in allocations:
+                allocation.check_experts(hp.model, moe)
+        for removal in experts:  # every removal checked before the first run: the routing allows it, its score can be had
+            removal.check(hp.model, num_layers_of(config), MoEShape.of_config(config, hp.trust_remote_code))
         self._check_before_any_run(model, datamodule, pruning, zeroshot, allocations)
         fixed = {
             "model": hp.model, "dtype": hp.dtype, "compute_dtype": model.engine.compute_dtype, "evaluation": datamodule.metric_name,
             "calibration": {k: v for k, v in dataclasses.asdict(pruning.calibration).items() if k != "seed"},
             "zeroshot": zeroshot.describe(),
         }
-        comparison.pin(fixed, {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics})
+        methods = {a.label: a.describe() for a in allocations} | {f"metric {m.label}": m.describe() for m in metrics}
+        comparison.pin(fixed, methods | {f"experts {e.score.label} {e.ratio:g}": e.describe() for e in experts})
         device = self.strategy.root_device
         comparison.resolve_counts(allocations, lambda source: dense_counts(source, hp.model, hp.dtype, hp.trust_remote_code, device, pruning.calibration))
 
         def validate(run: Run, run_dir: Path) -> RunResult:
-            prune = pruning.replaced(
-                sparsity=run.sparsity, allocation=run.allocation or Uniform(), metric=run.pruning_metric or pruning.metric,
-                calibration=replace(pruning.calibration, seed=run.seed),
-            )
+            calibration = replace(pruning.calibration, seed=run.seed)
+            if run.experts is not None:  # whole experts removed, no weight pruned
+                prune = pruning.replaced(sparsity=0.0, experts=run.experts, calibration=calibration)
+            else:
+                prune = pruning.replaced(
+                    sparsity=run.sparsity, allocation=run.allocation or Uniform(), metric=run.pruning_metric or pruning.metric,
+                    calibration=calibration, experts=ExpertPruning(),
+                )
             evaluate = zeroshot.fresh()
             trainer = self.for_one_run([prune, evaluate], TensorBoardLogger(run_dir.parent, name=run_dir.name, version=""))
             (metrics,) = trainer.validate(model.fresh(), datamodule, verbose=False)

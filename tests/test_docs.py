@@ -84,3 +84,12 @@ def test_config_headers_quote_no_figure_that_a_command_computes():
         comments = [line for line in config.read_text().splitlines() if line.lstrip().startswith("#")]
         copied = [line for line in comments if re.search(r"\d\s*(GB|GiB|MB|MiB)\b", line)]
         assert copied == [], f"{config.name}: {copied}"
+
+
+@pytest.mark.parametrize(("contents", "prefix"), [(ROOT / "docs" / "index.md", ""), (ROOT / "README.md", "docs/")], ids=["index", "README"])
+def test_the_page_tables_list_every_page(contents, prefix):
+    """The documentation index and the README's table say they list every page: a page added to
+    docs/ must be added to both."""
+    listed = set(re.findall(rf"^\| \[[^\]]+\]\({re.escape(prefix)}([\w-]+\.md)\)", contents.read_text(), flags=re.M))
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"index.md"}
+    assert pages - listed == set(), f"{contents.name}'s table of pages lacks {sorted(pages - listed)}"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +61,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_staging_file(tmp_path, monkey
 
 def test_a_directory_that_could_not_be_made_is_refused_naming_the_option(tmp_path):
     (tmp_path / "a-file").write_text("x")
-    with pytest.raises(FileExistsError, match=rf"^save_dir {tmp_path}/a-file/model: {tmp_path}/a-file is a file, not a directory$"):
+    with pytest.raises(FileExistsError, match=rf"^save_dir {tmp_path}/a-file/model: {tmp_path}/a-file is a file, not a directory; choose another save_dir$"):
         outputs.check_can_create(tmp_path / "a-file" / "model", "save_dir")
     outputs.check_can_create(tmp_path / "new" / "deeper", "save_dir")  # missing parents are made later
     assert not (tmp_path / "new").exists()  # a check creates nothing
@@ -67,7 +72,7 @@ def test_a_read_only_parent_is_refused(tmp_path, monkeypatch):
     locked.mkdir()
     # os.access as the answer of a read-only directory: root (as CI may run) may write anywhere
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
-    with pytest.raises(PermissionError, match=rf"^save_dir {locked}/model cannot be written: {locked} is not writable$"):
+    with pytest.raises(PermissionError, match=rf"^save_dir {locked}/model cannot be written: {locked} is not writable; choose another save_dir$"):
         outputs.check_can_create(locked / "model", "save_dir")
     outputs.check_can_create(tmp_path / "elsewhere", "save_dir")
 
@@ -87,4 +92,103 @@ def test_save_dir_and_report_output_are_checked_before_any_work(tmp_path, capsys
     (run / "counts.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_:
         main(["report", str(run), "--output", str(tmp_path / "f")])
-    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == f"error: --output {tmp_path}/f: {tmp_path}/f is a file, not a directory"
+    expected = f"error: --output {tmp_path}/f: {tmp_path}/f is a file, not a directory; choose another --output"
+    assert exit_.value.code == 2 and capsys.readouterr().err.strip() == expected
+
+
+# ---- a full disk, and a kill in the middle of a write: nothing half-written, nothing lost
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    outputs.write_text(tmp_path / "s.md", "old")
+    monkeypatch.setattr(os, "fsync", no_space)  # the disk fills while the new content is written
+    with pytest.raises(outputs.NoSpaceLeft, match=rf"^no space left on the disk of {tmp_path}/s.md: free some space or choose another directory"):
+        outputs.write_text(tmp_path / "s.md", "new", overwrite=True)
+    with pytest.raises(outputs.NoSpaceLeft):
+        outputs.write_json(tmp_path / "r.json", {"x": 1})
+    assert (tmp_path / "s.md").read_text() == "old" and os.listdir(tmp_path) == ["s.md"]
+    with pytest.raises(outputs.NoSpaceLeft), outputs.staged_dir(tmp_path / "model") as staged:  # a directory written whole, or not at all
+        (staged / "config.json").write_text("{}")
+        no_space()
+    assert os.listdir(tmp_path) == ["s.md"]
+
+
+def test_a_full_disk_in_a_command_is_one_line_and_leaves_no_half_report(tmp_path, monkeypatch, capsys):
+    from lit_activation.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "counts.json").write_text("{}")
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(run), "--output", str(tmp_path / "out")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and line.startswith(f"error: no space left on the disk of {tmp_path}/out/version_0/report.md: ")
+    assert list((tmp_path / "out").iterdir()) == []  # no version holds half a report
+
+
+@pytest.mark.parametrize(("free", "refused"), [(outputs.MIN_FREE_BYTES - 1, True), (outputs.MIN_FREE_BYTES, False)])
+def test_a_disk_without_free_space_is_refused_before_any_work(tmp_path, monkeypatch, free, refused):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 30, (1 << 30) - free, free))
+    if refused:
+        with pytest.raises(outputs.NoSpaceLeft, match=rf"^log dir {tmp_path}/runs: no space left on its disk \({free} bytes free\)"):
+            outputs.check_can_create(tmp_path / "runs", "log dir")
+    else:
+        outputs.check_can_create(tmp_path / "runs", "log dir")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs, where the machine lets this process mount one (root with the capability)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("no tmpfs can be mounted here: the full disk is simulated by the ENOSPC tests above")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_really_full_disk_leaves_what_was_written_before(small_disk):
+    outputs.write_json(small_disk / "counts.json", {"x": 1})
+    with pytest.raises(outputs.NoSpaceLeft, match=f"no space left on the disk of {small_disk}/big.json"):
+        outputs.write_json(small_disk / "big.json", {"x": "y" * 200_000})
+    assert json.loads((small_disk / "counts.json").read_text()) == {"x": 1}
+    assert os.listdir(small_disk) == ["counts.json"]  # no staging file is left filling the disk
+
+
+KILLED_MID_WRITE = """
+import os, sys, time
+from pathlib import Path
+from lit_activation import outputs
+path, marker = Path(sys.argv[1]), Path(sys.argv[2])
+def stall(fd):  # the new content is in the staging file, not yet renamed into place: killed here
+    marker.write_text("writing")
+    time.sleep(600)
+os.fsync = stall
+outputs.write_json(path, {"new": "x" * 100_000}, overwrite=True)
+"""
+
+
+def test_a_kill_in_the_middle_of_a_write_leaves_the_old_file_whole(tmp_path):
+    path, marker = tmp_path / "results.json", tmp_path / "marker"
+    outputs.write_json(path, {"old": 1})
+    child = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(path), str(marker)])
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "the writer never got to its write"
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert json.loads(path.read_text()) == {"old": 1}  # the old file, whole
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("results.json", "marker"))
+    assert len(left) == 1 and left[0].startswith(".results.json.") and left[0].endswith(".tmp")  # hidden: no reader takes it for a result
+    outputs.write_json(path, {"new": 2}, overwrite=True)  # the next run writes as if nothing happened
+    assert json.loads(path.read_text()) == {"new": 2}

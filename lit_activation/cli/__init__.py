@@ -3,7 +3,7 @@
 - command.py   the console entry point `main`: the tool's help and version and `report`, without Lightning
 - app.py       ActivationCLI (the subcommands, their groups, the checks before any work) and `build_cli`
 - help.py      each subcommand's options laid out this project's first
-- console.py   what a command prints: one line per phase; --verbose for everything
+- console.py   what a command prints: one line per phase; --verbose for everything, --quiet for warnings only
 - errors.py    one line per mistake, with the closest option, class or name to a mistyped one
 - run_dirs.py  run directories: refused when taken, removed when a failed run left them empty
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lit_activation.cli.command import main
-from lit_activation.lazy import lazy_exports
+from lit_activation.public import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time they load on first use
     from lit_activation.cli.app import ActivationCLI, build_cli

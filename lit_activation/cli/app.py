@@ -13,13 +13,17 @@ The console entry point, `main` (command.py), answers `--help`, `--version` and 
 this module, and hands a subcommand to `build_cli`. A mistake in the input prints one line,
 `error: <message>` (with the closest option or class when one was mistyped), and exits with status 2
 before any work; `--debug` (or LIT_ACTIVATION_DEBUG=1) shows the traceback instead. A run prints one
-line per phase; `--verbose` (or LIT_ACTIVATION_VERBOSE=1) shows all that Lightning and the libraries print.
+line per phase on stderr, and where its results are as its last line; `--verbose` (or
+LIT_ACTIVATION_VERBOSE=1) shows all that Lightning and the libraries print, `--quiet` (or
+LIT_ACTIVATION_QUIET=1) only warnings and errors, and no progress bar.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,18 +35,25 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from lit_activation import outputs
 from lit_activation.callbacks.pruning import Pruning
+from lit_activation.callbacks.status import RunStatus
 from lit_activation.callbacks.zeroshot import ZeroShotEval
-from lit_activation.cli.command import SUBCOMMAND_HELP
+from lit_activation.cli.command import QUIET_ENV, SUBCOMMAND_HELP
+from lit_activation.cli.console import interactive
 from lit_activation.cli.errors import suggestion
 from lit_activation.cli.help import EPILOG, ActivationArgumentParser, HelpFormatter, help_sections
-from lit_activation.cli.run_dirs import analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
+from lit_activation.cli.run_dirs import IdNamedRuns, analyses_only, check_new_log_dirs, discard_empty_run_dirs, missing_parents
 from lit_activation.data import datamodule, perplexity  # noqa: F401 - the data modules --data accepts by name, listed in --help
-from lit_activation.models.architectures import published_config
+from lit_activation.models.architectures import check_prunable, check_scorable, model_config, published_config
 from lit_activation.models.loading import check_source
 from lit_activation.module import ActivationModule
-from lit_activation.resume import check_same_results, find_run
+from lit_activation.pruning.experts.layout import MoEShape, check_removal
+from lit_activation.resume import check_progress, check_same_results, find_run, saved_config
 from lit_activation.trainer import ActivationTrainer
+
+log = logging.getLogger(__name__)
+
 
 # Subcommands that prune and evaluate: they get the fixed `pruning` and `zeroshot` groups.
 PRUNING_SUBCOMMANDS = ("validate", "compare", "plan")
@@ -101,7 +112,7 @@ class ActivationCLI(LightningCLI):
         parser.epilog = EPILOG
         parser.help_sections = functools.partial(help_sections, subcommand=subcommand)
         if subcommand in PRUNING_SUBCOMMANDS:  # within 200 lines with the pruning and zero-shot groups; predict's help has them in full
-            parser.first_sentence_of = ("model.engine.",)
+            parser.first_sentence_of = ("model.engine.", "pruning.expert_inputs.", "pruning.allocation", "pruning.metric", "pruning.nm")
         return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
@@ -122,6 +133,7 @@ class ActivationCLI(LightningCLI):
         after rank 0 made it); and note the dirs this run will create."""
         self.new_run_dirs: list[Path] = []
         self.new_parent_dirs: list[Path] = []
+        self.id_named: IdNamedRuns | None = None
         self._check_model()
         if self.subcommand == "predict" and self.config.predict.resume is not None:
             self._check_resume(self.config.predict.resume)
@@ -130,27 +142,41 @@ class ActivationCLI(LightningCLI):
             check_new_log_dirs(self.trainer.loggers, self.config[self.subcommand].trainer.logger)
             loggers = [lg for lg in self.trainer.loggers if isinstance(lg, (TensorBoardLogger, CSVLogger))]
             self.new_run_dirs = [Path(lg.log_dir) for lg in loggers if not Path(lg.log_dir).exists()]
+            self.id_named = IdNamedRuns.of(self.trainer.loggers, self.trainer.default_root_dir) if not loggers else None
+            for run in self.new_run_dirs:  # a file in the way, no permission, a full disk: said now, not at the first write
+                outputs.check_can_create(run, "log dir", "choose another --trainer.logger.init_args.save_dir")
             parents = {p for run in self.new_run_dirs for p in missing_parents(run)}
+            if self.id_named is not None:  # a W&B run's dir: save_dir/project/<run id>, named once the run starts
+                parents |= set(missing_parents(self.id_named.parent / "run"))
             self.new_parent_dirs = sorted(parents, key=lambda p: len(p.parts), reverse=True)  # deepest first
 
     def _check_model(self) -> None:
-        """The model can be found (a path that exists, a hub id that can be read), or one line says why;
+        """The model can be found (a path that exists, a hub id that can be read), its weights can be
+        scored, and whole experts are removed only from a mixture of experts; or one line says why.
         `plan` reads only a config, which the published ones give offline."""
-        name = self.model.hparams.model
-        if self.subcommand == "plan" and published_config(name) is not None:
+        hp = self.model.hparams
+        if not (self.subcommand == "plan" and published_config(hp.model) is not None):
+            check_source(hp.model, weights=self.subcommand != "plan")
+        try:
+            config = model_config(hp.model, hp.trust_remote_code)
+        except (ValueError, OSError):  # a config that cannot be read here (offline): the run's own checks say why, where it is read
             return
-        check_source(name)
+        check_scorable(config, hp.model, hp.trust_remote_code)
+        pruning = self.config[self.subcommand].get("pruning") if self.subcommand in ("validate", "compare") else None
+        if pruning is not None:
+            check_prunable(config, hp.model, hp.trust_remote_code, (pruning.get("experts.ratio") or 0) > 0)
+            for callback in self.trainer.callbacks:  # the experts' ratio against the routing, before the data are read (its score's file: at setup)
+                if isinstance(callback, Pruning) and callback.experts.removes and (shape := MoEShape.of_config(config, hp.trust_remote_code)):
+                    check_removal(callback.experts.ratio, shape, hp.model)
 
     def _check_resume(self, resume: str) -> None:
         """Before any model loads: the run to resume exists, is unfinished, and was configured as
         this one in all that changes results; its config.yaml is kept as it is."""
         run = find_run(resume, self.trainer.logger_dir())
-        saved = run / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume {resume}: {saved} is missing; without it the run's configuration cannot be checked")
         parser = self._parser(self.subcommand)
         current = yaml.safe_load(parser.dump(self.config[self.subcommand], skip_none=False))
-        check_same_results(run, analyses_only(yaml.safe_load(saved.read_text())), analyses_only(current))
+        check_same_results(run, analyses_only(saved_config(run, resume)), analyses_only(current))
+        check_progress(run)
         for callback in self.trainer.callbacks:
             if isinstance(callback, SaveConfigCallback):
                 callback.already_saved = True  # the interrupted run's config.yaml stays
@@ -160,8 +186,28 @@ class ActivationCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except Exception:
-            discard_empty_run_dirs(self.new_run_dirs, self.new_parent_dirs)
+            id_named = self.id_named.new() if self.id_named is not None else []
+            discard_empty_run_dirs(self.new_run_dirs + id_named, self.new_parent_dirs)
             raise
+        self._say_where_results_are(subcommand)
+
+    def _say_where_results_are(self, subcommand: str) -> None:
+        """The run's last line (stderr, rank 0): `results in RUN_DIR` (compare: its output dir)."""
+        if not self.trainer.is_global_zero:
+            return
+        if subcommand == "compare":
+            where = self.config.compare.output_dir
+        else:
+            status = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunStatus)), None)
+            where = status.run_dir if status is not None else None
+        if where is not None:
+            log.info("results in %s", where)
+
+    def instantiate_trainer(self, **kwargs) -> ActivationTrainer:  # noqa: ANN003 - Lightning's trainer options
+        """Lightning's trainer, with RunStatus (what a run says while it runs) among its callbacks."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(RunStatus())
+        return trainer
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
         # The data are tokenized for the model being analysed, with its trust setting, always.
@@ -171,6 +217,8 @@ class ActivationCLI(LightningCLI):
             {
                 # Taylor scores are gradients: predict must not run under torch.inference_mode.
                 "trainer.inference_mode": False,
+                # progress where a person watches, as usual: not in a log file, nor under --quiet
+                "trainer.enable_progress_bar": interactive() and not os.environ.get(QUIET_ENV),
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "lit_activation"},
@@ -196,3 +244,4 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> ActivationCLI:
         # raise instead of printing usage and exiting, so that main() can say it in one line
         parser_kwargs={"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in ActivationCLI.subcommands()}},
     )
+

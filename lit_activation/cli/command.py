@@ -15,13 +15,16 @@ from pathlib import Path
 import yaml
 
 from lit_activation import __version__
-from lit_activation.cli.console import console, split_flags
+from lit_activation.cli.console import console, split_flags, take_quiet
 from lit_activation.cli.errors import USER_ERRORS, closest, lost_connection, one_line
 
 DEBUG_ENV = "LIT_ACTIVATION_DEBUG"
 
 
 VERBOSE_ENV = "LIT_ACTIVATION_VERBOSE"
+
+
+QUIET_ENV = "LIT_ACTIVATION_QUIET"
 
 
 SUBCOMMAND_HELP = {
@@ -38,6 +41,7 @@ SUBCOMMANDS = tuple(SUBCOMMAND_HELP)
 
 FLAGS_HELP = (
     "  --verbose     show all that PyTorch Lightning and the libraries print (or LIT_ACTIVATION_VERBOSE=1)\n"
+    "  --quiet       only warnings and errors, no progress bar (or LIT_ACTIVATION_QUIET=1)\n"
     "  --debug       show the traceback of an error (or LIT_ACTIVATION_DEBUG=1)"
 )
 
@@ -84,21 +88,23 @@ def main(argv: list[str] | None = None) -> None:
     into exit status 1.
     """
     debug, verbose, args = split_flags(sys.argv[1:] if argv is None else argv)
+    quiet, args = take_quiet(args)
     if argv is None:
         sys.argv[1:] = args  # LightningCLI reads sys.argv, and so do the processes Lightning starts for other ranks
-        for given, variable in ((debug, DEBUG_ENV), (verbose, VERBOSE_ENV)):
+        for given, variable in ((debug, DEBUG_ENV), (verbose, VERBOSE_ENV), (quiet, QUIET_ENV)):
             if given:
-                os.environ[variable] = "1"  # which those processes inherit
+                os.environ[variable] = "1"  # which those processes inherit (and the parser's default bar reads)
     debug = debug or bool(os.environ.get(DEBUG_ENV))
     verbose = verbose or bool(os.environ.get(VERBOSE_ENV))
+    quiet = quiet or bool(os.environ.get(QUIET_ENV))
     try:
-        _run(args, argv is None, debug, verbose)
+        _run(args, argv is None, debug, verbose, quiet)
     except BrokenPipeError:  # the output was piped into a reader that stopped (`| head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
 
 
-def _run(args: list[str], from_command_line: bool, debug: bool, verbose: bool) -> None:
+def _run(args: list[str], from_command_line: bool, debug: bool, verbose: bool, quiet: bool) -> None:
     """Dispatch a command: the tool's help or version, `report`, or a LightningCLI subcommand; a user's
     mistake becomes one line and exit status 2, a rank lost in a collective one line and status 1."""
     try:
@@ -112,14 +118,14 @@ def _run(args: list[str], from_command_line: bool, debug: bool, verbose: bool) -
         if args[0] == "report":
             from lit_activation import report
 
-            with console(verbose):
+            with console(verbose, quiet):
                 report.main(args[1:])
             return
         # Lightning, and the classes a subcommand's parser lists; imported before `console`, as Lightning
         # sets its loggers' levels when it loads
         from lit_activation.cli.app import build_cli
 
-        with console(verbose):
+        with console(verbose, quiet):
             build_cli(None if from_command_line else args)  # None: LightningCLI reads sys.argv, as before
     except USER_ERRORS as err:
         if debug:

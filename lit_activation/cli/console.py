@@ -1,5 +1,5 @@
 """What a command prints, for its life only: one line per phase, this project's warnings one line each; --verbose
-shows everything the libraries print."""
+shows everything the libraries print, --quiet only warnings and errors."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ def one_line_warning(message: Warning | str, category: type[Warning], filename: 
 
 
 @contextlib.contextmanager
-def _logging(verbose: bool) -> Iterator[None]:
+def _logging(verbose: bool, quiet: bool = False) -> Iterator[None]:
     """Log lines for a command's life: this project's as ConsoleFormatter says them and the libraries'
-    quieted (QUIET_LEVELS); `verbose`: every logger's INFO lines, named. Restored after."""
+    quieted (QUIET_LEVELS); `verbose`: every logger's INFO lines, named; `quiet`: this project's
+    warnings and errors only. Restored after."""
     project, root = logging.getLogger("lit_activation"), logging.getLogger()
     touched = [project, root, logging.getLogger("gensim"), *map(logging.getLogger, QUIET_LEVELS)]
     saved = [(logger, logger.level, logger.propagate) for logger in touched]
@@ -54,7 +55,7 @@ def _logging(verbose: bool) -> Iterator[None]:
         project.propagate = False  # its lines are said once, here
         for name, level in QUIET_LEVELS.items():
             logging.getLogger(name).setLevel(level)
-    project.setLevel(logging.INFO)
+    project.setLevel(logging.WARNING if quiet and not verbose else logging.INFO)
     logging.getLogger("gensim").setLevel(logging.WARNING)  # its INFO lines are noise here, even verbose
     if target is not None:
         target.addHandler(handler)
@@ -69,11 +70,12 @@ def _logging(verbose: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def console(verbose: bool) -> Iterator[None]:
+def console(verbose: bool, quiet: bool = False) -> Iterator[None]:
     """What a command prints, for its life only (logging and warnings are restored after): one line per
     phase (this project's log lines), Lightning's progress bar, and only this project's warnings, one line
-    each (DeprecatedPath, the layout's); `verbose`: all that Lightning and the libraries print."""
-    with warnings.catch_warnings(), _logging(verbose):
+    each (DeprecatedPath, the layout's); `verbose`: all that Lightning and the libraries print; `quiet`:
+    no phase or status lines (warnings and errors still)."""
+    with warnings.catch_warnings(), _logging(verbose, quiet):
         if not verbose:
             warnings.simplefilter("ignore")
             warnings.filterwarnings("default", module=r"lit_activation(\.|$)")
@@ -96,3 +98,13 @@ def split_flags(args: Sequence[str]) -> tuple[bool, bool, list[str]]:
         else:
             rest.append(word)
     return debug, verbose, rest
+
+
+def take_quiet(args: Sequence[str]) -> tuple[bool, list[str]]:
+    """(--quiet given, the other arguments)."""
+    return "--quiet" in args, [word for word in args if word != "--quiet"]
+
+
+def interactive() -> bool:
+    """Whether a person watches stderr (a terminal): progress shows only then, as usual."""
+    return sys.stderr.isatty()

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 from jsonargparse import ArgumentError
 
-# Raised for bad input (values, files, a plan that cannot fit, NaN scores): one line, exit status 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, MemoryError, FloatingPointError, ArgumentError)
+from lit_activation.outputs import NoSpaceLeft
+
+# Raised for bad input (values, files, a plan that cannot fit, NaN scores, a full disk): one line, exit status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NoSpaceLeft, MemoryError, FloatingPointError, ArgumentError)
 
 
 # jsonargparse reports a class that refused its arguments inside a list of the types it tried;
@@ -45,6 +47,10 @@ _UNRECOGNIZED = re.compile(r"^unrecognized arguments: (.*)$")
 
 # A value outside a list of names, as this project says it: "Unknown zero-shot tasks ['boolqq']; accepted: [...]".
 _UNKNOWN_NAME = re.compile(r"^Unknown [^;]*?'([^']+)'[^;]*; (?:accepted|known): \[([^\]]*)\]")
+
+
+# A value outside a Literal option's names, as jsonargparse says it (`--model.engine.target maxlogit`).
+_NOT_A_LITERAL = re.compile(r"Expected a typing\.Literal\[([^\]]*)\]\. Got value: (.+)$")
 
 
 def _refusal(err: BaseException) -> tuple[list[str], str, str] | None:
@@ -110,9 +116,15 @@ def one_line(message: str | BaseException) -> str:
 
 
 def _suggest_a_name(line: str) -> str:
-    """'Unknown X 'name'; accepted: [...]' with 'did you mean ...?' when one accepted name is close."""
+    """'Unknown X 'name'; accepted: [...]' (or jsonargparse's 'Expected a typing.Literal[...]. Got value: name')
+    with 'did you mean ...?' when one accepted name is close."""
+    if "did you mean" in line:
+        return line
+    if literal := _NOT_A_LITERAL.search(line):
+        best = closest(literal.group(2).strip(), re.findall(r"'([^']+)'", literal.group(1)))
+        return f"{line}; did you mean {best!r}?" if best else line
     match = _UNKNOWN_NAME.match(line)
-    if match is None or "did you mean" in line:
+    if match is None:
         return line
     best = closest(match.group(1), re.findall(r"'([^']+)'", match.group(2)))
     if best is None:

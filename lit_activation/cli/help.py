@@ -42,7 +42,8 @@ TRAINER_SHOWN = {
 _UNUSED = ("return_predictions", "ckpt_path", "weights_only")
 
 
-_CONFIG_LOADERS = ("trainer", "model", "model.engine", "pruning", "pruning.calibration", "zeroshot")  # --GROUP CONFIG
+# --GROUP CONFIG lines, not listed
+_CONFIG_LOADERS = ("trainer", "model", "model.engine", "pruning", "pruning.calibration", "pruning.expert_inputs", "pruning.experts", "zeroshot")
 
 
 # Short help for Lightning's options (its own texts are written for training), and for the general ones.

@@ -1,5 +1,6 @@
-"""Run directories: an explicit version that exists is refused, what a failed run created and left empty is removed,
-and a resumed run's config is held against this one in what changes results."""
+"""Run directories: an explicit version that exists is refused, what a failed run created and left empty is removed
+(a W&B run's dir too, named by its id), and a resumed run's config is held against this one in what changes results.
+Which dir a run writes to, whatever its loggers: lit_activation/loggers.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import fnmatch
 import importlib
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 
 def check_new_log_dirs(loggers: list, config) -> None:  # noqa: ANN001 - the parsed `trainer.logger` value
@@ -77,3 +79,25 @@ def analyses_only(config: dict) -> dict:
     if isinstance(callbacks, list):
         config = {**config, "trainer": {**trainer, "callbacks": [c for c in callbacks if scores(c)]}}
     return config
+
+
+@dataclass
+class IdNamedRuns:
+    """The run dirs a W&B logger names by its run's id (save_dir/project/<id>, unknown until the run
+    starts): those that appear while this process runs are its own, and a failed run's empty one goes."""
+
+    parent: Path
+    before: frozenset[Path]
+
+    @classmethod
+    def of(cls, loggers: Sequence[Logger], default_root_dir: str | Path) -> IdNamedRuns | None:
+        """For a run whose dir a W&B logger names (no TensorBoard or CSV logger, W&B first); else None.
+        MLflow's run dir is never empty (MLflow's own files are there): nothing to watch."""
+        if not loggers or not isinstance(loggers[0], WandbLogger):
+            return None
+        parent = Path(loggers[0].save_dir or default_root_dir) / str(loggers[0].name)
+        return cls(parent, frozenset(parent.iterdir()) if parent.is_dir() else frozenset())
+
+    def new(self) -> list[Path]:
+        """The dirs under `parent` that were not there before."""
+        return [p for p in self.parent.iterdir() if p not in self.before] if self.parent.is_dir() else []

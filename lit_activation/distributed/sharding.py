@@ -15,7 +15,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from lit_activation.distributed.shards import LOCAL, Shards
-from lit_activation.models.layers import decoder_layers
+from lit_activation.models.experts import fused_parameters
+from lit_activation.models.layers import decoder_layers, weight_shape
 
 SHARD_DIM = "tensor_parallel"  # the mesh dimension whose ranks share batches and split rows
 REPLICA_DIM = "data_parallel"
@@ -77,12 +78,20 @@ def shard_model(model: nn.Module, mesh, compute_dtype: torch.dtype) -> None:  # 
 
     Gathered weights are cast to `compute_dtype` (FSDP2's mixed precision): with bf16 storage and
     fp32 compute one block exists in fp32 at a time, never the whole model.
+
+    A fused experts tensor (experts, rows, cols) is split along its rows (dim 1), not its experts:
+    each rank holds and scores its rows of EVERY expert, so that a rank's share is 1/N whatever the
+    number of experts against the ranks, and its work follows the batch's tokens, not the experts
+    the router favours (docs/moe.md, "Sharded").
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor import Shard
 
     policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+    fused = {id(p) for p in fused_parameters(model)}
+    by_rows = lambda param: Shard(1) if id(param) in fused else None  # noqa: E731 - None: FSDP2's dim 0
     for block in decoder_layers(model)[1]:
-        fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(block, mesh=mesh, mp_policy=policy, shard_placement_fn=by_rows)
     # The root (embeddings, final norm, head) stays gathered from its forward to its backward, as FSDP2
     # keeps a root by default, said here because the loss target relies on it: its head runs after
     # the forward, on the final hidden states, and again in the backward (engine/targets.py).
@@ -94,7 +103,7 @@ def own_rows(modules: Mapping[str, nn.Module], mesh) -> dict[str, tuple[int, int
     size, rank = mesh[SHARD_DIM].size(), mesh[SHARD_DIM].get_local_rank()
     rows = {}
     for name, module in modules.items():
-        n = module.weight.shape[0]
+        n = weight_shape(module)[0]
         step = -(-n // size)  # torch.chunk: ceil(n / size) rows per rank, the last ones fewer or none
         start, stop = min(n, rank * step), min(n, (rank + 1) * step)
         if is_sharded(module.weight) and local(module.weight).shape[0] != stop - start:

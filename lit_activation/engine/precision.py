@@ -18,6 +18,7 @@ from transformers.pytorch_utils import Conv1D
 
 from lit_activation.distributed.sharding import is_sharded
 from lit_activation.engine.products import IEEEProducts
+from lit_activation.models.experts import fused_parameters
 
 
 def _linear_forward(module: nn.Module, products: IEEEProducts, tile_bytes: int, x: Tensor) -> Tensor:
@@ -31,8 +32,10 @@ def _is_linear(module: nn.Module) -> bool:
 
 
 def _small_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters that are neither a linear's weight nor a plain embedding table (kept as stored)."""
+    """Parameters that are neither a linear's weight, a plain embedding table nor a fused experts
+    tensor (those stay as stored: a linear upcasts a tile, the routed forward one expert's slice)."""
     exempt = {id(m.weight) for m in model.modules() if _is_linear(m) or type(m) is nn.Embedding}
+    exempt |= {id(p) for p in fused_parameters(model)}
     return [p for p in model.parameters() if id(p) not in exempt]
 
 

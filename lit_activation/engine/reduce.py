@@ -41,11 +41,11 @@ class FiniteGuard:
 
     def __init__(self) -> None:
         self.totals: list[Tensor] = []
-        self.tiles: list[tuple[str, slice, Tensor | None]] = []
+        self.tiles: list[tuple[str, slice, Tensor | None, Tensor | None]] = []
 
     def note(self, tile: ScoreTile, reduced: Tensor) -> None:
         self.totals.append(reduced.sum())
-        self.tiles.append((tile.name, tile.rows, tile.finite_samples))
+        self.tiles.append((tile.name, tile.rows, tile.finite_samples, tile.samples))
 
     def check(self, where: str, sample_ids: Sequence[int]) -> None:
         """Raise FloatingPointError if any noted tile was not finite; forget the noted tiles."""
@@ -56,9 +56,10 @@ class FiniteGuard:
         finite = torch.isfinite(torch.stack(totals))
         if bool(finite.all()):
             return
-        name, rows, finite_samples = tiles[int((~finite).nonzero()[0])]
+        name, rows, finite_samples, samples = tiles[int((~finite).nonzero()[0])]
         if finite_samples is not None and not bool(finite_samples.all()):
-            bad = (~finite_samples).nonzero().flatten().tolist()
+            bad = (~finite_samples).nonzero().flatten()
+            bad = (bad if samples is None else samples[bad]).tolist()  # an expert's tile holds some of the batch
             which = f"sample(s) {[sample_ids[i] if sample_ids else i for i in bad][:8]}"
         else:  # finite inputs and gradients: the products overflowed
             which = f"an overflow in the products of the batch's sample(s) {list(sample_ids)[:8]}"
@@ -144,10 +145,26 @@ class LayerGram:
 
     def update(self, tile: ScoreTile) -> None:
         groups, _, size, _ = self.gram.shape
+        layer = self.layer_of[tile.name]
+        if tile.samples is not None:  # an expert's tile: only the rows that routed tokens to it
+            self._update_rows(tile, layer, size)
+            return
         flat = tile.scores().reshape(groups, size, -1)
         product = torch.bmm(flat, flat.transpose(1, 2))
         self.guard.note(tile, product)
-        self.gram[:, self.layer_of[tile.name]] += product.to(self.gram.device, torch.float64)
+        self.gram[:, layer] += product.to(self.gram.device, torch.float64)
+
+    def _update_rows(self, tile: ScoreTile, layer: int, size: int) -> None:
+        """Add the products of the tile's rows (a subset of the batch) to the pairs of each group they
+        make; every other row's scores are zero here and add nothing."""
+        flat = tile.scores().reshape(tile.samples.numel(), -1)
+        product = flat @ flat.t()
+        self.guard.note(tile, product)
+        group, row = tile.samples // size, tile.samples % size
+        first, second = (group[:, None] == group[None, :]).nonzero(as_tuple=True)
+        gram = self.gram[:, layer]
+        index = (group[first].to(gram.device), row[first].to(gram.device), row[second].to(gram.device))
+        gram.index_put_(index, product[first, second].to(gram.device, torch.float64), accumulate=True)
 
     def end(self) -> None:
         """The batch is done: raise if any of its scores was NaN/inf (one host sync)."""

@@ -17,13 +17,15 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers.pytorch_utils import Conv1D
 
+from lit_activation.engine.experts import ExpertsPass, Routed, RoutingRecord, routed_experts
 from lit_activation.engine.kernels import check_fused, weighted_abs_sum
 from lit_activation.engine.precision import compute_precision
 from lit_activation.engine.products import IEEEProducts, pinned_matmul_precision, products_for, split_works_on
 from lit_activation.engine.settings import EngineSettings, RowRanges
 from lit_activation.engine.targets import chunked_mean_nll, head_input, last_token_target, softcap_of
 from lit_activation.engine.tiling import budget_bytes, row_tiles, tile_rows
-from lit_activation.models.layers import decoder_layers, linear_modules
+from lit_activation.models.experts import experts_modules
+from lit_activation.models.layers import decoder_layers, scored_modules, stored_transposed, weight_shape
 
 
 class ScoreTile:
@@ -32,6 +34,8 @@ class ScoreTile:
     abs_grad: |G_s| of these rows per sample, (batch, rows, cols) fp32. abs_weight: |W| of these
     rows, (rows, cols) fp32. finite_samples: (batch,) bool, whether each sample's inputs and output
     gradients of this module are all finite (names the samples when a reducer finds NaN/inf).
+    samples: None when the tile holds every sample of the batch; else (an expert's tile) the batch rows
+    it holds, ascending: every other sample routed no token to that expert and scores exactly zero there.
     All are valid only during the consumer call.
 
     A tile of the fused engine (`EngineSettings.fused`) comes with the product's operands instead
@@ -41,11 +45,11 @@ class ScoreTile:
 
     def __init__(
         self, name: str, rows: slice, abs_grad: Tensor | None, abs_weight: Tensor, finite_samples: Tensor | None = None,
-        operands: GradientOperands | None = None,
+        operands: GradientOperands | None = None, samples: Tensor | None = None,
     ) -> None:
         if abs_grad is None and operands is None:
             raise ValueError("a score tile needs abs_grad or the operands that form it")
-        self.name, self.rows, self.abs_weight, self.finite_samples = name, rows, abs_weight, finite_samples
+        self.name, self.rows, self.abs_weight, self.finite_samples, self.samples = name, rows, abs_weight, finite_samples, samples
         self._abs_grad, self._operands, self._scores = abs_grad, operands, None
 
     @property
@@ -112,12 +116,13 @@ class Workspace:
 
 
 def _tiles(
-    name: str, module: nn.Module, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float, space: Workspace,
-    products: IEEEProducts, finite: Tensor | None = None, fused: bool = False,
+    name: str, module: object, x: Tensor, delta: Tensor, rows: tuple[int, int], budget: float, space: Workspace,
+    products: IEEEProducts, finite: Tensor | None = None, fused: bool = False, samples: Tensor | None = None,
 ) -> Iterator[ScoreTile]:
-    """The score tiles of one module from its inputs x (B, T, in) and output gradients δ (B, T, out)."""
+    """The score tiles of one unit from its inputs x (B, T, in) and output gradients δ (B, T, out)
+    (B: the batch, or the `samples` of it an expert's tokens come from)."""
     # G_s = δ_sᵀ x_s, (out, in); Conv1D stores the weight as (in, out), so there G_s = x_sᵀ δ_s.
-    by_row, other = (x, delta) if isinstance(module, Conv1D) else (delta, x)
+    by_row, other = (x, delta) if stored_transposed(module) else (delta, x)
     by_row = by_row.transpose(1, 2).contiguous()  # (B, rows, T): a row tile is one contiguous block
     batch, positions, cols = by_row.shape[0], by_row.shape[-1], other.shape[-1]
     by_row, other = products.gradient_operands(by_row, other)
@@ -126,7 +131,7 @@ def _tiles(
     for r in row_tiles(weight.shape[0], per_tile, *rows):
         operands = GradientOperands(by_row[:, r], other, products, space, positions)
         abs_grad = None if fused else operands.form().abs_()  # fused: formed only if a consumer reads it
-        yield ScoreTile(name, r, abs_grad, weight[r].float().abs(), finite, operands)
+        yield ScoreTile(name, r, abs_grad, weight[r].float().abs(), finite, operands, samples)
 
 
 def finite_rows(*tensors: Tensor) -> Tensor:
@@ -183,63 +188,91 @@ class BlockRecompute:
         return forward
 
 
-@contextmanager
-def _score_hooks(
-    modules: Mapping[str, nn.Module], mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges, padded: bool,
-    products: IEEEProducts, recompute: BlockRecompute | None = None, fused: bool = False,
-) -> Iterator[None]:
-    """Hooks that turn each module's (input, output gradient) into score tiles for `consumer`.
+class ScoreHooks:
+    """Turn each scored unit's (input, output gradient) into score tiles for `consumer`.
 
-    A module is scored once both have arrived: its input x from the forward (from the block's
+    A unit is scored once both have arrived: its input x from the forward (from the block's
     recomputation when `recompute` is given, so no block keeps its inputs until the backward) and
-    its output gradient δ from the backward, in either order.
+    its output gradient δ from the backward, in either order. Linears and routers hand them over
+    through forward hooks (`attached`); each expert's products through the routed forward
+    (engine/experts.py), which calls `capture` with the samples its tokens come from.
     """
 
-    batch = mask.shape[0]
-    pads = ~mask.bool()[..., None]
-    space = Workspace(mask.device)
-    inputs: dict[str, Tensor] = {}
-    grads: dict[str, Tensor] = {}
+    def __init__(
+        self, mask: Tensor, consumer: ScoreConsumer, budget: float, rows: RowRanges, padded: bool, products: IEEEProducts,
+        recompute: BlockRecompute | None = None, fused: bool = False, wanted: set[str] | None = None,
+    ) -> None:
+        self.wanted = wanted  # the units to score (None: every one captured)
+        self.batch, self.consumer, self.budget, self.rows, self.padded = mask.shape[0], consumer, budget, rows, padded
+        self.products, self.recompute, self.fused = products, recompute, fused
+        self.pads = ~mask.bool()[..., None]
+        self.space = Workspace(mask.device)
+        self.inputs: dict[str, tuple[Tensor, Routed | None]] = {}
+        self.grads: dict[str, Tensor] = {}
 
-    def score(name: str, module: nn.Module) -> None:
-        if name not in inputs or name not in grads:
+    def capture(self, name: str, module: object, x: Tensor, output: Tensor, routed: Routed | None = None, keep: Tensor | None = None) -> None:
+        """One unit's forward: its input `x` and `output`; `routed`: the layout of an expert's tokens,
+        `keep`: the rows of `output` whose gradient is scored (x holds only those)."""
+        if self.wanted is not None and name not in self.wanted:
             return
-        x, delta = inputs.pop(name), grads.pop(name)
-        # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs are
-        # zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
-        x_s, delta_s = x.reshape(batch, -1, x.shape[-1]), delta.reshape(batch, -1, delta.shape[-1])
-        if padded:
-            x_s = x_s.masked_fill(pads, 0)
-        span = rows.get(name, (0, module.weight.shape[0]))
+        recompute = self.recompute
+        if recompute is not None and recompute.active:
+            self.inputs[name] = (x.detach(), routed)
+            self._score(name, module)
+            return
+        if not output.requires_grad:
+            return
+        if recompute is None:  # keep a reference, not a copy: q/k/v (and gate/up) share one input
+            self.inputs[name] = (x.detach(), routed)
+
+        def on_grad(delta: Tensor) -> None:
+            self.grads[name] = delta if keep is None else delta[keep]
+            self._score(name, module)
+
+        output.register_hook(on_grad)
+
+    def _score(self, name: str, module: object) -> None:
+        if name not in self.inputs or name not in self.grads:
+            return
+        (x, routed), delta = self.inputs.pop(name), self.grads.pop(name)
+        x = x.to(delta.dtype)  # a router may compute its logits in fp32 whatever the pass's dtype
+        samples = None
+        if routed is None:
+            # Some models (OPT's MLP) flatten (batch, time) into one dim: restore it. Pads' inputs are
+            # zeroed here, transiently: δ is already zero there, but 0·NaN would not be.
+            x_s, delta_s = x.reshape(self.batch, -1, x.shape[-1]), delta.reshape(self.batch, -1, delta.shape[-1])
+            if self.padded:
+                x_s = x_s.masked_fill(self.pads, 0)
+        else:  # an expert's routed tokens, laid out per sample (pads were never routed here)
+            x_s, delta_s = routed.pad(x), routed.pad(delta)
+            samples = None if routed.samples.numel() == self.batch else routed.samples
+        span = self.rows.get(name, (0, weight_shape(module)[0]))
         finite = finite_rows(x_s, delta_s)
-        for tile in _tiles(name, module, x_s, delta_s, span, budget, space, products, finite, fused):
-            consumer(tile)
+        for tile in _tiles(name, module, x_s, delta_s, span, self.budget, self.space, self.products, finite, self.fused, samples):
+            self.consumer(tile)
 
-    def forward_hook(name: str) -> Callable:
-        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            if recompute is not None and recompute.active:
-                inputs[name] = args[0].detach()
-                score(name, module)
-                return
-            if not output.requires_grad:
-                return
-            if recompute is None:  # keep a reference, not a copy: q/k/v (and gate/up) share one input
-                inputs[name] = args[0].detach()
-
-            def on_grad(delta: Tensor) -> None:
-                grads[name] = delta
-                score(name, module)
-
-            output.register_hook(on_grad)
+    def _forward_hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Tensor | tuple) -> None:
+            if isinstance(output, tuple):  # a router: its logits x·Wᵀ come first
+                output = output[0]
+                if output.shape[-1] != module.weight.shape[0]:
+                    raise ValueError(
+                        f"{name} ({type(module).__name__}) returned {tuple(output.shape)} first, not the (tokens, {module.weight.shape[0]}) "
+                        "router logits its weight gives: this router's layout is not one the engine knows"
+                    )
+            self.capture(name, module, args[0], output)
 
         return hook
 
-    handles = [m.register_forward_hook(forward_hook(n)) for n, m in modules.items()]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    @contextmanager
+    def attached(self, modules: Mapping[str, object]) -> Iterator[None]:
+        """Forward hooks on every scored nn.Module (expert slices are captured by the routed forward)."""
+        handles = [m.register_forward_hook(self._forward_hook(n)) for n, m in modules.items() if isinstance(m, nn.Module)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @contextmanager
@@ -265,19 +298,22 @@ def stream_taylor_scores(
     attention_mask: Tensor,
     consumer: ScoreConsumer,
     settings: EngineSettings = EngineSettings(),  # noqa: B008 - frozen: one shared default is safe
-    modules: Mapping[str, nn.Module] | None = None,
+    modules: Mapping[str, object] | None = None,
+    routing: Callable[[RoutingRecord], None] | None = None,
 ) -> Tensor:
-    """Compute every scored module's per-sample scores and pass them to `consumer`, tile by tile.
+    """Compute every scored unit's per-sample scores and pass them to `consumer`, tile by tile.
 
     settings: target, compute dtype, products, tile budget, rows, recomputation (EngineSettings).
-    modules: the scored modules (default: every linear of every decoder block).
-    Returns D(s) per row (detached). Modules arrive in backward order (deep layers first).
+    modules: the scored units (default: every linear of every decoder block, and in a mixture of
+    experts every router and every expert's slice of the fused tensors: models.layers.scored_modules).
+    routing: in a mixture of experts, called once per MoE block with the batch's routing (RoutingRecord).
+    Returns D(s) per row (detached). Units arrive in backward order (deep layers first).
     """
     if attention_mask.sum(-1).min() < 1:
         raise ValueError("A row of the batch has no real token (attention_mask all zero)")
     padded = not bool(attention_mask.bool().all())
-    modules = linear_modules(model) if modules is None else modules
-    return scoring_pass(model, input_ids, attention_mask, consumer, modules, settings, padded)
+    modules = scored_modules(model) if modules is None else modules
+    return scoring_pass(model, input_ids, attention_mask, consumer, modules, settings, padded, routing=routing)
 
 
 def scoring_pass(
@@ -285,10 +321,11 @@ def scoring_pass(
     input_ids: Tensor,
     attention_mask: Tensor,
     consumer: ScoreConsumer,
-    modules: Mapping[str, nn.Module],
+    modules: Mapping[str, object],
     settings: EngineSettings,
     padded: bool,
     split: bool | None = None,
+    routing: Callable[[RoutingRecord], None] | None = None,
 ) -> Tensor:
     """One forward and backward that streams score tiles: `stream_taylor_scores` without its input
     checks. Nothing here reads tensor values, so the memory planner can run it on fake tensors
@@ -304,11 +341,15 @@ def scoring_pass(
     embeds: list[Tensor] = []
     hidden: list[Tensor] = []
     recompute = BlockRecompute() if settings.checkpoint_blocks else None
-    blocks = recompute.around(decoder_layers(model)[1]) if recompute else nullcontext()
+    prefix, layers = decoder_layers(model)
+    blocks = recompute.around(layers) if recompute else nullcontext()
     target = settings.target
+    hooks = ScoreHooks(attention_mask, consumer, budget, settings.rows or {}, padded, products, recompute, fused, set(modules))
+    experts = {f"{prefix}.{i}.{sub}": (m, layout, i) for i, block in enumerate(layers) for sub, (m, layout) in experts_modules(block).items()}
+    run = ExpertsPass(products, int(budget), hooks.capture, attention_mask.bool().reshape(-1), attention_mask.shape[0], routing)
     with torch.enable_grad(), pinned_matmul_precision(), compute_precision(model, settings.dtype, products, int(budget)), blocks:
         with _differentiable_embeddings(model, settings.dtype, embeds), head_input(model, attention_mask, target, hidden):
-            with _score_hooks(modules, attention_mask, consumer, budget, settings.rows or {}, padded, products, recompute, fused):
+            with hooks.attached(modules), routed_experts(experts, run):
                 logits = model(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
@@ -335,17 +376,21 @@ def taylor_scores(
     attention_mask: Tensor,
     settings: EngineSettings = EngineSettings(),  # noqa: B008 - frozen: one shared default is safe
 ) -> dict[str, Tensor]:
-    """A(s, w) for every scored module: name -> float32 tensor of shape (batch, *weight.shape).
+    """A(s, w) for every scored unit: name -> float32 tensor of shape (batch, *weight.shape).
 
-    Holds every module's scores at once (batch × parameters × 4 bytes): for large models, use
+    Holds every unit's scores at once (batch × parameters × 4 bytes): for large models, use
     `stream_taylor_scores` with a reducing consumer instead.
     """
-    modules = linear_modules(model)
+    modules = scored_modules(model)
     batch = input_ids.shape[0]
-    out = {name: torch.zeros((batch, *m.weight.shape), device=input_ids.device) for name, m in modules.items()}
+    out = {name: torch.zeros((batch, *weight_shape(m)), device=input_ids.device) for name, m in modules.items()}
 
     def keep(tile: ScoreTile) -> None:
-        out[tile.name][:, tile.rows] = tile.scores()
+        rows = out[tile.name][:, tile.rows]
+        if tile.samples is None:
+            rows.copy_(tile.scores())
+        else:  # an expert's tile: the samples that routed tokens to it (the others score zero there)
+            rows[tile.samples] = tile.scores()
 
     stream_taylor_scores(model, input_ids, attention_mask, keep, settings, modules)
     return out

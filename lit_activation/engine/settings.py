@@ -22,31 +22,32 @@ class EngineSettings:
 
     Attributes:
         target: D(s), whose gradient defines the score: `max_logit` (the paper), `log_prob`, `loss`.
-        compute_dtype: the forward and backward run in it whatever the weights' stored dtype.
+        compute_dtype: the forward and backward's dtype. Whatever the weights' stored dtype,
             `float32` (default) gives exact fp32 scores, upcasting one weight tile at a time (no
-            fp32 copy of the model); the weights' own bf16/fp16 is the fast, approximate mode.
+            fp32 copy of the model); the weights' own bf16/fp16 is the fast, approximate mode;
+            `float64` a reference for accuracy checks (CPU speed, scores still handed over in fp32).
         matmul: how fp32 products are formed. `ieee`: plain fp32 (a GPU's CUDA cores). `split`:
             from bf16 parts on tensor cores, as accurate as fp32 (engine/split.py), several times
             faster on GPUs, slower on CPUs. `auto` (default): `split` on CUDA, `ieee` elsewhere.
             Either way the engine sets the process's fp32 matmul precision for its own products
             and restores it after, so `torch.set_float32_matmul_precision` never changes a score.
         tile_mb: budget of one tile of per-sample scores (None: the default per device type).
-        checkpoint_blocks: recompute each decoder block's forward in the backward, so that the
-            backward holds one block's activations instead of every block's (a third more compute).
-        fused: Finding 1's reduction |W| ⊙ Σ_s |G_s| in one Triton kernel per tile (engine/kernels.py),
-            so the per-sample products never go through memory. CUDA with triton only; same
-            arithmetic as the plain path. Off by default until benchmarks/gpu.py has timed it.
-        fused_linear: the linears' split products x·Wᵀ and δ·W in one Triton kernel each
-            (engine/linear_kernel.py): x split into bf16 parts in registers, the chains promoted
-            there, instead of cuBLAS GEMMs over parts in memory. Split products only (float32
-            compute, `matmul` split, or auto on CUDA); CUDA with triton only; off by default
-            until benchmarks/gpu.py has timed it against cuBLAS.
+        checkpoint_blocks: recompute each block's forward in the backward (a third more compute).
+            The backward then holds one decoder block's activations instead of every block's.
+        fused: Finding 1's reduction in one Triton kernel per tile (CUDA). Its |W| ⊙ Σ_s |G_s| is
+            formed in registers (engine/kernels.py), so the per-sample products never go through
+            memory; same arithmetic as the plain path. Off by default until benchmarks/gpu.py has timed it.
+        fused_linear: the linears' split products in one Triton kernel each (CUDA). Each of x·Wᵀ and
+            δ·W with x split into bf16 parts in registers, the chains promoted there
+            (engine/linear_kernel.py), instead of cuBLAS GEMMs over parts in memory. Split products
+            only (float32 compute, `matmul` split, or auto on CUDA); off by default until
+            benchmarks/gpu.py has timed it against cuBLAS.
         rows: per module, the rows [start, stop) to score (None: all). Set by a sharded run for
             each rank's own rows; leave it unset.
     """
 
     target: Literal["max_logit", "log_prob", "loss"] = "max_logit"
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    compute_dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
     matmul: Literal["auto", "ieee", "split"] = "auto"
     tile_mb: float | None = None
     checkpoint_blocks: bool = False

@@ -1,8 +1,10 @@
 """Which parameters are scored: the linear weights inside the decoder blocks, found generically.
 
 The scored parameters (docs/method.md §1) are nn.Linear and GPT-2's transformers Conv1D (weight
-stored transposed, (in, out)) inside the decoder blocks. Embeddings, lm_head, norms and biases are
-never scored. Modules are grouped by the layer index in their name, never by position.
+stored transposed, (in, out)) inside the decoder blocks, and in a mixture of experts each expert's
+slice of the fused expert tensors and the router's weight (models/experts.py). Embeddings, lm_head,
+norms and biases are never scored. Modules are grouped by the layer index in their name, never by
+position.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 from transformers.pytorch_utils import Conv1D
+
+from lit_activation.models.experts import expert_biases, expert_slices, fused_parameters, routers, unscored_weights
 
 
 def text_config(config: PretrainedConfig) -> PretrainedConfig:
@@ -50,12 +54,57 @@ def block_linears(block: nn.Module) -> dict[str, nn.Module]:
 
 
 def linear_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Scored modules, name -> module, ordered by layer index: every nn.Linear / Conv1D in a decoder block."""
+    """The linears, name -> module, ordered by layer index: every nn.Linear / Conv1D in a decoder block
+    (what pruning works on; `scored_modules` adds a mixture of experts' routers and expert slices)."""
     prefix, layers = decoder_layers(model)
     found = {f"{prefix}.{index}.{sub}": m for index, block in enumerate(layers) for sub, m in block_linears(block).items()}
     if not found:
         raise TypeError(f"{type(model).__name__} has decoder layers but no linear modules in them")
     return found
+
+
+def block_scored(block: nn.Module, model_name: str = "the model") -> dict:
+    """The scored units of one decoder block by their name inside it: its linears, its routers and
+    each expert's slice of its fused expert tensors. A matrix-shaped weight none of them covers is
+    refused (ValueError), so that nothing is scored silently without it."""
+    units = {**block_linears(block), **routers(block), **expert_slices(block)}
+    covered = [m.weight for m in block_linears(block).values()] + [m.weight for m in routers(block).values()]
+    covered += fused_parameters(block) + expert_biases(block)
+    missing = unscored_weights(block, iter(covered))
+    if missing:
+        raise ValueError(
+            f"{model_name} cannot be scored: its {type(block).__name__} holds {', '.join(missing[:4])}, which is no linear, router or "
+            "expert tensor the engine knows; accepted: nn.Linear / Conv1D, fused experts that transformers marks with "
+            "use_experts_implementation, routers with an (experts, hidden) weight"
+        )
+    return units
+
+
+def block_prunable(block: nn.Module, with_routers: bool = False) -> dict:
+    """The units pruning visits in one block, by their name inside it: its linears (shared experts
+    included) and each expert's slice of its fused expert tensors; its routers too when `with_routers`
+    (else they stay dense). A dense block: its linears, as `block_linears`."""
+    units = {**block_linears(block), **expert_slices(block)}
+    return {**units, **routers(block)} if with_routers else units
+
+
+def scored_modules(model: nn.Module) -> dict:
+    """Scored units, name -> module (or ExpertSlice), ordered by layer index: `linear_modules`, and in a
+    mixture of experts each router and each expert's slice of the fused tensors (models/experts.py)."""
+    prefix, layers = decoder_layers(model)
+    name = type(model).__name__
+    return {f"{prefix}.{index}.{sub}": m for index, block in enumerate(layers) for sub, m in block_scored(block, name).items()}
+
+
+def stored_transposed(module: object) -> bool:
+    """Whether a scored unit stores its weight as (in, out): GPT-2's Conv1D, gpt-oss's expert slices."""
+    return isinstance(module, Conv1D) or bool(getattr(module, "transposed", False))
+
+
+def weight_shape(module: object) -> torch.Size:
+    """A scored unit's weight shape as stored (the whole shape on a sharded rank too)."""
+    shape = getattr(module, "shape", None)
+    return shape if isinstance(shape, torch.Size) else module.weight.shape
 
 
 _LAYER_RE = re.compile(r"\.(\d+)\.")
@@ -78,11 +127,11 @@ def module_kind(module_name: str, prefix: str) -> str:
 def weight_out_in(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
     """The weight (or a same-shaped tensor) viewed as (out, in); Conv1D stores it as (in, out)."""
     weight = module.weight if weight is None else weight
-    return weight.t() if isinstance(module, Conv1D) else weight
+    return weight.t() if stored_transposed(module) else weight
 
 
 def layer_map(model: nn.Module) -> tuple[dict[str, int], dict[str, str], int]:
-    """(scored module -> layer index, scored module -> kind such as 'mlp.up_proj', number of layers)."""
+    """(scored unit -> layer index, scored unit -> kind such as 'mlp.up_proj' or 'mlp.experts.5.down_proj', number of layers)."""
     prefix, layers = decoder_layers(model)
-    names = linear_modules(model)
+    names = scored_modules(model)
     return {n: layer_index(n, prefix) for n in names}, {n: module_kind(n, prefix) for n in names}, len(layers)

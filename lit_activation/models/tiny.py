@@ -1,7 +1,8 @@
 """Tiny randomly initialised models and a character tokenizer: offline, milliseconds, for tests and smoke runs.
 
-`load_causal_lm("tiny-llama")` (also tiny-mistral, tiny-qwen2, tiny-gemma3, tiny-gpt2, tiny-opt) builds
-one from a config object; no file or network is touched. The seed fixes the weights.
+`load_causal_lm("tiny-llama")` (also tiny-mistral, tiny-qwen2, tiny-gemma3, tiny-gpt2, tiny-opt, and the
+mixtures of experts tiny-mixtral, tiny-qwen2_moe, tiny-qwen3_moe, tiny-olmoe, tiny-gpt_oss, tiny-deepseek_v3)
+builds one from a config object; no file or network is touched. The seed fixes the weights.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
+    DeepseekV3Config,
     Gemma3TextConfig,
     GPT2Config,
+    GptOssConfig,
     LlamaConfig,
     MistralConfig,
+    MixtralConfig,
+    OlmoeConfig,
     OPTConfig,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen2MoeConfig,
+    Qwen3MoeConfig,
 )
 
 _CHARS = string.printable  # 100 characters; ids 0..3 are special tokens
@@ -68,12 +75,36 @@ def _configs(layers: int, hidden: int) -> dict[str, PretrainedConfig]:
     }
 
 
-ARCHITECTURES = tuple(_configs(2, 32))
+def _moe_configs(layers: int, hidden: int, experts: int = 4) -> dict[str, PretrainedConfig]:
+    """Mixtures of experts, top-2 of `experts`: each family's own layout (shared experts, transposed and
+    interleaved gpt-oss, DeepSeek's group-limited routing with a dense first layer)."""
+    common = dict(
+        vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=2, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, num_experts_per_tok=2,
+    )
+    moe = dict(num_experts=experts, moe_intermediate_size=hidden + hidden // 2)
+    rope = {"rope_type": "default", "rope_theta": 10000.0}  # plain rotary: the published YaRN needs a longer context
+    return {
+        "mixtral": MixtralConfig(**common, num_local_experts=experts),
+        "qwen2_moe": Qwen2MoeConfig(**common, **moe, shared_expert_intermediate_size=2 * hidden),
+        "qwen3_moe": Qwen3MoeConfig(**common, **moe),
+        "olmoe": OlmoeConfig(**common, num_experts=experts),
+        "gpt_oss": GptOssConfig(**common, num_local_experts=experts, head_dim=hidden // 4, rope_parameters=dict(rope)),
+        "deepseek_v3": DeepseekV3Config(
+            **{**common, "num_key_value_heads": 4}, n_routed_experts=experts, moe_intermediate_size=hidden + hidden // 2, n_shared_experts=1,
+            kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=hidden // 4, n_group=2, topk_group=1,
+            first_k_dense_replace=1, rope_parameters=dict(rope),
+        ),
+    }
+
+
+ARCHITECTURES = tuple(_configs(2, 32))  # dense
+MOE_ARCHITECTURES = tuple(_moe_configs(2, 32))
 
 
 def tiny_config(arch: str = "llama", layers: int = 2, hidden: int = 32) -> PretrainedConfig:
     """The config of a tiny test model (eager attention: deterministic, supported everywhere)."""
-    configs = _configs(layers, hidden)
+    configs = {**_configs(layers, hidden), **_moe_configs(layers, hidden)}
     if arch not in configs:
         raise ValueError(f"Unknown tiny architecture {arch!r}; accepted: {list(configs)}")
     config = configs[arch]

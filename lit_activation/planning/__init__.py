@@ -4,3 +4,10 @@
 - simulate.py  activation peaks measured by running the real code on fake tensors
 - memory.py    this process's memory, what a device has free, handing freed memory back
 """
+
+from lit_activation.public import lazy_exports
+
+# what a new callback or data module states (memory_needs -> Footprint) and what a plan returns
+_EXPORTS = dict.fromkeys(("Footprint", "MemoryPlan", "PlanContext", "plan_memory"), "lit_activation.planning.plan")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

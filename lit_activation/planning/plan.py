@@ -21,8 +21,8 @@ from transformers.pytorch_utils import Conv1D
 from lit_activation.distributed.sharding import replicated_layout_warning, shard_group_size
 from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.tiling import default_tile_mb
-from lit_activation.models.architectures import context_length, fake_model, model_config
-from lit_activation.models.layers import decoder_layers, linear_modules, num_layers_of, text_config
+from lit_activation.models.architectures import check_scorable, context_length, fake_model, model_config
+from lit_activation.models.layers import decoder_layers, num_layers_of, scored_modules, text_config, weight_shape
 from lit_activation.models.loading import resolve_dtype
 from lit_activation.planning import simulate
 from lit_activation.planning.memory import GB, MEMORY_LIMIT_ENV, process_memory
@@ -96,11 +96,11 @@ class Parameters:
     """Parameter counts of an architecture, from a fake-tensor model."""
 
     total: int  # every parameter (tied ones once)
-    scored: int  # the linear weights inside the decoder blocks
+    scored: int  # the scored weights inside the decoder blocks (linears; routers and experts in a mixture of experts)
     block: int  # the largest decoder block's
     root: int  # the rest: embeddings, head, final norm
     largest: int  # the largest single tensor
-    largest_scored: int  # the largest scored weight
+    largest_scored: int  # the largest scored weight (one expert's slice of a fused tensor)
     conv1d: int  # scored parameters in Conv1D modules (GPT-2), whose rows a sharded rank keeps whole
 
 
@@ -114,12 +114,12 @@ def parameters(config: PretrainedConfig, dtype: torch.dtype) -> Parameters:
         model = fake_model(config, dtype, simulate.FakeTensorMode())
         params = list({id(p): p for p in model.parameters()}.values())
         total = sum(p.numel() for p in params)
-        modules = linear_modules(model).values()
+        sizes = [(weight_shape(m).numel(), m) for m in scored_modules(model).values()]
         blocks = [sum(p.numel() for p in b.parameters()) for b in decoder_layers(model)[1]]
         _PARAMETERS[key] = Parameters(
-            total=total, scored=sum(m.weight.numel() for m in modules), block=max(blocks), root=total - sum(blocks),
-            largest=max(p.numel() for p in params), largest_scored=max(m.weight.numel() for m in modules),
-            conv1d=sum(m.weight.numel() for m in modules if isinstance(m, Conv1D)),
+            total=total, scored=sum(n for n, _ in sizes), block=max(blocks), root=total - sum(blocks),
+            largest=max(p.numel() for p in params), largest_scored=max(n for n, _ in sizes),
+            conv1d=sum(n for n, m in sizes if isinstance(m, Conv1D)),
         )
     return _PARAMETERS[key]
 
@@ -382,8 +382,19 @@ def checked_job(module, datamodule, callbacks: Iterable, trainer) -> tuple[Job, 
     """The Job of a configured run and its model's config, its sequences checked against the model's positions."""
     hp = module.hparams
     job, config = job_of(module, datamodule, callbacks, trainer), model_config(hp.model, hp.trust_remote_code)
+    check_scorable(config, hp.model, hp.trust_remote_code)
     check_context(job, config)
     return job, config
+
+
+def unread_inputs_note(reason: BaseException | str) -> str:
+    """The line a plan ends with when its data (or a callback's files) could not be read before it,
+    e.g. offline for a hub model: inputs are then planned as long as their options allow (an upper
+    bound), and what only the files can tell is listed as not counted. The reason is given whole, last,
+    so that a long one is never cut inside its own parentheses."""
+    lines = str(reason).strip().splitlines()
+    why = lines[0] if lines else type(reason).__name__
+    return f"  note: the inputs were not read, so they are planned as long as their options allow (an upper bound). Why: {why}"
 
 
 def sequence_lengths(job: Job, config: PretrainedConfig) -> dict[str, tuple[int, str]]:

@@ -30,7 +30,7 @@ from lit_activation.engine.settings import EngineSettings
 from lit_activation.engine.targets import sequence_nll
 from lit_activation.engine.tiling import tile_rows
 from lit_activation.models.architectures import fake_model
-from lit_activation.models.layers import linear_modules, text_config
+from lit_activation.models.layers import scored_modules, text_config, weight_shape
 
 
 class LiveBytes(TorchDispatchMode):
@@ -118,7 +118,7 @@ def scoring_peak(
     """
     mode = FakeTensorMode()
     model = fake_model(config, dtype, mode)
-    modules = linear_modules(model)
+    modules = scored_modules(model)
     with mode:
         ids = torch.zeros((rows, length), dtype=torch.long)
         mask = torch.ones_like(ids)
@@ -127,8 +127,8 @@ def scoring_peak(
     # and spares simulating thousands of identical tiles of a large model.
     one_tile = {}
     for name, m in modules.items():
-        cols = m.weight.shape[1]
-        one_tile[name] = (0, min(m.weight.shape[0], tile_rows(tile_bytes, rows * cols * 4)))
+        stored_rows, cols = weight_shape(m)
+        one_tile[name] = (0, min(stored_rows, tile_rows(tile_bytes, rows * cols * 4)))
     # fused=False: the plain tile is counted, an upper bound of the fused kernel (which holds none);
     # fused_linear=False: the plain products' temporaries bound the kernel's (its output only)
     simulated = replace(settings, target=d_target, tile_mb=tile_bytes / 2**20, rows=one_tile, fused=False, fused_linear=False)

@@ -14,3 +14,13 @@
 - comparison.py the resumable sweep behind `lit-activation compare`
 - context.py    the calibration settings, and what an allocation or a metric may read
 """
+
+from lit_activation.public import lazy_exports
+
+_EXPORTS = {
+    "prune_model": "lit_activation.pruning.prune", "prune_sequential": "lit_activation.pruning.prune",
+    "achieved_sparsity": "lit_activation.pruning.prune", "Calibration": "lit_activation.pruning.context",
+    "PruningContext": "lit_activation.pruning.context",
+}  # the allocations and the metrics: lit_activation.pruning.allocations, lit_activation.pruning.metrics
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,5 @@
-"""Validation 1 as a sweep: dense vs allocations × metrics × sparsities × calibration seeds, perplexity.
+"""Validation 1 as a sweep: dense vs allocations × metrics × sparsities × calibration seeds, perplexity;
+in a mixture of experts also whole experts removed, expert scores × ratios × seeds (docs/moe.md).
 
 `Comparison` is the sweep behind `lit-activation compare`. Each point is one validate run of its
 own (fresh dense weights, pruning, perplexity, zero-shot when configured; the caller builds a new
@@ -25,15 +26,21 @@ from lit_activation.models.loading import load_causal_lm
 from lit_activation.planning.memory import release_memory
 from lit_activation.pruning.allocations import Activation, Allocation, GivenCounts, OnTheFlyCounts
 from lit_activation.pruning.context import Calibration, PruningContext
+from lit_activation.pruning.experts.options import ExpertPruning
 from lit_activation.pruning.metrics import PruningMetric
 
 RESULTS = "results.csv"
 HEADER = ["method", "pruning_metric", "sparsity", "seed", "perplexity", "metric", "achieved_sparsity", "zeroshot", "seconds"]
 
 
+EXPERTS = "experts"  # the method of a run that removes whole experts: its metric is the expert score, its sparsity the ratio removed
+
+
 @dataclass(frozen=True)
 class Run:
-    """One point of the sweep; `allocation` and `pruning_metric` are None for the dense reference."""
+    """One point of the sweep; `allocation` and `pruning_metric` are None for the dense reference. A run
+    removing whole experts (`experts`) has method `experts`, the score's label as its metric and the
+    fraction of experts removed as its sparsity (results.csv's columns; no weight inside is pruned)."""
 
     method: str
     metric: str
@@ -41,6 +48,7 @@ class Run:
     seed: int
     allocation: Allocation | None = None
     pruning_metric: PruningMetric | None = None
+    experts: ExpertPruning | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -53,12 +61,20 @@ class Run:
         return "dense" if self.method == "dense" else f"{self.method}_{self.metric}_s{self.sparsity:g}_seed{self.seed}"
 
 
-def sweep(allocations: Sequence[Allocation], metrics: Sequence[PruningMetric], sparsities: Sequence[float], seeds: Sequence[int]) -> list[Run]:
-    """The dense reference, then every (seed, sparsity, allocation, metric)."""
+def sweep(
+    allocations: Sequence[Allocation], metrics: Sequence[PruningMetric], sparsities: Sequence[float], seeds: Sequence[int],
+    experts: Sequence[ExpertPruning] = (),
+) -> list[Run]:
+    """The dense reference, then every (seed, sparsity, allocation, metric), and every (seed, expert removal)."""
+    removals = [(e.score.label, e.ratio) for e in experts]
+    if len(set(removals)) != len(removals):
+        raise ValueError(f"experts {removals} name a removal twice (score, ratio); compare each once")
+    if any(not e.removes for e in experts):
+        raise ValueError(f"experts {removals}: a removal needs a ratio in (0, 1); the dense reference runs anyway")
     for kind, labels in (("allocations", [a.label for a in allocations]), ("metrics", [m.label for m in metrics])):
         if len(set(labels)) != len(labels):
             raise ValueError(f"{kind} {labels} name a method twice; compare each once")
-    if not metrics:
+    if sparsities and not metrics:
         raise ValueError("metrics is empty; give at least one, e.g. [Wanda]")
     for s in sparsities:
         if not 0.0 < s < 1.0:
@@ -68,7 +84,10 @@ def sweep(allocations: Sequence[Allocation], metrics: Sequence[PruningMetric], s
     # seeds outermost: a metric's dense-model scores depend on the calibration seed only, so the
     # runs of one seed reuse them (pruning/metrics/taylor.py); an early stop also has every method
     return [Run("dense", "-", 0.0, 0)] + [
-        Run(a.label, m.label, s, seed, a, m) for seed in seeds for s in sparsities for a in allocations for m in metrics
+        run for seed in seeds for run in [
+            *(Run(a.label, m.label, s, seed, a, m) for s in sparsities for a in allocations for m in metrics),
+            *(Run(EXPERTS, e.score.label, e.ratio, seed, experts=e) for e in experts),
+        ]
     ]
 
 
@@ -218,7 +237,10 @@ def progress(k: int, n: int, run: Run, elapsed: Sequence[float]) -> str:
 
 
 def label(method: str, metric: str) -> str:
-    """How a (allocation, metric) pair is named in tables: 'owl + taylor'; the dense one 'dense'."""
+    """How a (allocation, metric) pair is named in tables: 'owl + taylor'; the dense one 'dense'; a removal
+    of whole experts by its score: 'reap: experts removed'."""
+    if method == EXPERTS:
+        return f"{metric}: experts removed"
     return "dense" if method == "dense" else f"{method} + {metric}"
 
 
@@ -242,7 +264,10 @@ def markdown_table(summary: Sequence[dict], metric: str) -> str:
         (r["method"], r["sparsity"]): f"{r['mean']:.2f} ± {r['std']:.2f}" if r["runs"] > 1 else f"{r['mean']:.2f} (1 seed)"
         for r in summary
     }
-    lines = [f"Perplexity ({metric}), mean ± std over calibration seeds", "", "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |"]
+    lines = [f"Perplexity ({metric}), mean ± std over calibration seeds", ""]
+    if any(m.endswith(": experts removed") for m in methods):
+        lines += ["A column is the weights' sparsity, or for the rows of whole experts removed, the fraction of each layer's experts removed.", ""]
+    lines.append("| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |")
     lines.append("|---" * (len(sparsities) + 1) + "|")
     for m in methods:
         if m == "dense":

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from lit_activation.data.registry import get_spec
 from lit_activation.distributed.shards import LOCAL, Shards
+from lit_activation.pruning.expert_inputs import ExpertInputs
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,6 @@ class PruningContext:
     batch_size: int  # calibration sequences per block call or scoring pass
     rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # a sharded rank's own rows (scores)
     shards: Shards = LOCAL  # how a sharded rank's partial sums combine
+    expert_inputs: ExpertInputs = field(default_factory=ExpertInputs)  # a mixture of experts: what each expert is pruned from
+    expert_tokens: dict[str, int] = field(default_factory=dict)  # calibration tokens routed to each expert ('<experts module>.<e>', full names)
+    expert_sparsity: dict[str, float] = field(default_factory=dict)  # a per-expert allocation's sparsity of each expert

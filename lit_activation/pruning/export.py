@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +46,11 @@ def save_pruned(model: Any, tokenizer: Any, path: str | Path, record: dict, stat
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists; a saved model is never overwritten. Choose another save_dir.")
-    tmp = outputs.staging_dir(path)
-    try:
+    with outputs.staged_dir(path) as tmp:
         if state is not None:
             _unsharded(model, state).save_pretrained(tmp, safe_serialization=True)
         else:
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         outputs.write_json(tmp / "pruning.json", record)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

@@ -9,10 +9,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from transformers.pytorch_utils import Conv1D
 
 from lit_activation.distributed.sharding import is_sharded, local, row_offset
-from lit_activation.models.layers import weight_out_in
+from lit_activation.models.layers import stored_transposed, weight_out_in
 from lit_activation.pruning.sparsity import check_nm
 
 
@@ -64,13 +63,14 @@ class DecidedWeight(NamedTuple):
 def decided_weight(module: nn.Module) -> DecidedWeight:
     """Which weights of one linear this process decides, for a pruning method that works per output row.
 
-    Not sharded: the whole weight. Sharded (FSDP2, dim 0 of the stored weight): a Linear holds whole
-    rows on each rank, which decides them alone; a Conv1D stores (in, out), so its rows are spread
-    over the ranks: it is gathered, decided whole on every rank, and each keeps its own stored rows.
+    Not sharded: the whole weight. Sharded (FSDP2, dim 0 of the stored weight): a Linear (or an expert's
+    slice) holds whole rows on each rank, which decides them alone; a Conv1D (or gpt-oss's transposed
+    expert slice) stores (in, out), so its rows are spread over the ranks: it is gathered, decided whole
+    on every rank, and each keeps its own stored rows.
     """
     weight = module.weight.detach()
     stored, offset = local(weight), row_offset(weight)
-    gathered = is_sharded(weight) and isinstance(module, Conv1D)
+    gathered = is_sharded(weight) and stored_transposed(module)
     start, length = (offset if gathered else 0), stored.shape[0]
     decided = weight_out_in(module, weight.full_tensor() if gathered else stored)
     first_row = offset if is_sharded(weight) and not gathered else None

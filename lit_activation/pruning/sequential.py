@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from transformers import PretrainedConfig
 
 from lit_activation.models.architectures import fake_model
-from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
+from lit_activation.models.layers import block_prunable, decoder_layers, weight_out_in
 from lit_activation.planning import simulate
+from lit_activation.pruning.expert_inputs import ExpertInputs, calibrating_experts, expert_key, few_token_experts
 
 
 @dataclass
@@ -83,10 +84,23 @@ def _run_block(block: nn.Module, inputs: BlockInputs) -> list[Tensor]:
     return outputs
 
 
-def _accumulate_inputs(block: nn.Module, inputs: BlockInputs, sums: dict[str, Tensor], add: Callable[[Tensor, Tensor], None]) -> None:
-    """Run the block on its calibration inputs, calling add(sums[name], X) with each linear's inputs X (tokens, in)."""
+def _accumulate_inputs(
+    block: nn.Module, inputs: BlockInputs, sums: dict[str, Tensor], add: Callable[[Tensor, Tensor], None], experts: ExpertInputs,
+    tokens: dict[str, int], few_from_all: bool = False,
+) -> None:
+    """Run the block on its calibration inputs, calling add(sums[name], X) with each unit's inputs X
+    (tokens, in): a linear's (or a router's) from a hook, an expert slice's from the calibration
+    forward under `experts.policy`, its routed tokens counted into `tokens`. `few_from_all`: the
+    experts routed fewer than `experts.min_tokens` tokens take theirs from every token instead (a
+    second pass over the block, those experts alone)."""
+
+    def add_expert(name: str, x: Tensor) -> None:
+        add(sums[name], x.detach().reshape(-1, x.shape[-1]))
+
     handles = []
-    for name, module in block_linears(block).items():
+    for name, module in block_prunable(block, experts.routers).items():
+        if not isinstance(module, nn.Module):
+            continue  # an expert's slice: the calibration forward hands its inputs over
 
         def fn(module: nn.Module, args: tuple, output: Tensor, total: Tensor = sums[name]) -> None:
             x = args[0].detach()
@@ -94,29 +108,42 @@ def _accumulate_inputs(block: nn.Module, inputs: BlockInputs, sums: dict[str, Te
 
         handles.append(module.register_forward_hook(fn))
     try:
-        _run_block(block, inputs)
+        with calibrating_experts(block, experts.policy, add_expert, tokens):
+            _run_block(block, inputs)
     finally:
         for h in handles:
             h.remove()
+    few = few_token_experts(tokens, experts.min_tokens) if few_from_all and experts.policy != "all_tokens" else set()
+    if few:
+        for name in sums:
+            if expert_key(name) in few:
+                sums[name].zero_()
+        with calibrating_experts(block, "all_tokens", add_expert, {}, only=few):
+            _run_block(block, inputs)
 
 
-def input_norms(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
-    """‖X_k‖₂ over every calibration token, per input channel of each linear module (fp64 sums)."""
-    modules = block_linears(block)
-    sums = {name: torch.zeros(weight_out_in(m).shape[1], dtype=torch.float64, device=m.weight.device) for name, m in modules.items()}
-    _accumulate_inputs(block, inputs, sums, lambda total, x: total.add_(x.double().pow(2).sum(0)))
+def _widths(block: nn.Module, experts: ExpertInputs) -> dict[str, tuple[int, torch.device]]:
+    return {name: (weight_out_in(m).shape[1], m.weight.device) for name, m in block_prunable(block, experts.routers).items()}
+
+
+def input_norms(block: nn.Module, inputs: BlockInputs, experts: ExpertInputs | None = None, tokens: dict[str, int] | None = None) -> dict[str, Tensor]:
+    """‖X_k‖₂ over the calibration tokens, per input channel of each unit (fp64 sums): every token for a
+    linear, an expert's by `experts` (its routed tokens by default; every token when it got fewer than
+    `min_tokens`). `tokens`: each expert's routed tokens are counted there."""
+    experts = experts or ExpertInputs()
+    sums = {name: torch.zeros(width, dtype=torch.float64, device=device) for name, (width, device) in _widths(block, experts).items()}
+    _accumulate_inputs(block, inputs, sums, lambda total, x: total.add_(x.double().pow(2).sum(0)), experts, {} if tokens is None else tokens, True)
     return {name: s.sqrt() for name, s in sums.items()}
 
 
-def input_hessians(block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
-    """H = 2·Σ x xᵀ over every calibration token, per linear module (in, in), fp32: SparseGPT's Hessian
-    of the layer-wise squared error. One H per module, as the reference keeps them (q, k and v each
-    their own), all of a block's at once while its inputs run."""
-    sums = {}
-    for name, module in block_linears(block).items():
-        width = weight_out_in(module).shape[1]
-        sums[name] = torch.zeros((width, width), dtype=torch.float32, device=module.weight.device)
-    _accumulate_inputs(block, inputs, sums, _add_gram)
+def input_hessians(block: nn.Module, inputs: BlockInputs, experts: ExpertInputs | None = None, tokens: dict[str, int] | None = None) -> dict[str, Tensor]:
+    """H = 2·Σ x xᵀ over the calibration tokens, per unit (in, in), fp32: SparseGPT's Hessian of the
+    layer-wise squared error. One H per module, as the reference keeps them (q, k and v each their
+    own), all of a block's at once while its inputs run; an expert's from its tokens by `experts`
+    (few of them: SparseGPT raises its damping instead, `SparseGPT.prune`)."""
+    experts = experts or ExpertInputs()
+    sums = {name: torch.zeros((width, width), dtype=torch.float32, device=device) for name, (width, device) in _widths(block, experts).items()}
+    _accumulate_inputs(block, inputs, sums, _add_gram, experts, {} if tokens is None else tokens)
     return sums
 
 

@@ -31,6 +31,19 @@ def weighted_mean(sparsities: Sequence[float], layer_params: Sequence[int] | Non
     return sum(s * w for s, w in zip(sparsities, weights, strict=True)) / sum(weights)
 
 
+def over_all_weights(sparsities: Sequence[float], layer_params: Sequence[int], s: float, method: str) -> list[float]:
+    """Layer sparsities whose parameter-weighted mean is the target `s`, so that it is met over all weights.
+
+    Unchanged when every layer holds as many weights (the allocations' formulas then average to s
+    exactly, and a rescaling could move a value by a rounding); otherwise (a mixture of experts whose
+    first layers are dense, as DeepSeek's) each is scaled by s·ΣP / ΣP·S_l, which keeps their ratios.
+    """
+    if len(set(layer_params)) <= 1 or s == 0:
+        return list(sparsities)
+    factor = s * sum(layer_params) / sum(p * v for p, v in zip(layer_params, sparsities, strict=True))
+    return _check_result([v * factor for v in sparsities], method, "lower the target or its strength")
+
+
 def uniform_sparsity(n_layers: int, s: float) -> list[float]:
     """The same sparsity in every layer (Wanda's default)."""
     _check_target(s)
@@ -79,6 +92,17 @@ def owl_from_ratios(ratios: Sequence[float], s: float, lam: float = 0.08) -> lis
 def owl_sparsity(layer_scores: Sequence[Tensor], s: float, m: float = 5.0, lam: float = 0.08) -> list[float]:
     """OWL (outlier-weighted layerwise) sparsities from each layer's Wanda scores (docs/method.md §4)."""
     return owl_from_ratios([outlier_ratio(x, m) for x in layer_scores], s, lam)
+
+
+def parse_nm(nm: str | None) -> tuple[int, int]:
+    """'2:4' -> (2, 4); None -> (0, 0), unstructured."""
+    if not nm:
+        return 0, 0
+    try:
+        n, m = (int(v) for v in nm.split(":"))
+    except ValueError:
+        raise ValueError(f"nm {nm!r} is not N:M; accepted: e.g. '2:4' or '4:8'") from None
+    return n, m
 
 
 def check_nm(sparsity: float, n: int, m: int) -> None:

@@ -11,6 +11,6 @@
 - command.py     parses the arguments and writes report.md and report.json
 """
 
-from lit_activation.report.command import main
+from lit_activation.report.command import Report, main, write_report
 
-__all__ = ["main"]
+__all__ = ["Report", "main", "write_report"]

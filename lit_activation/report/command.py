@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lit_activation import outputs
 from lit_activation.report import findings
+from lit_activation.report.experts import expert_removal, experts_section
 from lit_activation.report.finding1 import finding1
 from lit_activation.report.llmdcos import finding2, finding3
 from lit_activation.report.markdown import Section, fmt, fmt_ci, table, tally
@@ -56,9 +60,11 @@ def render(sections: Sequence[Section], runs: Sequence[Run], out: Path, seed: in
 
 def build(runs: Sequence[Run], seed: int, resamples: int) -> list[Section]:
     """Every section, in the paper's order."""
+    experts = experts_section(runs, seed, resamples)  # only where a counts run is of a mixture of experts
+    removal = expert_removal(runs)  # only where a compare run removed whole experts
     return [
-        finding1(runs, seed, resamples), finding2(runs, seed, resamples), finding3(runs, seed, resamples),
-        validation1(runs), validation2(runs), validation3(runs, seed, resamples), allpairs(runs), zero_shot_runs(runs),
+        finding1(runs, seed, resamples), *([experts] if experts else []), finding2(runs, seed, resamples), finding3(runs, seed, resamples),
+        validation1(runs), *([removal] if removal else []), validation2(runs), validation3(runs, seed, resamples), allpairs(runs), zero_shot_runs(runs),
     ]
 
 
@@ -81,22 +87,55 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+@dataclass(frozen=True)
+class Report:
+    """A written report: its two files and its summary, one verdict per claim (report.json's `summary`:
+    claim, verdict, label, statistic, interval, reason, detail)."""
+
+    markdown: Path
+    json: Path
+    summary: list[dict[str, Any]]
+
+
+def write_report(
+    run_dirs: Sequence[str | Path], output: str | Path = "runs/report", seed: int = 0, resamples: int = findings.RESAMPLES
+) -> Report:
+    """The findings report of finished runs, as `lit-activation report` writes it: OUTPUT/version_N/report.md
+    and report.json (never overwritten).
+
+    Args:
+        run_dirs: run dirs (runs/NAME/version_N), logger dirs (runs/NAME: their newest run) or compare dirs.
+        output: the parent directory of the report's version_N.
+        seed, resamples: the bootstrap's seed and resamples per interval (>= 100).
+    """
+    if resamples < 100:
+        raise ValueError(f"resamples must be >= 100 for a 95 % interval, got {resamples}")
+    if not run_dirs:
+        raise ValueError("run_dirs is empty; give at least one run dir")
+    runs = [load_run(i, Path(p)) for i, p in enumerate(run_dirs, 1)]  # every input checked before any work
+    outputs.check_can_create(Path(output), "--output")
+    sections = build(runs, seed, resamples)
+    out = next_version(Path(output))
+    summary = [a.as_dict() for s in sections for a in s.summary]
+    try:
+        markdown = outputs.write_text(out / "report.md", render(sections, runs, out, seed, resamples))
+        record = outputs.write_json(out / "report.json", {
+            "settings": {"seed": seed, "resamples": resamples, "confidence": findings.CONFIDENCE, "definitions": DEFINITIONS},
+            "inputs": [{"run": r.name, "path": str(r.path), "holds": sorted(r.data), "figures": [str(f) for f in r.figures()]} for r in runs],
+            "summary": summary,
+            "sections": {s.key: {"title": s.title, "summary": [a.as_dict() for a in s.summary], "parts": [a.as_dict() for a in s.parts]} for s in sections},
+        })
+    except BaseException:  # a full disk, an interrupt: no version holds half a report
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return Report(markdown, record, summary)
+
+
 def main(argv: Sequence[str]) -> Path:
     """Read the run dirs, write OUTPUT/version_N/report.md and report.json; print the report's path last."""
     args = parse_args(argv)
-    runs = [load_run(i, Path(p)) for i, p in enumerate(args.run_dirs, 1)]  # every input checked before any work
-    outputs.check_can_create(Path(args.output), "--output")
-    sections = build(runs, args.seed, args.resamples)
-    out = next_version(Path(args.output))
-    report = outputs.write_text(out / "report.md", render(sections, runs, out, args.seed, args.resamples))
-    outputs.write_json(out / "report.json", {
-        "settings": {"seed": args.seed, "resamples": args.resamples, "confidence": findings.CONFIDENCE, "definitions": DEFINITIONS},
-        "inputs": [{"run": r.name, "path": str(r.path), "holds": sorted(r.data), "figures": [str(f) for f in r.figures()]} for r in runs],
-        "summary": [a.as_dict() for s in sections for a in s.summary],
-        "sections": {s.key: {"title": s.title, "summary": [a.as_dict() for a in s.summary], "parts": [a.as_dict() for a in s.parts]} for s in sections},
-    })
-    for s in sections:
-        for a in s.summary:
-            print(f"{a.claim}: {a.label}")
-    print(report)
-    return report
+    report = write_report(args.run_dirs, args.output, args.seed, args.resamples)
+    for a in report.summary:
+        print(f"{a['claim']}: {a['label']}")
+    print(report.markdown)
+    return report.markdown

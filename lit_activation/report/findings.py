@@ -8,6 +8,7 @@ docs/method.md, "Findings report: operational definitions".
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ ALPHA = 0.05  # V3: significance of Spearman's ρ
 SAME_DOMAIN_MARGIN = 0.05  # F2: how far (cosine units) same-domain LLMDcos may fall and still count as flat
 MIN_LAYERS_PER_HALF = 3  # F1: fewer layers per half give a bootstrap over 1-2 values, which says nothing
 MIN_SAMPLES = 3  # F2, F3, V3: fewer sample pairs give no usable bootstrap
+MIN_MOE_LAYERS = 3  # experts: fewer MoE layers give a bootstrap over 1-2 values, which says nothing
 Z95 = 1.959963984540054  # V2: two-sided 95 % normal quantile
 
 # scipy >= 1.15 takes `rng`; older releases only `random_state` (pyproject allows scipy >= 1.11).
@@ -182,6 +184,34 @@ def corpora_deep(
     stat = float(_log_ratio(c, t))
     low, high = bootstrap_interval((c, t), _log_ratio, paired=True, seed=seed, resamples=resamples)
     return Assessment(claim, interval_verdict(low, high), stat, (low, high), detail=detail)
+
+
+def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
+    """½ Σ |p_i − q_i| of two distributions over the same experts: 0 when equal, 1 when disjoint."""
+    return 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))
+
+
+def separation(distributions: Sequence[Sequence[float]]) -> float:
+    """The mean total-variation distance over every pair of datasets' distributions."""
+    pairs = list(itertools.combinations(distributions, 2))
+    return sum(total_variation(p, q) for p, q in pairs) / len(pairs)
+
+
+def experts_separation(claim: str, activated: Sequence[float], routing: Sequence[float], *, seed: int, resamples: int = RESAMPLES) -> Assessment:
+    """Beyond the paper, a mixture of experts: do the experts' activated parameters separate the datasets
+    more than their routing does? Per MoE layer, the mean total-variation distance between datasets'
+    shares over the experts, of activated parameters (`activated`) and of tokens (`routing`).
+    Statistic: the mean over layers of (activated − routing); interval: layers resampled. Held if the
+    interval lies above 0, not held if below."""
+    a, r = np.asarray(activated, dtype=np.float64), np.asarray(routing, dtype=np.float64)
+    detail = {"n_layers": int(a.size), "activated_separation": float(a.mean()) if a.size else None, "routing_separation": float(r.mean()) if r.size else None}
+    if a.shape != r.shape:
+        return cannot(claim, f"{a.size} layers of activated shares vs {r.size} of token shares", **detail)
+    if a.size < MIN_MOE_LAYERS:
+        return cannot(claim, f"{a.size} MoE layers with two or more datasets; needs at least {MIN_MOE_LAYERS}", **detail)
+    diff = a - r
+    low, high = bootstrap_interval((diff,), np.mean, paired=False, seed=seed, resamples=resamples)
+    return Assessment(claim, interval_verdict(low, high), float(diff.mean()), (low, high), detail=detail)
 
 
 # ---------------------------------------------------------------------------------------------

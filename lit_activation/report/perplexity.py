@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from lit_activation.report import findings
+from lit_activation.report.experts import EXPERTS
 from lit_activation.report.markdown import Section, fmt, not_run_section, rests_on, table, verdicts
 from lit_activation.report.runs import Run, as_float
 
@@ -35,6 +36,8 @@ def validation1(runs: Sequence[Run]) -> Section:
         model = fixed.get("model", "?")
         groups: dict[tuple[float, str, str], list[float]] = defaultdict(list)
         for r in data["rows"]:  # results.csv of before the metric column: every run used Wanda
+            if r["method"] == EXPERTS:
+                continue  # whole experts removed: their own section (report/experts.py)
             groups[(as_float(r["sparsity"]), r["method"], r.get("pruning_metric") or fixed.get("metric", "wanda"))].append(as_float(r["perplexity"]))
         sparsities = sorted({s for s, m, _ in groups if m != "dense"})
         methods = list(dict.fromkeys(m for _, m, _ in groups if m not in ("dense", "uniform")))

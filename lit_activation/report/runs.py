@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lit_activation import outputs
 from lit_activation.data.registry import REGISTRY
+from lit_activation.files import ANY, NUMBER, TEXT, WHOLE, BrokenFile, decode_utf8, read_json_object, shape_problem
 
 # The files a run directory can hold -> what they are (the writers: callbacks/*.py, comparison.py).
 KINDS = {
@@ -18,7 +19,7 @@ KINDS = {
     "results.csv": "compare", "zeroshot.json": "zeroshot", "pruning.json": "pruning",
 }
 FIGURES = {
-    "counts": ("counts.png",), "llmdcos": ("llmdcos_box.png", "similarity_matrix.png"), "sts": ("sts_layers.png",),
+    "counts": ("counts.png", "experts.png"), "llmdcos": ("llmdcos_box.png", "similarity_matrix.png"), "sts": ("sts_layers.png",),
     "compare": ("compare.png",), "pruning": ("sparsity.png",),
 }  # allpairs: every PNG of its directory (its writer is newer than this list)
 
@@ -47,15 +48,60 @@ class Run:
         return found
 
 
-def read_json(path: Path) -> dict:
-    """A run file's JSON object; anything else is refused in one line naming the file."""
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a JSON {type(obj).__name__}; every run file report reads is a JSON object")
+# What to do about a run file that cannot be read: it was written whole (atomically), so it was changed since.
+DAMAGED = "it was changed or damaged after the run wrote it: restore it, or leave this run out of the report"
+
+# Of each run file, the fields the report reads and their kinds (lit_activation.files.shape_problem): a field that
+# is absent (or null) makes the claims that need it "cannot assess"; one of another kind is a damaged file.
+NUMBERS = [NUMBER]
+SHAPES: dict[str, Any] = {
+    "counts": {
+        "model": TEXT, "gamma": NUMBER, "n_layers": WHOLE,
+        "datasets": {"*": {"n_samples": NUMBER, "layer_counts": NUMBERS, "quantile_counts": {"*": {"threshold": NUMBER, "layer_counts": NUMBERS}}}},
+    },
+    "llmdcos": {
+        "model": TEXT, "datasets": [TEXT], "n_layers": WHOLE, "n_pairs": NUMBER, "llmdcos": {"*": [NUMBERS]}, "matrix": [NUMBERS],
+        "matrix_layers": (WHOLE, WHOLE),
+    },
+    "sts": {
+        "model": TEXT, "dataset": TEXT, "layers": [ANY], "n_pairs": NUMBER, "spearman": NUMBER, "p_value": NUMBER, "layer_sum": NUMBERS, "gold": NUMBERS,
+        "hidden_layer_sum": NUMBERS, "tfidf": NUMBERS, "hidden_spearman": NUMBER, "hidden_p_value": NUMBER, "tfidf_spearman": NUMBER,
+        "tfidf_p_value": NUMBER,
+    },
+    "allpairs": {},
+    "zeroshot": {"protocol": TEXT, "results": {"*": {"acc": NUMBER, "acc_norm": NUMBER, "acc_stderr": NUMBER}}},
+    "pruning": {"model": TEXT, "method": TEXT, "target_sparsity": NUMBER, "calibration": {"dataset": TEXT}},
+    "comparison": {
+        "fixed": {"model": TEXT, "metric": TEXT, "evaluation": TEXT, "calibration": {"dataset": TEXT}, "zeroshot": {"protocol": TEXT}},
+    },
+}
+
+
+def read_json(path: Path, kind: str | None = None) -> dict:
+    """A run file's JSON object, whose fields the report reads are of their kinds (SHAPES[kind]); anything
+    else is refused in one line naming the file."""
+    obj = read_json_object(path, DAMAGED)
+    problem = shape_problem(obj, SHAPES.get(kind, {}), path.stem)
+    if problem is not None:
+        raise BrokenFile(path, problem, DAMAGED)
     return obj
+
+
+def read_results(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A comparison's results.csv: (header, rows); a file that is not UTF-8 or whose rows are not as wide
+    as its header is refused naming the line."""
+    text = decode_utf8(path, path.read_bytes(), DAMAGED)
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(rows, [])
+        records = []
+        for row in rows:
+            if len(row) != len(header):
+                raise BrokenFile(path, f"line {rows.line_num} has {len(row)} cells and the header {len(header)}", DAMAGED)
+            records.append(dict(zip(header, row, strict=True)))
+    except csv.Error as err:
+        raise BrokenFile(path, f"is not a valid table at line {rows.line_num} ({err})", DAMAGED) from None
+    return header, records
 
 
 def load_run(index: int, path: Path) -> Run:
@@ -68,11 +114,11 @@ def load_run(index: int, path: Path) -> Run:
         if not file.is_file():
             continue
         if kind == "compare":
-            header, rows = outputs.read_csv(file)
+            header, rows = read_results(file)
             record = path / "comparison.json"
-            data[kind] = {"header": header, "rows": rows, "comparison": read_json(record) if record.is_file() else None}
+            data[kind] = {"header": header, "rows": rows, "comparison": read_json(record, "comparison") if record.is_file() else None}
         else:
-            data[kind] = read_json(file)
+            data[kind] = read_json(file, kind)
     if not data:
         newest = newest_version(path)
         if newest is not None:  # a logger dir (runs/<name>): its newest run, as `make demo` passes them

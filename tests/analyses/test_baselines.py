@@ -155,8 +155,14 @@ def test_bad_ratings_are_one_line_errors(ratings, message):
 
 def test_bad_similarity_files(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps([[1, 0], [0, 1]]))
-    with pytest.raises(ValueError, match=r"must hold one key, 'matrix' \(N × N\) or 'pairs'"):
+    with pytest.raises(ValueError, match=r"bad.json: holds a JSON list, not an object; give human ratings as .json"):
         read_similarity(tmp_path / "bad.json")
+    (tmp_path / "two.json").write_text(json.dumps({"matrix": [[1]], "pairs": []}))
+    with pytest.raises(ValueError, match=r"two.json: must hold one key, 'matrix' \(N × N\) or 'pairs'"):
+        read_similarity(tmp_path / "two.json")
+    (tmp_path / "cut.npy").write_bytes(b"\x93NUMPY\x01\x00")
+    with pytest.raises(ValueError, match=r"cut.npy: cannot be read as a matrix of numbers"):
+        read_similarity(tmp_path / "cut.npy")
     (tmp_path / "ragged.json").write_text(json.dumps({"matrix": [[1, 0], [0]]}))
     with pytest.raises(ValueError, match=r"'matrix' must be N lists of N numbers"):
         read_similarity(tmp_path / "ragged.json")
@@ -209,7 +215,8 @@ def test_set_mode_errors_before_any_model(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown dataset 'lee'"):  # a rated set serves mode `set` only
         ActivationDataModule(["lee"], mode="pairs")
     with pytest.raises(ValueError, match=r"'stsb' is a sentence-pair \(STS\) dataset; use mode 'sts'"):
-        ActivationDataModule(["stsb"], tokenizer="tiny-llama", mode="set", batch_size=1, data_files={"stsb": "x.csv"}).setup()
+        (tmp_path / "x.csv").write_text("sentence1,sentence2,score\nA dog.,A cat.,0.5\n")
+        ActivationDataModule(["stsb"], tokenizer="tiny-llama", mode="set", batch_size=1, data_files={"stsb": str(tmp_path / "x.csv")}).setup()
 
 
 def test_the_shipped_lee_set_is_50_documents_with_symmetric_ratings():

@@ -21,6 +21,7 @@ import pytest
 from lit_activation.cli import ActivationCLI, main
 from lit_activation.cli.errors import one_line
 from tests.helpers.cli import build_not_run
+from tests.helpers.pages import tool_commands
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -120,25 +121,10 @@ def test_a_bad_override_is_refused_when_the_classes_are_built(config, override, 
         instantiates([*own_command(ROOT / "configs" / f"{config}.yaml"), *override], monkeypatch)
 
 
-README_COMMAND = re.compile(r"^(?:\$ )?(lit-activation|python -m lit_activation|\.venv/bin/python benchmarks/\S+|python benchmarks/\S+)(.*)$")
-LAUNCHED = re.compile(r"^(?:srun|torchrun .*?-m lit_activation) (.*)$")  # a launcher's line: the command it starts
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-
-
 def readme_commands() -> list[str]:
     """Command lines of the README's and the docs' bash blocks (continuation lines joined); what a
-    launcher (srun, torchrun) starts is taken from its line."""
-    out = []
-    for page in PAGES:
-        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = line.split("  #")[0].strip()
-                launched = LAUNCHED.match(line)
-                if launched:
-                    line = launched.group(1) if launched.group(1).startswith("lit-activation") else f"lit-activation {launched.group(1)}"
-                if README_COMMAND.match(line) and line not in out:
-                    out.append(line)
-    return out
+    launcher (srun, torchrun) or an environment prefix starts is taken from its line."""
+    return tool_commands()
 
 
 def interrupted_run_for(args: list[str], monkeypatch) -> None:
@@ -151,42 +137,71 @@ def interrupted_run_for(args: list[str], monkeypatch) -> None:
     (run / "config.yaml").write_text(cli._parser(args[0]).dump(cli.config[args[0]], skip_none=False))
 
 
-def write_readme_report_inputs(root: Path) -> dict[Path, str]:
-    """The runs the README's and the docs' `report` lines name, as their writers lay them out
-    (runs/NAME/version_0 of counts_embedded, similarity_embedded and allpairs_embedded, two compare
-    output dirs): small, with made-up values. Returns what each holds, by its path relative to `root`."""
-    layers, datasets = 6, ["humaneval", "news"]
-    counts = root / "runs" / "counts_embedded" / "version_0"
-    counts.mkdir(parents=True)
-    (counts / "counts.json").write_text(json.dumps({
-        "model": "smollm2-135m", "target": "max_logit", "gamma": 2e-5, "n_layers": layers, "layer_params": [1000] * layers,
-        "datasets": {d: {"n_samples": 8, "layer_counts": [900 - 100 * i - 10 * k for i in range(layers)], "quantile_counts": {}}
-                     for k, d in enumerate(datasets)},
+LAYERS, DATASETS = 6, ["humaneval", "news"]
+
+
+def write_counts(run: Path) -> None:
+    (run / "counts.json").write_text(json.dumps({
+        "model": "smollm2-135m", "target": "max_logit", "gamma": 2e-5, "n_layers": LAYERS, "layer_params": [1000] * LAYERS,
+        "datasets": {d: {"n_samples": 8, "layer_counts": [900 - 100 * i - 10 * k for i in range(LAYERS)], "quantile_counts": {}}
+                     for k, d in enumerate(DATASETS)},
     }))
-    similarity = root / "runs" / "similarity_embedded" / "version_0"
-    similarity.mkdir(parents=True)
-    pairs = {f"{x}-{y}": [[0.9 - 0.1 * i + 0.01 * j for i in range(layers)] for j in range(4)] for x in datasets for y in datasets if x <= y}
-    (similarity / "llmdcos.json").write_text(json.dumps({
-        "model": "smollm2-135m", "datasets": datasets, "n_pairs": 4, "n_layers": layers, "matrix": [[0.8, 0.3], [0.3, 0.7]],
+
+
+def write_llmdcos(run: Path) -> None:
+    pairs = {f"{x}-{y}": [[0.9 - 0.1 * i + 0.01 * j for i in range(LAYERS)] for j in range(4)] for x in DATASETS for y in DATASETS if x <= y}
+    (run / "llmdcos.json").write_text(json.dumps({
+        "model": "smollm2-135m", "datasets": DATASETS, "n_pairs": 4, "n_layers": LAYERS, "matrix": [[0.8, 0.3], [0.3, 0.7]],
         "matrix_layers": [3, 4], "llmdcos": pairs,
     }))
-    compare = root / "runs" / "compare_quick"
-    compare.mkdir(parents=True)
+
+
+def write_allpairs(run: Path) -> None:
+    (run / "allpairs.json").write_text(json.dumps({
+        "model": "smollm2-135m", "dataset": "lee", "n_texts": 3, "layers": [3, 5], "spearman": 0.2, "p_value": 0.01,
+        "per_layer_spearman": [0.1 * i for i in range(LAYERS)], "hidden_spearman": 0.4, "tfidf_spearman": 0.25,
+    }))
+
+
+def write_sts(run: Path) -> None:
+    gold, sums = [0.5, 1.5, 2.0, 3.5, 4.0, 4.5], [1.0, 1.2, 2.1, 2.0, 3.3, 3.9]
+    (run / "sts.json").write_text(json.dumps({
+        "model": "smollm2-135m", "dataset": "stsb", "n_pairs": len(gold), "layers": [3, 5], "spearman": 0.94, "p_value": 0.005,
+        "gold": gold, "layer_sum": sums, "per_layer_spearman": [0.1 * i for i in range(LAYERS)],
+    }))
+
+
+def write_compare(out: Path) -> None:
     header = ["method", "pruning_metric", "sparsity", "seed", "perplexity", "metric", "achieved_sparsity", "zeroshot", "seconds"]
     rows = [["dense", "-", 0.0, 0, 20.0], ["uniform", "wanda", 0.5, 0, 31.0], ["activation", "wanda", 0.5, 0, 29.0], ["owl", "wanda", 0.5, 0, 30.0]]
-    (compare / "results.csv").write_text("\n".join(",".join(map(str, r)) for r in [header, *(r + ["ppl/wiki", r[2], "{}", 1.0] for r in rows)]) + "\n")
-    (compare / "comparison.json").write_text(json.dumps({"fixed": {"model": "smollm2-135m", "evaluation": "ppl/wiki", "metric": "wanda"}}))
-    shutil.copytree(compare, root / "runs" / "compare_embedded")
-    allpairs = root / "runs" / "allpairs_embedded" / "version_0"
-    allpairs.mkdir(parents=True)
-    (allpairs / "allpairs.json").write_text(json.dumps({
-        "model": "smollm2-135m", "dataset": "lee", "n_texts": 3, "layers": [3, 5], "spearman": 0.2, "p_value": 0.01,
-        "per_layer_spearman": [0.1 * i for i in range(layers)], "hidden_spearman": 0.4, "tfidf_spearman": 0.25,
-    }))
-    holds = {
-        counts: "counts", similarity: "llmdcos", allpairs: "allpairs", compare: "compare", root / "runs" / "compare_embedded": "compare",
-    }
-    return {path.relative_to(root): kind for path, kind in holds.items()}
+    (out / "results.csv").write_text("\n".join(",".join(map(str, r)) for r in [header, *(r + ["ppl/wiki", r[2], "{}", 1.0] for r in rows)]) + "\n")
+    (out / "comparison.json").write_text(json.dumps({"fixed": {"model": "smollm2-135m", "evaluation": "ppl/wiki", "metric": "wanda"}}))
+
+
+# What a run holds, by its logger's (or compare directory's) name, and how the report names it.
+KINDS = [("compare", write_compare, "compare"), ("allpairs", write_allpairs, "allpairs"), ("similarity", write_llmdcos, "llmdcos"),
+         ("llmdcos", write_llmdcos, "llmdcos"), ("counts", write_counts, "counts"), ("sts", write_sts, "sts")]
+
+
+def write_readme_report_inputs(root: Path, named: list[str]) -> dict[Path, str]:
+    """The runs a page's `report` line names, as their writers lay them out (a logger dir's run in its
+    version_0, a compare output dir as it is): small, with made-up values. Returns what each holds,
+    by the path the report reads, relative to `root`."""
+    inputs = {}
+    for arg in named:
+        name = Path(arg).parts[1]
+        kind = next(((write, holds) for part, write, holds in KINDS if part in name), None)
+        assert kind is not None, f"a report line names {arg}: add what such a run holds to KINDS"
+        run = Path(arg) if holds_runs_directly(arg, kind[1]) else Path(arg) / "version_0"
+        (root / run).mkdir(parents=True, exist_ok=True)
+        kind[0](root / run)
+        inputs[run] = kind[1]
+    return inputs
+
+
+def holds_runs_directly(arg: str, holds: str) -> bool:
+    """A compare output dir, or a versioned run dir, is read as it is; a logger dir through its newest run."""
+    return holds == "compare" or Path(arg).name.startswith("version_")
 
 
 @pytest.mark.slow
@@ -219,10 +234,10 @@ def test_readme_commands_parse(line, tmp_path, monkeypatch, capsys):
         instantiates(args, monkeypatch)
         return
     # `report` reads finished runs: the line runs, as written, on the runs it names
-    inputs = write_readme_report_inputs(tmp_path)
-    named = [Path(a) for a in args[1:]]
-    named = [path if path in inputs else path / "version_0" for path in named]  # a logger dir: report reads its newest run
-    assert named and set(named) <= set(inputs), "the README names other runs; update the inputs here"
+    runs = [a for a in args[1:] if not a.startswith("--")]
+    inputs = write_readme_report_inputs(tmp_path, runs)
+    named = list(inputs)
+    assert named, "a report line names its runs"
     main(args)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == str(Path("runs") / "report" / "version_0" / "report.md") and (tmp_path / last).is_file()

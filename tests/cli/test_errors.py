@@ -62,8 +62,16 @@ def refused(parser, args: list[str]) -> str:
             'Parser key "pruning.allocation" (Activation): Option \'alhpa\' is not accepted; did you mean --pruning.allocation.init_args.alpha?',
         ),
         ("validate", ["--config", PRUNE, "--nonsense", "3"], "unrecognized arguments: --nonsense 3"),  # nothing close: no guess
+        (
+            "predict", ["--config", COUNTS, "--model.engine.target", "maxlogit"],
+            "Parser key \"model.engine.target\": Expected a typing.Literal['max_logit', 'log_prob', 'loss']. Got value: maxlogit; did you mean 'max_logit'?",
+        ),
+        (
+            "predict", ["--config", COUNTS, "--model.engine.target", "entropy"],
+            "Parser key \"model.engine.target\": Expected a typing.Literal['max_logit', 'log_prob', 'loss']. Got value: entropy",
+        ),
     ],
-    ids=["trainer-option", "group", "data-option", "allocation-class", "metric-class-case", "allocation-option", "nothing-close"],
+    ids=["trainer-option", "group", "data-option", "allocation-class", "metric-class-case", "allocation-option", "nothing-close", "target", "target-far"],
 )
 def test_a_mistyped_option_or_class_names_the_closest(parsers, subcommand, args, expected):
     assert refused(parsers[subcommand], args) == expected

@@ -166,7 +166,7 @@ def test_missing_fields_name_the_dataset_file_and_fields_before_the_model_loads(
 
     f = tmp_path / "boolq.jsonl"
     f.write_text('{"question": "is it", "answer": true}\n')
-    message = r"Dataset 'boolq' \(files \[.*boolq.jsonl'\]\) lacks fields \['passage'\]; its records need \['question', 'passage', 'answer'\]"
+    message = r"boolq.jsonl: line 1 lacks the field 'passage'; each record of 'boolq' needs question \(text\), passage \(text\), answer \(true or false\)$"
     with pytest.raises(ValueError, match=message):
         load_records("boolq", str(f))
 
@@ -218,16 +218,16 @@ def test_trust_remote_code_and_the_model_reach_the_data_tokenizer(monkeypatch):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ('"A man plays.",,3.0', r"record 1 has an empty 'sentence2' \(None\); every STS pair needs two sentences"),
-        ('"A man plays.","  ",3.0', r"record 1 has an empty 'sentence2' \('  '\)"),
-        ('"A man plays.","A man sings.",high', r"record 1 has 'score' 'high'; a gold score is a finite number"),
-        ('"A man plays.","A man sings.",', r"record 1 has 'score' None; a gold score is a finite number"),
+        ('"A man plays.",,3.0', r"line 3 has no value for 'sentence2'"),
+        ('"A man plays.","  ",3.0', r"line 3 has no value for 'sentence2'"),
+        ('"A man plays.","A man sings.",high', r"line 3 has 'score' as 'high'; it must be a number"),
+        ('"A man plays.","A man sings.",', r"line 3 has no value for 'score'"),
     ],
 )
 def test_an_sts_record_without_two_sentences_or_a_score_is_named(tmp_path, row, message):
     path = tmp_path / "stsb.csv"
     path.write_text(f'sentence1,sentence2,score\n"A dog runs.","A dog sprints.",4.5\n{row}\n"A cat sits.","A cat naps.",3.5\n')
-    with pytest.raises(ValueError, match=f"^Dataset 'stsb' {message}"):
+    with pytest.raises(ValueError, match=f"^{path}: {message}; each record of 'stsb' needs sentence1 \\(text\\)"):
         sample_sts_texts("stsb", 3, seed=0, data_files=str(path))
 
 

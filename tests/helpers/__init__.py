@@ -1,6 +1,7 @@
 """What the tests share: benchmark files in their real layouts, naive computations, process runners, probes.
 
 - benchmark_files.py  small files in each benchmark's real field layout, written by the tests
+- damage.py           Hypothesis strategies that damage a valid file (cut short, random bytes, a field out or mistyped)
 - naive.py            independent computations: per-sample autograd loops, the paper's formulas written out
 - tolerant.py         comparisons that hold under fp32 rounding (gaps, thresholds, ties)
 - allocations.py      what a callback allocates, measured (the memory plan's tests)
@@ -14,6 +15,8 @@
 - trainers.py         a Lightning Trainer as the analyses' callbacks run under
 - engine.py           the engine's tests' shared batches, fp64 references and error measures
 - host.py             the host-exit spy (nothing parameter-sized leaves the device)
+- cli.py              the CLI built with its subcommand recorded, not run; each subcommand's parser
+- pages.py, options.py the README's and the docs' pages as the doc tests read them; every option path the CLI accepts
 - phase_peak.py, compare_child.py, halting_child.py, pool_worker.py  scripts the tests run in a child process
 - startup/            sitecustomize.py, which installs the nudge in those child processes
 """

@@ -8,6 +8,7 @@ import pytest
 
 from lit_activation.cli import ActivationCLI, build_cli
 from lit_activation.trainer import ActivationTrainer
+from tests.helpers import ROOT
 
 
 def build_not_run(args: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[ActivationCLI, list[dict]]:
@@ -23,7 +24,7 @@ def build_not_run(args: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Act
 
     monkeypatch.setattr(ActivationTrainer, sub, record)
     # whether a hub model can be read here is the machine's (tests have no network), not the command's: test_errors.py
-    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name: None)
+    monkeypatch.setattr("lit_activation.cli.app.check_source", lambda name, **options: None)
     return build_cli(args), calls
 
 
@@ -44,3 +45,10 @@ def subcommand_parsers() -> dict:
             with pytest.raises(Built):
                 build_cli([sub])
     return captured
+
+
+def parse_command(parsers: dict, words: list[str]):  # noqa: ANN201 - jsonargparse's Namespace
+    """The options a `lit-activation <subcommand> ...` line sets, parsed (not instantiated) by its
+    subcommand's parser from `subcommand_parsers()`; `configs/` is the repository's."""
+    args = [w.replace("configs/", f"{ROOT / 'configs'}/") if w.startswith("configs/") else w for w in words[2:]]
+    return parsers[words[1]].parse_args(args)

@@ -208,3 +208,45 @@ def input_sums(model, modules: dict, calibration: torch.Tensor, batch_size: int,
         for h in handles:
             h.remove()
     return sums
+
+
+def naive_unit_scores(
+    model, row_ids: torch.Tensor, target: str = "max_logit", dtype: torch.dtype = torch.float64, row_mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """|w · ∂D/∂w| for ONE sequence in a `dtype` copy of the model with its own eager forward (plain
+    autograd, no hooks): per nn.Linear and router (its `weight`), and per expert of every fused 3D
+    experts tensor, named `<module>.experts.<e>.<tensor>` (the slice of expert e).
+
+    row_mask: the row as a padded batch feeds it (D at its last real token, positions counted over real
+    tokens): the same input the engine sees, for the fp32 rounding that padding brings."""
+    import copy
+
+    twin = copy.deepcopy(model).to(dtype).eval()  # buffers too (rotary frequencies, as rounded in a bf16 model)
+    twin.config._experts_implementation = "eager"  # transformers' own per-expert loop
+    twin.requires_grad_(True)
+    if row_mask is None:
+        logits = twin(input_ids=row_ids[None]).logits[0]
+        last = -1
+    else:
+        positions = (row_mask.long().cumsum(-1) - 1).clamp_min(0)
+        logits = twin(input_ids=row_ids[None], attention_mask=row_mask[None], position_ids=positions[None]).logits[0]
+        last = int(row_mask.nonzero().max())
+    if target == "loss":
+        value = F.cross_entropy(logits[:-1], row_ids[1:])
+    else:
+        top2 = logits[last].detach().topk(2).values
+        assert float(top2[0] - top2[1]) > 1e-3 * max(1.0, abs(float(top2[0]))), "the arg-max token (the scored target) is fragile"
+        value = logits[last, logits[last].argmax()] if target == "max_logit" else F.log_softmax(logits[last], -1)[logits[last].argmax()]
+    value.backward()
+    scores = {}
+    for name, p in twin.named_parameters():
+        if ".layers." not in name or p.dim() < 2 or name.endswith("_bias"):
+            continue
+        a = (p * p.grad).abs().detach() if p.grad is not None else torch.zeros_like(p)
+        if p.dim() == 3:  # fused experts: (experts, ...) -> one entry per expert
+            module, tensor = name.rsplit(".", 1)
+            scores.update({f"{module}.{e}.{tensor}": a[e] for e in range(p.shape[0])})
+        else:
+            scores[name.removesuffix(".weight")] = a
+    twin.requires_grad_(False)
+    return scores

@@ -78,6 +78,16 @@ def test_plan_command_prints_every_phase(capsys, bench_files):
     assert "-> fits" in out
 
 
+def test_a_plan_whose_inputs_cannot_be_read_says_so_and_why_in_full(capsys):
+    """Offline, a hub dataset cannot be read before the plan: the plan still prints, and its last line
+    says what it assumed and gives the loader's whole reason (a long one was cut mid-word before)."""
+    build_cli(["plan", "--config", str(CONFIGS / "counts_embedded.yaml"), "--model.model", "tiny-llama", "--data.init_args.datasets", "[boolq]",
+               "--memory_gb", "64"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("  note: the inputs were not read, so they are planned as long as their options allow (an upper bound). Why: ")
+    assert last.endswith("Offline, pass local files: data_files: {boolq: path/to/boolq.jsonl}")
+
+
 @pytest.mark.slow
 def test_published_configs_plan_offline(capsys):
     build_cli(["plan", "--config", str(CONFIGS / "counts.yaml"), "--device_type", "cuda", "--memory_gb", "80"])

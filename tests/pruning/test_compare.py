@@ -197,7 +197,7 @@ def test_what_a_run_would_refuse_is_refused_before_the_on_the_fly_counts_load_a_
         compare(tmp_path, bench_files, "cmp", "--seeds", "[0]", "--allocations", long_counts)
     broken = tmp_path / "boolq.jsonl"
     broken.write_text('{"question": "q", "answer": true}\n')
-    with pytest.raises(ValueError, match=r"lacks fields \['passage'\]"):
+    with pytest.raises(ValueError, match=r"boolq.jsonl: line 1 lacks the field 'passage'"):
         compare(tmp_path, bench_files, "cmp2", "--seeds", "[0]", "--zeroshot.tasks", "[boolq]", "--zeroshot.limit", "2",
                 "--zeroshot.data_files", f"{{boolq: {broken}}}")
     assert not (tmp_path / "cmp" / "comparison.json").exists() and not (tmp_path / "cmp2" / "comparison.json").exists()

@@ -399,7 +399,7 @@ def test_a_broken_run_file_is_one_error_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["report", str(run), "--output", str(tmp_path / "out")])
     (err,) = capsys.readouterr().err.strip().splitlines()
-    assert err.startswith("error: ") and "counts.json holds a JSON list" in err
+    assert err.startswith("error: ") and "counts.json: holds a JSON list, not an object; it was changed or damaged" in err
 
 
 def test_a_counts_run_without_datasets_cannot_be_assessed(tmp_path):

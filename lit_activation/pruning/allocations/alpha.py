@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from lit_activation.distributed.sharding import is_sharded
-from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
+from lit_activation.models.experts import ExpertSlice
+from lit_activation.models.layers import block_prunable, decoder_layers, weight_out_in
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.allocations.base import Allocation
+from lit_activation.pruning.allocations.per_expert import spread_over_experts
 from lit_activation.pruning.context import PruningContext
+from lit_activation.pruning.expert_inputs import expert_key
 from lit_activation.pruning.sparsity import XMIN, alpha_sparsity, esd_alpha
 
 
@@ -23,31 +26,50 @@ class AlphaPruning(Allocation):
         xmin: where the fitted tail starts: `mid`, the median eigenvalue; `peak` (what AlphaPruning's
             LLaMA scripts use), the candidate near the density peak of the log10 eigenvalues whose
             power law is closest to the tail by the KS distance (sparsity.peak_fit).
+        per_expert: a mixture of experts: each layer's sparsity spread over its experts by the same
+            mapping of their own α (the mean over each expert's slices).
     A layer sparsity outside [0, 1) is refused: lower the target or ε.
     Cost: one SVD per linear weight (fp32, one weight at a time; a sharded weight is gathered for it);
     `peak` adds one tail fit per candidate xmin (O(N) each, N singular values).
     """
 
-    def __init__(self, epsilon: float = 0.3, xmin: Literal["mid", "peak"] = "mid") -> None:
+    def __init__(self, epsilon: float = 0.3, xmin: Literal["mid", "peak"] = "mid", per_expert: bool = False) -> None:
         if not 0 <= epsilon < 1:
             raise ValueError(f"AlphaPruning epsilon must be in [0, 1), got {epsilon}")
         if xmin not in XMIN:
             raise ValueError(f"AlphaPruning xmin {xmin!r} is not supported; accepted: 'mid', 'peak'")
-        self.epsilon, self.xmin = epsilon, xmin
+        self.epsilon, self.xmin, self.per_expert = epsilon, xmin, per_expert
         self.block_alphas: list[float] | None = None  # what the allocation used, for the record
+        self._expert_alphas: dict[str, list[float]] = {}
 
     def layer_sparsity(self, sparsity: float, context: PruningContext) -> list[float]:
-        metrics, sizes = [], []
-        for block in decoder_layers(context.model)[1]:
+        metrics, sizes, counts = [], [], []
+        self._expert_alphas = {}
+        prefix, layers = decoder_layers(context.model)
+        for index, block in enumerate(layers):
             total, params = 0.0, 0
-            for module in block_linears(block).values():
+            units = block_prunable(block)  # a mixture of experts: each expert's slices too
+            for name, module in units.items():
                 weight = module.weight.full_tensor() if is_sharded(module.weight) else module.weight
-                total += esd_alpha(weight_out_in(module, weight), self.xmin)
+                alpha = esd_alpha(weight_out_in(module, weight), self.xmin)
+                total += alpha
                 params += weight.numel()
+                if isinstance(module, ExpertSlice):
+                    self._expert_alphas.setdefault(expert_key(f"{prefix}.{index}.{name}"), []).append(alpha)
             metrics.append(total)
             sizes.append(params)
+            counts.append(len(units))
+        # blocks of different module counts (DeepSeek's dense first layers among MoE ones) compared on
+        # the largest count's basis, i.e. by their mean α; equal counts keep the sum exactly
+        metrics = [total * (max(counts) / count) if count != max(counts) else total for total, count in zip(metrics, counts, strict=True)]
         self.block_alphas = metrics
         return alpha_sparsity(metrics, sizes, sparsity, self.epsilon)
+
+    def expert_sparsity(self, layer_sparsity: list[float], context: PruningContext) -> dict[str, float]:
+        if not self.per_expert:
+            return {}
+        mean_alpha = {key: sum(values) / len(values) for key, values in self._expert_alphas.items()}
+        return spread_over_experts(context.model, layer_sparsity, mean_alpha, lambda m, sizes, s: alpha_sparsity(m, sizes, s, self.epsilon))
 
     def memory_needs(self, plan: PlanContext) -> Footprint:
         """The singular values of one weight at a time: its fp32 copy and LAPACK's copy of it (a

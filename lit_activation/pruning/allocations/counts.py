@@ -8,7 +8,6 @@ One nested option with three choices, selected by `class_path`:
 
 from __future__ import annotations
 
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -18,9 +17,11 @@ from torch import nn
 
 from lit_activation.analyses.counts import layer_counts
 from lit_activation.data.datamodule import Group, pad_groups
+from lit_activation.data.registry import check_files
 from lit_activation.distributed.shards import LOCAL, Shards
 from lit_activation.engine import EngineSettings, RowRanges, stream_taylor_scores
 from lit_activation.engine.reduce import ScoreSum
+from lit_activation.files import NUMBER, TEXT, BrokenFile, read_json_object, shape_problem
 from lit_activation.models.layers import layer_map, linear_modules
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.context import PruningContext
@@ -54,6 +55,11 @@ def check_count_values(counts: Sequence, source: str) -> None:
     bad = next((i for i, v in enumerate(values) if not math.isfinite(v) or v < 0), None)
     if bad is not None:
         raise ValueError(f"{source}: layer {bad}'s count is {counts[bad]!r}; counts of activated parameters are finite numbers >= 0")
+
+
+COUNTS_REMEDY = "give a counts.json written by `lit-activation predict` with ActivationCounts"
+# What the allocation reads of a counts.json (the report's shapes: a field present has this kind).
+COUNTS_SHAPE = {"model": TEXT, "datasets": {"*": {"layer_counts": [NUMBER], "quantile_counts": {"*": {"layer_counts": [NUMBER]}}}}}
 
 
 class CountsSource(ABC):
@@ -104,39 +110,52 @@ class CountsFile(CountsSource):
     def __init__(self, path: str, dataset: str | None = None, key: str = "gamma", model: str | None = None) -> None:
         self.path, self.dataset, self.key, self.model = path, dataset, key, model
 
-    def _entry(self) -> tuple[dict, dict]:
+    def entry(self) -> tuple[dict, dict]:
+        """(the whole counts.json, the chosen dataset's entry), the file checked and refused in one line
+        naming it when it is no counts file or lacks the dataset (also read by expert pruning's TaylorMass)."""
         path = Path(self.path)
         if not path.is_file():
             raise FileNotFoundError(f"counts file {self.path!r} does not exist (a counts.json written by `lit-activation predict` with ActivationCounts)")
-        try:
-            data = json.loads(path.read_text())
-            datasets = data["datasets"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"counts file {self.path!r} is not a counts.json of ActivationCounts: {err}") from err
+        data = read_json_object(path, COUNTS_REMEDY)
+        problem = shape_problem(data, COUNTS_SHAPE, "counts")
+        datasets = data.get("datasets")
+        if problem is None and not datasets:
+            problem = "has no counts of any dataset ('datasets')"
+        if problem is not None:
+            raise BrokenFile(path, f"is not a counts.json of ActivationCounts: {problem}", COUNTS_REMEDY)
         name = self.dataset or next(iter(datasets))
-        if name not in datasets:
-            raise ValueError(f"counts file {self.path!r} has no dataset {name!r}; it has {list(datasets)}")
-        entry = datasets[name]
-        if self.key != "gamma" and self.key not in entry.get("quantile_counts", {}):
-            raise ValueError(f"counts file {self.path!r}: key {self.key!r} unknown; accepted: 'gamma', {list(entry.get('quantile_counts', {}))}")
+        if name not in datasets:  # "Unknown ...; accepted: [...]": the command line adds the closest name
+            raise ValueError(f"Unknown dataset {name!r} in counts file {self.path!r}; accepted: {list(datasets)}")
+        entry = datasets[name] or {}
+        quantiles = entry.get("quantile_counts") or {}
+        if self.key != "gamma" and self.key not in quantiles:
+            raise ValueError(f"Unknown key {self.key!r} in counts file {self.path!r}; accepted: {['gamma', *quantiles]}")
+        if self._counts(entry) is None:
+            raise BrokenFile(path, f"is not a counts.json of ActivationCounts: dataset {name!r} has no layer_counts ({self.key})", COUNTS_REMEDY)
         return data, entry
 
+    def _counts(self, entry: dict) -> list | None:
+        """The entry's counts at this source's key (the run's γ, or a quantile's)."""
+        if self.key == "gamma":
+            return entry.get("layer_counts")
+        return ((entry.get("quantile_counts") or {}).get(self.key) or {}).get("layer_counts")
+
     def check(self, model_name: str, n_layers: int) -> None:
-        data, entry = self._entry()
+        data, entry = self.entry()
         expected = self.model or model_name
         if data.get("model") != expected:
             raise ValueError(
                 f"counts file {self.path!r} holds counts of model {data.get('model')!r}; this run prunes {model_name!r}. "
                 f"Use counts of this model, or set counts.init_args.model {data.get('model')!r} if it is the same model under another name"
             )
-        counts = entry["layer_counts"] if self.key == "gamma" else entry["quantile_counts"][self.key]["layer_counts"]
+        counts = self._counts(entry)
         if len(counts) != n_layers:
             raise ValueError(f"counts file {self.path!r} has counts for {len(counts)} layers; {model_name!r} has {n_layers}")
         check_count_values(counts, f"counts file {self.path!r} ({self.key})")
 
     def layer_counts(self, context: PruningContext) -> list[float]:
-        _, entry = self._entry()
-        return entry["layer_counts"] if self.key == "gamma" else entry["quantile_counts"][self.key]["layer_counts"]
+        _, entry = self.entry()
+        return self._counts(entry)
 
 
 class OnTheFlyCounts(CountsSource):
@@ -158,6 +177,11 @@ class OnTheFlyCounts(CountsSource):
             raise ValueError(f"OnTheFlyCounts needs gamma >= 0, samples >= 1, length >= 2, batch_size >= 1; got {gamma}, {samples}, {length}, {batch_size}")
         self.gamma, self.samples, self.length = gamma, samples, length
         self.dataset, self.files, self.seed, self.batch_size = dataset, files, seed, batch_size
+
+    def check(self, model_name: str, n_layers: int) -> None:
+        """Its own text files, before any model loads (the calibration set's are checked as the batch is built)."""
+        if self.dataset and self.files:
+            check_files(self.dataset, self.files)
 
     def memory_needs(self, plan: PlanContext) -> Footprint:
         """A Finding 1 pass on the dense model: its sums (one fp32 value per scored parameter) and the

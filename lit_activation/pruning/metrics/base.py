@@ -22,6 +22,7 @@ from transformers.pytorch_utils import Conv1D
 from lit_activation.engine import RowRanges
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.context import Calibration, PruningContext
+from lit_activation.pruning.expert_inputs import ExpertInputs
 from lit_activation.pruning.masks import prune_module
 from lit_activation.pruning.sequential import BlockInputs, input_norms
 
@@ -36,10 +37,17 @@ class PruningMetric:
     def enter_block(self, index: int, context: PruningContext) -> None:
         """Work when sequential pruning reaches block `index`, its predecessors pruned (default: nothing)."""
 
-    def input_statistics(self, block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
-        """What the method reads of each linear's calibration inputs in `block`, by the module's name
-        inside the block (default: ‖X_k‖₂ per input channel over every token)."""
-        return input_norms(block, inputs)
+    # Whether the method prunes inside a mixture of experts' experts, from each expert's own inputs
+    # (pruning/expert_inputs.py). A method that scores with a dense model's gradients does not yet.
+    prunes_experts: bool = True
+
+    def input_statistics(
+        self, block: nn.Module, inputs: BlockInputs, experts: ExpertInputs | None = None, tokens: dict[str, int] | None = None,
+    ) -> dict[str, Tensor]:
+        """What the method reads of each unit's calibration inputs in `block`, by the unit's name inside
+        the block (default: ‖X_k‖₂ per input channel over every token; an expert's over its tokens, by
+        `experts`, each expert's routed tokens counted into `tokens`)."""
+        return input_norms(block, inputs, experts, tokens)
 
     def prune(self, name: str, module: nn.Module, statistic: Tensor, sparsity: float, n: int, m: int, context: PruningContext) -> float:
         """Prune one linear in place; returns the fraction of its weights pruned. Default: mask the

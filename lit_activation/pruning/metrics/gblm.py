@@ -28,6 +28,8 @@ class GBLM(PruningMetric):
             fp32 value per scored parameter (a sharded rank: of its own rows).
     """
 
+    prunes_experts = False  # its scores come from the dense engine over the linears only
+
     def __init__(self, alpha: float = 100.0) -> None:
         if not alpha >= 0:
             raise ValueError(f"GBLM alpha must be >= 0, got {alpha}")

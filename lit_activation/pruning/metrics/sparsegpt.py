@@ -10,14 +10,14 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 from transformers import PretrainedConfig
-from transformers.pytorch_utils import Conv1D
 
 from lit_activation.distributed.shards import Shards
 from lit_activation.models.architectures import fake_model
-from lit_activation.models.layers import block_linears, decoder_layers, weight_out_in
+from lit_activation.models.layers import block_prunable, decoder_layers, stored_transposed, weight_out_in
 from lit_activation.planning import simulate
 from lit_activation.planning.plan import Footprint, PlanContext
 from lit_activation.pruning.context import Calibration, PruningContext
+from lit_activation.pruning.expert_inputs import ExpertInputs, expert_key
 from lit_activation.pruning.masks import decided_weight
 from lit_activation.pruning.metrics.base import PruningMetric
 from lit_activation.pruning.sequential import BlockInputs, calibration_inputs, input_hessians
@@ -187,8 +187,10 @@ class SparseGPT(PruningMetric):
             raise ValueError(f"SparseGPT percdamp must be a finite number >= 0 (λ = percdamp · mean(diag H)), got {percdamp!r}")
         self.percdamp = float(percdamp)
 
-    def input_statistics(self, block: nn.Module, inputs: BlockInputs) -> dict[str, Tensor]:
-        return input_hessians(block, inputs)
+    def input_statistics(
+        self, block: nn.Module, inputs: BlockInputs, experts: ExpertInputs | None = None, tokens: dict[str, int] | None = None,
+    ) -> dict[str, Tensor]:
+        return input_hessians(block, inputs, experts, tokens)
 
     def prune(self, name: str, module: nn.Module, statistic: Tensor, sparsity: float, n: int, m: int, context: PruningContext) -> float:
         """OBS-prune one linear in place from its H (`statistic`, consumed: the caller passes its only
@@ -200,13 +202,19 @@ class SparseGPT(PruningMetric):
         rows, columns = weight_out_in(module, weight).shape  # the whole module's, also on a sharded rank
         if m and columns % m:
             raise ValueError(f"N:M with m={m} needs in_features divisible by m, got {columns} ({name})")
-        dead = dampen(statistic, self.percdamp)
+        percdamp = self.percdamp
+        routed = context.expert_tokens.get(expert_key(name)) if context is not None else None  # an expert's tokens (None: no expert)
+        if routed is not None and routed < context.expert_inputs.min_tokens:  # few tokens: H says little, lean on damping
+            percdamp = max(percdamp, context.expert_inputs.few_tokens_damping)
+            if routed == 0:  # no token at all: H = I, plain magnitude within the OBS order, no column dropped as dead
+                statistic = torch.eye(statistic.shape[0], dtype=statistic.dtype, device=statistic.device)
+        dead = dampen(statistic, percdamp)
         try:  # three steps, each result rebinding the name: two c × c matrices at most, as in the reference
             statistic = torch.linalg.cholesky(statistic)
             statistic = torch.cholesky_inverse(statistic)
             hinv = torch.linalg.cholesky(statistic, upper=True)
         except torch.linalg.LinAlgError:
-            raise ValueError(f"{name}: H + λI is not positive definite (percdamp {self.percdamp}); raise percdamp") from None
+            raise ValueError(f"{name}: H + λI is not positive definite (percdamp {percdamp}); raise percdamp") from None
         del statistic
         decided = decided_weight(module)
         work = decided.weight.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
@@ -234,10 +242,11 @@ class SparseGPT(PruningMetric):
 
 @simulate.cached
 def block_shapes(config: PretrainedConfig, dtype: torch.dtype) -> tuple[tuple[int, int, bool], ...]:
-    """(rows, inputs, is Conv1D) of each linear of one decoder block, in the order pruning visits them, from a fake model."""
+    """(rows, inputs, stored transposed) of each unit of one decoder block, in the order pruning visits them,
+    from a fake model: its linears, and in a mixture of experts every expert's slices (an H each)."""
     model = fake_model(simulate.one_block_config(config), dtype, simulate.FakeTensorMode())
-    block = decoder_layers(model)[1][0]
-    return tuple((*weight_out_in(m).shape, isinstance(m, Conv1D)) for m in block_linears(block).values())
+    block = decoder_layers(model)[1][-1]  # the last: a model whose first blocks are dense (DeepSeek) plans an MoE block
+    return tuple((*weight_out_in(m).shape, stored_transposed(m)) for m in block_prunable(block).values())
 
 
 def solve_peak(shapes: Sequence[tuple[int, int, bool]], shards: int, itemsize: int, blocksize: int, mask_group: int) -> int:

@@ -49,6 +49,8 @@ class Taylor(PruningMetric):
             (cost: one pass per block; memory: one block's values).
     """
 
+    prunes_experts = False  # its scores come from the dense engine over the linears only
+
     def __init__(self, target: Literal["max_logit", "log_prob", "loss"] = "max_logit", sequential: bool = False) -> None:
         self.settings = EngineSettings(target=target)
         self.target, self.sequential = target, sequential
