@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 
 import pytest
@@ -21,6 +24,9 @@ from tests.helpers.nudge import install_from_env  # noqa: E402
 
 install_from_env()  # LIT_ACTIVATION_TEST_NUDGE_ULPS=k: every batched score moved by up to k ulps (tests/helpers/nudge.py)
 tokens.install()  # a corpus is tokenized once per test process, not once per run (tests/helpers/tokens.py)
+if not os.environ.get(tokens.VARIABLE):  # and once per session: the processes it starts (xdist's, the pool's) share the files
+    os.environ[tokens.VARIABLE] = tempfile.mkdtemp(prefix="lit-activation-tokens-")
+    atexit.register(shutil.rmtree, os.environ[tokens.VARIABLE], True)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +72,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` need CUDA: skipped, saying so, where there is none (CI, this project's machines)."""
+    """Tests marked `gpu` need CUDA: skipped, saying so, where there is none (CI, this project's machines).
+    Under pytest-xdist (`-n 2 --dist loadgroup`, as `make test` runs), the tests that run commands on the
+    pool of processes (tests/helpers/pool.py) share one worker, and so one pool, and so do the tests of the
+    real model (they convert and cache it once)."""
+    from tests.helpers import processes
+
+    for item in items:
+        module = getattr(item, "module", None)
+        if "ddp" in item.keywords or getattr(module, "cli", None) is processes.cli:
+            item.add_marker(pytest.mark.xdist_group("pool"))
+        elif "embedded" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("embedded"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu)")

@@ -15,6 +15,7 @@ import yaml
 
 from lit_activation.cli import build_cli
 from lit_activation.trainer import ActivationTrainer
+from tests.helpers import child_env
 from tests.helpers.cli import build_not_run
 
 ROOT = Path(__file__).parents[2]
@@ -141,7 +142,7 @@ def test_console_script_exits_zero_after_a_run(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", wrapper, "predict", "--config", str(config), "--model.model", "tiny-llama",
          "--data.init_args.num_samples", "1", "--trainer.logger.init_args.save_dir", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True, text=True, cwd=tmp_path, env=child_env(),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert next(tmp_path.rglob("counts.json"))

@@ -18,6 +18,7 @@ from lit_activation.cli.console import console
 from lit_activation.cli.errors import one_line, suggestion
 from lit_activation.cli.run_dirs import discard_empty_run_dirs, missing_parents
 from lit_activation.trainer import ActivationTrainer
+from tests.helpers import child_env
 from tests.helpers.cli import subcommand_parsers
 
 ROOT = Path(__file__).parents[2]
@@ -271,10 +272,10 @@ def test_the_console_script_is_quiet_and_verbose_on_demand(tmp_path):
 
     command = [sys.executable, "-m", "lit_activation", "predict", "--config", COUNTS, "--model.model", "tiny-llama",
                "--data.init_args.num_samples", "1", "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path)]
-    quiet = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    quiet = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=child_env())
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "GPU available" not in quiet.stderr and "predict returned None" not in quiet.stderr and "INFO " not in quiet.stderr
     assert "Memory plan: predicted peak" in quiet.stderr and "Loading tiny-llama in float32" in quiet.stderr
     assert "Finding 1 counts:" in quiet.stdout
-    verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True, cwd=tmp_path)
+    verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True, cwd=tmp_path, env=child_env())
     assert verbose.returncode == 0 and "GPU available" in verbose.stderr and "INFO lit_activation.module: Memory plan" in verbose.stderr

@@ -1,5 +1,7 @@
-"""Several nodes: 2 simulated nodes × 2 processes, launched as on a cluster (two `torchrun` launches
-with --nnodes 2, --node_rank 0|1 and a master on 127.0.0.1), give one process's counts and LLMDcos.
+"""Several nodes: 2 simulated nodes × 2 processes give one process's counts and LLMDcos. The counts run is
+launched as on a cluster (two `torchrun` launches with --nnodes 2, --node_rank 0|1 and a master on
+127.0.0.1); the LLMDcos run on the tests' pool of processes, which Lightning sees as ranks that a
+launcher started (LOCAL_RANK, NODE_RANK, WORLD_SIZE), as on a cluster whose scheduler starts them.
 
 Lightning's ModelParallelStrategy then puts each shard group inside a node (tensor_parallel: the
 node's devices) and the replicas across the nodes (data_parallel: the nodes), as HSDP does.
@@ -60,7 +62,7 @@ def test_two_nodes_of_two_processes_give_one_process_s_counts_and_llmdcos(tmp_pa
         assert four[name]["n_samples"] == one[name]["n_samples"] == 5
     llmdcos = [*LLMDCOS, "--data.data_files", json.dumps({k: bench_files[k] for k in ("boolq", "gsm8k")})]
     one_l, _ = cli(tmp_path, "one_llmdcos", llmdcos, model=model)
-    four_l = on_two_nodes(tmp_path, "nodes_llmdcos", llmdcos, model)
+    four_l, _ = cli(tmp_path, "nodes_llmdcos", llmdcos, devices=2, nodes=2, strategy=SHARDED, model=model)
     one_l, four_l = (json.loads((run / "llmdcos.json").read_text()) for run in (one_l, four_l))
     assert four_l["llmdcos"].keys() == one_l["llmdcos"].keys()
     for pair, values in one_l["llmdcos"].items():  # cosines in [0, 1] from Gram sums added in another order

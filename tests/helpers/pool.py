@@ -73,9 +73,10 @@ class Pool:
             worker.wait()
         self.workers[rank] = None
 
-    def run(self, args: list[str], devices: int, cwd: Path, timeout: float = 600) -> list[Ran]:
-        """`lit-activation <args>` in `cwd` on `devices` ranks; what each rank did, rank 0 first."""
-        workers = [self._worker(rank) for rank in range(devices)]
+    def run(self, args: list[str], devices: int, cwd: Path, timeout: float = 600, nodes: int = 1) -> list[Ran]:
+        """`lit-activation <args>` in `cwd` on `devices` ranks of each of `nodes` simulated nodes (node r // devices
+        holds rank r, as its launcher would number them); what each rank did, rank 0 first."""
+        workers = [self._worker(rank) for rank in range(devices * nodes)]
         for worker in workers:  # a new worker says "ready" once it has imported everything
             if not hasattr(worker, "ready"):
                 line = worker.stdout.readline()
@@ -84,8 +85,9 @@ class Pool:
         self.logs = self.logs or Path(tempfile.mkdtemp(prefix="lit-activation-pool-"))
         port, logs = free_port(), self.logs
         for rank, worker in enumerate(workers):
-            env = {"LOCAL_RANK": str(rank), "NODE_RANK": "0", "WORLD_SIZE": str(devices), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-            job = {"args": args, "cwd": str(cwd), "env": env if devices > 1 else {},
+            env = {"LOCAL_RANK": str(rank % devices), "NODE_RANK": str(rank // devices), "WORLD_SIZE": str(len(workers)),
+                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+            job = {"args": args, "cwd": str(cwd), "env": env if len(workers) > 1 else {},
                    "stdout": str(logs / f"{port}.{rank}.out"), "stderr": str(logs / f"{port}.{rank}.err")}
             worker.stdin.write(json.dumps(job) + "\n")
             worker.stdin.flush()

@@ -24,22 +24,24 @@ def sharded(data_parallel: int, tensor_parallel: int) -> str:
 
 def cli(
     tmp_path: Path, name: str, args: list[str], devices: int = 1, strategy: str | None = None, subcommand: str = "predict",
-    config: Path | None = None, model: str = "tiny-llama", fresh: bool = False,
+    config: Path | None = None, model: str = "tiny-llama", fresh: bool = False, nodes: int = 1,
 ) -> tuple[Path, str]:
     """Run `lit-activation <subcommand>` on `devices` CPU processes of the session's pool (tests/helpers/pool.py);
     (its run dir, what its ranks wrote to stderr). fresh: `python -m lit_activation` in a new process, which
     starts the others as Lightning does, for what a reused process would change (its resident memory)."""
     command = [
         subcommand, *(["--config", str(config)] if config else []), "--model.model", model,
-        "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), *(["--trainer.strategy", strategy] if strategy else []),
+        "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), "--trainer.num_nodes", str(nodes),
+        *(["--trainer.strategy", strategy] if strategy else []),
         "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
         "--trainer.logger.init_args.name", name, *args,
     ]
+    assert not (fresh and nodes > 1), "several nodes run on the pool"
     if fresh:
         done = subprocess.run([sys.executable, "-m", "lit_activation", *command], capture_output=True, text=True, env=child_env(), cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-4000:]
         return tmp_path / name / "version_0", done.stderr
-    ranks = POOL.run(command, devices, tmp_path)
+    ranks = POOL.run(command, devices, tmp_path, nodes=nodes)
     assert all(rank.code == 0 for rank in ranks), "\n".join(f"rank {r} (exit {rank.code}): {rank.stderr[-3000:]}" for r, rank in enumerate(ranks))
     return tmp_path / name / "version_0", "".join(rank.stderr for rank in ranks)
 

@@ -7,16 +7,26 @@ reads its first 1024 tokens. `install()` wraps `token_stream` so that the same t
 tokenizer (its class and its whole serialized pipeline: normalizer, pre-tokenizer, model, special
 tokens) is tokenized once; each caller gets its own copy. The ids are the function's own, so no test
 sees other inputs. A tokenizer without a serialized pipeline (a slow one) is never memoized.
+
+The processes a test starts share the memo through files: where LIT_ACTIVATION_TEST_TOKENS names a
+directory (conftest.py makes one per test session, and the processes inherit it), each tokenized
+corpus is also written there, whole or not at all (a new name, then a rename), and read back with
+`torch.load(weights_only=True)`; startup/sitecustomize.py installs the memo in a child process when it
+first imports the module that tokenizes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
 from lit_activation.data import samples
+
+VARIABLE = "LIT_ACTIVATION_TEST_TOKENS"  # the directory of the memo's files, shared by a session's processes
 
 _memo: dict[tuple[str, str], torch.Tensor] = {}
 
@@ -27,6 +37,21 @@ def fingerprint(tokenizer: object) -> str | None:
     if backend is None:
         return None
     return hashlib.sha256(f"{type(tokenizer).__qualname__}\0{backend.to_str()}".encode()).hexdigest()
+
+
+def _shared(key: tuple[str, str], tokenize: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The ids of `key` from the session's directory, tokenized and written there if absent (no directory: tokenized)."""
+    directory = os.environ.get(VARIABLE)
+    if not directory:
+        return tokenize()
+    path = Path(directory) / f"{key[0][:32]}-{key[1][:32]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    ids = tokenize()
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save(ids, partial)
+    os.replace(partial, path)  # another process reads it whole or not at all
+    return ids
 
 
 def install() -> None:
@@ -41,7 +66,7 @@ def install() -> None:
             return original(texts, tokenizer, separator)
         text = hashlib.sha256(separator.join(texts).encode()).hexdigest()
         if (key, text) not in _memo:
-            _memo[(key, text)] = original(texts, tokenizer, separator)
+            _memo[(key, text)] = _shared((key, text), lambda: original(texts, tokenizer, separator))
         return _memo[(key, text)].clone()
 
     token_stream.memoized = True
