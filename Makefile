@@ -35,12 +35,13 @@ demo: $(STAMP)
 test-quick: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not slow and not ddp and not embedded"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not ddp and not embedded"
 
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy  # the public modules' types ([tool.mypy] in pyproject.toml)
-	$(PY) -m pytest -q -ra
+	# two test processes (pytest-xdist); the multi-process tests share one, and its pool of ranks (tests/conftest.py)
+	$(PY) -m pytest -q -ra -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/scoring.py
