@@ -4,12 +4,14 @@ and the refusals that come before any work (docs/moe.md)."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
 from lit_activation.cli import build_cli, main
 from lit_activation.models.tiny import tiny_model, tiny_tokenizer
+from tests.helpers import ROOT
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -154,21 +156,29 @@ def test_experts_the_engine_cannot_read_are_one_line_before_the_model_loads(tmp_
 
 
 @pytest.mark.slow
-def test_compare_sweeps_a_mixture_of_experts_to_its_report(tmp_path, bench_files, capsys):
-    """Uniform against the paper's Activation allocation (counts on the fly, the experts' weights in every
-    layer's count), Wanda and SparseGPT inside the experts, two seeds: every run recorded, and the report
-    gives Validation 1 a verdict per method."""
-    from tests.pruning.test_compare import arguments, rows
+def test_the_readme_s_sweep_of_a_mixture_of_experts_runs_to_its_report(tmp_path, monkeypatch, capsys):
+    """The README's two lines, as written (offline, on the embedded corpora): uniform against the paper's
+    Activation allocation (counts on the fly, the experts' weights in every layer's count), Wanda and
+    SparseGPT inside the experts, two seeds; every run recorded, and the report gives Validation 1 a
+    verdict per method."""
+    from tests.helpers.pages import tool_commands
+    from tests.pruning.test_compare import rows
 
-    args = arguments(tmp_path, bench_files, "cmp", "--model.model", "tiny-mixtral", "--metrics", "[Wanda, SparseGPT]")
-    build_cli(["compare", *args])
-    runs = rows(tmp_path / "cmp")
+    sweep, report = [line for line in tool_commands() if "runs/compare_tiny_moe" in line]
+    assert sweep.startswith("lit-activation compare ") and report == "lit-activation report runs/compare_tiny_moe"
+    monkeypatch.chdir(tmp_path)
+    build_cli(shlex.split(sweep.replace("configs/", f"{ROOT / 'configs'}/"))[1:])
+    runs = rows(tmp_path / "runs" / "compare_tiny_moe")
     assert len(runs) == 1 + 2 * 2 * 2  # dense + 2 allocations × 2 methods × 2 seeds
+    assert {(r["method"], r["pruning_metric"]) for r in runs[1:]} == {(a, m) for a in ("uniform", "activation") for m in ("wanda", "sparsegpt")}
     # each row loses ⌊in · s_l⌋ weights: with 32 inputs a layer's fraction moves by up to 1/32 from its target
     assert all(float(r["achieved_sparsity"]) == pytest.approx(0.5, abs=1 / 32) for r in runs if r["method"] != "dense")
-    main(["report", str(tmp_path / "cmp"), "--output", str(tmp_path / "report")])
-    report = json.loads((Path(capsys.readouterr().out.strip().splitlines()[-1]).parent / "report.json").read_text())
-    assert report["sections"]["validation1"]["parts"], "no Validation 1 verdict"
+    capsys.readouterr()
+    main(shlex.split(report)[1:])
+    written = json.loads((tmp_path / Path(capsys.readouterr().out.strip().splitlines()[-1])).parent.joinpath("report.json").read_text())
+    judged = {part["detail"]["metric"]: part["verdict"] for part in written["sections"]["validation1"]["parts"]
+              if part["claim"].startswith("Validation 1, tiny-mixtral, activation vs uniform")}
+    assert judged.keys() == {"wanda", "sparsegpt"} and "not run" not in judged.values(), written["sections"]["validation1"]
 
 
 @pytest.mark.slow
