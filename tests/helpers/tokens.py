@@ -42,7 +42,7 @@ def fingerprint(tokenizer: object) -> str | None:
 def _shared(key: tuple[str, str], tokenize: Callable[[], torch.Tensor]) -> torch.Tensor:
     """The ids of `key` from the session's directory, tokenized and written there if absent (no directory: tokenized)."""
     directory = os.environ.get(VARIABLE)
-    if not directory:
+    if not directory or not Path(directory).is_dir():  # none, or the run that made it has ended
         return tokenize()
     path = Path(directory) / f"{key[0][:32]}-{key[1][:32]}.pt"
     if path.is_file():
