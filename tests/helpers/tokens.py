@@ -70,4 +70,5 @@ def install() -> None:
         return _memo[(key, text)].clone()
 
     token_stream.memoized = True
+    token_stream.original = original  # what the memo stands for (tests/test_tokens_memo.py compares them)
     samples.token_stream = token_stream
