@@ -20,12 +20,12 @@ import time
 
 import torch
 from machine import describe
-from transformers import AutoModelForCausalLM, OlmoeConfig
+from transformers import OlmoeConfig
 
 from lit_activation.engine import EngineSettings, ScoreSum, stream_taylor_scores
 from lit_activation.models.experts import ExpertSlice
 from lit_activation.models.layers import scored_modules
-from lit_activation.models.tiny import VOCAB
+from lit_activation.models.tiny import VOCAB, random_model
 
 
 def olmoe_like(args: argparse.Namespace) -> torch.nn.Module:
@@ -37,13 +37,7 @@ def olmoe_like(args: argparse.Namespace) -> torch.nn.Module:
     )
     config._attn_implementation = "eager"
     config._experts_implementation = args.kernel
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.2)
-    return model.eval().requires_grad_(False)
+    return random_model(config)
 
 
 def per_sample_loop(model: torch.nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -180,9 +180,8 @@ def test_a_kill_in_the_middle_of_a_write_leaves_the_old_file_whole(tmp_path):
     outputs.write_json(path, {"old": 1})
     child = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(path), str(marker)])
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert child.poll() is None and time.monotonic() < deadline, "the writer never got to its write"
+        while not marker.exists():  # the child either reaches the write (and waits there) or ends
+            assert child.poll() is None, "the writer ended before its write"
             time.sleep(0.05)
     finally:
         child.send_signal(signal.SIGKILL)

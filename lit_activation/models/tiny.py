@@ -114,7 +114,11 @@ def tiny_config(arch: str = "llama", layers: int = 2, hidden: int = 32) -> Pretr
 
 def tiny_model(arch: str = "llama", layers: int = 2, hidden: int = 32, seed: int = 0) -> PreTrainedModel:
     """A frozen, eval-mode, randomly initialised causal LM of the given architecture (fp32)."""
-    config = tiny_config(arch, layers, hidden)
+    return random_model(tiny_config(arch, layers, hidden), seed)
+
+
+def random_model(config: PretrainedConfig, seed: int = 0) -> PreTrainedModel:
+    """A frozen, eval-mode causal LM of `config` (fp32) whose matrices are drawn N(0, 0.2) from `seed`."""
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # Random init gives tiny weights and near-uniform logits; scale up so scores are not all ~0.

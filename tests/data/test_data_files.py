@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -161,13 +162,20 @@ def test_a_label_may_be_missing_a_value(tmp_path, label, accepted):
     ("\n \n", "is empty: it holds no records"),
 ])
 def test_json_lines_rules(tmp_path, text, problem):
-    path = tmp_path / "humaneval.jsonl"
+    records = read_by_rule(tmp_path / "humaneval.jsonl", "humaneval", text, problem)
+    if problem is None:
+        assert [r["prompt"] for r in records] == ["a", "b"]
+
+
+def read_by_rule(path: Path, dataset: str, text: str, problem: str | None) -> list | None:
+    """`text` written to `path`, read as `dataset`'s file: its records when `problem` is None, else refused
+    with a line that starts with the path and `problem`, then `;` and what to do."""
     path.write_text(text)
     if problem is None:
-        assert [r["prompt"] for r in load_records("humaneval", str(path))] == ["a", "b"]
-    else:
-        with pytest.raises(BrokenFile, match="^" + __import__("re").escape(f"{path}: {problem};")):
-            load_records("humaneval", str(path))
+        return load_records(dataset, str(path))
+    with pytest.raises(BrokenFile, match="^" + re.escape(f"{path}: {problem};")):
+        load_records(dataset, str(path))
+    return None
 
 
 @pytest.mark.parametrize(("text", "problem"), [
@@ -181,13 +189,9 @@ def test_json_lines_rules(tmp_path, text, problem):
     ("sentence1,sentence1,score\na,b,1\n", "has a header with a name twice or an empty name (sentence1,sentence1,score)"),
 ])
 def test_csv_rules(tmp_path, text, problem):
-    path = tmp_path / "stsb.csv"
-    path.write_text(text)
+    records = read_by_rule(tmp_path / "stsb.csv", "stsb", text, problem)
     if problem is None:
-        assert len(load_records("stsb", str(path))) == 1
-    else:
-        with pytest.raises(BrokenFile, match="^" + __import__("re").escape(f"{path}: {problem};")):
-            load_records("stsb", str(path))
+        assert len(records) == 1
 
 
 def test_other_encodings_and_a_directory_are_named(tmp_path):

@@ -54,20 +54,14 @@ def probe_records(directory: Path, ranks: int) -> list:
 def write_model(directory: Path, seed: int = 0, **config: int) -> Path:
     """A random Llama-layout model directory (fp32 safetensors) with the tiny tokenizer: weights drawn
     like tiny_model's (N(0, 0.2)), so that scores are far from zero."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import LlamaConfig
 
-    from lit_activation.models.tiny import VOCAB, tiny_tokenizer
+    from lit_activation.models.tiny import VOCAB, random_model, tiny_tokenizer
 
     values = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   vocab_size=VOCAB, max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=2)
     values.update(config)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(LlamaConfig(**values), dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.2)
+    model = random_model(LlamaConfig(**values), seed)
     model.save_pretrained(directory)
     tiny_tokenizer().save_pretrained(directory)
     return directory

@@ -10,13 +10,10 @@ import pytest
 import torch
 
 from lit_activation.cli import build_cli
-from lit_activation.engine.scores import scoring_pass
-from lit_activation.engine.settings import EngineSettings
 from lit_activation.models.architectures import model_config
-from lit_activation.models.layers import scored_modules
 from lit_activation.models.tiny import tiny_model
 from lit_activation.planning.plan import parameters
-from lit_activation.planning.simulate import LiveBytes, scoring_peak
+from tests.helpers.allocations import scoring_peaks
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -25,15 +22,9 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 def test_simulated_routing_matches_a_real_pass(arch):
     """The planner's activations and tile (fake tensors, the top-k experts taking every token) against a
     real scoring pass with the router's own choices, by the same tracker: measured 1.004-1.018."""
-    model = tiny_model(arch, layers=3, hidden=64)
-    ids = torch.randint(4, 100, (4, 48), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    tracker = LiveBytes([*model.parameters(), *model.buffers(), ids, mask], fake=False)
-    with tracker:
-        scoring_pass(model, ids, mask, lambda tile: None, scored_modules(model), EngineSettings(tile_mb=2**14 / 2**20), True)
-    simulated = scoring_peak(model.config, torch.float32, EngineSettings(), 4, 48, 2**14)
-    assert tracker.peak > 0
-    assert simulated == pytest.approx(tracker.peak, rel=0.05)
+    measured, simulated = scoring_peaks(tiny_model(arch, layers=3, hidden=64))
+    assert measured > 0
+    assert simulated == pytest.approx(measured, rel=0.05)
 
 
 # Parameter counts of the published models (their model cards), from the configs the planner holds

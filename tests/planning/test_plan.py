@@ -15,9 +15,7 @@ import torch
 from lit_activation.callbacks import ActivationCounts, Pruning
 from lit_activation.cli import build_cli
 from lit_activation.engine import EngineSettings
-from lit_activation.engine.scores import scoring_pass
 from lit_activation.models.architectures import model_config
-from lit_activation.models.layers import linear_modules
 from lit_activation.models.tiny import tiny_config
 from lit_activation.planning.plan import Job, Layout, ScoringPass, plan_memory
 from lit_activation.planning.simulate import LiveBytes, scoring_peak
@@ -25,6 +23,7 @@ from lit_activation.pruning.allocations import Uniform
 from lit_activation.pruning.context import Calibration
 from lit_activation.pruning.metrics import Taylor
 from tests.helpers import ROOT, child_env
+from tests.helpers.allocations import scoring_peaks
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -48,15 +47,9 @@ def test_the_tracker_counts_real_storages_in_a_measurement_and_fake_ones_in_a_si
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])
 def test_fake_simulation_matches_the_same_pass_on_real_tensors(arch, tiny_model):
     """The planner's activation figure: fake tensors against real ones, measured by the same tracker."""
-    model = tiny_model(arch, layers=3, hidden=64)
-    ids = torch.randint(4, 100, (4, 48))
-    mask = torch.ones_like(ids)
-    tracker = LiveBytes([*model.parameters(), *model.buffers(), ids, mask], fake=False)
-    with tracker:
-        scoring_pass(model, ids, mask, lambda tile: None, linear_modules(model), EngineSettings(tile_mb=2**14 / 2**20), True)
-    simulated = scoring_peak(model.config, torch.float32, EngineSettings(), 4, 48, 2**14)
-    assert tracker.peak > 0
-    assert simulated == pytest.approx(tracker.peak, rel=0.10)
+    measured, simulated = scoring_peaks(tiny_model(arch, layers=3, hidden=64))
+    assert measured > 0
+    assert simulated == pytest.approx(measured, rel=0.10)
 
 
 def test_larger_batches_and_lengths_need_more(tmp_path):
