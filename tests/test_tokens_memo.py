@@ -1,6 +1,6 @@
 """The tests' memo of tokenized corpora (tests/helpers/tokens.py) hands out exactly what the tokenizer gives:
 the same ids as the unmemoized call, each tokenizer's own, read back whole from the files that the
-processes of a test run share, and installed in a child process only when it imports the tokenizing
+processes of a test run share, counted by a memory tracker once per call, and installed in a child process only when it imports the tokenizing
 module."""
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import normalizers
 
 from lit_activation.data import samples
 from lit_activation.models.tiny import tiny_tokenizer
+from lit_activation.planning.simulate import LiveBytes
 from tests.helpers import ROOT, child_env, tokens
 
 TEXTS = ["The cat sat on the mat.", "A second document, with Capitals and digits 12345."]
@@ -41,16 +43,32 @@ def test_two_tokenizers_that_differ_in_their_pipeline_are_memoized_apart():
 def test_the_shared_files_are_read_back_whole_and_only_while_their_directory_exists(tmp_path, monkeypatch):
     monkeypatch.setenv(tokens.VARIABLE, str(tmp_path))
     ids = torch.arange(1000)
-    assert torch.equal(tokens._shared(("a" * 64, "b" * 64), lambda: ids), ids)
+    array, fresh = tokens._shared(("a" * 64, "b" * 64), lambda: ids)
+    assert fresh is ids and np.array_equal(array, ids.numpy())
     (written,) = tmp_path.iterdir()
-    assert written.suffix == ".pt"  # no partial file left
+    assert written.suffix == ".npy"  # no partial file left
 
     def never() -> torch.Tensor:
         raise AssertionError("tokenized again")
 
-    assert torch.equal(tokens._shared(("a" * 64, "b" * 64), never), ids)
+    array, fresh = tokens._shared(("a" * 64, "b" * 64), never)
+    assert fresh is None and np.array_equal(array, ids.numpy())
     monkeypatch.setenv(tokens.VARIABLE, str(tmp_path / "gone"))
-    assert torch.equal(tokens._shared(("a" * 64, "b" * 64), lambda: ids + 1), ids + 1)
+    array, fresh = tokens._shared(("a" * 64, "b" * 64), lambda: ids + 1)
+    assert np.array_equal(array, (ids + 1).numpy()) and list(tmp_path.iterdir()) == [written]
+
+
+def test_a_memory_tracker_sees_one_stream_per_call_as_without_the_memo():
+    """The memo keeps numpy copies, outside torch's dispatch: a tracked call allocates the ids it hands
+    out and nothing more, whether it tokenized them or found them (the memory plan's tests rely on it)."""
+    tok = tiny_tokenizer()
+    texts = [f"{text} (a text no other test tokenizes)" for text in TEXTS]
+    stream = samples.token_stream.original(texts, tok)
+    for _ in range(2):  # tokenized, then found
+        tracker = LiveBytes(fake=False)
+        with tracker:
+            ids = samples.token_stream(texts, tok)
+        assert torch.equal(ids, stream) and tracker.live == ids.untyped_storage().nbytes()
 
 
 @pytest.mark.slow
