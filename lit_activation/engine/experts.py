@@ -87,9 +87,7 @@ class ExpertsPass:
 
 def _expert_product(module: nn.Module, param: str, expert: int, layout: ExpertsLayout, x: Tensor, run: ExpertsPass) -> Tensor:
     """x · W_eᵀ (+ b_e) for one expert's slice of one fused tensor, through the pass's products."""
-    weight = getattr(module, param)[expert]
-    weight = weight.t() if layout.transposed else weight  # (out, in) either way
-    bias = getattr(module, f"{param}_bias")[expert] if layout.has_bias else None
+    weight, bias = layout.weight_and_bias(module, param, expert)
     return run.products.linear(x, weight, bias, run.tile_bytes)
 
 
@@ -123,12 +121,11 @@ def routed_forward(
         first = _expert_product(module, layout.first, expert, layout, x, run)
         if routed is not None:
             run.capture(f"{name}.{expert}.{layout.first}", ExpertSlice(module, layout.first, expert, layout.transposed), x[scored], first, routed, scored)
-        h = module._apply_gate(first) if layout.has_gate else module.act_fn(first)
+        h = layout.activate(module, first)
         y = _expert_product(module, "down_proj", expert, layout, h, run)
         if routed is not None:
             run.capture(f"{name}.{expert}.down_proj", ExpertSlice(module, "down_proj", expert, layout.transposed), h[scored], y, routed, scored)
-        if layout.post_norm:
-            y = module.post_expert_norm(y)
+        y = layout.finish(module, y)
         out.index_add_(0, tokens, (y * top_k_weights[tokens, slots, None]).to(out.dtype))
     return out
 
@@ -162,11 +159,10 @@ def planned_forward(
         x = hidden_states[tokens]
         first = _expert_product(module, layout.first, expert, layout, x, run)
         run.capture(f"{name}.{expert}.{layout.first}", ExpertSlice(module, layout.first, expert, layout.transposed), x, first, routed, None)
-        h = module._apply_gate(first) if layout.has_gate else module.act_fn(first)
+        h = layout.activate(module, first)
         y = _expert_product(module, "down_proj", expert, layout, h, run)
         run.capture(f"{name}.{expert}.down_proj", ExpertSlice(module, "down_proj", expert, layout.transposed), h, y, routed, None)
-        if layout.post_norm:
-            y = module.post_expert_norm(y)
+        y = layout.finish(module, y)
         out.index_add_(0, tokens, (y * top_k_weights.reshape(-1)[: tokens.numel(), None]).to(out.dtype))
     return out
 

@@ -46,6 +46,19 @@ class ExpertsLayout:
         """The fused tensor applied first: gate and up together, or up alone."""
         return "gate_up_proj" if self.has_gate else "up_proj"
 
+    def weight_and_bias(self, module: nn.Module, param: str, expert: int) -> tuple[Tensor, Tensor | None]:
+        """Expert `expert`'s slice of the fused tensor `param` as (out, in), and its bias (None without)."""
+        weight = getattr(module, param)[expert]
+        return (weight.t() if self.transposed else weight), (getattr(module, f"{param}_bias")[expert] if self.has_bias else None)
+
+    def activate(self, module: nn.Module, first: Tensor) -> Tensor:
+        """The input of `down_proj` from the first product's output: the family's gate, or its activation."""
+        return module._apply_gate(first) if self.has_gate else module.act_fn(first)
+
+    def finish(self, module: nn.Module, y: Tensor) -> Tensor:
+        """An expert's output from its `down_proj` product: the family's post-expert norm where it has one."""
+        return module.post_expert_norm(y) if self.post_norm else y
+
     @staticmethod
     def of(module: nn.Module) -> ExpertsLayout | None:
         """The layout of a fused experts module, or None when `module` is not one."""
@@ -162,19 +175,22 @@ def planned_forward(module: nn.Module, layout: ExpertsLayout, hidden_states: Ten
     token-expert pairs per token that any routing gives, in the family's layout."""
     out = torch.zeros_like(hidden_states)
     for expert in range(min(module.num_experts, top_k_index.shape[1])):
-        first = _apply(module, layout, layout.first, expert, hidden_states)
-        h = module._apply_gate(first) if layout.has_gate else module.act_fn(first)
-        y = _apply(module, layout, "down_proj", expert, h)
-        if layout.post_norm:
-            y = module.post_expert_norm(y)
+        y = expert_output(module, layout, expert, hidden_states)
         out += y * top_k_weights[:, expert, None].to(y.dtype)
     return out
 
 
-def _apply(module: nn.Module, layout: ExpertsLayout, param: str, expert: int, x: Tensor) -> Tensor:
-    weight = getattr(module, param)[expert]
-    y = x @ weight if layout.transposed else x @ weight.t()
-    return y + getattr(module, f"{param}_bias")[expert] if layout.has_bias else y
+def expert_projection(module: nn.Module, layout: ExpertsLayout, param: str, expert: int, x: Tensor) -> Tensor:
+    """x · W_eᵀ (+ b_e) for expert `expert`'s slice of the fused tensor `param`, a plain matmul."""
+    weight, bias = layout.weight_and_bias(module, param, expert)
+    y = x @ weight.t()
+    return y if bias is None else y + bias
+
+
+def expert_output(module: nn.Module, layout: ExpertsLayout, expert: int, x: Tensor) -> Tensor:
+    """f_e(x): expert `expert` applied to tokens x (n, hidden), without its gate weight (plain matmuls)."""
+    h = layout.activate(module, expert_projection(module, layout, layout.first, expert, x))
+    return layout.finish(module, expert_projection(module, layout, "down_proj", expert, h))
 
 
 @contextmanager

@@ -68,9 +68,7 @@ Add = Callable[[str, Tensor], None]
 
 
 def _product(module: nn.Module, param: str, expert: int, layout: ExpertsLayout, x: Tensor) -> Tensor:
-    weight = getattr(module, param)[expert]
-    weight = weight.t() if layout.transposed else weight  # (out, in)
-    bias = getattr(module, f"{param}_bias")[expert] if layout.has_bias else None
+    weight, bias = layout.weight_and_bias(module, param, expert)
     return IEEEProducts().linear(x.to(weight.dtype), weight, bias, 64 << 20)
 
 
@@ -104,10 +102,8 @@ def calibration_forward(
             routed, slots = pairs // k, pairs % k
             x = hidden_states[routed]
             first = _product(module, layout.first, expert, layout, x)
-            h = module._apply_gate(first) if layout.has_gate else module.act_fn(first)
-            y = _product(module, "down_proj", expert, layout, h)
-            if layout.post_norm:
-                y = module.post_expert_norm(y)
+            h = layout.activate(module, first)
+            y = layout.finish(module, _product(module, "down_proj", expert, layout, h))
             gate = top_k_weights[routed, slots, None]
             out.index_add_(0, routed, (y * gate).to(out.dtype))
             if wanted and policy != "all_tokens":
@@ -117,7 +113,7 @@ def calibration_forward(
         if wanted and policy == "all_tokens":  # every token through this expert, for its statistics alone
             h_all = _product(module, layout.first, expert, layout, hidden_states)
             add(f"{key}.{layout.first}", hidden_states)
-            add(f"{key}.down_proj", module._apply_gate(h_all) if layout.has_gate else module.act_fn(h_all))
+            add(f"{key}.down_proj", layout.activate(module, h_all))
     return out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lit_activation.models.experts import ExpertsLayout, experts_modules
+from lit_activation.models.experts import ExpertsLayout, expert_output, experts_modules
 from lit_activation.models.layers import decoder_layers
 from lit_activation.pruning.sequential import sequential_blocks
 
@@ -28,19 +28,6 @@ class RoutedStatistics:
     tokens: Tensor  # (MoE layers, experts) int64
     weighted_norms: Tensor  # (MoE layers, experts) float64
     tokens_seen: Tensor  # (MoE layers,) int64
-
-
-def expert_output(module: nn.Module, layout: ExpertsLayout, expert: int, x: Tensor) -> Tensor:
-    """f_j(x): expert `expert` of a fused experts module applied to tokens x (n, hidden), without its gate weight."""
-
-    def product(param: str, inputs: Tensor) -> Tensor:
-        weight = getattr(module, param)[expert]
-        out = inputs @ weight if layout.transposed else inputs @ weight.t()
-        return out + getattr(module, f"{param}_bias")[expert] if layout.has_bias else out
-
-    first = product(layout.first, x)
-    y = product("down_proj", module._apply_gate(first) if layout.has_gate else module.act_fn(first))
-    return module.post_expert_norm(y) if layout.post_norm else y
 
 
 def _accumulate(stats: RoutedStatistics, row: int, module: nn.Module, layout: ExpertsLayout, hidden: Tensor, index: Tensor, weights: Tensor) -> None:
